@@ -1,0 +1,152 @@
+//! Every annotation and label key of the protocol, as full strings.
+//!
+//! FLUO's keys (`reboot-needed` ... `version`) are used exactly as FLUO
+//! v0.10.0 writes them. The keys below "Our own keys" are additions of this
+//! project; FLUO ignores them, so a cluster can switch back and forth.
+//! Boolean values are the strings [`TRUE`] and [`FALSE`].
+
+macro_rules! key {
+    ($(#[$doc:meta])* $name:ident = $suffix:literal) => {
+        $(#[$doc])*
+        pub const $name: &str = concat!("flatcar-linux-update.v1.flatcar-linux.net/", $suffix);
+    };
+}
+
+/// Prefix shared by every key.
+pub const PREFIX: &str = "flatcar-linux-update.v1.flatcar-linux.net/";
+
+/// The string value meaning true.
+pub const TRUE: &str = "true";
+/// The string value meaning false.
+pub const FALSE: &str = "false";
+
+key!(
+    /// Annotation and label, written by the agent (or by hand): the node wants a reboot.
+    REBOOT_NEEDED = "reboot-needed"
+);
+key!(
+    /// Annotation, agent: drain and reboot have started.
+    REBOOT_IN_PROGRESS = "reboot-in-progress"
+);
+key!(
+    /// Annotation, operator: permission to drain and reboot.
+    REBOOT_OK = "reboot-ok"
+);
+key!(
+    /// Annotation, admin: the operator leaves this node alone (never picks it).
+    REBOOT_PAUSED = "reboot-paused"
+);
+key!(
+    /// Annotation, agent: update_engine's CurrentOperation.
+    STATUS = "status"
+);
+key!(
+    /// Annotation, agent: update_engine's last check, unix seconds.
+    LAST_CHECKED_TIME = "last-checked-time"
+);
+key!(
+    /// Annotation, agent: the version update_engine downloaded.
+    NEW_VERSION = "new-version"
+);
+key!(
+    /// Annotation, agent: the agent cordoned the node, so it may uncordon it.
+    AGENT_MADE_UNSCHEDULABLE = "agent-made-unschedulable"
+);
+key!(
+    /// Label, operator: the node waits for its before-reboot hook annotations.
+    BEFORE_REBOOT = "before-reboot"
+);
+key!(
+    /// Label, operator: the node waits for its after-reboot hook annotations.
+    AFTER_REBOOT = "after-reboot"
+);
+key!(
+    /// Label, agent: `ID` from /etc/os-release.
+    LABEL_ID = "id"
+);
+key!(
+    /// Label, agent: `GROUP` from update.conf.
+    LABEL_GROUP = "group"
+);
+key!(
+    /// Label, agent: `VERSION` from /etc/os-release.
+    LABEL_VERSION = "version"
+);
+
+// ---- Our own keys ----
+
+key!(
+    /// Annotation, agent (ours): the node's boot ID (`status.nodeInfo.bootID`)
+    /// when the reboot started. A different boot ID later means it rebooted.
+    REBOOT_BOOT_ID = "reboot-boot-id"
+);
+key!(
+    /// Annotation, agent (ours): why the last drain failed, as
+    /// `<RFC3339 time> <reason>`. Cleared after a successful reboot.
+    DRAIN_FAILURE = "drain-failure"
+);
+key!(
+    /// Annotation, agent (ours): the last error of logind's Reboot call, as
+    /// `<RFC3339 time> <error>`. Cleared after a successful reboot.
+    REBOOT_ERROR = "reboot-error"
+);
+key!(
+    /// Annotation, operator (ours): RFC3339 instant after which a granted node
+    /// must not start draining (the end of the reboot window it was granted in).
+    GRANT_EXPIRES = "grant-expires"
+);
+key!(
+    /// Annotation, operator (ours): RFC3339 instant at which `reboot-ok=true`
+    /// was set. A `drain-failure` at or after it spoils the grant.
+    GRANTED_AT = "granted-at"
+);
+
+/// FLUO's keys, in the table order of PROTOCOL.md.
+pub const FLUO_KEYS: [&str; 13] = [
+    REBOOT_NEEDED,
+    REBOOT_IN_PROGRESS,
+    REBOOT_OK,
+    REBOOT_PAUSED,
+    STATUS,
+    LAST_CHECKED_TIME,
+    NEW_VERSION,
+    AGENT_MADE_UNSCHEDULABLE,
+    BEFORE_REBOOT,
+    AFTER_REBOOT,
+    LABEL_ID,
+    LABEL_GROUP,
+    LABEL_VERSION,
+];
+
+/// The keys this project adds.
+pub const OUR_KEYS: [&str; 5] = [
+    REBOOT_BOOT_ID,
+    DRAIN_FAILURE,
+    REBOOT_ERROR,
+    GRANT_EXPIRES,
+    GRANTED_AT,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_full_strings() {
+        assert_eq!(
+            REBOOT_OK,
+            "flatcar-linux-update.v1.flatcar-linux.net/reboot-ok"
+        );
+        assert_eq!(LABEL_ID, "flatcar-linux-update.v1.flatcar-linux.net/id");
+        for k in FLUO_KEYS.iter().chain(OUR_KEYS.iter()) {
+            assert!(k.starts_with(PREFIX), "{k}");
+            // A valid k8s qualified name: prefix + name of at most 63 chars.
+            let name = &k[PREFIX.len()..];
+            assert!(!name.is_empty() && name.len() <= 63, "{k}");
+        }
+        let mut all: Vec<_> = FLUO_KEYS.iter().chain(OUR_KEYS.iter()).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), FLUO_KEYS.len() + OUR_KEYS.len());
+    }
+}

@@ -1,0 +1,225 @@
+//! Changes to one Node, as a JSON merge patch.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::node::NodeView;
+
+/// Changes to one Node's annotations, labels and `spec.unschedulable`.
+/// A `None` value removes the key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodePatch {
+    /// The Node's name.
+    pub node: String,
+    /// Annotation key -> new value (`None` = remove).
+    pub annotations: BTreeMap<String, Option<String>>,
+    /// Label key -> new value (`None` = remove).
+    pub labels: BTreeMap<String, Option<String>>,
+    /// New `spec.unschedulable`, if it changes.
+    pub unschedulable: Option<bool>,
+}
+
+impl NodePatch {
+    /// An empty patch for `node`.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.annotations.is_empty() && self.labels.is_empty() && self.unschedulable.is_none()
+    }
+
+    /// Sets annotation `key` to `value`.
+    pub fn set_annotation(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        self.annotations.insert(key.to_string(), Some(value.into()));
+        self
+    }
+
+    /// Removes annotation `key`.
+    pub fn remove_annotation(&mut self, key: &str) -> &mut Self {
+        self.annotations.insert(key.to_string(), None);
+        self
+    }
+
+    /// Sets label `key` to `value`.
+    pub fn set_label(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        self.labels.insert(key.to_string(), Some(value.into()));
+        self
+    }
+
+    /// Removes label `key`.
+    pub fn remove_label(&mut self, key: &str) -> &mut Self {
+        self.labels.insert(key.to_string(), None);
+        self
+    }
+
+    /// Sets `spec.unschedulable`.
+    pub fn set_unschedulable(&mut self, v: bool) -> &mut Self {
+        self.unschedulable = Some(v);
+        self
+    }
+
+    /// Adds `other`'s changes; where both touch a key, `other` wins.
+    pub fn merge(&mut self, other: NodePatch) {
+        self.annotations.extend(other.annotations);
+        self.labels.extend(other.labels);
+        if other.unschedulable.is_some() {
+            self.unschedulable = other.unschedulable;
+        }
+    }
+
+    /// Drops the changes that `view` already has (setting a value it already
+    /// has, removing a key it does not have, cordoning a cordoned node).
+    pub fn minimize(&mut self, view: &NodeView) {
+        self.annotations
+            .retain(|k, v| view.annotations.get(k) != v.as_ref());
+        self.labels.retain(|k, v| view.labels.get(k) != v.as_ref());
+        if self.unschedulable == Some(view.unschedulable) {
+            self.unschedulable = None;
+        }
+    }
+
+    /// The JSON merge patch body (RFC 7386) for the Node:
+    /// `{"metadata":{"annotations":{..},"labels":{..}},"spec":{"unschedulable":..}}`,
+    /// with `null` for removals. Empty sections are left out; an empty patch
+    /// is `{}`.
+    pub fn merge_patch(&self) -> Value {
+        fn section(m: &BTreeMap<String, Option<String>>) -> Value {
+            Value::Object(
+                m.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_ref().map_or(Value::Null, |s| Value::String(s.clone())),
+                        )
+                    })
+                    .collect(),
+            )
+        }
+        let mut root = Map::new();
+        let mut meta = Map::new();
+        if !self.annotations.is_empty() {
+            meta.insert("annotations".into(), section(&self.annotations));
+        }
+        if !self.labels.is_empty() {
+            meta.insert("labels".into(), section(&self.labels));
+        }
+        if !meta.is_empty() {
+            root.insert("metadata".into(), Value::Object(meta));
+        }
+        if let Some(u) = self.unschedulable {
+            root.insert("spec".into(), json!({ "unschedulable": u }));
+        }
+        Value::Object(root)
+    }
+
+    /// Applies the patch to a view (what the API server would do). Ignores
+    /// the node name. Useful for tests and simulations.
+    pub fn apply(&self, view: &mut NodeView) {
+        for (k, v) in &self.annotations {
+            match v {
+                Some(v) => view.annotations.insert(k.clone(), v.clone()),
+                None => view.annotations.remove(k),
+            };
+        }
+        for (k, v) in &self.labels {
+            match v {
+                Some(v) => view.labels.insert(k.clone(), v.clone()),
+                None => view.labels.remove(k),
+            };
+        }
+        if let Some(u) = self.unschedulable {
+            view.unschedulable = u;
+        }
+    }
+}
+
+/// Applies each patch to the view of the same name (patches for unknown
+/// nodes are ignored).
+pub fn apply_all(views: &mut [NodeView], patches: &[NodePatch]) {
+    for p in patches {
+        if let Some(v) = views.iter_mut().find(|v| v.name == p.node) {
+            p.apply(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys;
+
+    #[test]
+    fn empty_patch() {
+        let p = NodePatch::new("n");
+        assert!(p.is_empty());
+        assert_eq!(p.merge_patch(), json!({}));
+    }
+
+    #[test]
+    fn merge_patch_body() {
+        let mut p = NodePatch::new("n");
+        p.set_annotation(keys::REBOOT_OK, "true")
+            .remove_annotation(keys::GRANT_EXPIRES)
+            .remove_label(keys::BEFORE_REBOOT)
+            .set_unschedulable(false);
+        assert!(!p.is_empty());
+        assert_eq!(
+            p.merge_patch(),
+            json!({
+                "metadata": {
+                    "annotations": {
+                        keys::GRANT_EXPIRES: null,
+                        keys::REBOOT_OK: "true",
+                    },
+                    "labels": { keys::BEFORE_REBOOT: null },
+                },
+                "spec": { "unschedulable": false },
+            })
+        );
+        let mut only_labels = NodePatch::new("n");
+        only_labels.set_label(keys::LABEL_ID, "flatcar");
+        assert_eq!(
+            only_labels.merge_patch(),
+            json!({"metadata": {"labels": {keys::LABEL_ID: "flatcar"}}})
+        );
+        let mut only_spec = NodePatch::new("n");
+        only_spec.set_unschedulable(true);
+        assert_eq!(only_spec.merge_patch(), json!({"spec": {"unschedulable": true}}));
+    }
+
+    #[test]
+    fn apply_merge_minimize() {
+        let mut v = NodeView {
+            name: "n".into(),
+            ..Default::default()
+        };
+        v.annotations.insert("a".into(), "1".into());
+        v.labels.insert("l".into(), "x".into());
+        let mut p = NodePatch::new("n");
+        p.set_annotation("a", "1").remove_annotation("zz").set_label("l", "y");
+        p.set_unschedulable(false);
+        let mut q = NodePatch::new("n");
+        q.remove_label("l").set_annotation("b", "2");
+        p.merge(q);
+        assert_eq!(p.labels.get("l"), Some(&None));
+        let mut m = p.clone();
+        m.minimize(&v);
+        assert_eq!(m.annotations.len(), 1); // only b
+        assert_eq!(m.labels.len(), 1);
+        assert_eq!(m.unschedulable, None);
+        p.apply(&mut v);
+        assert_eq!(v.annotations.get("b").map(String::as_str), Some("2"));
+        assert!(!v.labels.contains_key("l"));
+        let mut vs = vec![v.clone()];
+        let mut r = NodePatch::new("n");
+        r.set_unschedulable(true);
+        apply_all(&mut vs, &[r, NodePatch::new("other")]);
+        assert!(vs[0].unschedulable);
+    }
+}

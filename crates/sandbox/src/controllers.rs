@@ -1,0 +1,497 @@
+//! The simulated control plane and kubelets: scheduler, ReplicaSet, Deployment and DaemonSet
+//! controllers, the disruption controller (PDB status), garbage collection, and the kubelet's
+//! pod start and graceful termination. Driven by store events, not polling.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::eviction::{self, is_ready, is_terminating, pods};
+use crate::resources::{self, Resource};
+use crate::store::{EventType, Inner, Store, meta, now_rfc3339};
+
+#[derive(Debug, Clone)]
+pub struct SimTiming {
+    /// From a pod bound to a Ready node to it running Ready.
+    pub pod_start: Duration,
+}
+
+fn res(group: &str, plural: &str) -> &'static Resource {
+    resources::find(group, "v1", plural).expect("known resource")
+}
+fn nodes() -> &'static Resource {
+    res("", "nodes")
+}
+fn replicasets() -> &'static Resource {
+    res("apps", "replicasets")
+}
+fn deployments() -> &'static Resource {
+    res("apps", "deployments")
+}
+fn daemonsets() -> &'static Resource {
+    res("apps", "daemonsets")
+}
+
+pub fn node_ready(node: &Value) -> bool {
+    node.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn controller_of(obj: &Value) -> Option<(String, String)> {
+    let o = obj.pointer("/metadata/ownerReferences")?.as_array()?.iter().find(|o| o["controller"] == true)?;
+    Some((o["kind"].as_str()?.to_string(), o["uid"].as_str()?.to_string()))
+}
+
+#[derive(Default)]
+struct Dirty {
+    pending_pods: bool,
+    start: BTreeSet<(String, String)>,
+    replicasets: BTreeSet<(String, String)>,
+    deployments: BTreeSet<(String, String)>,
+    daemonsets: bool,
+    pdb_namespaces: BTreeSet<String>,
+    gc_uids: HashSet<String>,
+}
+
+pub async fn run(store: Store, timing: SimTiming) {
+    let mut rx = store.subscribe_all();
+    let mut dirty = Dirty { pending_pods: true, daemonsets: true, ..Default::default() };
+    resync(&store, &mut dirty);
+    let mut terminating: HashSet<String> = HashSet::new();
+    loop {
+        process(&store, &mut dirty, &timing);
+        let first = rx.recv().await;
+        let mut batch = Vec::new();
+        match first {
+            Ok(ev) => batch.push(ev),
+            Err(RecvError::Lagged(_)) => resync(&store, &mut dirty),
+            Err(RecvError::Closed) => return,
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(ev) => batch.push(ev),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => resync(&store, &mut dirty),
+                Err(_) => break,
+            }
+        }
+        for ev in batch {
+            note(&ev, &mut dirty, &store, &mut terminating);
+        }
+    }
+}
+
+fn resync(store: &Store, dirty: &mut Dirty) {
+    let st = store.lock();
+    dirty.pending_pods = true;
+    dirty.daemonsets = true;
+    for ((ns, n), _) in st.iter(replicasets(), None) {
+        dirty.replicasets.insert((ns.clone(), n.clone()));
+    }
+    for ((ns, n), _) in st.iter(deployments(), None) {
+        dirty.deployments.insert((ns.clone(), n.clone()));
+    }
+    for ((ns, n), p) in st.iter(pods(), None) {
+        dirty.pdb_namespaces.insert(ns.clone());
+        if p.pointer("/status/phase") == Some(&json!("Pending")) {
+            dirty.start.insert((ns.clone(), n.clone()));
+        }
+    }
+}
+
+fn note(ev: &crate::store::WatchEvent, dirty: &mut Dirty, store: &Store, terminating: &mut HashSet<String>) {
+    let o = &ev.object;
+    let ns = meta(o, "namespace").unwrap_or("").to_string();
+    let name = meta(o, "name").unwrap_or("").to_string();
+    match ev.storage {
+        "pods" => {
+            dirty.pdb_namespaces.insert(ns.clone());
+            match controller_of(o) {
+                Some((k, _)) if k == "ReplicaSet" => {
+                    if let Some(rs) = o.pointer("/metadata/ownerReferences/0/name").and_then(Value::as_str) {
+                        dirty.replicasets.insert((ns.clone(), rs.to_string()));
+                    }
+                }
+                Some((k, _)) if k == "DaemonSet" => dirty.daemonsets = true,
+                _ => {}
+            }
+            if ev.kind == EventType::Deleted {
+                return;
+            }
+            let bound = o.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+            if !bound && !is_terminating(o) {
+                dirty.pending_pods = true;
+            }
+            if bound && o.pointer("/status/phase") == Some(&json!("Pending")) && !is_terminating(o) {
+                dirty.start.insert((ns.clone(), name.clone()));
+            }
+            if is_terminating(o) {
+                let uid = meta(o, "uid").unwrap_or("").to_string();
+                if terminating.insert(uid.clone()) {
+                    let grace = o.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_u64).unwrap_or(0);
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(grace)).await;
+                        let mut st = store.lock();
+                        if st.get(pods(), &ns, &name).is_some_and(|p| meta(&p, "uid") == Some(uid.as_str())) {
+                            let _ = st.remove(pods(), &ns, &name);
+                        }
+                    });
+                }
+            }
+        }
+        "nodes" => {
+            dirty.pending_pods = true;
+            dirty.daemonsets = true;
+            if node_ready(o) {
+                let st = store.lock();
+                for ((pns, pn), p) in st.iter(pods(), None) {
+                    if p.pointer("/spec/nodeName") == Some(&json!(name)) && p.pointer("/status/phase") == Some(&json!("Pending")) {
+                        dirty.start.insert((pns.clone(), pn.clone()));
+                    }
+                }
+            }
+        }
+        "replicasets" => {
+            if ev.kind == EventType::Deleted {
+                dirty.gc_uids.insert(meta(o, "uid").unwrap_or("").to_string());
+            } else {
+                dirty.replicasets.insert((ns, name));
+            }
+        }
+        "deployments" => {
+            if ev.kind == EventType::Deleted {
+                dirty.gc_uids.insert(meta(o, "uid").unwrap_or("").to_string());
+            } else {
+                dirty.deployments.insert((ns, name));
+            }
+        }
+        "daemonsets" => {
+            if ev.kind == EventType::Deleted {
+                dirty.gc_uids.insert(meta(o, "uid").unwrap_or("").to_string());
+            }
+            dirty.daemonsets = true;
+        }
+        "poddisruptionbudgets" => {
+            dirty.pdb_namespaces.insert(ns);
+        }
+        _ => {}
+    }
+}
+
+fn process(store: &Store, dirty: &mut Dirty, timing: &SimTiming) {
+    let mut st = store.lock();
+    if !dirty.gc_uids.is_empty() {
+        collect_garbage(&mut st, &std::mem::take(&mut dirty.gc_uids));
+    }
+    for (ns, n) in std::mem::take(&mut dirty.deployments) {
+        reconcile_deployment(&mut st, &ns, &n);
+    }
+    for (ns, n) in std::mem::take(&mut dirty.replicasets) {
+        reconcile_replicaset(&mut st, &ns, &n);
+    }
+    if std::mem::take(&mut dirty.daemonsets) {
+        reconcile_daemonsets(&mut st);
+    }
+    if std::mem::take(&mut dirty.pending_pods) {
+        schedule(&mut st);
+    }
+    for (ns, n) in std::mem::take(&mut dirty.start) {
+        let Some(p) = st.get(pods(), &ns, &n) else { continue };
+        let uid = meta(&p, "uid").unwrap_or("").to_string();
+        let node = p.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").to_string();
+        // start_pod re-checks everything, so a pod noted twice is harmless.
+        if node.is_empty() || !st.get(nodes(), "", &node).is_some_and(|nd| node_ready(&nd)) {
+            continue;
+        }
+        let store = store.clone();
+        let delay = timing.pod_start;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut st = store.lock();
+            start_pod(&mut st, &ns, &n, &uid, &node);
+        });
+    }
+    for ns in std::mem::take(&mut dirty.pdb_namespaces) {
+        eviction::refresh_namespace(&mut st, &ns);
+    }
+}
+
+/// The kubelet starting a pod's containers: Running and Ready, if the pod is still the same one
+/// on a node that is still Ready.
+fn start_pod(st: &mut Inner, ns: &str, name: &str, uid: &str, node: &str) {
+    let Some(p) = st.get(pods(), ns, name) else { return };
+    if meta(&p, "uid") != Some(uid) || is_terminating(&p) || p.pointer("/status/phase") != Some(&json!("Pending")) {
+        return;
+    }
+    let Some(nd) = st.get(nodes(), "", node) else { return };
+    if !node_ready(&nd) || p.pointer("/spec/nodeName") != Some(&json!(node)) {
+        return;
+    }
+    let host_ip = nd.pointer("/status/addresses/0/address").cloned().unwrap_or(json!("10.0.0.1"));
+    let now = now_rfc3339();
+    let containers: Vec<Value> = p
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    json!({
+                        "name": c["name"], "image": c["image"], "imageID": "", "ready": true, "started": true,
+                        "restartCount": 0, "containerID": format!("containerd://{}", &uid.replace('-', "")),
+                        "state": {"running": {"startedAt": now}},
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let ip = format!("10.244.{}.{}", rand::random_range(0..255), rand::random_range(1..255));
+    let cond = |t: &str| json!({"type": t, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
+    let _ = st.modify(pods(), ns, name, |v| {
+        v["status"] = json!({
+            "phase": "Running",
+            "conditions": [cond("PodReadyToStartContainers"), cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")],
+            "hostIP": host_ip, "podIP": ip, "podIPs": [{"ip": ip}], "startTime": now,
+            "containerStatuses": containers, "qosClass": "BestEffort",
+        });
+        Ok(())
+    });
+}
+
+fn schedule(st: &mut Inner) {
+    let mut load: HashMap<String, usize> = HashMap::new();
+    let mut pending = Vec::new();
+    for ((ns, n), p) in st.iter(pods(), None) {
+        match p.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            Some(node) => *load.entry(node.to_string()).or_default() += 1,
+            None if !is_terminating(p) => pending.push((ns.clone(), n.clone(), p.clone())),
+            None => {}
+        }
+    }
+    if pending.is_empty() {
+        return;
+    }
+    let candidates: Vec<(String, Arc<Value>)> = st
+        .iter(nodes(), None)
+        .filter(|(_, n)| node_ready(n) && n.pointer("/spec/unschedulable") != Some(&json!(true)))
+        .map(|((_, name), n)| (name.clone(), n.clone()))
+        .collect();
+    for (ns, name, pod) in pending {
+        let selector = pod.pointer("/spec/nodeSelector").and_then(Value::as_object);
+        let best = candidates
+            .iter()
+            .filter(|(_, n)| selector.is_none_or(|sel| sel.iter().all(|(k, v)| n.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v))))
+            .min_by_key(|(name, _)| (load.get(name).copied().unwrap_or(0), name.clone()));
+        let Some((node, _)) = best else { continue };
+        *load.entry(node.clone()).or_default() += 1;
+        let node = node.clone();
+        let _ = st.modify(pods(), &ns, &name, |v| {
+            v["spec"]["nodeName"] = json!(node);
+            Ok(())
+        });
+    }
+}
+
+fn pod_from_template(owner: &Value, kind: &str, template: &Value, node: Option<&str>) -> Value {
+    let name = meta(owner, "name").unwrap_or("");
+    let ns = meta(owner, "namespace").unwrap_or("");
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": template.get("metadata").cloned().unwrap_or(json!({})),
+        "spec": template.get("spec").cloned().unwrap_or(json!({})),
+    });
+    pod["metadata"]["generateName"] = json!(format!("{name}-"));
+    pod["metadata"]["namespace"] = json!(ns);
+    pod["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "apps/v1", "kind": kind, "name": name, "uid": meta(owner, "uid"),
+        "controller": true, "blockOwnerDeletion": true,
+    }]);
+    if let Some(node) = node {
+        pod["spec"]["nodeName"] = json!(node);
+        let tolerations = pod["spec"]["tolerations"].as_array().cloned().unwrap_or_default();
+        let mut t = tolerations;
+        t.push(json!({"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}));
+        pod["spec"]["tolerations"] = json!(t);
+    }
+    if pod.pointer("/spec/terminationGracePeriodSeconds").is_none() {
+        pod["spec"]["terminationGracePeriodSeconds"] = json!(30);
+    }
+    pod["status"] = json!({"phase": "Pending"});
+    pod
+}
+
+fn owned_pods(st: &Inner, ns: &str, uid: &str) -> Vec<Arc<Value>> {
+    st.iter(pods(), Some(ns))
+        .filter(|(_, p)| controller_of(p).is_some_and(|(_, u)| u == uid))
+        .map(|(_, p)| p.clone())
+        .collect()
+}
+
+fn reconcile_replicaset(st: &mut Inner, ns: &str, name: &str) {
+    let Some(rs) = st.get(replicasets(), ns, name) else { return };
+    let uid = meta(&rs, "uid").unwrap_or("").to_string();
+    let want = rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).max(0) as usize;
+    let live: Vec<Arc<Value>> = owned_pods(st, ns, &uid)
+        .into_iter()
+        .filter(|p| !is_terminating(p) && !matches!(p.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")))
+        .collect();
+    let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    for _ in live.len()..want {
+        let _ = st.create(pods(), pod_from_template(&rs, "ReplicaSet", &template, None));
+    }
+    if live.len() > want {
+        for p in live.iter().rev().take(live.len() - want) {
+            let _ = crate::api::delete_object(st, pods(), ns, meta(p, "name").unwrap_or(""), None);
+        }
+    }
+    let live = owned_pods(st, ns, &uid);
+    let active: Vec<&Arc<Value>> = live.iter().filter(|p| !is_terminating(p)).collect();
+    let ready = active.iter().filter(|p| is_ready(p)).count();
+    let status = json!({
+        "replicas": active.len(), "fullyLabeledReplicas": active.len(), "readyReplicas": ready,
+        "availableReplicas": ready, "observedGeneration": rs.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+    });
+    if rs.get("status") != Some(&status) {
+        let _ = st.modify(replicasets(), ns, name, |v| {
+            v["status"] = status;
+            Ok(())
+        });
+    }
+}
+
+fn template_hash(template: &Value) -> String {
+    // FNV-1a, as stable as the real pod-template-hash needs to be here.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in template.to_string().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..10).map(|i| alphabet[((h >> (i * 6)) % alphabet.len() as u64) as usize] as char).collect()
+}
+
+fn reconcile_deployment(st: &mut Inner, ns: &str, name: &str) {
+    let Some(d) = st.get(deployments(), ns, name) else { return };
+    let uid = meta(&d, "uid").unwrap_or("").to_string();
+    let replicas = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    let mut template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let hash = template_hash(&template);
+    template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+    let rs_name = format!("{name}-{hash}");
+    let owned: Vec<Arc<Value>> = st
+        .iter(replicasets(), Some(ns))
+        .filter(|(_, r)| controller_of(r).is_some_and(|(_, u)| u == uid))
+        .map(|(_, r)| r.clone())
+        .collect();
+    for r in &owned {
+        let n = meta(r, "name").unwrap_or("").to_string();
+        if n != rs_name && r.pointer("/spec/replicas") != Some(&json!(0)) {
+            let _ = st.modify(replicasets(), ns, &n, |v| {
+                v["spec"]["replicas"] = json!(0);
+                Ok(())
+            });
+        }
+    }
+    match st.get(replicasets(), ns, &rs_name) {
+        None => {
+            let mut selector = d.pointer("/spec/selector").cloned().unwrap_or(json!({}));
+            selector["matchLabels"]["pod-template-hash"] = json!(hash);
+            let rs = json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {
+                    "name": rs_name, "namespace": ns,
+                    "labels": template["metadata"]["labels"],
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
+                },
+                "spec": {"replicas": replicas, "selector": selector, "template": template},
+            });
+            let _ = st.create(replicasets(), rs);
+        }
+        Some(r) if r.pointer("/spec/replicas") != Some(&json!(replicas)) => {
+            let _ = st.modify(replicasets(), ns, &rs_name, |v| {
+                v["spec"]["replicas"] = json!(replicas);
+                Ok(())
+            });
+        }
+        Some(_) => {}
+    }
+    let rs = st.get(replicasets(), ns, &rs_name);
+    let ready = rs.as_ref().and_then(|r| r.pointer("/status/readyReplicas")).and_then(Value::as_i64).unwrap_or(0);
+    let current = rs.as_ref().and_then(|r| r.pointer("/status/replicas")).and_then(Value::as_i64).unwrap_or(0);
+    let status = json!({
+        "observedGeneration": d.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+        "replicas": current, "updatedReplicas": current, "readyReplicas": ready, "availableReplicas": ready,
+        "unavailableReplicas": (replicas - ready).max(0),
+    });
+    if d.get("status") != Some(&status) {
+        let _ = st.modify(deployments(), ns, name, |v| {
+            v["status"] = status;
+            Ok(())
+        });
+    }
+}
+
+fn reconcile_daemonsets(st: &mut Inner) {
+    let node_list: Vec<Arc<Value>> = st.iter(nodes(), None).map(|(_, n)| n.clone()).collect();
+    let sets: Vec<Arc<Value>> = st.iter(daemonsets(), None).map(|(_, d)| d.clone()).collect();
+    for ds in sets {
+        let ns = meta(&ds, "namespace").unwrap_or("").to_string();
+        let name = meta(&ds, "name").unwrap_or("").to_string();
+        let uid = meta(&ds, "uid").unwrap_or("").to_string();
+        let template = ds.pointer("/spec/template").cloned().unwrap_or(json!({}));
+        let selector = template.pointer("/spec/nodeSelector").and_then(Value::as_object).cloned();
+        let owned = owned_pods(st, &ns, &uid);
+        let mut by_node: HashMap<String, Arc<Value>> = HashMap::new();
+        for p in &owned {
+            let node = p.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").to_string();
+            let known = node_list.iter().any(|n| meta(n, "name") == Some(node.as_str()));
+            if !known {
+                let _ = st.remove(pods(), &ns, meta(p, "name").unwrap_or(""));
+            } else if !is_terminating(p) {
+                by_node.insert(node, p.clone());
+            }
+        }
+        let mut desired = 0;
+        for n in &node_list {
+            let node = meta(n, "name").unwrap_or("");
+            let fits = selector.as_ref().is_none_or(|sel| sel.iter().all(|(k, v)| n.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v)));
+            if !fits {
+                continue;
+            }
+            desired += 1;
+            if !by_node.contains_key(node) && !owned.iter().any(|p| p.pointer("/spec/nodeName") == Some(&json!(node))) {
+                let _ = st.create(pods(), pod_from_template(&ds, "DaemonSet", &template, Some(node)));
+            }
+        }
+        let owned = owned_pods(st, &ns, &uid);
+        let ready = owned.iter().filter(|p| is_ready(p)).count();
+        let status = json!({
+            "desiredNumberScheduled": desired, "currentNumberScheduled": owned.len(), "numberMisscheduled": 0,
+            "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": owned.len(),
+            "observedGeneration": ds.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+        });
+        if ds.get("status") != Some(&status) {
+            let _ = st.modify(daemonsets(), &ns, &name, |v| {
+                v["status"] = status;
+                Ok(())
+            });
+        }
+    }
+}
+
+/// Background-propagation garbage collection of objects whose controller was deleted.
+fn collect_garbage(st: &mut Inner, uids: &HashSet<String>) {
+    for r in [pods(), replicasets()] {
+        let doomed: Vec<(String, String)> = st
+            .iter(r, None)
+            .filter(|(_, o)| controller_of(o).is_some_and(|(_, u)| uids.contains(&u)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (ns, n) in doomed {
+            let _ = crate::api::delete_object(st, r, &ns, &n, None);
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Object storage with a global resourceVersion, per-bucket event logs for watches, and
+//! optimistic concurrency. One mutex: operations that must be atomic (an eviction checking a
+//! PodDisruptionBudget and deleting the pod) run under one lock, as etcd transactions would.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::error::{ApiError, ApiResult};
+use crate::resources::{RESOURCES, Resource};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct WatchEvent {
+    pub rv: u64,
+    pub storage: &'static str,
+    pub kind: EventType,
+    pub object: Arc<Value>,
+    /// The object before a change, so selector-filtered watches can turn a change that leaves
+    /// the selection into DELETED, as the real server does.
+    pub old: Option<Arc<Value>>,
+}
+
+pub type Key = (String, String);
+
+pub struct Bucket {
+    pub objects: BTreeMap<Key, Arc<Value>>,
+    log: VecDeque<Arc<WatchEvent>>,
+    /// Events with a resourceVersion at or below this are gone: watching from before it is 410.
+    compacted_rv: u64,
+    tx: broadcast::Sender<Arc<WatchEvent>>,
+}
+
+pub struct Inner {
+    rv: u64,
+    buckets: HashMap<&'static str, Bucket>,
+    log_capacity: usize,
+    all_tx: broadcast::Sender<Arc<WatchEvent>>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Mutex<Inner>>,
+}
+
+pub fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+pub fn new_uid() -> String {
+    let b: [u8; 16] = rand::random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+pub fn meta<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+pub fn object_rv(obj: &Value) -> u64 {
+    meta(obj, "resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+impl Store {
+    pub fn new(log_capacity: usize) -> Self {
+        let mut buckets = HashMap::new();
+        for r in RESOURCES {
+            buckets.entry(r.storage).or_insert_with(|| Bucket {
+                objects: BTreeMap::new(),
+                log: VecDeque::new(),
+                compacted_rv: 0,
+                tx: broadcast::channel(65_536).0,
+            });
+        }
+        let inner = Inner { rv: 1, buckets, log_capacity, all_tx: broadcast::channel(262_144).0 };
+        Store { inner: Arc::new(Mutex::new(inner)) }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere must not wedge the whole API server.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every change to every bucket, for the simulated controllers.
+    pub fn subscribe_all(&self) -> broadcast::Receiver<Arc<WatchEvent>> {
+        self.lock().all_tx.subscribe()
+    }
+}
+
+fn key_of(r: &Resource, ns: &str, name: &str) -> Key {
+    (if r.namespaced { ns.to_string() } else { String::new() }, name.to_string())
+}
+
+impl Inner {
+    pub fn current_rv(&self) -> u64 {
+        self.rv
+    }
+
+    pub fn bucket(&self, r: &Resource) -> &Bucket {
+        &self.buckets[r.storage]
+    }
+
+    pub fn get(&self, r: &Resource, ns: &str, name: &str) -> Option<Arc<Value>> {
+        self.bucket(r).objects.get(&key_of(r, ns, name)).cloned()
+    }
+
+    /// Objects in key order (namespace, name), as etcd returns them; `ns = None` is all namespaces.
+    pub fn iter<'a>(&'a self, r: &Resource, ns: Option<&'a str>) -> Box<dyn Iterator<Item = (&'a Key, &'a Arc<Value>)> + 'a> {
+        let objects = &self.bucket(r).objects;
+        match ns {
+            Some(ns) if r.namespaced => Box::new(
+                objects
+                    .range((ns.to_string(), String::new())..)
+                    .take_while(move |((n, _), _)| n == ns),
+            ),
+            _ => Box::new(objects.iter()),
+        }
+    }
+
+    fn emit(&mut self, r: &Resource, kind: EventType, object: Arc<Value>, old: Option<Arc<Value>>) {
+        let ev = Arc::new(WatchEvent { rv: self.rv, storage: r.storage, kind, object, old });
+        let cap = self.log_capacity;
+        let b = self.buckets.get_mut(r.storage).expect("bucket");
+        b.log.push_back(ev.clone());
+        while b.log.len() > cap {
+            if let Some(old) = b.log.pop_front() {
+                b.compacted_rv = old.rv;
+            }
+        }
+        let _ = b.tx.send(ev.clone());
+        let _ = self.all_tx.send(ev);
+    }
+
+    fn next_rv(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
+    /// Stores a new object, filling in the metadata the server owns.
+    pub fn create(&mut self, r: &Resource, mut obj: Value) -> ApiResult<Arc<Value>> {
+        let ns = meta(&obj, "namespace").unwrap_or("").to_string();
+        if r.namespaced {
+            if ns.is_empty() {
+                return Err(ApiError::bad_request("the namespace of the provided object is empty"));
+            }
+            if self.get(ns_resource(), "", &ns).is_none() {
+                return Err(ApiError::not_found("", "namespaces", &ns));
+            }
+        }
+        let mut name = meta(&obj, "name").unwrap_or("").to_string();
+        if name.is_empty() {
+            match meta(&obj, "generateName") {
+                Some(prefix) if !prefix.is_empty() => {
+                    let suffix: String = (0..5)
+                        .map(|_| {
+                            let c = b"bcdfghjklmnpqrstvwxz2456789";
+                            c[rand::random_range(0..c.len())] as char
+                        })
+                        .collect();
+                    name = format!("{prefix}{suffix}");
+                }
+                _ => {
+                    return Err(ApiError::invalid(r.kind, "", "metadata.name: Required value: name or generateName is required"));
+                }
+            }
+        }
+        validate_name(r, &name)?;
+        let key = key_of(r, &ns, &name);
+        if self.bucket(r).objects.contains_key(&key) {
+            return Err(ApiError::already_exists(r.group, r.plural, &name));
+        }
+        let rv = self.next_rv();
+        let m = obj["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
+        m.insert("name".into(), json!(name));
+        if !r.namespaced {
+            m.remove("namespace");
+        }
+        m.insert("uid".into(), json!(new_uid()));
+        m.insert("resourceVersion".into(), json!(rv.to_string()));
+        m.insert("creationTimestamp".into(), json!(now_rfc3339()));
+        m.remove("deletionTimestamp");
+        m.remove("deletionGracePeriodSeconds");
+        if r.kind != "Pod" && r.kind != "Node" && r.kind != "Event" && r.kind != "Lease" {
+            m.insert("generation".into(), json!(1));
+        }
+        obj["apiVersion"] = json!(r.api_version());
+        obj["kind"] = json!(r.kind);
+        if r.kind == "Namespace" && obj.pointer("/status/phase").is_none() {
+            obj["status"] = json!({"phase": "Active"});
+        }
+        let obj = Arc::new(obj);
+        self.buckets.get_mut(r.storage).expect("bucket").objects.insert(key, obj.clone());
+        self.emit(r, EventType::Added, obj.clone(), None);
+        Ok(obj)
+    }
+
+    /// Replaces an object with `new`, keeping server-owned metadata. A `resourceVersion` in `new`
+    /// that differs from the stored one is a 409 Conflict. An update that changes nothing does
+    /// not bump the resourceVersion, as in the real server.
+    pub fn replace(&mut self, r: &Resource, ns: &str, name: &str, mut new: Value) -> ApiResult<Arc<Value>> {
+        let old = self.get(r, ns, name).ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+        if let Some(want) = meta(&new, "resourceVersion")
+            && !want.is_empty()
+            && want != meta(&old, "resourceVersion").unwrap_or("")
+        {
+            return Err(ApiError::conflict(r.group, r.plural, name));
+        }
+        if !new.is_object() {
+            return Err(ApiError::bad_request("the object must be a JSON object"));
+        }
+        if !new.get("metadata").is_some_and(Value::is_object) {
+            new["metadata"] = json!({});
+        }
+        for f in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "generation"] {
+            match old["metadata"].get(f) {
+                Some(v) => new["metadata"][f] = v.clone(),
+                None => {
+                    if let Some(m) = new["metadata"].as_object_mut() {
+                        m.remove(f);
+                    }
+                }
+            }
+        }
+        self.put(r, ns, name, old, new)
+    }
+
+    /// Stores `new` in place of `old` (both already checked), bumping the resourceVersion and
+    /// generation; a write that changes nothing is not an event.
+    fn put(&mut self, r: &Resource, ns: &str, name: &str, old: Arc<Value>, mut new: Value) -> ApiResult<Arc<Value>> {
+        new["apiVersion"] = json!(r.api_version());
+        new["kind"] = json!(r.kind);
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        if new == *old {
+            return Ok(old);
+        }
+        if old["metadata"].get("generation").is_some() && new.get("spec") != old.get("spec") {
+            let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            new["metadata"]["generation"] = json!(g);
+        }
+        // Deleting the last finalizer of an object being deleted completes the deletion.
+        if new["metadata"].get("deletionTimestamp").is_some()
+            && new["metadata"].get("finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty())
+            && r.kind != "Pod"
+        {
+            return self.remove(r, ns, name);
+        }
+        let rv = self.next_rv();
+        new["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let new = Arc::new(new);
+        let key = key_of(r, ns, name);
+        self.buckets.get_mut(r.storage).expect("bucket").objects.insert(key, new.clone());
+        self.emit(r, EventType::Modified, new.clone(), Some(old));
+        Ok(new)
+    }
+
+    /// Applies `f` to a copy of the object and stores the result: the server's own writes, which
+    /// may change server-owned metadata such as deletionTimestamp.
+    pub fn modify(&mut self, r: &Resource, ns: &str, name: &str, f: impl FnOnce(&mut Value) -> ApiResult<()>) -> ApiResult<Arc<Value>> {
+        let old = self.get(r, ns, name).ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+        let mut new = (*old).clone();
+        f(&mut new)?;
+        self.put(r, ns, name, old, new)
+    }
+
+    /// Removes an object now, whatever its grace period or finalizers.
+    pub fn remove(&mut self, r: &Resource, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
+        let key = key_of(r, ns, name);
+        let old = self
+            .buckets
+            .get_mut(r.storage)
+            .expect("bucket")
+            .objects
+            .remove(&key)
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+        let rv = self.next_rv();
+        let mut gone = (*old).clone();
+        gone["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let gone = Arc::new(gone);
+        self.emit(r, EventType::Deleted, gone.clone(), Some(old));
+        Ok(gone)
+    }
+
+    /// Events after `since` and a receiver for later ones, taken atomically so none is missed.
+    /// `Err` (410 Gone) when events after `since` were already compacted away.
+    pub fn watch_from(&self, r: &Resource, since: u64) -> ApiResult<(Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>)> {
+        let b = self.bucket(r);
+        if since < b.compacted_rv {
+            return Err(ApiError::gone(format!("too old resource version: {since} ({})", b.compacted_rv + 1)));
+        }
+        let replay = b.log.iter().filter(|e| e.rv > since).cloned().collect();
+        Ok((replay, b.tx.subscribe()))
+    }
+
+    /// Drops all watch history, so any watch from an older resourceVersion gets 410 Gone.
+    pub fn compact(&mut self) {
+        let rv = self.rv;
+        for b in self.buckets.values_mut() {
+            b.log.clear();
+            b.compacted_rv = rv;
+        }
+    }
+}
+
+pub fn ns_resource() -> &'static Resource {
+    crate::resources::find("", "v1", "namespaces").expect("namespaces")
+}
+
+fn validate_name(r: &Resource, name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || (r.kind.ends_with("Role") || r.kind.ends_with("Binding") || r.kind.starts_with("ValidatingAdmission")) && c == ':')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            r.kind,
+            name,
+            format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+        ))
+    }
+}

@@ -17,7 +17,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
-use crate::hostinfo::HostInfo;
+use crate::hostinfo::{HostInfo, sanitize_label_value};
 use crate::keys;
 use crate::node::{NodeState, NodeView, format_time, format_timestamped};
 use crate::patch::NodePatch;
@@ -157,8 +157,10 @@ fn host_facts(input: &AgentInput) -> NodePatch {
         (keys::LABEL_GROUP, &input.info.group),
         (keys::LABEL_VERSION, &input.info.version),
     ] {
-        match want {
-            Some(v) => p.set_label(key, v.clone()),
+        // HostInfo::from_files already sanitizes; a hand-built HostInfo is
+        // sanitized here too, so the API server never rejects the patch.
+        match want.as_deref().and_then(sanitize_label_value) {
+            Some(v) => p.set_label(key, v),
             None => p.remove_label(key),
         };
     }
@@ -316,7 +318,9 @@ fn transition(s: &NodeState, input: &AgentInput) -> AgentStep {
         return Wait("rebooted: waiting for the operator to withdraw reboot-ok".into());
     }
     if s.after_reboot {
-        return Wait("waiting for the after-reboot hooks and the operator to withdraw reboot-ok".into());
+        return Wait(
+            "waiting for the after-reboot hooks and the operator to withdraw reboot-ok".into(),
+        );
     }
     if s.reboot_paused {
         return Wait("reboot-paused is set: not starting a reboot".into());

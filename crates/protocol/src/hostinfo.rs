@@ -199,7 +199,10 @@ HOME_URL="https://flatcar.org/"
     #[test]
     fn missing_files_are_not_fatal() {
         assert_eq!(HostInfo::from_files(None, None, None), HostInfo::default());
-        assert_eq!(HostInfo::from_files(Some(""), Some(""), Some("")), HostInfo::default());
+        assert_eq!(
+            HostInfo::from_files(Some(""), Some(""), Some("")),
+            HostInfo::default()
+        );
     }
 
     #[test]
@@ -222,9 +225,18 @@ HOME_URL="https://flatcar.org/"
 
     #[test]
     fn sanitizes_label_values() {
-        assert_eq!(sanitize_label_value("4081.2.0").as_deref(), Some("4081.2.0"));
-        assert_eq!(sanitize_label_value("3510.2.0+dev").as_deref(), Some("3510.2.0_dev"));
-        assert_eq!(sanitize_label_value("my group").as_deref(), Some("my_group"));
+        assert_eq!(
+            sanitize_label_value("4081.2.0").as_deref(),
+            Some("4081.2.0")
+        );
+        assert_eq!(
+            sanitize_label_value("3510.2.0+dev").as_deref(),
+            Some("3510.2.0_dev")
+        );
+        assert_eq!(
+            sanitize_label_value("my group").as_deref(),
+            Some("my_group")
+        );
         assert_eq!(sanitize_label_value("-x-").as_deref(), Some("x"));
         assert_eq!(sanitize_label_value(""), None);
         assert_eq!(sanitize_label_value("+++"), None);

@@ -159,11 +159,7 @@ pub struct NodeState {
     pub reboot_error: Option<String>,
 }
 
-fn parse_bool(
-    view: &NodeView,
-    kind: KeyKind,
-    key: &'static str,
-) -> Result<bool, ParseError> {
+fn parse_bool(view: &NodeView, kind: KeyKind, key: &'static str) -> Result<bool, ParseError> {
     let v = match kind {
         KeyKind::Annotation => view.annotation(key),
         KeyKind::Label => view.label(key),
@@ -282,8 +278,14 @@ mod tests {
     fn view(anns: &[(&str, &str)], labels: &[(&str, &str)]) -> NodeView {
         NodeView {
             name: "n1".into(),
-            annotations: anns.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            annotations: anns
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             unschedulable: false,
             boot_id: "b1".into(),
             ready: true,
@@ -327,7 +329,10 @@ mod tests {
             assert_eq!(e.value, bad);
             assert_eq!(e.kind, KeyKind::Annotation);
             let msg = e.to_string();
-            assert!(msg.contains(keys::REBOOT_OK) && msg.contains(&format!("{bad:?}")), "{msg}");
+            assert!(
+                msg.contains(keys::REBOOT_OK) && msg.contains(&format!("{bad:?}")),
+                "{msg}"
+            );
             assert!(msg.contains("n1"));
         }
         let e = NodeState::parse(&view(&[], &[(keys::AFTER_REBOOT, "yes")])).unwrap_err();
@@ -349,7 +354,10 @@ mod tests {
             &[
                 (keys::GRANTED_AT, "2024-05-01T10:00:00Z"),
                 (keys::GRANT_EXPIRES, "2024-05-01T11:00:00Z"),
-                (keys::DRAIN_FAILURE, "2024-05-01T10:00:00Z pod x: PDB says no"),
+                (
+                    keys::DRAIN_FAILURE,
+                    "2024-05-01T10:00:00Z pod x: PDB says no",
+                ),
             ],
             &[],
         ))
@@ -377,7 +385,10 @@ mod tests {
         let t = Utc.with_ymd_and_hms(2024, 5, 1, 10, 0, 0).unwrap();
         let mut s = NodeState::parse(&view(&[], &[])).unwrap();
         assert!(!s.grant_spoiled());
-        s.drain_failure = Some(DrainFailure { at: t, reason: String::new() });
+        s.drain_failure = Some(DrainFailure {
+            at: t,
+            reason: String::new(),
+        });
         assert!(s.grant_spoiled()); // no granted-at: spoiled
         s.granted_at = Some(t + chrono::TimeDelta::seconds(1));
         assert!(!s.grant_spoiled()); // granted after the failure

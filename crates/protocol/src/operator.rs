@@ -65,7 +65,9 @@ impl FromStr for MaxRebooting {
             None => (t, false),
         };
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(err("expected a node count like \"2\" or a percentage like \"25%\""));
+            return Err(err(
+                "expected a node count like \"2\" or a percentage like \"25%\"",
+            ));
         }
         let n: u32 = digits.parse().map_err(|_| err("number too large"))?;
         if n == 0 {
@@ -165,7 +167,13 @@ fn withdraw(p: &mut NodePatch) {
 }
 
 /// `reboot-ok=true` now, until the end of the current window (if any).
-fn grant(p: &mut NodePatch, view: &NodeView, cfg: &OperatorConfig, now: DateTime<Utc>, end: Option<DateTime<Utc>>) {
+fn grant(
+    p: &mut NodePatch,
+    view: &NodeView,
+    cfg: &OperatorConfig,
+    now: DateTime<Utc>,
+    end: Option<DateTime<Utc>>,
+) {
     p.remove_label(keys::BEFORE_REBOOT);
     remove_hooks(p, view, &cfg.before_reboot_annotations);
     p.set_annotation(keys::REBOOT_OK, keys::TRUE);
@@ -274,7 +282,10 @@ pub fn decide(nodes: &[NodeView], cfg: &OperatorConfig, now: DateTime<Utc>) -> D
                 let p = node_steps(&s, view, &ctx);
                 p.apply(&mut after[i]);
                 if !p.is_empty() {
-                    patches.entry(view.name.clone()).or_insert_with(|| NodePatch::new(&view.name)).merge(p);
+                    patches
+                        .entry(view.name.clone())
+                        .or_insert_with(|| NodePatch::new(&view.name))
+                        .merge(p);
                 }
                 well_formed.push(i);
             }
@@ -289,7 +300,9 @@ pub fn decide(nodes: &[NodeView], cfg: &OperatorConfig, now: DateTime<Utc>) -> D
     if ctx.window_open {
         let mut candidates = Vec::new();
         for &i in &well_formed {
-            let Ok(s) = NodeState::parse(&after[i]) else { continue };
+            let Ok(s) = NodeState::parse(&after[i]) else {
+                continue;
+            };
             if !s.rebootable() || s.holds_slot() || !s.ready {
                 continue;
             }
@@ -310,7 +323,10 @@ pub fn decide(nodes: &[NodeView], cfg: &OperatorConfig, now: DateTime<Utc>) -> D
                 p.set_label(keys::BEFORE_REBOOT, keys::TRUE);
             }
             p.apply(&mut after[i]);
-            patches.entry(name.clone()).or_insert_with(|| NodePatch::new(&name)).merge(p);
+            patches
+                .entry(name.clone())
+                .or_insert_with(|| NodePatch::new(&name))
+                .merge(p);
         }
     }
 

@@ -190,7 +190,10 @@ mod tests {
         );
         let mut only_spec = NodePatch::new("n");
         only_spec.set_unschedulable(true);
-        assert_eq!(only_spec.merge_patch(), json!({"spec": {"unschedulable": true}}));
+        assert_eq!(
+            only_spec.merge_patch(),
+            json!({"spec": {"unschedulable": true}})
+        );
     }
 
     #[test]
@@ -202,7 +205,9 @@ mod tests {
         v.annotations.insert("a".into(), "1".into());
         v.labels.insert("l".into(), "x".into());
         let mut p = NodePatch::new("n");
-        p.set_annotation("a", "1").remove_annotation("zz").set_label("l", "y");
+        p.set_annotation("a", "1")
+            .remove_annotation("zz")
+            .set_label("l", "y");
         p.set_unschedulable(false);
         let mut q = NodePatch::new("n");
         q.remove_label("l").set_annotation("b", "2");

@@ -119,47 +119,52 @@ pub fn any_node(name: String, now: DateTime<Utc>) -> impl Strategy<Value = NodeV
         prop::option::of(Just("2024-05-01T00:00:00Z logind says no".to_string())),
         bool_value(),
     );
-    (bools, times, misc).prop_map(move |(b, (ga, ge, df), (rb, boot, unsched, ready, rerr, lbl_needed))| {
-        let mut v = NodeView {
-            name: name.clone(),
-            boot_id: boot.to_string(),
-            unschedulable: unsched,
-            ready,
-            ..Default::default()
-        };
-        let anns = [
-            keys::REBOOT_NEEDED,
-            keys::REBOOT_IN_PROGRESS,
-            keys::REBOOT_OK,
-            keys::REBOOT_PAUSED,
-            keys::AGENT_MADE_UNSCHEDULABLE,
-            "hook-a",
-        ];
-        for (k, val) in anns.iter().zip(&b) {
-            if let Some(val) = val {
-                v.annotations.insert(k.to_string(), val.clone());
+    (bools, times, misc).prop_map(
+        move |(b, (ga, ge, df), (rb, boot, unsched, ready, rerr, lbl_needed))| {
+            let mut v = NodeView {
+                name: name.clone(),
+                boot_id: boot.to_string(),
+                unschedulable: unsched,
+                ready,
+                ..Default::default()
+            };
+            let anns = [
+                keys::REBOOT_NEEDED,
+                keys::REBOOT_IN_PROGRESS,
+                keys::REBOOT_OK,
+                keys::REBOOT_PAUSED,
+                keys::AGENT_MADE_UNSCHEDULABLE,
+                "hook-a",
+            ];
+            for (k, val) in anns.iter().zip(&b) {
+                if let Some(val) = val {
+                    v.annotations.insert(k.to_string(), val.clone());
+                }
             }
-        }
-        for (k, val) in [(keys::BEFORE_REBOOT, &b[6]), (keys::AFTER_REBOOT, &b[7]), (keys::REBOOT_NEEDED, &lbl_needed)] {
-            if let Some(val) = val {
-                v.labels.insert(k.to_string(), val.clone());
+            for (k, val) in [
+                (keys::BEFORE_REBOOT, &b[6]),
+                (keys::AFTER_REBOOT, &b[7]),
+                (keys::REBOOT_NEEDED, &lbl_needed),
+            ] {
+                if let Some(val) = val {
+                    v.labels.insert(k.to_string(), val.clone());
+                }
             }
-        }
-        for (k, val) in [
-            (keys::GRANTED_AT, ga),
-            (keys::GRANT_EXPIRES, ge),
-            (keys::DRAIN_FAILURE, df),
-            (keys::REBOOT_BOOT_ID, rb),
-            (keys::REBOOT_ERROR, rerr),
-        ] {
-            if let Some(val) = val {
-                v.annotations.insert(k.to_string(), val);
+            for (k, val) in [
+                (keys::GRANTED_AT, ga),
+                (keys::GRANT_EXPIRES, ge),
+                (keys::DRAIN_FAILURE, df),
+                (keys::REBOOT_BOOT_ID, rb),
+                (keys::REBOOT_ERROR, rerr),
+            ] {
+                if let Some(val) = val {
+                    v.annotations.insert(k.to_string(), val);
+                }
             }
-        }
-        if b[5].as_deref() == Some("true") {
-            v.annotations.insert("hook-b".into(), "true".into());
-        }
-        v
-    })
+            if b[5].as_deref() == Some("true") {
+                v.annotations.insert("hook-b".into(), "true".into());
+            }
+            v
+        },
+    )
 }
-

@@ -110,7 +110,10 @@ mod tests {
         ));
         assert_eq!(s.new_size, 123);
         let a = s.annotation_values();
-        assert_eq!(a[0], (crate::keys::STATUS, UPDATE_STATUS_DOWNLOADING.into()));
+        assert_eq!(
+            a[0],
+            (crate::keys::STATUS, UPDATE_STATUS_DOWNLOADING.into())
+        );
         assert_eq!(a[1], (crate::keys::LAST_CHECKED_TIME, "1700000000".into()));
         assert_eq!(a[2], (crate::keys::NEW_VERSION, "4081.2.0".into()));
     }

@@ -216,7 +216,8 @@ impl RebootWindow {
         };
         let offset = day * DAY + i64::from(self.start_minute) * 60;
         let secs = now.timestamp();
-        let delta = (secs as i128 - anchor as i128 - offset as i128).rem_euclid(self.period() as i128);
+        let delta =
+            (secs as i128 - anchor as i128 - offset as i128).rem_euclid(self.period() as i128);
         DateTime::from_timestamp(secs - delta as i64, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
@@ -387,7 +388,10 @@ mod tests {
             assert_eq!(parse_go_duration(s), Ok(TimeDelta::seconds(secs)), "{s}");
         }
         assert_eq!(parse_go_duration("-1m"), Ok(TimeDelta::seconds(-60)));
-        assert_eq!(parse_go_duration("1500ms"), Ok(TimeDelta::milliseconds(1500)));
+        assert_eq!(
+            parse_go_duration("1500ms"),
+            Ok(TimeDelta::milliseconds(1500))
+        );
         assert_eq!(parse_go_duration("3us"), Ok(TimeDelta::microseconds(3)));
         assert_eq!(parse_go_duration("3µs"), Ok(TimeDelta::microseconds(3)));
         assert_eq!(parse_go_duration("3μs"), Ok(TimeDelta::microseconds(3)));
@@ -397,13 +401,36 @@ mod tests {
             Ok(TimeDelta::nanoseconds(i64::MAX))
         );
         for bad in [
-            "", "1", "h", "1d", "1 h", " 1h", "1h ", "-", ".", ".h", "1hh", "1H", "1h30",
-            "9999999999999999999h", "2562048h", "1e3s", "--1h",
+            "",
+            "1",
+            "h",
+            "1d",
+            "1 h",
+            " 1h",
+            "1h ",
+            "-",
+            ".",
+            ".h",
+            "1hh",
+            "1H",
+            "1h30",
+            "9999999999999999999h",
+            "2562048h",
+            "1e3s",
+            "--1h",
         ] {
             assert!(parse_go_duration(bad).is_err(), "{bad:?}");
         }
-        assert!(parse_go_duration("1d").unwrap_err().contains("unknown unit"));
-        assert!(parse_go_duration("10").unwrap_err().contains("missing unit"));
+        assert!(
+            parse_go_duration("1d")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(
+            parse_go_duration("10")
+                .unwrap_err()
+                .contains("missing unit")
+        );
     }
 
     #[test]
@@ -422,7 +449,13 @@ mod tests {
         assert_eq!(w.start_minute(), 14 * 60);
         assert_eq!(w.length(), TimeDelta::minutes(90));
         assert_eq!(w.to_string(), "Mon 14:00 +1h30m0s");
-        for s in ["mon 14:00", "MON 14:00", "Monday 14:00", "mOnDaY 14:00", "  Mon   14:00 "] {
+        for s in [
+            "mon 14:00",
+            "MON 14:00",
+            "Monday 14:00",
+            "mOnDaY 14:00",
+            "  Mon   14:00 ",
+        ] {
             assert_eq!(RebootWindow::parse(s, "90m").unwrap(), w, "{s}");
         }
         for (s, d) in [
@@ -433,20 +466,41 @@ mod tests {
             ("Saturday 12:00", Weekday::Sat),
             ("sun 12:00", Weekday::Sun),
         ] {
-            assert_eq!(RebootWindow::parse(s, "1h").unwrap().weekday(), Some(d), "{s}");
+            assert_eq!(
+                RebootWindow::parse(s, "1h").unwrap().weekday(),
+                Some(d),
+                "{s}"
+            );
         }
         let d = RebootWindow::parse("11:00", "3600s").unwrap();
         assert_eq!(d.weekday(), None);
         assert_eq!(d.start_minute(), 660);
         assert_eq!(d.to_string(), "11:00 +1h0m0s");
-        assert_eq!(RebootWindow::parse("7:05", "1h").unwrap().start_minute(), 425);
+        assert_eq!(
+            RebootWindow::parse("7:05", "1h").unwrap().start_minute(),
+            425
+        );
     }
 
     #[test]
     fn rejects_bad_start() {
         for s in [
-            "", "Mon", "14", "14:0", "24:00", "14:60", "123:00", "Mo 14:00", "Mon 14:00 UTC",
-            "Mon14:00", "14:00:00", "-1:00", "Mon, 14:00", "1 4:00", "+1:00", "Funday 10:00",
+            "",
+            "Mon",
+            "14",
+            "14:0",
+            "24:00",
+            "14:60",
+            "123:00",
+            "Mo 14:00",
+            "Mon 14:00 UTC",
+            "Mon14:00",
+            "14:00:00",
+            "-1:00",
+            "Mon, 14:00",
+            "1 4:00",
+            "+1:00",
+            "Funday 10:00",
         ] {
             let e = RebootWindow::parse(s, "1h").unwrap_err();
             assert_eq!(e.flag(), START_FLAG, "{s:?}");
@@ -484,7 +538,11 @@ mod tests {
     fn both_or_neither() {
         assert_eq!(RebootWindow::from_flags(None, None), Ok(None));
         assert_eq!(RebootWindow::from_flags(Some(""), Some(" ")), Ok(None));
-        assert!(RebootWindow::from_flags(Some("11:00"), Some("1h")).unwrap().is_some());
+        assert!(
+            RebootWindow::from_flags(Some("11:00"), Some("1h"))
+                .unwrap()
+                .is_some()
+        );
         let e = RebootWindow::from_flags(Some("11:00"), None).unwrap_err();
         assert_eq!(e.flag(), LENGTH_FLAG);
         assert!(e.to_string().starts_with("--reboot-window-length: "));
@@ -503,7 +561,10 @@ mod tests {
         assert!(w.contains(t(2024, 5, 1, 11, 0)));
         assert!(w.contains(t(2024, 5, 1, 11, 59)));
         assert!(!w.contains(t(2024, 5, 1, 12, 0)));
-        assert_eq!(w.current_end(t(2024, 5, 1, 11, 30)), Some(t(2024, 5, 1, 12, 0)));
+        assert_eq!(
+            w.current_end(t(2024, 5, 1, 11, 30)),
+            Some(t(2024, 5, 1, 12, 0))
+        );
         assert_eq!(w.current_end(t(2024, 5, 1, 12, 0)), None);
         assert_eq!(w.next_change(t(2024, 5, 1, 10, 0)), t(2024, 5, 1, 11, 0));
         assert_eq!(w.next_change(t(2024, 5, 1, 11, 0)), t(2024, 5, 1, 12, 0));
@@ -517,7 +578,10 @@ mod tests {
         assert!(w.contains(t(2024, 5, 1, 23, 30)));
         assert!(w.contains(t(2024, 5, 2, 0, 59)));
         assert!(!w.contains(t(2024, 5, 2, 1, 0)));
-        assert_eq!(w.current_end(t(2024, 5, 2, 0, 30)), Some(t(2024, 5, 2, 1, 0)));
+        assert_eq!(
+            w.current_end(t(2024, 5, 2, 0, 30)),
+            Some(t(2024, 5, 2, 1, 0))
+        );
         assert_eq!(w.next_change(t(2024, 5, 2, 1, 0)), t(2024, 5, 2, 23, 0));
     }
 
@@ -530,7 +594,10 @@ mod tests {
         assert!(w.contains(t(2024, 5, 5, 22, 0)));
         assert!(w.contains(t(2024, 5, 6, 1, 59)));
         assert!(!w.contains(t(2024, 5, 6, 2, 0)));
-        assert_eq!(w.current_end(t(2024, 5, 6, 1, 0)), Some(t(2024, 5, 6, 2, 0)));
+        assert_eq!(
+            w.current_end(t(2024, 5, 6, 1, 0)),
+            Some(t(2024, 5, 6, 2, 0))
+        );
         assert_eq!(w.next_change(t(2024, 5, 6, 2, 0)), t(2024, 5, 12, 22, 0));
         assert_eq!(w.next_change(t(2024, 5, 1, 0, 0)), t(2024, 5, 5, 22, 0));
         // Not open on other days at the same time.
@@ -561,7 +628,10 @@ mod tests {
             .prop_map(|(d, h, m, len)| {
                 let len = if d.is_none() { len % (24 * 60) } else { len }.max(1);
                 let start = match d {
-                    Some(d) => format!("{} {h}:{m:02}", weekday_name(Weekday::try_from(d as u8).unwrap())),
+                    Some(d) => format!(
+                        "{} {h}:{m:02}",
+                        weekday_name(Weekday::try_from(d as u8).unwrap())
+                    ),
                     None => format!("{h}:{m:02}"),
                 };
                 RebootWindow::parse(&start, &format!("{len}m")).unwrap()

@@ -37,11 +37,21 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn handle(State(st): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(st): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().trim_end_matches('/').to_string();
     let query: HashMap<String, String> = uri
         .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
     match discovery(&path) {
         Some(Ok(v)) if method == Method::GET => return json_response(StatusCode::OK, &v),
@@ -119,14 +129,18 @@ fn parse_path(path: &str) -> ApiResult<Req> {
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(ApiError::no_such_resource()),
     };
-    let find = |plural: &str| resources::find(group, version, plural).ok_or_else(ApiError::no_such_resource);
-    let namespaced = |plural: &str| resources::find(group, version, plural).is_some_and(|r| r.namespaced);
-    let req = |res: &'static Resource, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| Req {
-        res,
-        ns: ns.map(str::to_string),
-        name: name.map(str::to_string),
-        sub: sub.map(str::to_string),
+    let find = |plural: &str| {
+        resources::find(group, version, plural).ok_or_else(ApiError::no_such_resource)
     };
+    let namespaced =
+        |plural: &str| resources::find(group, version, plural).is_some_and(|r| r.namespaced);
+    let req =
+        |res: &'static Resource, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| Req {
+            res,
+            ns: ns.map(str::to_string),
+            name: name.map(str::to_string),
+            sub: sub.map(str::to_string),
+        };
     let r = match rest {
         [p] => req(find(p)?, None, None, None),
         ["namespaces", ns, p] if namespaced(p) => req(find(p)?, Some(ns), None, None),
@@ -197,7 +211,10 @@ fn group_json(g: &str, v: &str) -> Value {
 
 fn resource_list(group: &str, version: &str) -> Value {
     let mut out = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         out.push(json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
             "verbs": resources::VERBS, "shortNames": r.short_names,
@@ -209,24 +226,43 @@ fn resource_list(group: &str, version: &str) -> Value {
             out.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out})
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("as=Table"))
+    headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
 }
 
 fn ns_or_empty(req: &Req) -> &str {
     req.ns.as_deref().unwrap_or("")
 }
 
-fn get(st: &ApiState, req: &Req, headers: &HeaderMap, _q: &HashMap<String, String>) -> ApiResult<(StatusCode, Value)> {
+fn get(
+    st: &ApiState,
+    req: &Req,
+    headers: &HeaderMap,
+    _q: &HashMap<String, String>,
+) -> ApiResult<(StatusCode, Value)> {
     let name = req.name.as_deref().unwrap_or("");
-    let obj = st.store.lock().get(req.res, ns_or_empty(req), name).ok_or_else(|| ApiError::not_found(req.res.group, req.res.plural, name))?;
+    let obj = st
+        .store
+        .lock()
+        .get(req.res, ns_or_empty(req), name)
+        .ok_or_else(|| ApiError::not_found(req.res.group, req.res.plural, name))?;
     if wants_table(headers) && req.sub.is_none() {
         let rv = meta(&obj, "resourceVersion").unwrap_or("").to_string();
-        return Ok((StatusCode::OK, table::to_table(req.res.kind, &[(*obj).clone()], &rv, None)));
+        return Ok((
+            StatusCode::OK,
+            table::to_table(req.res.kind, &[(*obj).clone()], &rv, None),
+        ));
     }
     Ok((StatusCode::OK, (*obj).clone()))
 }
@@ -239,22 +275,26 @@ pub struct Filter {
 impl Filter {
     pub fn from_query(q: &HashMap<String, String>) -> ApiResult<Filter> {
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
-            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+            .map_err(ApiError::bad_request)?;
         let fields = match q.get("fieldSelector").filter(|s| !s.is_empty()) {
-            Some(s) => Some(FieldSelector::parse(s).map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?),
+            Some(s) => Some(FieldSelector::parse(s).map_err(ApiError::bad_request)?),
             None => None,
         };
         Ok(Filter { labels, fields })
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches(obj.pointer("/metadata/labels").and_then(Value::as_object))
+        self.labels
+            .matches(obj.pointer("/metadata/labels").and_then(Value::as_object))
             && self.fields.as_ref().is_none_or(|f| f.matches(obj))
     }
 }
 
 fn encode_continue(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}").bytes().map(|b| format!("{b:02x}")).collect()
+    format!("{ns}/{name}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn decode_continue(tok: &str) -> ApiResult<(String, String)> {
@@ -262,16 +302,26 @@ fn decode_continue(tok: &str) -> ApiResult<(String, String)> {
     if tok.len() % 2 != 0 {
         return Err(bad());
     }
-    let bytes: Result<Vec<u8>, _> = (0..tok.len()).step_by(2).map(|i| u8::from_str_radix(&tok[i..i + 2], 16)).collect();
+    let bytes: Result<Vec<u8>, _> = (0..tok.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&tok[i..i + 2], 16))
+        .collect();
     let s = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
     let (ns, name) = s.split_once('/').ok_or_else(bad)?;
     Ok((ns.to_string(), name.to_string()))
 }
 
-fn list(st: &ApiState, req: &Req, headers: &HeaderMap, q: &HashMap<String, String>) -> ApiResult<(StatusCode, Value)> {
+fn list(
+    st: &ApiState,
+    req: &Req,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> ApiResult<(StatusCode, Value)> {
     let filter = Filter::from_query(q)?;
     let limit: usize = match q.get("limit") {
-        Some(l) => l.parse().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+        Some(l) => l
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
         None => 0,
     };
     let after = match q.get("continue").filter(|c| !c.is_empty()) {
@@ -290,7 +340,10 @@ fn list(st: &ApiState, req: &Req, headers: &HeaderMap, q: &HashMap<String, Strin
         if limit > 0 && items.len() == limit {
             if next.is_none() {
                 let last: &Value = items.last().expect("limit > 0");
-                next = Some(encode_continue(meta(last, "namespace").unwrap_or(""), meta(last, "name").unwrap_or("")));
+                next = Some(encode_continue(
+                    meta(last, "namespace").unwrap_or(""),
+                    meta(last, "name").unwrap_or(""),
+                ));
             }
             remaining += 1;
             continue;
@@ -299,33 +352,53 @@ fn list(st: &ApiState, req: &Req, headers: &HeaderMap, q: &HashMap<String, Strin
     }
     drop(store);
     if wants_table(headers) {
-        return Ok((StatusCode::OK, table::to_table(req.res.kind, &items, &rv, next.as_deref())));
+        return Ok((
+            StatusCode::OK,
+            table::to_table(req.res.kind, &items, &rv, next.as_deref()),
+        ));
     }
     let mut md = json!({"resourceVersion": rv});
     if let Some(n) = next {
         md["continue"] = json!(n);
         md["remainingItemCount"] = json!(remaining);
     }
-    Ok((StatusCode::OK, json!({"kind": format!("{}List", req.res.kind), "apiVersion": req.res.api_version(), "metadata": md, "items": items})))
+    Ok((
+        StatusCode::OK,
+        json!({"kind": format!("{}List", req.res.kind), "apiVersion": req.res.api_version(), "metadata": md, "items": items}),
+    ))
 }
 
 fn body_json(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|c| c.to_str().ok()).unwrap_or("application/json");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or("application/json");
     let mime = ct.split(';').next().unwrap_or("").trim();
     let v: Value = match mime {
-        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON in request body: {e}")))?,
-        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid YAML in request body: {e}")))?,
+        "application/json" | "" | "*/*" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON in request body: {e}")))?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid YAML in request body: {e}")))?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !v.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     Ok(v)
 }
 
 fn check_type(req: &Req, v: &Value) -> ApiResult<()> {
-    let kind = v.get("kind").and_then(Value::as_str).unwrap_or(req.res.kind);
-    let api_version = v.get("apiVersion").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| req.res.api_version());
+    let kind = v
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or(req.res.kind);
+    let api_version = v
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| req.res.api_version());
     if kind != req.res.kind || api_version != req.res.api_version() {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({api_version}) does not match the expected API version ({}) or the kind ({kind}) is not {}",
@@ -336,10 +409,21 @@ fn check_type(req: &Req, v: &Value) -> ApiResult<()> {
     Ok(())
 }
 
-fn create(st: &ApiState, req: &Req, headers: &HeaderMap, body: &Bytes, q: &HashMap<String, String>) -> ApiResult<(StatusCode, Value)> {
+fn create(
+    st: &ApiState,
+    req: &Req,
+    headers: &HeaderMap,
+    body: &Bytes,
+    q: &HashMap<String, String>,
+) -> ApiResult<(StatusCode, Value)> {
     if req.sub.as_deref() == Some("eviction") {
         let v = body_json(headers, body)?;
-        return eviction::evict(&st.store, req.ns.as_deref().unwrap_or(""), req.name.as_deref().unwrap_or(""), &v);
+        return eviction::evict(
+            &st.store,
+            req.ns.as_deref().unwrap_or(""),
+            req.name.as_deref().unwrap_or(""),
+            &v,
+        );
     }
     if req.name.is_some() {
         return Err(ApiError::method_not_allowed());
@@ -362,7 +446,9 @@ fn prepare_metadata(req: &Req, v: &mut Value) -> ApiResult<()> {
     if let Some(ns) = &req.ns {
         match meta(v, "namespace") {
             Some(body_ns) if !body_ns.is_empty() && body_ns != ns => {
-                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             _ => v["metadata"]["namespace"] = json!(ns),
         }
@@ -371,7 +457,9 @@ fn prepare_metadata(req: &Req, v: &mut Value) -> ApiResult<()> {
         && let Some(body_name) = meta(v, "name")
         && body_name != name
     {
-        return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
     }
     Ok(())
 }
@@ -379,7 +467,9 @@ fn prepare_metadata(req: &Req, v: &mut Value) -> ApiResult<()> {
 /// Defaults the real API server fills in that our controllers and clients rely on.
 fn defaults(r: &Resource, v: &mut Value) {
     if r.kind == "Pod" {
-        if v.pointer("/spec/terminationGracePeriodSeconds").is_none() && v.get("spec").is_some_and(Value::is_object) {
+        if v.pointer("/spec/terminationGracePeriodSeconds").is_none()
+            && v.get("spec").is_some_and(Value::is_object)
+        {
             v["spec"]["terminationGracePeriodSeconds"] = json!(30);
         }
         if v.pointer("/status/phase").is_none() {
@@ -388,13 +478,20 @@ fn defaults(r: &Resource, v: &mut Value) {
     }
 }
 
-fn update(st: &ApiState, req: &Req, headers: &HeaderMap, body: &Bytes) -> ApiResult<(StatusCode, Value)> {
+fn update(
+    st: &ApiState,
+    req: &Req,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<(StatusCode, Value)> {
     let mut v = body_json(headers, body)?;
     check_type(req, &v)?;
     prepare_metadata(req, &mut v)?;
     let name = req.name.as_deref().unwrap_or("");
     let mut store = st.store.lock();
-    let old = store.get(req.res, ns_or_empty(req), name).ok_or_else(|| ApiError::not_found(req.res.group, req.res.plural, name))?;
+    let old = store
+        .get(req.res, ns_or_empty(req), name)
+        .ok_or_else(|| ApiError::not_found(req.res.group, req.res.plural, name))?;
     keep_other_half(req, &old, &mut v);
     let obj = store.replace(req.res, ns_or_empty(req), name, v)?;
     Ok((StatusCode::OK, (*obj).clone()))
@@ -437,22 +534,37 @@ fn keep_other_half(req: &Req, old: &Value, new: &mut Value) {
     }
 }
 
-fn patch(st: &ApiState, req: &Req, headers: &HeaderMap, body: &Bytes, q: &HashMap<String, String>) -> ApiResult<(StatusCode, Value)> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|c| c.to_str().ok()).unwrap_or("");
+fn patch(
+    st: &ApiState,
+    req: &Req,
+    headers: &HeaderMap,
+    body: &Bytes,
+    q: &HashMap<String, String>,
+) -> ApiResult<(StatusCode, Value)> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim().to_string();
     let name = req.name.as_deref().unwrap_or("").to_string();
     let ns = ns_or_empty(req).to_string();
-    let parse_json = || -> ApiResult<Value> { serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON in patch body: {e}"))) };
+    let parse_json = || -> ApiResult<Value> {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON in patch body: {e}")))
+    };
     let mut store = st.store.lock();
     let old = store.get(req.res, &ns, &name);
     let mut new = match mime.as_str() {
         "application/apply-patch+yaml" => {
-            let p: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid YAML in apply patch: {e}")))?;
+            let p: Value = serde_yaml::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid YAML in apply patch: {e}")))?;
             if !p.is_object() {
                 return Err(ApiError::bad_request("the apply patch must be an object"));
             }
             if !q.contains_key("fieldManager") {
-                return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+                return Err(ApiError::bad_request(
+                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                ));
             }
             check_type(req, &p)?;
             match &old {
@@ -473,8 +585,12 @@ fn patch(st: &ApiState, req: &Req, headers: &HeaderMap, body: &Bytes, q: &HashMa
                 }
             }
         }
-        "application/merge-patch+json" | "application/json-patch+json" | "application/strategic-merge-patch+json" => {
-            let o = old.as_ref().ok_or_else(|| ApiError::not_found(req.res.group, req.res.plural, &name))?;
+        "application/merge-patch+json"
+        | "application/json-patch+json"
+        | "application/strategic-merge-patch+json" => {
+            let o = old
+                .as_ref()
+                .ok_or_else(|| ApiError::not_found(req.res.group, req.res.plural, &name))?;
             let p = parse_json()?;
             let mut v = (**o).clone();
             match mime.as_str() {
@@ -485,12 +601,21 @@ fn patch(st: &ApiState, req: &Req, headers: &HeaderMap, body: &Bytes, q: &HashMa
                     json_patch::merge(&mut v, &p);
                 }
                 "application/json-patch+json" => {
-                    let ops: json_patch::Patch = serde_json::from_value(p).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                    json_patch::patch(&mut v, &ops).map_err(|e| ApiError::invalid(req.res.kind, &name, format!("the JSON patch could not be applied: {e}")))?;
+                    let ops: json_patch::Patch = serde_json::from_value(p)
+                        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+                    json_patch::patch(&mut v, &ops).map_err(|e| {
+                        ApiError::invalid(
+                            req.res.kind,
+                            &name,
+                            format!("the JSON patch could not be applied: {e}"),
+                        )
+                    })?;
                 }
                 _ => {
                     if !p.is_object() {
-                        return Err(ApiError::bad_request("a strategic merge patch must be a JSON object"));
+                        return Err(ApiError::bad_request(
+                            "a strategic merge patch must be a JSON object",
+                        ));
                     }
                     strategic::apply(&mut v, &p).map_err(ApiError::bad_request)?;
                 }
@@ -501,13 +626,17 @@ fn patch(st: &ApiState, req: &Req, headers: &HeaderMap, body: &Bytes, q: &HashMa
             return Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
-                format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {other:?}"),
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {other:?}"
+                ),
             ));
         }
     };
     let old = old.ok_or_else(|| ApiError::not_found(req.res.group, req.res.plural, &name))?;
     if meta(&new, "name") != Some(name.as_str()) {
-        return Err(ApiError::bad_request("the patch must not change metadata.name"));
+        return Err(ApiError::bad_request(
+            "the patch must not change metadata.name",
+        ));
     }
     keep_other_half(req, &old, &mut new);
     if q.contains_key("dryRun") {
@@ -518,22 +647,43 @@ fn patch(st: &ApiState, req: &Req, headers: &HeaderMap, body: &Bytes, q: &HashMa
 }
 
 fn delete_options(body: &Bytes, q: &HashMap<String, String>) -> ApiResult<(Option<i64>, Value)> {
-    let opts: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))? };
+    let opts: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
     let grace = match q.get("gracePeriodSeconds") {
-        Some(g) => Some(g.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?),
+        Some(g) => Some(
+            g.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?,
+        ),
         None => opts.get("gracePeriodSeconds").and_then(Value::as_i64),
     };
     Ok((grace, opts))
 }
 
-fn delete(st: &ApiState, req: &Req, body: &Bytes, q: &HashMap<String, String>) -> ApiResult<(StatusCode, Value)> {
+fn delete(
+    st: &ApiState,
+    req: &Req,
+    body: &Bytes,
+    q: &HashMap<String, String>,
+) -> ApiResult<(StatusCode, Value)> {
     let (grace, opts) = delete_options(body, q)?;
     let name = req.name.as_deref().unwrap_or("");
     let mut store = st.store.lock();
-    let obj = store.get(req.res, ns_or_empty(req), name).ok_or_else(|| ApiError::not_found(req.res.group, req.res.plural, name))?;
+    let obj = store
+        .get(req.res, ns_or_empty(req), name)
+        .ok_or_else(|| ApiError::not_found(req.res.group, req.res.plural, name))?;
     if let Some(pre) = opts.get("preconditions") {
-        let uid_bad = pre.get("uid").and_then(Value::as_str).is_some_and(|u| Some(u) != meta(&obj, "uid"));
-        let rv_bad = pre.get("resourceVersion").and_then(Value::as_str).is_some_and(|r| Some(r) != meta(&obj, "resourceVersion"));
+        let uid_bad = pre
+            .get("uid")
+            .and_then(Value::as_str)
+            .is_some_and(|u| Some(u) != meta(&obj, "uid"));
+        let rv_bad = pre
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|r| Some(r) != meta(&obj, "resourceVersion"));
         if uid_bad || rv_bad {
             return Err(ApiError::conflict(req.res.group, req.res.plural, name));
         }
@@ -545,21 +695,44 @@ fn delete(st: &ApiState, req: &Req, body: &Bytes, q: &HashMap<String, String>) -
 /// Deletes as the real server does: a pod bound to a node keeps a deletionTimestamp until its
 /// grace period ends (the simulated kubelet then removes it); an object with finalizers waits
 /// for them; a namespace takes its contents with it; everything else goes at once.
-pub fn delete_object(store: &mut crate::store::Inner, r: &Resource, ns: &str, name: &str, grace: Option<i64>) -> ApiResult<Arc<Value>> {
-    let obj = store.get(r, ns, name).ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+pub fn delete_object(
+    store: &mut crate::store::Inner,
+    r: &Resource,
+    ns: &str,
+    name: &str,
+    grace: Option<i64>,
+) -> ApiResult<Arc<Value>> {
+    let obj = store
+        .get(r, ns, name)
+        .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
     if r.kind == "Pod" {
-        let bound = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-        let finished = matches!(obj.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
-        let grace = grace.or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64)).unwrap_or(30).max(0);
+        let bound = obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let finished = matches!(
+            obj.pointer("/status/phase").and_then(Value::as_str),
+            Some("Succeeded" | "Failed")
+        );
+        let grace = grace
+            .or_else(|| {
+                obj.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(30)
+            .max(0);
         if bound && !finished && grace > 0 {
-            if let Some(existing) = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64)
+            if let Some(existing) = obj
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
                 && existing <= grace
             {
                 return Ok(obj);
             }
             let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
             return store.modify(r, ns, name, |v| {
-                v["metadata"]["deletionTimestamp"] = json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                v["metadata"]["deletionTimestamp"] =
+                    json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
                 v["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
                 Ok(())
             });
@@ -568,14 +741,21 @@ pub fn delete_object(store: &mut crate::store::Inner, r: &Resource, ns: &str, na
     }
     if r.kind == "Namespace" {
         for other in RESOURCES.iter().filter(|o| o.namespaced) {
-            let names: Vec<String> = store.iter(other, Some(name)).map(|((_, n), _)| n.clone()).collect();
+            let names: Vec<String> = store
+                .iter(other, Some(name))
+                .map(|((_, n), _)| n.clone())
+                .collect();
             for n in names {
                 let _ = store.remove(other, name, &n);
             }
         }
         return store.remove(r, ns, name);
     }
-    if obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty()) {
+    if obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
+    {
         if obj.pointer("/metadata/deletionTimestamp").is_some() {
             return Ok(obj);
         }
@@ -587,11 +767,19 @@ pub fn delete_object(store: &mut crate::store::Inner, r: &Resource, ns: &str, na
     store.remove(r, ns, name)
 }
 
-fn delete_collection(st: &ApiState, req: &Req, q: &HashMap<String, String>) -> ApiResult<(StatusCode, Value)> {
+fn delete_collection(
+    st: &ApiState,
+    req: &Req,
+    q: &HashMap<String, String>,
+) -> ApiResult<(StatusCode, Value)> {
     let filter = Filter::from_query(q)?;
     let grace = q.get("gracePeriodSeconds").and_then(|g| g.parse().ok());
     let mut store = st.store.lock();
-    let keys: Vec<(String, String)> = store.iter(req.res, req.ns.as_deref()).filter(|(_, o)| filter.matches(o)).map(|(k, _)| k.clone()).collect();
+    let keys: Vec<(String, String)> = store
+        .iter(req.res, req.ns.as_deref())
+        .filter(|(_, o)| filter.matches(o))
+        .map(|(k, _)| k.clone())
+        .collect();
     let mut items = Vec::new();
     for (ns, name) in keys {
         if let Ok(o) = delete_object(&mut store, req.res, &ns, &name, grace) {
@@ -599,7 +787,10 @@ fn delete_collection(st: &ApiState, req: &Req, q: &HashMap<String, String>) -> A
         }
     }
     let rv = store.current_rv().to_string();
-    Ok((StatusCode::OK, json!({"kind": format!("{}List", req.res.kind), "apiVersion": req.res.api_version(), "metadata": {"resourceVersion": rv}, "items": items})))
+    Ok((
+        StatusCode::OK,
+        json!({"kind": format!("{}List", req.res.kind), "apiVersion": req.res.api_version(), "metadata": {"resourceVersion": rv}, "items": items}),
+    ))
 }
 
 fn watch_line(kind: &str, object: &Value) -> Bytes {
@@ -609,8 +800,13 @@ fn watch_line(kind: &str, object: &Value) -> Bytes {
 }
 
 /// What a filtered watcher sees of one change.
-fn filtered(ev: &WatchEvent, ns: Option<&str>, filter: &Filter) -> Option<(&'static str, Arc<Value>)> {
-    let in_scope = |o: &Value| ns.is_none_or(|ns| meta(o, "namespace") == Some(ns)) && filter.matches(o);
+fn filtered(
+    ev: &WatchEvent,
+    ns: Option<&str>,
+    filter: &Filter,
+) -> Option<(&'static str, Arc<Value>)> {
+    let in_scope =
+        |o: &Value| ns.is_none_or(|ns| meta(o, "namespace") == Some(ns)) && filter.matches(o);
     let now = in_scope(&ev.object);
     let before = ev.old.as_deref().is_some_and(in_scope);
     match ev.kind {
@@ -632,15 +828,25 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>) -> Response {
         None | Some("") | Some("0") => None,
         Some(s) => match s.parse() {
             Ok(v) => Some(v),
-            Err(_) => return ApiError::bad_request(format!("invalid resourceVersion {s:?}")).into_response(),
+            Err(_) => {
+                return ApiError::bad_request(format!("invalid resourceVersion {s:?}"))
+                    .into_response();
+            }
         },
     };
-    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true" || b == "1");
+    let bookmarks = q
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true" || b == "1");
     let initial_events = q.get("sendInitialEvents").is_some_and(|b| b == "true");
-    let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs).unwrap_or(Duration::from_secs(1800));
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
     let plan = st.faults.plan();
     let cut_after_events = plan.watch_cut_after_events;
-    let deadline = tokio::time::Instant::now() + plan.watch_cut_after.map_or(timeout, |c| c.min(timeout));
+    let deadline =
+        tokio::time::Instant::now() + plan.watch_cut_after.map_or(timeout, |c| c.min(timeout));
     let ns = req.ns.clone();
     let res = req.res;
     // Snapshot (when starting from "now") and subscription are taken under one lock.
@@ -653,7 +859,12 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>) -> Response {
             Err(e) => {
                 // kube-apiserver answers a too-old watch with 200 and an ERROR event.
                 let body = watch_line("ERROR", &e.status());
-                return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+                return (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+                    .into_response();
             }
         };
         let initial: Vec<Arc<Value>> = if since.is_none() || initial_events {
@@ -672,7 +883,10 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>) -> Response {
         if initial_end {
             md["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        watch_line("BOOKMARK", &json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": md}))
+        watch_line(
+            "BOOKMARK",
+            &json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": md}),
+        )
     };
     let interval = st.bookmark_interval;
     let stream = async_stream::stream! {

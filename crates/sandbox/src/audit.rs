@@ -35,11 +35,19 @@ impl Audit {
             resource,
             namespace: req.ns.clone().unwrap_or_default(),
         };
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).insert(entry);
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry);
     }
 
     /// Distinct (user, verb, group, resource, namespace) seen so far.
     pub fn entries(&self) -> Vec<AuditEntry> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 }

@@ -38,12 +38,22 @@ fn daemonsets() -> &'static Resource {
 pub fn node_ready(node: &Value) -> bool {
     node.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 fn controller_of(obj: &Value) -> Option<(String, String)> {
-    let o = obj.pointer("/metadata/ownerReferences")?.as_array()?.iter().find(|o| o["controller"] == true)?;
-    Some((o["kind"].as_str()?.to_string(), o["uid"].as_str()?.to_string()))
+    let o = obj
+        .pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|o| o["controller"] == true)?;
+    Some((
+        o["kind"].as_str()?.to_string(),
+        o["uid"].as_str()?.to_string(),
+    ))
 }
 
 #[derive(Default)]
@@ -59,7 +69,11 @@ struct Dirty {
 
 pub async fn run(store: Store, timing: SimTiming) {
     let mut rx = store.subscribe_all();
-    let mut dirty = Dirty { pending_pods: true, daemonsets: true, ..Default::default() };
+    let mut dirty = Dirty {
+        pending_pods: true,
+        daemonsets: true,
+        ..Default::default()
+    };
     resync(&store, &mut dirty);
     let mut terminating: HashSet<String> = HashSet::new();
     loop {
@@ -74,7 +88,9 @@ pub async fn run(store: Store, timing: SimTiming) {
         loop {
             match rx.try_recv() {
                 Ok(ev) => batch.push(ev),
-                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => resync(&store, &mut dirty),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                    resync(&store, &mut dirty)
+                }
                 Err(_) => break,
             }
         }
@@ -102,7 +118,12 @@ fn resync(store: &Store, dirty: &mut Dirty) {
     }
 }
 
-fn note(ev: &crate::store::WatchEvent, dirty: &mut Dirty, store: &Store, terminating: &mut HashSet<String>) {
+fn note(
+    ev: &crate::store::WatchEvent,
+    dirty: &mut Dirty,
+    store: &Store,
+    terminating: &mut HashSet<String>,
+) {
     let o = &ev.object;
     let ns = meta(o, "namespace").unwrap_or("").to_string();
     let name = meta(o, "name").unwrap_or("").to_string();
@@ -111,7 +132,10 @@ fn note(ev: &crate::store::WatchEvent, dirty: &mut Dirty, store: &Store, termina
             dirty.pdb_namespaces.insert(ns.clone());
             match controller_of(o) {
                 Some((k, _)) if k == "ReplicaSet" => {
-                    if let Some(rs) = o.pointer("/metadata/ownerReferences/0/name").and_then(Value::as_str) {
+                    if let Some(rs) = o
+                        .pointer("/metadata/ownerReferences/0/name")
+                        .and_then(Value::as_str)
+                    {
                         dirty.replicasets.insert((ns.clone(), rs.to_string()));
                     }
                 }
@@ -121,22 +145,32 @@ fn note(ev: &crate::store::WatchEvent, dirty: &mut Dirty, store: &Store, termina
             if ev.kind == EventType::Deleted {
                 return;
             }
-            let bound = o.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+            let bound = o
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
             if !bound && !is_terminating(o) {
                 dirty.pending_pods = true;
             }
-            if bound && o.pointer("/status/phase") == Some(&json!("Pending")) && !is_terminating(o) {
+            if bound && o.pointer("/status/phase") == Some(&json!("Pending")) && !is_terminating(o)
+            {
                 dirty.start.insert((ns.clone(), name.clone()));
             }
             if is_terminating(o) {
                 let uid = meta(o, "uid").unwrap_or("").to_string();
                 if terminating.insert(uid.clone()) {
-                    let grace = o.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_u64).unwrap_or(0);
+                    let grace = o
+                        .pointer("/metadata/deletionGracePeriodSeconds")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0);
                     let store = store.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_secs(grace)).await;
                         let mut st = store.lock();
-                        if st.get(pods(), &ns, &name).is_some_and(|p| meta(&p, "uid") == Some(uid.as_str())) {
+                        if st
+                            .get(pods(), &ns, &name)
+                            .is_some_and(|p| meta(&p, "uid") == Some(uid.as_str()))
+                        {
                             let _ = st.remove(pods(), &ns, &name);
                         }
                     });
@@ -149,29 +183,45 @@ fn note(ev: &crate::store::WatchEvent, dirty: &mut Dirty, store: &Store, termina
             if node_ready(o) {
                 let st = store.lock();
                 for ((pns, pn), p) in st.iter(pods(), None) {
-                    if p.pointer("/spec/nodeName") == Some(&json!(name)) && p.pointer("/status/phase") == Some(&json!("Pending")) {
+                    if p.pointer("/spec/nodeName") == Some(&json!(name))
+                        && p.pointer("/status/phase") == Some(&json!("Pending"))
+                    {
                         dirty.start.insert((pns.clone(), pn.clone()));
                     }
                 }
             }
         }
         "replicasets" => {
+            // The owning Deployment's status follows its ReplicaSet's.
+            if let Some(d) = o
+                .pointer("/metadata/ownerReferences/0")
+                .filter(|r| r["kind"] == "Deployment")
+                .and_then(|r| r["name"].as_str())
+            {
+                dirty.deployments.insert((ns.clone(), d.to_string()));
+            }
             if ev.kind == EventType::Deleted {
-                dirty.gc_uids.insert(meta(o, "uid").unwrap_or("").to_string());
+                dirty
+                    .gc_uids
+                    .insert(meta(o, "uid").unwrap_or("").to_string());
             } else {
                 dirty.replicasets.insert((ns, name));
             }
         }
         "deployments" => {
             if ev.kind == EventType::Deleted {
-                dirty.gc_uids.insert(meta(o, "uid").unwrap_or("").to_string());
+                dirty
+                    .gc_uids
+                    .insert(meta(o, "uid").unwrap_or("").to_string());
             } else {
                 dirty.deployments.insert((ns, name));
             }
         }
         "daemonsets" => {
             if ev.kind == EventType::Deleted {
-                dirty.gc_uids.insert(meta(o, "uid").unwrap_or("").to_string());
+                dirty
+                    .gc_uids
+                    .insert(meta(o, "uid").unwrap_or("").to_string());
             }
             dirty.daemonsets = true;
         }
@@ -200,9 +250,15 @@ fn process(store: &Store, dirty: &mut Dirty, timing: &SimTiming) {
         schedule(&mut st);
     }
     for (ns, n) in std::mem::take(&mut dirty.start) {
-        let Some(p) = st.get(pods(), &ns, &n) else { continue };
+        let Some(p) = st.get(pods(), &ns, &n) else {
+            continue;
+        };
         let uid = meta(&p, "uid").unwrap_or("").to_string();
-        let node = p.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").to_string();
+        let node = p
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         // start_pod re-checks everything, so a pod noted twice is harmless.
         if node.is_empty() || !st.get(nodes(), "", &node).is_some_and(|nd| node_ready(&nd)) {
             continue;
@@ -223,15 +279,25 @@ fn process(store: &Store, dirty: &mut Dirty, timing: &SimTiming) {
 /// The kubelet starting a pod's containers: Running and Ready, if the pod is still the same one
 /// on a node that is still Ready.
 fn start_pod(st: &mut Inner, ns: &str, name: &str, uid: &str, node: &str) {
-    let Some(p) = st.get(pods(), ns, name) else { return };
-    if meta(&p, "uid") != Some(uid) || is_terminating(&p) || p.pointer("/status/phase") != Some(&json!("Pending")) {
+    let Some(p) = st.get(pods(), ns, name) else {
+        return;
+    };
+    if meta(&p, "uid") != Some(uid)
+        || is_terminating(&p)
+        || p.pointer("/status/phase") != Some(&json!("Pending"))
+    {
         return;
     }
-    let Some(nd) = st.get(nodes(), "", node) else { return };
+    let Some(nd) = st.get(nodes(), "", node) else {
+        return;
+    };
     if !node_ready(&nd) || p.pointer("/spec/nodeName") != Some(&json!(node)) {
         return;
     }
-    let host_ip = nd.pointer("/status/addresses/0/address").cloned().unwrap_or(json!("10.0.0.1"));
+    let host_ip = nd
+        .pointer("/status/addresses/0/address")
+        .cloned()
+        .unwrap_or(json!("10.0.0.1"));
     let now = now_rfc3339();
     let containers: Vec<Value> = p
         .pointer("/spec/containers")
@@ -248,7 +314,11 @@ fn start_pod(st: &mut Inner, ns: &str, name: &str, uid: &str, node: &str) {
                 .collect()
         })
         .unwrap_or_default();
-    let ip = format!("10.244.{}.{}", rand::random_range(0..255), rand::random_range(1..255));
+    let ip = format!(
+        "10.244.{}.{}",
+        rand::random_range(0..255),
+        rand::random_range(1..255)
+    );
     let cond = |t: &str| json!({"type": t, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
     let _ = st.modify(pods(), ns, name, |v| {
         v["status"] = json!({
@@ -265,7 +335,11 @@ fn schedule(st: &mut Inner) {
     let mut load: HashMap<String, usize> = HashMap::new();
     let mut pending = Vec::new();
     for ((ns, n), p) in st.iter(pods(), None) {
-        match p.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+        match p
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
             Some(node) => *load.entry(node.to_string()).or_default() += 1,
             None if !is_terminating(p) => pending.push((ns.clone(), n.clone(), p.clone())),
             None => {}
@@ -283,7 +357,13 @@ fn schedule(st: &mut Inner) {
         let selector = pod.pointer("/spec/nodeSelector").and_then(Value::as_object);
         let best = candidates
             .iter()
-            .filter(|(_, n)| selector.is_none_or(|sel| sel.iter().all(|(k, v)| n.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v))))
+            .filter(|(_, n)| {
+                selector.is_none_or(|sel| {
+                    sel.iter().all(|(k, v)| {
+                        n.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v)
+                    })
+                })
+            })
             .min_by_key(|(name, _)| (load.get(name).copied().unwrap_or(0), name.clone()));
         let Some((node, _)) = best else { continue };
         *load.entry(node.clone()).or_default() += 1;
@@ -311,7 +391,10 @@ fn pod_from_template(owner: &Value, kind: &str, template: &Value, node: Option<&
     }]);
     if let Some(node) = node {
         pod["spec"]["nodeName"] = json!(node);
-        let tolerations = pod["spec"]["tolerations"].as_array().cloned().unwrap_or_default();
+        let tolerations = pod["spec"]["tolerations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let mut t = tolerations;
         t.push(json!({"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}));
         pod["spec"]["tolerations"] = json!(t);
@@ -331,16 +414,31 @@ fn owned_pods(st: &Inner, ns: &str, uid: &str) -> Vec<Arc<Value>> {
 }
 
 fn reconcile_replicaset(st: &mut Inner, ns: &str, name: &str) {
-    let Some(rs) = st.get(replicasets(), ns, name) else { return };
+    let Some(rs) = st.get(replicasets(), ns, name) else {
+        return;
+    };
     let uid = meta(&rs, "uid").unwrap_or("").to_string();
-    let want = rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).max(0) as usize;
+    let want = rs
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
+        .max(0) as usize;
     let live: Vec<Arc<Value>> = owned_pods(st, ns, &uid)
         .into_iter()
-        .filter(|p| !is_terminating(p) && !matches!(p.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")))
+        .filter(|p| {
+            !is_terminating(p)
+                && !matches!(
+                    p.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Succeeded" | "Failed")
+                )
+        })
         .collect();
     let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
     for _ in live.len()..want {
-        let _ = st.create(pods(), pod_from_template(&rs, "ReplicaSet", &template, None));
+        let _ = st.create(
+            pods(),
+            pod_from_template(&rs, "ReplicaSet", &template, None),
+        );
     }
     if live.len() > want {
         for p in live.iter().rev().take(live.len() - want) {
@@ -370,13 +468,20 @@ fn template_hash(template: &Value) -> String {
         h = h.wrapping_mul(0x100000001b3);
     }
     let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..10).map(|i| alphabet[((h >> (i * 6)) % alphabet.len() as u64) as usize] as char).collect()
+    (0..10)
+        .map(|i| alphabet[((h >> (i * 6)) % alphabet.len() as u64) as usize] as char)
+        .collect()
 }
 
 fn reconcile_deployment(st: &mut Inner, ns: &str, name: &str) {
-    let Some(d) = st.get(deployments(), ns, name) else { return };
+    let Some(d) = st.get(deployments(), ns, name) else {
+        return;
+    };
     let uid = meta(&d, "uid").unwrap_or("").to_string();
-    let replicas = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    let replicas = d
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
     let mut template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let hash = template_hash(&template);
     template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
@@ -419,8 +524,16 @@ fn reconcile_deployment(st: &mut Inner, ns: &str, name: &str) {
         Some(_) => {}
     }
     let rs = st.get(replicasets(), ns, &rs_name);
-    let ready = rs.as_ref().and_then(|r| r.pointer("/status/readyReplicas")).and_then(Value::as_i64).unwrap_or(0);
-    let current = rs.as_ref().and_then(|r| r.pointer("/status/replicas")).and_then(Value::as_i64).unwrap_or(0);
+    let ready = rs
+        .as_ref()
+        .and_then(|r| r.pointer("/status/readyReplicas"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let current = rs
+        .as_ref()
+        .and_then(|r| r.pointer("/status/replicas"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     let status = json!({
         "observedGeneration": d.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
         "replicas": current, "updatedReplicas": current, "readyReplicas": ready, "availableReplicas": ready,
@@ -436,18 +549,30 @@ fn reconcile_deployment(st: &mut Inner, ns: &str, name: &str) {
 
 fn reconcile_daemonsets(st: &mut Inner) {
     let node_list: Vec<Arc<Value>> = st.iter(nodes(), None).map(|(_, n)| n.clone()).collect();
-    let sets: Vec<Arc<Value>> = st.iter(daemonsets(), None).map(|(_, d)| d.clone()).collect();
+    let sets: Vec<Arc<Value>> = st
+        .iter(daemonsets(), None)
+        .map(|(_, d)| d.clone())
+        .collect();
     for ds in sets {
         let ns = meta(&ds, "namespace").unwrap_or("").to_string();
         let name = meta(&ds, "name").unwrap_or("").to_string();
         let uid = meta(&ds, "uid").unwrap_or("").to_string();
         let template = ds.pointer("/spec/template").cloned().unwrap_or(json!({}));
-        let selector = template.pointer("/spec/nodeSelector").and_then(Value::as_object).cloned();
+        let selector = template
+            .pointer("/spec/nodeSelector")
+            .and_then(Value::as_object)
+            .cloned();
         let owned = owned_pods(st, &ns, &uid);
         let mut by_node: HashMap<String, Arc<Value>> = HashMap::new();
         for p in &owned {
-            let node = p.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").to_string();
-            let known = node_list.iter().any(|n| meta(n, "name") == Some(node.as_str()));
+            let node = p
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let known = node_list
+                .iter()
+                .any(|n| meta(n, "name") == Some(node.as_str()));
             if !known {
                 let _ = st.remove(pods(), &ns, meta(p, "name").unwrap_or(""));
             } else if !is_terminating(p) {
@@ -457,13 +582,23 @@ fn reconcile_daemonsets(st: &mut Inner) {
         let mut desired = 0;
         for n in &node_list {
             let node = meta(n, "name").unwrap_or("");
-            let fits = selector.as_ref().is_none_or(|sel| sel.iter().all(|(k, v)| n.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v)));
+            let fits = selector.as_ref().is_none_or(|sel| {
+                sel.iter()
+                    .all(|(k, v)| n.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v))
+            });
             if !fits {
                 continue;
             }
             desired += 1;
-            if !by_node.contains_key(node) && !owned.iter().any(|p| p.pointer("/spec/nodeName") == Some(&json!(node))) {
-                let _ = st.create(pods(), pod_from_template(&ds, "DaemonSet", &template, Some(node)));
+            if !by_node.contains_key(node)
+                && !owned
+                    .iter()
+                    .any(|p| p.pointer("/spec/nodeName") == Some(&json!(node)))
+            {
+                let _ = st.create(
+                    pods(),
+                    pod_from_template(&ds, "DaemonSet", &template, Some(node)),
+                );
             }
         }
         let owned = owned_pods(st, &ns, &uid);

@@ -22,7 +22,10 @@ pub fn pdbs() -> &'static resources::Resource {
 pub fn is_ready(pod: &Value) -> bool {
     pod.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 pub fn is_terminating(pod: &Value) -> bool {
@@ -62,16 +65,27 @@ pub fn compute(store: &Inner, pdb: &Value) -> PdbStatus {
             .iter(pods(), Some(ns))
             .map(|(_, p)| p.as_ref())
             .filter(|p| sel.matches(p.pointer("/metadata/labels").and_then(Value::as_object)))
-            .filter(|p| !matches!(p.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")))
+            .filter(|p| {
+                !matches!(
+                    p.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Succeeded" | "Failed")
+                )
+            })
             .collect(),
         None => Vec::new(),
     };
-    let current_healthy = matching.iter().filter(|p| is_ready(p) && !is_terminating(p)).count() as i64;
+    let current_healthy = matching
+        .iter()
+        .filter(|p| is_ready(p) && !is_terminating(p))
+        .count() as i64;
     // Expected pods come from the owning controllers' scale, as in the disruption controller.
     let mut owners: HashMap<String, i64> = HashMap::new();
     let mut unowned = 0;
     for p in &matching {
-        let owner = p.pointer("/metadata/ownerReferences").and_then(Value::as_array).and_then(|os| os.iter().find(|o| o["controller"] == true));
+        let owner = p
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .and_then(|os| os.iter().find(|o| o["controller"] == true));
         match owner {
             Some(o) => {
                 let kind = o["kind"].as_str().unwrap_or("");
@@ -93,12 +107,19 @@ pub fn compute(store: &Inner, pdb: &Value) -> PdbStatus {
     } else {
         expected
     };
-    PdbStatus { expected, current_healthy, desired_healthy, disruptions_allowed: (current_healthy - desired_healthy).max(0) }
+    PdbStatus {
+        expected,
+        current_healthy,
+        desired_healthy,
+        disruptions_allowed: (current_healthy - desired_healthy).max(0),
+    }
 }
 
 /// Writes a PDB's status if it changed.
 pub fn refresh(store: &mut Inner, ns: &str, name: &str) {
-    let Some(pdb) = store.get(pdbs(), ns, name) else { return };
+    let Some(pdb) = store.get(pdbs(), ns, name) else {
+        return;
+    };
     let s = compute(store, &pdb);
     let allowed = s.disruptions_allowed > 0;
     let old_cond = pdb.pointer("/status/conditions/0").cloned();
@@ -106,7 +127,10 @@ pub fn refresh(store: &mut Inner, ns: &str, name: &str) {
         Some(c) if (c["status"] == "True") == allowed => c["lastTransitionTime"].clone(),
         _ => json!(now_rfc3339()),
     };
-    let generation = pdb.pointer("/metadata/generation").cloned().unwrap_or(json!(1));
+    let generation = pdb
+        .pointer("/metadata/generation")
+        .cloned()
+        .unwrap_or(json!(1));
     let status = json!({
         "observedGeneration": generation,
         "disruptionsAllowed": s.disruptions_allowed,
@@ -132,7 +156,10 @@ pub fn refresh(store: &mut Inner, ns: &str, name: &str) {
 
 /// Refreshes every PDB in a namespace.
 pub fn refresh_namespace(store: &mut Inner, ns: &str) {
-    let names: Vec<String> = store.iter(pdbs(), Some(ns)).map(|((_, n), _)| n.clone()).collect();
+    let names: Vec<String> = store
+        .iter(pdbs(), Some(ns))
+        .map(|((_, n), _)| n.clone())
+        .collect();
     for n in names {
         refresh(store, ns, &n);
     }
@@ -141,19 +168,47 @@ pub fn refresh_namespace(store: &mut Inner, ns: &str) {
 /// POST pods/{name}/eviction. Checking the budget and deleting the pod happen under one lock,
 /// so two concurrent evictions can never both spend the last allowed disruption.
 pub fn evict(store: &Store, ns: &str, name: &str, body: &Value) -> ApiResult<(StatusCode, Value)> {
-    let kind = body.get("kind").and_then(Value::as_str).unwrap_or("Eviction");
+    let kind = body
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("Eviction");
     if kind != "Eviction" {
-        return Err(ApiError::bad_request(format!("expected an Eviction, got kind {kind:?}")));
+        return Err(ApiError::bad_request(format!(
+            "expected an Eviction, got kind {kind:?}"
+        )));
     }
     if let Some(n) = meta(body, "name")
         && n != name
     {
-        return Err(ApiError::bad_request(format!("name in URL does not match name in Eviction object ({n} != {name})")));
+        return Err(ApiError::bad_request(format!(
+            "name in URL does not match name in Eviction object ({n} != {name})"
+        )));
     }
-    let grace = body.pointer("/deleteOptions/gracePeriodSeconds").and_then(Value::as_i64);
+    let grace = body
+        .pointer("/deleteOptions/gracePeriodSeconds")
+        .and_then(Value::as_i64);
     let mut st = store.lock();
-    let pod = st.get(pods(), ns, name).ok_or_else(|| ApiError::not_found("", "pods", name))?;
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    let pod = st
+        .get(pods(), ns, name)
+        .ok_or_else(|| ApiError::not_found("", "pods", name))?;
+    // DeleteOptions preconditions hold for evictions as for deletes (409 on mismatch).
+    if let Some(pre) = body.pointer("/deleteOptions/preconditions") {
+        let uid_bad = pre
+            .get("uid")
+            .and_then(Value::as_str)
+            .is_some_and(|u| Some(u) != meta(&pod, "uid"));
+        let rv_bad = pre
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|r| Some(r) != meta(&pod, "resourceVersion"));
+        if uid_bad || rv_bad {
+            return Err(ApiError::conflict("", "pods", name));
+        }
+    }
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let done = || json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
     // Pods that are finished, not started or already terminating need no budget.
     if matches!(phase, "Succeeded" | "Failed" | "Pending") || is_terminating(&pod) {
@@ -167,12 +222,18 @@ pub fn evict(store: &Store, ns: &str, name: &str, body: &Value) -> ApiResult<(St
         .map(|(_, p)| p.clone())
         .collect();
     if matching.len() > 1 {
-        return Err(ApiError::internal("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."));
+        return Err(ApiError::internal(
+            "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+        ));
     }
     if let Some(pdb) = matching.first() {
         let s = compute(&st, pdb);
         // IfHealthyBudget: an unready pod may go only while the application is not disrupted.
-        let allowed = if is_ready(&pod) { s.disruptions_allowed > 0 } else { s.current_healthy >= s.desired_healthy };
+        let allowed = if is_ready(&pod) {
+            s.disruptions_allowed > 0
+        } else {
+            s.current_healthy >= s.desired_healthy
+        };
         if !allowed {
             let pdb_name = meta(pdb, "name").unwrap_or("");
             return Err(ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.").with_details(json!({

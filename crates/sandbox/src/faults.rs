@@ -47,7 +47,10 @@ pub enum Injected {
 
 impl Faults {
     pub fn new(seed: u64) -> Self {
-        Faults { plan: Mutex::new(FaultPlan::default()), rng: Mutex::new(StdRng::seed_from_u64(seed)) }
+        Faults {
+            plan: Mutex::new(FaultPlan::default()),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
     }
 
     pub fn set(&self, plan: FaultPlan) {
@@ -70,18 +73,39 @@ impl Faults {
     pub fn for_request(&self, verb: &str, resource: &str) -> (Duration, Injected) {
         let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
         if plan.outage_until.is_some_and(|t| Instant::now() < t) {
-            return (Duration::ZERO, Injected::Error(ApiError::new(503, "ServiceUnavailable", "the API server is unavailable (injected outage)")));
+            return (
+                Duration::ZERO,
+                Injected::Error(ApiError::new(
+                    503,
+                    "ServiceUnavailable",
+                    "the API server is unavailable (injected outage)",
+                )),
+            );
         }
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        let delay = if plan.latency_rate > 0.0 && rng.random_bool(plan.latency_rate.clamp(0.0, 1.0)) { plan.latency } else { Duration::ZERO };
+        let delay = if plan.latency_rate > 0.0 && rng.random_bool(plan.latency_rate.clamp(0.0, 1.0))
+        {
+            plan.latency
+        } else {
+            Duration::ZERO
+        };
         for rule in &plan.errors {
             let verb_ok = rule.verb.as_deref().is_none_or(|v| v == verb);
-            let res_ok = rule.resource.as_deref().is_none_or(|r| r == resource || resource.split('/').next() == Some(r));
+            let res_ok = rule
+                .resource
+                .as_deref()
+                .is_none_or(|r| r == resource || resource.split('/').next() == Some(r));
             if verb_ok && res_ok && rng.random_bool(rule.rate.clamp(0.0, 1.0)) {
                 let err = match rule.code {
-                    409 => ApiError::new(409, "Conflict", "Operation cannot be fulfilled: the object has been modified (injected)"),
+                    409 => ApiError::new(
+                        409,
+                        "Conflict",
+                        "Operation cannot be fulfilled: the object has been modified (injected)",
+                    ),
                     429 => ApiError::new(429, "TooManyRequests", "too many requests (injected)"),
-                    503 => ApiError::new(503, "ServiceUnavailable", "service unavailable (injected)"),
+                    503 => {
+                        ApiError::new(503, "ServiceUnavailable", "service unavailable (injected)")
+                    }
                     code => ApiError::new(code, "InternalError", "internal error (injected)"),
                 };
                 return (delay, Injected::Error(err));

@@ -77,8 +77,11 @@ impl Sandbox {
         {
             let mut st = store.lock();
             for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-                st.create(store::ns_resource(), json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
-                    .map_err(|e| anyhow::anyhow!(e.message))?;
+                st.create(
+                    store::ns_resource(),
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                )
+                .map_err(|e| anyhow::anyhow!(e.message))?;
             }
         }
         let state = Arc::new(api::ApiState {
@@ -87,19 +90,38 @@ impl Sandbox {
             bookmark_interval: opts.bookmark_interval,
             audit: audit::Audit::default(),
         });
-        let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", opts.listen))?;
         let addr = listener.local_addr()?;
         let cancel = CancellationToken::new();
         let app = api::router(state.clone());
         let c = cancel.clone();
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(async move { c.cancelled().await }).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { c.cancelled().await })
+                .await;
         });
-        let ctrl = tokio::spawn(controllers::run(store.clone(), controllers::SimTiming { pod_start: opts.pod_start }));
+        let ctrl = tokio::spawn(controllers::run(
+            store.clone(),
+            controllers::SimTiming {
+                pod_start: opts.pod_start,
+            },
+        ));
         let sim = Arc::new(sim::Sim::new(store.clone(), opts.reboot_duration));
         let kubeconfig = tempfile::tempdir()?;
-        std::fs::write(kubeconfig.path().join("config"), kubeconfig_yaml(&format!("http://{addr}")))?;
-        Ok(Sandbox { addr, state, cancel, tasks: vec![server, ctrl], sim, kubeconfig })
+        std::fs::write(
+            kubeconfig.path().join("config"),
+            kubeconfig_yaml(&format!("http://{addr}")),
+        )?;
+        Ok(Sandbox {
+            addr,
+            state,
+            cancel,
+            tasks: vec![server, ctrl],
+            sim,
+            kubeconfig,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -120,7 +142,10 @@ impl Sandbox {
     /// tests can tell the operator's requests from an agent's.
     pub fn client_as(&self, user: &str) -> anyhow::Result<kube::Client> {
         let mut config = kube::Config::new(self.url().parse()?);
-        config.headers.push((axum::http::header::HeaderName::from_static("x-sandbox-user"), axum::http::HeaderValue::from_str(user)?));
+        config.headers.push((
+            axum::http::header::HeaderName::from_static("x-sandbox-user"),
+            axum::http::HeaderValue::from_str(user)?,
+        ));
         config.read_timeout = Some(Duration::from_secs(330));
         Ok(kube::Client::try_from(config)?)
     }
@@ -157,11 +182,22 @@ impl Sandbox {
     }
 
     /// A Deployment of `replicas` pods with a PodDisruptionBudget allowing `max_unavailable`.
-    pub fn add_workload(&self, ns: &str, name: &str, replicas: u32, max_unavailable: Option<u32>, grace_seconds: u32) -> anyhow::Result<()> {
+    pub fn add_workload(
+        &self,
+        ns: &str,
+        name: &str,
+        replicas: u32,
+        max_unavailable: Option<u32>,
+        grace_seconds: u32,
+    ) -> anyhow::Result<()> {
         let r = |p| resources::find("apps", "v1", p).expect("known");
         let mut st = self.store().lock();
         if st.get(store::ns_resource(), "", ns).is_none() {
-            st.create(store::ns_resource(), json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).map_err(|e| anyhow::anyhow!(e.message))?;
+            st.create(
+                store::ns_resource(),
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         }
         let labels = json!({"app": name});
         st.create(
@@ -198,18 +234,38 @@ impl Sandbox {
     pub fn create(&self, obj: Value) -> anyhow::Result<Value> {
         let api_version = obj["apiVersion"].as_str().unwrap_or("");
         let kind = obj["kind"].as_str().unwrap_or("");
-        let r = resources::by_kind(api_version, kind).with_context(|| format!("unknown kind {api_version}/{kind}"))?;
-        let created = self.store().lock().create(r, obj).map_err(|e| anyhow::anyhow!(e.message))?;
+        let r = resources::by_kind(api_version, kind)
+            .with_context(|| format!("unknown kind {api_version}/{kind}"))?;
+        let created = self
+            .store()
+            .lock()
+            .create(r, obj)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         Ok((*created).clone())
     }
 
-    /// Waits until every pod that is not finished runs Ready, or the timeout passes.
+    /// Waits until every workload has all its pods and every pod runs Ready, or the timeout passes.
     pub async fn wait_pods_ready(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
+        let r = |p| resources::find("apps", "v1", p).expect("known");
+        let full = |o: &Value, want: &str, have: &str| {
+            o.pointer(want).and_then(Value::as_i64).unwrap_or(1)
+                == o.pointer(have).and_then(Value::as_i64).unwrap_or(-1)
+        };
         loop {
             let ok = {
                 let st = self.store().lock();
-                st.iter(eviction::pods(), None).all(|(_, p)| eviction::is_ready(p))
+                st.iter(eviction::pods(), None)
+                    .all(|(_, p)| eviction::is_ready(p))
+                    && st
+                        .iter(r("deployments"), None)
+                        .all(|(_, d)| full(d, "/spec/replicas", "/status/readyReplicas"))
+                    && st
+                        .iter(r("replicasets"), None)
+                        .all(|(_, d)| full(d, "/spec/replicas", "/status/readyReplicas"))
+                    && st.iter(r("daemonsets"), None).all(|(_, d)| {
+                        full(d, "/status/desiredNumberScheduled", "/status/numberReady")
+                    })
             };
             if ok {
                 return true;

@@ -49,32 +49,261 @@ macro_rules! res {
 /// Everything served. Kinds our code and kubectl use get real semantics in the controllers;
 /// the rest are stored as opaque objects so `kubectl apply -k deploy/` works.
 pub static RESOURCES: &[Resource] = &[
-    res!("", "v1", "nodes", "node", "Node", false, &["no"], true, "nodes"),
+    res!(
+        "",
+        "v1",
+        "nodes",
+        "node",
+        "Node",
+        false,
+        &["no"],
+        true,
+        "nodes"
+    ),
     res!("", "v1", "pods", "pod", "Pod", true, &["po"], true, "pods"),
-    res!("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], true, "namespaces"),
-    res!("", "v1", "events", "event", "Event", true, &["ev"], false, "events"),
-    res!("", "v1", "services", "service", "Service", true, &["svc"], true, "services"),
-    res!("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], false, "configmaps"),
-    res!("", "v1", "secrets", "secret", "Secret", true, &[], false, "secrets"),
-    res!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], false, "serviceaccounts"),
-    res!("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], false, "endpoints"),
-    res!("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, &["pdb"], true, "poddisruptionbudgets"),
-    res!("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], false, "leases"),
-    res!("events.k8s.io", "v1", "events", "event", "Event", true, &["ev"], false, "events.k8s.io"),
-    res!("apps", "v1", "daemonsets", "daemonset", "DaemonSet", true, &["ds"], true, "daemonsets"),
-    res!("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"], true, "deployments"),
-    res!("apps", "v1", "replicasets", "replicaset", "ReplicaSet", true, &["rs"], true, "replicasets"),
-    res!("apps", "v1", "statefulsets", "statefulset", "StatefulSet", true, &["sts"], true, "statefulsets"),
-    res!("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, &[], false, "clusterroles"),
-    res!("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, &[], false, "clusterrolebindings"),
-    res!("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, &[], false, "roles"),
-    res!("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, &[], false, "rolebindings"),
-    res!("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies", "validatingadmissionpolicy", "ValidatingAdmissionPolicy", false, &[], true, "validatingadmissionpolicies"),
-    res!("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings", "validatingadmissionpolicybinding", "ValidatingAdmissionPolicyBinding", false, &[], false, "validatingadmissionpolicybindings"),
-    res!("monitoring.coreos.com", "v1", "prometheusrules", "prometheusrule", "PrometheusRule", true, &["promrule"], false, "prometheusrules"),
+    res!(
+        "",
+        "v1",
+        "namespaces",
+        "namespace",
+        "Namespace",
+        false,
+        &["ns"],
+        true,
+        "namespaces"
+    ),
+    res!(
+        "",
+        "v1",
+        "events",
+        "event",
+        "Event",
+        true,
+        &["ev"],
+        false,
+        "events"
+    ),
+    res!(
+        "",
+        "v1",
+        "services",
+        "service",
+        "Service",
+        true,
+        &["svc"],
+        true,
+        "services"
+    ),
+    res!(
+        "",
+        "v1",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        true,
+        &["cm"],
+        false,
+        "configmaps"
+    ),
+    res!(
+        "",
+        "v1",
+        "secrets",
+        "secret",
+        "Secret",
+        true,
+        &[],
+        false,
+        "secrets"
+    ),
+    res!(
+        "",
+        "v1",
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        true,
+        &["sa"],
+        false,
+        "serviceaccounts"
+    ),
+    res!(
+        "",
+        "v1",
+        "endpoints",
+        "endpoints",
+        "Endpoints",
+        true,
+        &["ep"],
+        false,
+        "endpoints"
+    ),
+    res!(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+        true,
+        "poddisruptionbudgets"
+    ),
+    res!(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "lease",
+        "Lease",
+        true,
+        &[],
+        false,
+        "leases"
+    ),
+    res!(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "event",
+        "Event",
+        true,
+        &["ev"],
+        false,
+        "events.k8s.io"
+    ),
+    res!(
+        "apps",
+        "v1",
+        "daemonsets",
+        "daemonset",
+        "DaemonSet",
+        true,
+        &["ds"],
+        true,
+        "daemonsets"
+    ),
+    res!(
+        "apps",
+        "v1",
+        "deployments",
+        "deployment",
+        "Deployment",
+        true,
+        &["deploy"],
+        true,
+        "deployments"
+    ),
+    res!(
+        "apps",
+        "v1",
+        "replicasets",
+        "replicaset",
+        "ReplicaSet",
+        true,
+        &["rs"],
+        true,
+        "replicasets"
+    ),
+    res!(
+        "apps",
+        "v1",
+        "statefulsets",
+        "statefulset",
+        "StatefulSet",
+        true,
+        &["sts"],
+        true,
+        "statefulsets"
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &[],
+        false,
+        "clusterroles"
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        false,
+        "clusterrolebindings"
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "role",
+        "Role",
+        true,
+        &[],
+        false,
+        "roles"
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &[],
+        false,
+        "rolebindings"
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicy",
+        "ValidatingAdmissionPolicy",
+        false,
+        &[],
+        true,
+        "validatingadmissionpolicies"
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicybindings",
+        "validatingadmissionpolicybinding",
+        "ValidatingAdmissionPolicyBinding",
+        false,
+        &[],
+        false,
+        "validatingadmissionpolicybindings"
+    ),
+    res!(
+        "monitoring.coreos.com",
+        "v1",
+        "prometheusrules",
+        "prometheusrule",
+        "PrometheusRule",
+        true,
+        &["promrule"],
+        false,
+        "prometheusrules"
+    ),
 ];
 
-pub const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+pub const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     RESOURCES
@@ -83,7 +312,9 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
 }
 
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.api_version() == api_version && r.kind == kind)
+    RESOURCES
+        .iter()
+        .find(|r| r.api_version() == api_version && r.kind == kind)
 }
 
 /// Groups in the order discovery lists them, each with its one version.

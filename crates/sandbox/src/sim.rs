@@ -41,7 +41,13 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(store: Store, reboot_duration: Duration) -> Sim {
-        Sim { store, reboot_duration, hosts: Mutex::default(), lifecycle: broadcast::channel(4096).0, stopped: AtomicBool::new(false) }
+        Sim {
+            store,
+            reboot_duration,
+            hosts: Mutex::default(),
+            lifecycle: broadcast::channel(4096).0,
+            stopped: AtomicBool::new(false),
+        }
     }
 
     pub fn lifecycle(&self) -> broadcast::Receiver<NodeLifecycle> {
@@ -53,10 +59,18 @@ impl Sim {
     }
 
     pub fn host(&self, node: &str) -> Option<SimHost> {
-        self.hosts.lock().unwrap_or_else(|e| e.into_inner()).get(node).cloned()
+        self.hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .cloned()
     }
 
-    pub fn add_node(self: &Arc<Self>, name: &str, labels: &[(&str, &str)]) -> anyhow::Result<SimHost> {
+    pub fn add_node(
+        self: &Arc<Self>,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<SimHost> {
         let index = self.hosts.lock().unwrap_or_else(|e| e.into_inner()).len();
         let mut l = json!({
             "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
@@ -67,9 +81,7 @@ impl Sim {
         }
         let ip = format!("10.0.{}.{}", index / 250, index % 250 + 2);
         let now = now_rfc3339();
-        let cond = |t: &str, s: &str, reason: &str, msg: &str| {
-            json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now})
-        };
+        let cond = |t: &str, s: &str, reason: &str, msg: &str| json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now});
         let node = json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": l, "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
@@ -92,16 +104,31 @@ impl Sim {
                 },
             },
         });
-        self.store.lock().create(nodes(), node).map_err(|e| anyhow::anyhow!(e.message))?;
+        self.store
+            .lock()
+            .create(nodes(), node)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         let host = SimHost::new(name, Arc::downgrade(self));
-        self.hosts.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), host.clone());
+        self.hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), host.clone());
         Ok(host)
     }
 
-    fn set_ready(&self, name: &str, ready: bool, boot_id: Option<String>, os_version: Option<&str>) {
+    fn set_ready(
+        &self,
+        name: &str,
+        ready: bool,
+        boot_id: Option<String>,
+        os_version: Option<&str>,
+    ) {
         let now = now_rfc3339();
         let _ = self.store.lock().modify(nodes(), "", name, |v| {
-            if let Some(cs) = v.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
+            if let Some(cs) = v
+                .pointer_mut("/status/conditions")
+                .and_then(Value::as_array_mut)
+            {
                 for c in cs.iter_mut().filter(|c| c["type"] == "Ready") {
                     let status = if ready { "True" } else { "False" };
                     if c["status"] != status {
@@ -109,8 +136,16 @@ impl Sim {
                     }
                     c["status"] = json!(status);
                     c["lastHeartbeatTime"] = json!(now);
-                    c["reason"] = json!(if ready { "KubeletReady" } else { "KubeletNotReady" });
-                    c["message"] = json!(if ready { "kubelet is posting ready status" } else { "node is rebooting" });
+                    c["reason"] = json!(if ready {
+                        "KubeletReady"
+                    } else {
+                        "KubeletNotReady"
+                    });
+                    c["message"] = json!(if ready {
+                        "kubelet is posting ready status"
+                    } else {
+                        "node is rebooting"
+                    });
                 }
             }
             if let Some(b) = &boot_id {
@@ -126,7 +161,9 @@ impl Sim {
     /// The machine goes down, loses its non-DaemonSet pods, and comes back with a new boot ID.
     async fn reboot(self: Arc<Self>, host: SimHost) {
         let name = host.inner.node.clone();
-        let _ = self.lifecycle.send(NodeLifecycle::RebootStarted(name.clone()));
+        let _ = self
+            .lifecycle
+            .send(NodeLifecycle::RebootStarted(name.clone()));
         self.set_ready(&name, false, None, None);
         tokio::time::sleep(self.reboot_duration).await;
         if self.stopped.load(Ordering::SeqCst) {
@@ -138,7 +175,10 @@ impl Sim {
                 .iter(pods(), None)
                 .filter(|(_, p)| p.pointer("/spec/nodeName") == Some(&json!(name)))
                 .map(|((ns, n), p)| {
-                    let ds = p.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|os| os.iter().any(|o| o["kind"] == "DaemonSet"));
+                    let ds = p
+                        .pointer("/metadata/ownerReferences")
+                        .and_then(Value::as_array)
+                        .is_some_and(|os| os.iter().any(|o| o["kind"] == "DaemonSet"));
                     (ns.clone(), n.clone(), ds)
                 })
                 .collect();
@@ -165,7 +205,10 @@ impl Sim {
             "source": {"component": "kubelet", "host": name},
             "firstTimestamp": now_rfc3339(), "lastTimestamp": now_rfc3339(), "count": 1,
         });
-        let _ = self.store.lock().create(resources::find("", "v1", "events").expect("events"), event);
+        let _ = self
+            .store
+            .lock()
+            .create(resources::find("", "v1", "events").expect("events"), event);
         let _ = self.lifecycle.send(NodeLifecycle::Up(name));
     }
 }
@@ -192,7 +235,13 @@ fn unix_now() -> i64 {
 
 impl SimHost {
     fn new(node: &str, sim: Weak<Sim>) -> SimHost {
-        let idle = UpdateStatus { last_checked_time: unix_now(), progress: 0.0, current_operation: "UPDATE_STATUS_IDLE".into(), new_version: "0.0.0".into(), new_size: 0 };
+        let idle = UpdateStatus {
+            last_checked_time: unix_now(),
+            progress: 0.0,
+            current_operation: "UPDATE_STATUS_IDLE".into(),
+            new_version: "0.0.0".into(),
+            new_size: 0,
+        };
         SimHost {
             inner: Arc::new(HostInner {
                 node: node.to_string(),
@@ -212,12 +261,19 @@ impl SimHost {
 
     /// The running OS version.
     pub fn os_version(&self) -> String {
-        self.inner.os_version.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .os_version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// /etc/os-release of this machine.
     pub fn os_release(&self) -> String {
-        format!("NAME=\"Flatcar Container Linux by Kinvolk\"\nID=flatcar\nID_LIKE=coreos\nVERSION={v}\nVERSION_ID={v}\nPRETTY_NAME=\"{OS_NAME} {v} (Oklo)\"\n", v = self.os_version())
+        format!(
+            "NAME=\"Flatcar Container Linux by Kinvolk\"\nID=flatcar\nID_LIKE=coreos\nVERSION={v}\nVERSION_ID={v}\nPRETTY_NAME=\"{OS_NAME} {v} (Oklo)\"\n",
+            v = self.os_version()
+        )
     }
 
     /// update_engine's current status.
@@ -241,14 +297,24 @@ impl SimHost {
             ("UPDATE_STATUS_UPDATED_NEED_REBOOT", 1.0, version),
         ];
         for (op, progress, v) in steps {
-            self.set_status(UpdateStatus { last_checked_time: unix_now(), progress, current_operation: op.into(), new_version: v.into(), new_size: 300_000_000 });
+            self.set_status(UpdateStatus {
+                last_checked_time: unix_now(),
+                progress,
+                current_operation: op.into(),
+                new_version: v.into(),
+                new_size: 300_000_000,
+            });
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     /// Makes logind's Reboot fail with `error` (None: succeed again).
     pub fn fail_reboots(&self, error: Option<&str>) {
-        *self.inner.reboot_error.lock().unwrap_or_else(|e| e.into_inner()) = error.map(str::to_string);
+        *self
+            .inner
+            .reboot_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = error.map(str::to_string);
     }
 
     /// How many times this machine rebooted.
@@ -263,11 +329,21 @@ impl SimHost {
     /// Boots into the installed update, if any; returns the running version.
     fn finish_reboot(&self) -> String {
         let s = self.status();
-        let mut os = self.inner.os_version.lock().unwrap_or_else(|e| e.into_inner());
+        let mut os = self
+            .inner
+            .os_version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if s.current_operation == "UPDATE_STATUS_UPDATED_NEED_REBOOT" && !s.new_version.is_empty() {
             *os = s.new_version.clone();
         }
-        self.set_status(UpdateStatus { last_checked_time: unix_now(), progress: 0.0, current_operation: "UPDATE_STATUS_IDLE".into(), new_version: "0.0.0".into(), new_size: 0 });
+        self.set_status(UpdateStatus {
+            last_checked_time: unix_now(),
+            progress: 0.0,
+            current_operation: "UPDATE_STATUS_IDLE".into(),
+            new_version: "0.0.0".into(),
+            new_size: 0,
+        });
         self.inner.reboots.fetch_add(1, Ordering::SeqCst);
         self.inner.rebooting.store(false, Ordering::SeqCst);
         os.clone()
@@ -288,10 +364,20 @@ impl Host for SimHost {
     }
 
     async fn reboot(&self) -> Result<(), HostError> {
-        if let Some(e) = self.inner.reboot_error.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(e) = self
+            .inner
+            .reboot_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
             return Err(HostError::Other(e));
         }
-        let sim = self.inner.sim.upgrade().ok_or_else(|| HostError::Other("the sandbox is gone".into()))?;
+        let sim = self
+            .inner
+            .sim
+            .upgrade()
+            .ok_or_else(|| HostError::Other("the sandbox is gone".into()))?;
         if self.inner.rebooting.swap(true, Ordering::SeqCst) {
             return Ok(());
         }

@@ -69,7 +69,14 @@ pub fn now_rfc3339() -> String {
 pub fn new_uid() -> String {
     let b: [u8; 16] = rand::random();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 pub fn meta<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
@@ -77,7 +84,9 @@ pub fn meta<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
 }
 
 pub fn object_rv(obj: &Value) -> u64 {
-    meta(obj, "resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0)
+    meta(obj, "resourceVersion")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Store {
@@ -91,8 +100,15 @@ impl Store {
                 tx: broadcast::channel(65_536).0,
             });
         }
-        let inner = Inner { rv: 1, buckets, log_capacity, all_tx: broadcast::channel(262_144).0 };
-        Store { inner: Arc::new(Mutex::new(inner)) }
+        let inner = Inner {
+            rv: 1,
+            buckets,
+            log_capacity,
+            all_tx: broadcast::channel(262_144).0,
+        };
+        Store {
+            inner: Arc::new(Mutex::new(inner)),
+        }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -107,7 +123,14 @@ impl Store {
 }
 
 fn key_of(r: &Resource, ns: &str, name: &str) -> Key {
-    (if r.namespaced { ns.to_string() } else { String::new() }, name.to_string())
+    (
+        if r.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        },
+        name.to_string(),
+    )
 }
 
 impl Inner {
@@ -124,7 +147,11 @@ impl Inner {
     }
 
     /// Objects in key order (namespace, name), as etcd returns them; `ns = None` is all namespaces.
-    pub fn iter<'a>(&'a self, r: &Resource, ns: Option<&'a str>) -> Box<dyn Iterator<Item = (&'a Key, &'a Arc<Value>)> + 'a> {
+    pub fn iter<'a>(
+        &'a self,
+        r: &Resource,
+        ns: Option<&'a str>,
+    ) -> Box<dyn Iterator<Item = (&'a Key, &'a Arc<Value>)> + 'a> {
         let objects = &self.bucket(r).objects;
         match ns {
             Some(ns) if r.namespaced => Box::new(
@@ -137,7 +164,13 @@ impl Inner {
     }
 
     fn emit(&mut self, r: &Resource, kind: EventType, object: Arc<Value>, old: Option<Arc<Value>>) {
-        let ev = Arc::new(WatchEvent { rv: self.rv, storage: r.storage, kind, object, old });
+        let ev = Arc::new(WatchEvent {
+            rv: self.rv,
+            storage: r.storage,
+            kind,
+            object,
+            old,
+        });
         let cap = self.log_capacity;
         let b = self.buckets.get_mut(r.storage).expect("bucket");
         b.log.push_back(ev.clone());
@@ -160,7 +193,9 @@ impl Inner {
         let ns = meta(&obj, "namespace").unwrap_or("").to_string();
         if r.namespaced {
             if ns.is_empty() {
-                return Err(ApiError::bad_request("the namespace of the provided object is empty"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object is empty",
+                ));
             }
             if self.get(ns_resource(), "", &ns).is_none() {
                 return Err(ApiError::not_found("", "namespaces", &ns));
@@ -179,7 +214,11 @@ impl Inner {
                     name = format!("{prefix}{suffix}");
                 }
                 _ => {
-                    return Err(ApiError::invalid(r.kind, "", "metadata.name: Required value: name or generateName is required"));
+                    return Err(ApiError::invalid(
+                        r.kind,
+                        "",
+                        "metadata.name: Required value: name or generateName is required",
+                    ));
                 }
             }
         }
@@ -189,7 +228,9 @@ impl Inner {
             return Err(ApiError::already_exists(r.group, r.plural, &name));
         }
         let rv = self.next_rv();
-        let m = obj["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
+        let m = obj["metadata"]
+            .as_object_mut()
+            .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
         m.insert("name".into(), json!(name));
         if !r.namespaced {
             m.remove("namespace");
@@ -208,7 +249,11 @@ impl Inner {
             obj["status"] = json!({"phase": "Active"});
         }
         let obj = Arc::new(obj);
-        self.buckets.get_mut(r.storage).expect("bucket").objects.insert(key, obj.clone());
+        self.buckets
+            .get_mut(r.storage)
+            .expect("bucket")
+            .objects
+            .insert(key, obj.clone());
         self.emit(r, EventType::Added, obj.clone(), None);
         Ok(obj)
     }
@@ -216,8 +261,16 @@ impl Inner {
     /// Replaces an object with `new`, keeping server-owned metadata. A `resourceVersion` in `new`
     /// that differs from the stored one is a 409 Conflict. An update that changes nothing does
     /// not bump the resourceVersion, as in the real server.
-    pub fn replace(&mut self, r: &Resource, ns: &str, name: &str, mut new: Value) -> ApiResult<Arc<Value>> {
-        let old = self.get(r, ns, name).ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+    pub fn replace(
+        &mut self,
+        r: &Resource,
+        ns: &str,
+        name: &str,
+        mut new: Value,
+    ) -> ApiResult<Arc<Value>> {
+        let old = self
+            .get(r, ns, name)
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
         if let Some(want) = meta(&new, "resourceVersion")
             && !want.is_empty()
             && want != meta(&old, "resourceVersion").unwrap_or("")
@@ -230,7 +283,16 @@ impl Inner {
         if !new.get("metadata").is_some_and(Value::is_object) {
             new["metadata"] = json!({});
         }
-        for f in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "generation"] {
+        for f in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "resourceVersion",
+            "generation",
+        ] {
             match old["metadata"].get(f) {
                 Some(v) => new["metadata"][f] = v.clone(),
                 None => {
@@ -245,7 +307,14 @@ impl Inner {
 
     /// Stores `new` in place of `old` (both already checked), bumping the resourceVersion and
     /// generation; a write that changes nothing is not an event.
-    fn put(&mut self, r: &Resource, ns: &str, name: &str, old: Arc<Value>, mut new: Value) -> ApiResult<Arc<Value>> {
+    fn put(
+        &mut self,
+        r: &Resource,
+        ns: &str,
+        name: &str,
+        old: Arc<Value>,
+        mut new: Value,
+    ) -> ApiResult<Arc<Value>> {
         new["apiVersion"] = json!(r.api_version());
         new["kind"] = json!(r.kind);
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
@@ -258,7 +327,10 @@ impl Inner {
         }
         // Deleting the last finalizer of an object being deleted completes the deletion.
         if new["metadata"].get("deletionTimestamp").is_some()
-            && new["metadata"].get("finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty())
+            && new["metadata"]
+                .get("finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(|f| f.is_empty())
             && r.kind != "Pod"
         {
             return self.remove(r, ns, name);
@@ -267,15 +339,27 @@ impl Inner {
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
         let new = Arc::new(new);
         let key = key_of(r, ns, name);
-        self.buckets.get_mut(r.storage).expect("bucket").objects.insert(key, new.clone());
+        self.buckets
+            .get_mut(r.storage)
+            .expect("bucket")
+            .objects
+            .insert(key, new.clone());
         self.emit(r, EventType::Modified, new.clone(), Some(old));
         Ok(new)
     }
 
     /// Applies `f` to a copy of the object and stores the result: the server's own writes, which
     /// may change server-owned metadata such as deletionTimestamp.
-    pub fn modify(&mut self, r: &Resource, ns: &str, name: &str, f: impl FnOnce(&mut Value) -> ApiResult<()>) -> ApiResult<Arc<Value>> {
-        let old = self.get(r, ns, name).ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+    pub fn modify(
+        &mut self,
+        r: &Resource,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(&mut Value) -> ApiResult<()>,
+    ) -> ApiResult<Arc<Value>> {
+        let old = self
+            .get(r, ns, name)
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
         let mut new = (*old).clone();
         f(&mut new)?;
         self.put(r, ns, name, old, new)
@@ -301,10 +385,17 @@ impl Inner {
 
     /// Events after `since` and a receiver for later ones, taken atomically so none is missed.
     /// `Err` (410 Gone) when events after `since` were already compacted away.
-    pub fn watch_from(&self, r: &Resource, since: u64) -> ApiResult<(Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>)> {
+    pub fn watch_from(
+        &self,
+        r: &Resource,
+        since: u64,
+    ) -> ApiResult<(Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>)> {
         let b = self.bucket(r);
         if since < b.compacted_rv {
-            return Err(ApiError::gone(format!("too old resource version: {since} ({})", b.compacted_rv + 1)));
+            return Err(ApiError::gone(format!(
+                "too old resource version: {since} ({})",
+                b.compacted_rv + 1
+            )));
         }
         let replay = b.log.iter().filter(|e| e.rv > since).cloned().collect();
         Ok((replay, b.tx.subscribe()))
@@ -327,7 +418,16 @@ pub fn ns_resource() -> &'static Resource {
 fn validate_name(r: &Resource, name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 253
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || (r.kind.ends_with("Role") || r.kind.ends_with("Binding") || r.kind.starts_with("ValidatingAdmission")) && c == ':')
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || c == '-'
+                || c == '.'
+                || (r.kind.ends_with("Role")
+                    || r.kind.ends_with("Binding")
+                    || r.kind.starts_with("ValidatingAdmission"))
+                    && c == ':'
+        })
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
@@ -336,7 +436,9 @@ fn validate_name(r: &Resource, name: &str) -> ApiResult<()> {
         Err(ApiError::invalid(
             r.kind,
             name,
-            format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+            format!(
+                "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+            ),
         ))
     }
 }

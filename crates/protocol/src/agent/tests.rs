@@ -86,31 +86,71 @@ fn fresh_node_gets_labels_defaults_and_status() {
     let v = node("n");
     let p = patch_of(step(&v, Some(&idle()), false));
     assert_eq!(p.labels.get(keys::LABEL_ID), Some(&Some("flatcar".into())));
-    assert_eq!(p.labels.get(keys::LABEL_GROUP), Some(&Some("stable".into())));
-    assert_eq!(p.labels.get(keys::LABEL_VERSION), Some(&Some("4081.2.0".into())));
-    assert_eq!(p.labels.get(keys::REBOOT_NEEDED), Some(&Some("false".into())));
-    assert_eq!(p.annotations.get(keys::REBOOT_NEEDED), Some(&Some("false".into())));
-    assert_eq!(p.annotations.get(keys::REBOOT_IN_PROGRESS), Some(&Some("false".into())));
-    assert_eq!(p.annotations.get(keys::STATUS), Some(&Some("UPDATE_STATUS_IDLE".into())));
-    assert_eq!(p.annotations.get(keys::LAST_CHECKED_TIME), Some(&Some("1714564800".into())));
-    assert_eq!(p.annotations.get(keys::NEW_VERSION), Some(&Some("4081.2.0".into())));
+    assert_eq!(
+        p.labels.get(keys::LABEL_GROUP),
+        Some(&Some("stable".into()))
+    );
+    assert_eq!(
+        p.labels.get(keys::LABEL_VERSION),
+        Some(&Some("4081.2.0".into()))
+    );
+    assert_eq!(
+        p.labels.get(keys::REBOOT_NEEDED),
+        Some(&Some("false".into()))
+    );
+    assert_eq!(
+        p.annotations.get(keys::REBOOT_NEEDED),
+        Some(&Some("false".into()))
+    );
+    assert_eq!(
+        p.annotations.get(keys::REBOOT_IN_PROGRESS),
+        Some(&Some("false".into()))
+    );
+    assert_eq!(
+        p.annotations.get(keys::STATUS),
+        Some(&Some("UPDATE_STATUS_IDLE".into()))
+    );
+    assert_eq!(
+        p.annotations.get(keys::LAST_CHECKED_TIME),
+        Some(&Some("1714564800".into()))
+    );
+    assert_eq!(
+        p.annotations.get(keys::NEW_VERSION),
+        Some(&Some("4081.2.0".into()))
+    );
     assert_eq!(p.unschedulable, None);
     let mut v = v;
     p.apply(&mut v);
     assert_eq!(v, settled("n"));
-    assert_eq!(step(&v, Some(&idle()), false), AgentStep::Wait("no reboot needed".into()));
+    assert_eq!(
+        step(&v, Some(&idle()), false),
+        AgentStep::Wait("no reboot needed".into())
+    );
 }
 
 #[test]
 fn labels_follow_host_info_and_missing_values_remove_them() {
     let v = settled("n").lbl(keys::LABEL_VERSION, "old");
     let p = patch_of(step(&v, Some(&idle()), false));
-    assert_eq!(p.labels.clone().into_iter().collect::<Vec<_>>(), vec![a(keys::LABEL_VERSION, "4081.2.0")]);
+    assert_eq!(
+        p.labels.clone().into_iter().collect::<Vec<_>>(),
+        vec![a(keys::LABEL_VERSION, "4081.2.0")]
+    );
     let none = HostInfo::default();
-    let p = patch_of(next_step(&AgentInput { node: &v, host: None, info: &none, drained: false, now: t0() }));
+    let p = patch_of(next_step(&AgentInput {
+        node: &v,
+        host: None,
+        info: &none,
+        drained: false,
+        now: t0(),
+    }));
     assert_eq!(
         p.labels.into_iter().collect::<Vec<_>>(),
-        vec![rm(keys::LABEL_GROUP), rm(keys::LABEL_ID), rm(keys::LABEL_VERSION)]
+        vec![
+            rm(keys::LABEL_GROUP),
+            rm(keys::LABEL_ID),
+            rm(keys::LABEL_VERSION)
+        ]
     );
 }
 
@@ -128,23 +168,46 @@ fn status_written_whenever_any_field_differs() {
     let mut s = idle();
     s.new_version = "4081.3.0".into();
     let p = patch_of(step(&v, Some(&s), false));
-    assert_eq!(p.annotations.into_iter().collect::<Vec<_>>(), vec![a(keys::NEW_VERSION, "4081.3.0")]);
+    assert_eq!(
+        p.annotations.into_iter().collect::<Vec<_>>(),
+        vec![a(keys::NEW_VERSION, "4081.3.0")]
+    );
     let p = patch_of(step(&v, Some(&status(UPDATE_STATUS_DOWNLOADING)), false));
-    assert_eq!(p.annotations.into_iter().collect::<Vec<_>>(), vec![a(keys::STATUS, UPDATE_STATUS_DOWNLOADING)]);
+    assert_eq!(
+        p.annotations.into_iter().collect::<Vec<_>>(),
+        vec![a(keys::STATUS, UPDATE_STATUS_DOWNLOADING)]
+    );
     // Unknown host status: nothing about the status is written.
-    assert_eq!(step(&v, None, false), AgentStep::Wait("no reboot needed".into()));
+    assert_eq!(
+        step(&v, None, false),
+        AgentStep::Wait("no reboot needed".into())
+    );
 }
 
 #[test]
 fn need_reboot_sets_reboot_needed_annotation_and_label() {
     let v = settled("n");
     let p = patch_of(step(&v, Some(&need_reboot()), false));
-    assert_eq!(p.annotations.get(keys::REBOOT_NEEDED), Some(&Some("true".into())));
-    assert_eq!(p.labels.get(keys::REBOOT_NEEDED), Some(&Some("true".into())));
-    assert_eq!(p.annotations.get(keys::STATUS), Some(&Some(crate::update_engine::UPDATE_STATUS_UPDATED_NEED_REBOOT.into())));
+    assert_eq!(
+        p.annotations.get(keys::REBOOT_NEEDED),
+        Some(&Some("true".into()))
+    );
+    assert_eq!(
+        p.labels.get(keys::REBOOT_NEEDED),
+        Some(&Some("true".into()))
+    );
+    assert_eq!(
+        p.annotations.get(keys::STATUS),
+        Some(&Some(
+            crate::update_engine::UPDATE_STATUS_UPDATED_NEED_REBOOT.into()
+        ))
+    );
     let mut v = v;
     p.apply(&mut v);
-    assert!(wait_of(step(&v, Some(&need_reboot()), false)).contains("waiting for the operator's reboot-ok"));
+    assert!(
+        wait_of(step(&v, Some(&need_reboot()), false))
+            .contains("waiting for the operator's reboot-ok")
+    );
 }
 
 #[test]
@@ -159,7 +222,10 @@ fn need_reboot_is_not_raised_while_previous_reboot_ok_is_still_true() {
     // once the operator withdraws it, the new cycle starts
     v = v.ann(keys::REBOOT_OK, "false");
     let p = patch_of(step(&v, Some(&host), false));
-    assert_eq!(p.annotations.get(keys::REBOOT_NEEDED), Some(&Some("true".into())));
+    assert_eq!(
+        p.annotations.get(keys::REBOOT_NEEDED),
+        Some(&Some("true".into()))
+    );
     host.last_checked_time += 1;
     let _ = host;
 }
@@ -169,20 +235,29 @@ fn manual_reboot_needed_is_honoured() {
     // A person annotates reboot-needed=true; the label follows.
     let v = settled("n").ann(keys::REBOOT_NEEDED, "true");
     let p = patch_of(step(&v, Some(&idle()), false));
-    assert_eq!(p.labels.clone().into_iter().collect::<Vec<_>>(), vec![a(keys::REBOOT_NEEDED, "true")]);
+    assert_eq!(
+        p.labels.clone().into_iter().collect::<Vec<_>>(),
+        vec![a(keys::REBOOT_NEEDED, "true")]
+    );
     assert!(p.annotations.is_empty());
     let mut v = v;
     p.apply(&mut v);
     // granted -> starts, drains, reboots, although update_engine is idle
     v = v.ann(keys::REBOOT_OK, "true");
-    assert!(matches!(step(&v, Some(&idle()), false), AgentStep::Patch(_)));
+    assert!(matches!(
+        step(&v, Some(&idle()), false),
+        AgentStep::Patch(_)
+    ));
     assert_eq!(settle(&mut v, Some(&idle()), false), AgentStep::Drain);
     assert_eq!(settle(&mut v, Some(&idle()), true), AgentStep::Reboot);
 }
 
 #[test]
 fn granted_node_starts_reboot_in_one_patch() {
-    let v = settled("n").ann(keys::REBOOT_NEEDED, "true").lbl(keys::REBOOT_NEEDED, "true").ann(keys::REBOOT_OK, "true");
+    let v = settled("n")
+        .ann(keys::REBOOT_NEEDED, "true")
+        .lbl(keys::REBOOT_NEEDED, "true")
+        .ann(keys::REBOOT_OK, "true");
     let p = patch_of(step(&v, Some(&need_reboot()), false));
     let mut want = NodePatch::new("n");
     want.set_annotation(keys::REBOOT_IN_PROGRESS, "true")
@@ -191,9 +266,7 @@ fn granted_node_starts_reboot_in_one_patch() {
         .set_unschedulable(true);
     // status differs (settled() has idle) and is written in the same patch
     let mut p2 = p.clone();
-    for k in [keys::STATUS] {
-        p2.annotations.remove(k);
-    }
+    p2.annotations.remove(keys::STATUS);
     assert_eq!(p2, want);
     let mut v = v;
     p.apply(&mut v);
@@ -213,7 +286,10 @@ fn admin_cordoned_node_is_not_marked_as_ours() {
     let p = patch_of(step(&v, None, false));
     assert_eq!(p.unschedulable, None);
     assert_eq!(p.annotations.get(keys::AGENT_MADE_UNSCHEDULABLE), None);
-    assert_eq!(p.annotations.get(keys::REBOOT_IN_PROGRESS), Some(&Some("true".into())));
+    assert_eq!(
+        p.annotations.get(keys::REBOOT_IN_PROGRESS),
+        Some(&Some("true".into()))
+    );
     p.apply(&mut v);
     assert_eq!(step(&v, None, true), AgentStep::Reboot);
     // it reboots; afterwards it stays cordoned
@@ -239,15 +315,45 @@ fn expired_grant_is_not_started() {
 
 #[test]
 fn paused_spoiled_or_after_reboot_grants_are_not_started() {
-    let g = settled("n").ann(keys::REBOOT_NEEDED, "true").lbl(keys::REBOOT_NEEDED, "true").ann(keys::REBOOT_OK, "true");
-    assert!(wait_of(step(&g.clone().ann(keys::REBOOT_PAUSED, "true"), None, false)).contains("paused"));
-    assert!(wait_of(step(&g.clone().lbl(keys::AFTER_REBOOT, "true"), None, false)).contains("after-reboot"));
-    let failed = g.clone().ann(keys::DRAIN_FAILURE, &format!("{} timeout", format_time(t0() - mins(5))));
+    let g = settled("n")
+        .ann(keys::REBOOT_NEEDED, "true")
+        .lbl(keys::REBOOT_NEEDED, "true")
+        .ann(keys::REBOOT_OK, "true");
+    assert!(
+        wait_of(step(
+            &g.clone().ann(keys::REBOOT_PAUSED, "true"),
+            None,
+            false
+        ))
+        .contains("paused")
+    );
+    assert!(
+        wait_of(step(
+            &g.clone().lbl(keys::AFTER_REBOOT, "true"),
+            None,
+            false
+        ))
+        .contains("after-reboot")
+    );
+    let failed = g.clone().ann(
+        keys::DRAIN_FAILURE,
+        &format!("{} timeout", format_time(t0() - mins(5))),
+    );
     assert!(wait_of(step(&failed, None, false)).contains("drain failed"));
     // spoiled: failure at/after granted-at
-    assert!(wait_of(step(&failed.clone().time(keys::GRANTED_AT, t0() - mins(6)), None, false)).contains("drain failed"));
+    assert!(
+        wait_of(step(
+            &failed.clone().time(keys::GRANTED_AT, t0() - mins(6)),
+            None,
+            false
+        ))
+        .contains("drain failed")
+    );
     // a new grant after the failure is used
-    assert!(matches!(step(&failed.time(keys::GRANTED_AT, t0() - mins(4)), None, false), AgentStep::Patch(_)));
+    assert!(matches!(
+        step(&failed.time(keys::GRANTED_AT, t0() - mins(4)), None, false),
+        AgentStep::Patch(_)
+    ));
     // no boot ID: cannot start safely
     assert!(wait_of(step(&g.boot(""), None, false)).contains("boot ID"));
 }
@@ -283,7 +389,10 @@ fn in_progress_schedulable_node_not_ours_is_cordoned_and_becomes_ours() {
         .ann(keys::REBOOT_BOOT_ID, "b1");
     let p = patch_of(step(&v, None, false));
     assert_eq!(p.unschedulable, Some(true));
-    assert_eq!(p.annotations.get(keys::AGENT_MADE_UNSCHEDULABLE), Some(&Some("true".into())));
+    assert_eq!(
+        p.annotations.get(keys::AGENT_MADE_UNSCHEDULABLE),
+        Some(&Some("true".into()))
+    );
 }
 
 #[test]
@@ -301,7 +410,11 @@ fn grant_withdrawn_before_reboot_stops_and_uncordons_ours() {
         assert_eq!(p.unschedulable, Some(false));
         assert_eq!(
             p.annotations.clone().into_iter().collect::<Vec<_>>(),
-            vec![a(keys::AGENT_MADE_UNSCHEDULABLE, "false"), rm(keys::REBOOT_BOOT_ID), a(keys::REBOOT_IN_PROGRESS, "false")]
+            vec![
+                a(keys::AGENT_MADE_UNSCHEDULABLE, "false"),
+                rm(keys::REBOOT_BOOT_ID),
+                a(keys::REBOOT_IN_PROGRESS, "false")
+            ]
         );
         let mut w = v.clone();
         p.apply(&mut w);
@@ -328,7 +441,10 @@ fn rebooted_node_is_uncordoned_and_cleared() {
         .cordoned();
     let p = patch_of(step(&v, Some(&idle()), false));
     assert_eq!(p.unschedulable, Some(false));
-    assert_eq!(p.labels.clone().into_iter().collect::<Vec<_>>(), vec![a(keys::REBOOT_NEEDED, "false")]);
+    assert_eq!(
+        p.labels.clone().into_iter().collect::<Vec<_>>(),
+        vec![a(keys::REBOOT_NEEDED, "false")]
+    );
     assert_eq!(
         p.annotations.clone().into_iter().collect::<Vec<_>>(),
         vec![
@@ -345,7 +461,10 @@ fn rebooted_node_is_uncordoned_and_cleared() {
     // reboot-ok is still true: wait for the operator; never ask again meanwhile
     assert!(wait_of(settle(&mut v, Some(&need_reboot()), false)).contains("withdraw reboot-ok"));
     assert_eq!(v.annotation(keys::REBOOT_NEEDED), Some("false"));
-    assert_eq!(v.annotation(keys::STATUS), Some(crate::update_engine::UPDATE_STATUS_UPDATED_NEED_REBOOT));
+    assert_eq!(
+        v.annotation(keys::STATUS),
+        Some(crate::update_engine::UPDATE_STATUS_UPDATED_NEED_REBOOT)
+    );
 }
 
 #[test]
@@ -357,11 +476,17 @@ fn handed_over_in_progress_without_boot_id() {
         .ann(keys::REBOOT_OK, "true")
         .ann(keys::REBOOT_IN_PROGRESS, "true")
         .ann(keys::AGENT_MADE_UNSCHEDULABLE, "true")
-        .ann(keys::STATUS, crate::update_engine::UPDATE_STATUS_UPDATED_NEED_REBOOT)
+        .ann(
+            keys::STATUS,
+            crate::update_engine::UPDATE_STATUS_UPDATED_NEED_REBOOT,
+        )
         .cordoned();
     assert!(wait_of(step(&v, None, false)).contains("update_engine"));
     let p = patch_of(step(&v, Some(&need_reboot()), false));
-    assert_eq!(p.annotations.clone().into_iter().collect::<Vec<_>>(), vec![a(keys::REBOOT_BOOT_ID, "b1")]);
+    assert_eq!(
+        p.annotations.clone().into_iter().collect::<Vec<_>>(),
+        vec![a(keys::REBOOT_BOOT_ID, "b1")]
+    );
     p.apply(&mut v);
     assert_eq!(step(&v, Some(&need_reboot()), false), AgentStep::Drain);
 
@@ -375,29 +500,51 @@ fn handed_over_in_progress_without_boot_id() {
         .cordoned();
     let p = patch_of(step(&v, Some(&idle()), false));
     assert_eq!(p.unschedulable, Some(false));
-    assert_eq!(p.annotations.get(keys::REBOOT_IN_PROGRESS), Some(&Some("false".into())));
-    assert_eq!(p.annotations.get(keys::REBOOT_NEEDED), Some(&Some("false".into())));
+    assert_eq!(
+        p.annotations.get(keys::REBOOT_IN_PROGRESS),
+        Some(&Some("false".into()))
+    );
+    assert_eq!(
+        p.annotations.get(keys::REBOOT_NEEDED),
+        Some(&Some("false".into()))
+    );
 }
 
 #[test]
 fn leftover_cordon_and_boot_id_are_cleaned_when_not_in_progress() {
     // FLUO's post-reboot state: it keeps the cordon until reboot-ok is withdrawn.
-    let v = settled("n").ann(keys::REBOOT_OK, "true").ann(keys::AGENT_MADE_UNSCHEDULABLE, "true").cordoned();
+    let v = settled("n")
+        .ann(keys::REBOOT_OK, "true")
+        .ann(keys::AGENT_MADE_UNSCHEDULABLE, "true")
+        .cordoned();
     let p = patch_of(step(&v, None, false));
     assert_eq!(p.unschedulable, Some(false));
-    assert_eq!(p.annotations.clone().into_iter().collect::<Vec<_>>(), vec![a(keys::AGENT_MADE_UNSCHEDULABLE, "false")]);
+    assert_eq!(
+        p.annotations.clone().into_iter().collect::<Vec<_>>(),
+        vec![a(keys::AGENT_MADE_UNSCHEDULABLE, "false")]
+    );
     let v = settled("n").ann(keys::REBOOT_BOOT_ID, "b1");
     let p = patch_of(step(&v, None, false));
-    assert_eq!(p.annotations.into_iter().collect::<Vec<_>>(), vec![rm(keys::REBOOT_BOOT_ID)]);
+    assert_eq!(
+        p.annotations.into_iter().collect::<Vec<_>>(),
+        vec![rm(keys::REBOOT_BOOT_ID)]
+    );
 }
 
 #[test]
 fn malformed_values_mean_no_action_but_facts_are_kept_fresh() {
-    let v = settled("n").ann(keys::REBOOT_OK, "yes").ann(keys::REBOOT_IN_PROGRESS, "true").ann(keys::REBOOT_BOOT_ID, "b1").cordoned();
+    let v = settled("n")
+        .ann(keys::REBOOT_OK, "yes")
+        .ann(keys::REBOOT_IN_PROGRESS, "true")
+        .ann(keys::REBOOT_BOOT_ID, "b1")
+        .cordoned();
     let mut s = idle();
     s.last_checked_time += 10;
     let p = patch_of(step(&v, Some(&s), true));
-    assert_eq!(p.annotations.keys().collect::<Vec<_>>(), vec![keys::LAST_CHECKED_TIME]);
+    assert_eq!(
+        p.annotations.keys().collect::<Vec<_>>(),
+        vec![keys::LAST_CHECKED_TIME]
+    );
     let r = wait_of(step(&v, Some(&idle()), true));
     assert!(r.contains(keys::REBOOT_OK) && r.contains("\"yes\""), "{r}");
     assert!(!may_reboot(&v, true));
@@ -429,13 +576,21 @@ fn in_progress_node() -> NodeView {
 #[test]
 fn drain_failure_with_uncordon_stops_and_records() {
     let v = in_progress_node();
-    let p = patch_of(drain_failed(&v, "timed out after 600s: pod a/b", DrainTimeoutAction::Uncordon, t0()));
+    let p = patch_of(drain_failed(
+        &v,
+        "timed out after 600s: pod a/b",
+        DrainTimeoutAction::Uncordon,
+        t0(),
+    ));
     assert_eq!(p.unschedulable, Some(false));
     assert_eq!(
         p.annotations.clone().into_iter().collect::<Vec<_>>(),
         vec![
             a(keys::AGENT_MADE_UNSCHEDULABLE, "false"),
-            a(keys::DRAIN_FAILURE, "2024-05-01T12:00:00Z timed out after 600s: pod a/b"),
+            a(
+                keys::DRAIN_FAILURE,
+                "2024-05-01T12:00:00Z timed out after 600s: pod a/b"
+            ),
             rm(keys::REBOOT_BOOT_ID),
             a(keys::REBOOT_IN_PROGRESS, "false"),
         ]
@@ -454,9 +609,15 @@ fn drain_failure_with_uncordon_stops_and_records() {
 #[test]
 fn drain_failure_with_reboot_reboots_only_if_allowed() {
     let v = in_progress_node();
-    assert_eq!(drain_failed(&v, "x", DrainTimeoutAction::Reboot, t0()), AgentStep::Reboot);
+    assert_eq!(
+        drain_failed(&v, "x", DrainTimeoutAction::Reboot, t0()),
+        AgentStep::Reboot
+    );
     let v = v.ann(keys::REBOOT_OK, "false");
-    assert!(matches!(drain_failed(&v, "x", DrainTimeoutAction::Reboot, t0()), AgentStep::Wait(_)));
+    assert!(matches!(
+        drain_failed(&v, "x", DrainTimeoutAction::Reboot, t0()),
+        AgentStep::Wait(_)
+    ));
 }
 
 #[test]
@@ -475,9 +636,15 @@ fn reboot_error_is_recorded_and_retried() {
 fn full_cycle() {
     let mut v = node("n");
     let mut host = idle();
-    assert_eq!(settle(&mut v, Some(&host), false), AgentStep::Wait("no reboot needed".into()));
+    assert_eq!(
+        settle(&mut v, Some(&host), false),
+        AgentStep::Wait("no reboot needed".into())
+    );
     host = need_reboot();
-    assert!(matches!(settle(&mut v, Some(&host), false), AgentStep::Wait(_)));
+    assert!(matches!(
+        settle(&mut v, Some(&host), false),
+        AgentStep::Wait(_)
+    ));
     assert_eq!(v.label(keys::REBOOT_NEEDED), Some("true"));
     v = v.ann(keys::REBOOT_OK, "true"); // operator
     assert_eq!(settle(&mut v, Some(&host), false), AgentStep::Drain);
@@ -487,7 +654,10 @@ fn full_cycle() {
     v = v.boot("b2");
     host = idle();
     host.new_version = "4081.3.0".into();
-    assert!(matches!(settle(&mut v, Some(&host), false), AgentStep::Wait(_)));
+    assert!(matches!(
+        settle(&mut v, Some(&host), false),
+        AgentStep::Wait(_)
+    ));
     assert!(!v.unschedulable);
     assert_eq!(v.annotation(keys::REBOOT_IN_PROGRESS), Some("false"));
     assert_eq!(v.annotation(keys::REBOOT_NEEDED), Some("false"));
@@ -495,15 +665,24 @@ fn full_cycle() {
     assert_eq!(v.annotation(keys::NEW_VERSION), Some("4081.3.0"));
     assert_eq!(v.annotation(keys::REBOOT_BOOT_ID), None);
     v = v.ann(keys::REBOOT_OK, "false"); // operator releases
-    assert_eq!(settle(&mut v, Some(&host), false), AgentStep::Wait("no reboot needed".into()));
+    assert_eq!(
+        settle(&mut v, Some(&host), false),
+        AgentStep::Wait("no reboot needed".into())
+    );
 }
 
 fn any_host() -> impl Strategy<Value = Option<UpdateStatus>> {
-    prop::option::of((prop::sample::select(crate::update_engine::ALL_OPERATIONS.to_vec()), 0i64..3).prop_map(|(op, t)| {
-        let mut s = status(op);
-        s.last_checked_time += t;
-        s
-    }))
+    prop::option::of(
+        (
+            prop::sample::select(crate::update_engine::ALL_OPERATIONS.to_vec()),
+            0i64..3,
+        )
+            .prop_map(|(op, t)| {
+                let mut s = status(op);
+                s.last_checked_time += t;
+                s
+            }),
+    )
 }
 
 fn any_info() -> impl Strategy<Value = HostInfo> {

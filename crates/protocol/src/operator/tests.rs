@@ -23,11 +23,15 @@ fn with_window(mut c: OperatorConfig, start: &str, len: &str) -> OperatorConfig 
 }
 
 fn needs(name: &str) -> NodeView {
-    node(name).ann(keys::REBOOT_NEEDED, "true").ann(keys::REBOOT_IN_PROGRESS, "false")
+    node(name)
+        .ann(keys::REBOOT_NEEDED, "true")
+        .ann(keys::REBOOT_IN_PROGRESS, "false")
 }
 
 fn granted(name: &str) -> NodeView {
-    needs(name).ann(keys::REBOOT_OK, "true").time(keys::GRANTED_AT, t0() - mins(5))
+    needs(name)
+        .ann(keys::REBOOT_OK, "true")
+        .time(keys::GRANTED_AT, t0() - mins(5))
 }
 
 fn patch_for<'a>(d: &'a Decision, n: &str) -> Option<&'a NodePatch> {
@@ -51,7 +55,18 @@ fn max_rebooting_flag() {
     assert_eq!("2".parse(), Ok(MaxRebooting::Count(2)));
     assert_eq!(" 25% ".parse(), Ok(MaxRebooting::Percent(25)));
     assert_eq!("100%".parse(), Ok(MaxRebooting::Percent(100)));
-    for bad in ["0", "0%", "", "%", "-1", "1.5", "101%", "two", "2 %", "99999999999"] {
+    for bad in [
+        "0",
+        "0%",
+        "",
+        "%",
+        "-1",
+        "1.5",
+        "101%",
+        "two",
+        "2 %",
+        "99999999999",
+    ] {
         let e = bad.parse::<MaxRebooting>().unwrap_err();
         assert!(e.to_string().starts_with("--max-rebooting-nodes: "), "{e}");
     }
@@ -77,8 +92,8 @@ fn step5_labels_rebootable_nodes_up_to_capacity_by_name() {
         needs("c"),
         needs("a").ann("hook-a", "true"), // stale hook from earlier: cleared
         needs("b"),
-        node("d"),                                        // not needed
-        needs("e").ann(keys::REBOOT_PAUSED, "true"),      // paused
+        node("d"),                                   // not needed
+        needs("e").ann(keys::REBOOT_PAUSED, "true"), // paused
     ];
     let d = decide(&nodes, &c, t0());
     assert_eq!(names(&d), vec!["a", "b"]);
@@ -102,14 +117,19 @@ fn without_before_hooks_grants_directly() {
     let c = with_window(cfg(1), "11:00", "2h");
     let d = decide(&[needs("a")], &c, t0());
     let p = patch_for(&d, "a").unwrap();
-    assert_eq!(ann(p, keys::GRANT_EXPIRES), Some(Some("2024-05-01T13:00:00Z")));
+    assert_eq!(
+        ann(p, keys::GRANT_EXPIRES),
+        Some(Some("2024-05-01T13:00:00Z"))
+    );
     assert_eq!(d.next_check, Some(t0() + mins(60)));
 }
 
 #[test]
 fn step4_grants_when_before_hooks_done_and_window_open() {
     let c = with_window(hooks(cfg(1), &["hook-a", "hook-b"], &[]), "11:00", "2h");
-    let n = needs("a").lbl(keys::BEFORE_REBOOT, "true").ann("hook-a", "true");
+    let n = needs("a")
+        .lbl(keys::BEFORE_REBOOT, "true")
+        .ann("hook-a", "true");
     let d = decide(std::slice::from_ref(&n), &c, t0());
     assert!(d.patches.is_empty(), "{d:?}"); // hook-b missing
     let n = n.ann("hook-b", "true");
@@ -119,7 +139,10 @@ fn step4_grants_when_before_hooks_done_and_window_open() {
     assert_eq!(ann(p, "hook-a"), Some(None));
     assert_eq!(ann(p, "hook-b"), Some(None));
     assert_eq!(ann(p, keys::REBOOT_OK), Some(Some("true")));
-    assert_eq!(ann(p, keys::GRANT_EXPIRES), Some(Some("2024-05-01T13:00:00Z")));
+    assert_eq!(
+        ann(p, keys::GRANT_EXPIRES),
+        Some(Some("2024-05-01T13:00:00Z"))
+    );
     // hooks "false" or anything but "true" do not count
     let d = decide(&[n.clone().ann("hook-b", "yes")], &c, t0());
     assert!(d.patches.is_empty());
@@ -128,7 +151,9 @@ fn step4_grants_when_before_hooks_done_and_window_open() {
 #[test]
 fn step4_never_grants_outside_the_window_fluo_201() {
     let c = with_window(hooks(cfg(1), &["hook-a"], &[]), "11:00", "2h");
-    let n = needs("a").lbl(keys::BEFORE_REBOOT, "true").ann("hook-a", "true");
+    let n = needs("a")
+        .lbl(keys::BEFORE_REBOOT, "true")
+        .ann("hook-a", "true");
     let late = t0() + mins(61); // 13:01, closed
     let d = decide(std::slice::from_ref(&n), &c, late);
     let p = patch_for(&d, "a").unwrap();
@@ -207,7 +232,11 @@ fn expired_grant_is_withdrawn() {
     let n = granted("a").time(keys::GRANT_EXPIRES, t0());
     let d = decide(std::slice::from_ref(&n), &cfg(1), t0());
     let p = patch_for(&d, "a").unwrap();
-    assert_eq!(ann(p, keys::REBOOT_OK), None, "re-granted in the same decision: no window");
+    assert_eq!(
+        ann(p, keys::REBOOT_OK),
+        None,
+        "re-granted in the same decision: no window"
+    );
     assert_eq!(ann(p, keys::GRANT_EXPIRES), Some(None));
     assert_eq!(ann(p, keys::GRANTED_AT), Some(Some("2024-05-01T12:00:00Z")));
     // with a closed window it stays withdrawn
@@ -228,32 +257,53 @@ fn expired_grant_is_withdrawn() {
 fn grant_without_expiry_is_bounded_by_the_window() {
     let c = with_window(cfg(1), "11:00", "2h");
     let d = decide(&[granted("a")], &c, t0());
-    assert_eq!(ann(patch_for(&d, "a").unwrap(), keys::GRANT_EXPIRES), Some(Some("2024-05-01T13:00:00Z")));
+    assert_eq!(
+        ann(patch_for(&d, "a").unwrap(), keys::GRANT_EXPIRES),
+        Some(Some("2024-05-01T13:00:00Z"))
+    );
     let d = decide(&[granted("a")], &c, t0() + mins(90));
-    assert_eq!(ann(patch_for(&d, "a").unwrap(), keys::REBOOT_OK), Some(Some("false")));
+    assert_eq!(
+        ann(patch_for(&d, "a").unwrap(), keys::REBOOT_OK),
+        Some(Some("false"))
+    );
     // without a window, no expiry is added
     assert!(decide(&[granted("a")], &cfg(1), t0()).patches.is_empty());
 }
 
 #[test]
 fn paused_grant_not_started_is_withdrawn() {
-    let d = decide(&[granted("a").ann(keys::REBOOT_PAUSED, "true")], &cfg(1), t0());
-    assert_eq!(ann(patch_for(&d, "a").unwrap(), keys::REBOOT_OK), Some(Some("false")));
+    let d = decide(
+        &[granted("a").ann(keys::REBOOT_PAUSED, "true")],
+        &cfg(1),
+        t0(),
+    );
+    assert_eq!(
+        ann(patch_for(&d, "a").unwrap(), keys::REBOOT_OK),
+        Some(Some("false"))
+    );
     // in progress: left alone
-    let n = granted("a").ann(keys::REBOOT_PAUSED, "true").ann(keys::REBOOT_IN_PROGRESS, "true");
+    let n = granted("a")
+        .ann(keys::REBOOT_PAUSED, "true")
+        .ann(keys::REBOOT_IN_PROGRESS, "true");
     assert!(decide(&[n], &cfg(1), t0()).patches.is_empty());
 }
 
 #[test]
 fn drain_failure_withdraws_grant_and_backs_off() {
     let failed_at = t0() - mins(1);
-    let n = granted("a").ann(keys::DRAIN_FAILURE, &format!("{} timeout", crate::node::format_time(failed_at)));
+    let n = granted("a").ann(
+        keys::DRAIN_FAILURE,
+        &format!("{} timeout", crate::node::format_time(failed_at)),
+    );
     let d = decide(&[n.clone(), needs("b")], &cfg(1), t0());
     let p = patch_for(&d, "a").unwrap();
     assert_eq!(ann(p, keys::REBOOT_OK), Some(Some("false")));
     assert_eq!(ann(p, keys::GRANTED_AT), Some(None));
     // the freed slot goes to b, a is in backoff
-    assert_eq!(ann(patch_for(&d, "b").unwrap(), keys::REBOOT_OK), Some(Some("true")));
+    assert_eq!(
+        ann(patch_for(&d, "b").unwrap(), keys::REBOOT_OK),
+        Some(Some("true"))
+    );
     assert_eq!(d.next_check, Some(failed_at + DRAIN_RETRY_BACKOFF));
     // after the backoff, a competes again, but after nodes without failures
     let mut nodes = vec![n, needs("b"), needs("c")];
@@ -267,7 +317,10 @@ fn drain_failure_withdraws_grant_and_backs_off() {
     let d = decide(&nodes[..1], &cfg(1), later);
     assert_eq!(names(&d), vec!["a"]);
     // a failure older than the grant is history: grant kept
-    let n = granted("x").ann(keys::DRAIN_FAILURE, &format!("{} old", crate::node::format_time(t0() - mins(6))));
+    let n = granted("x").ann(
+        keys::DRAIN_FAILURE,
+        &format!("{} old", crate::node::format_time(t0() - mins(6))),
+    );
     assert!(decide(&[n], &cfg(1), t0()).patches.is_empty());
 }
 
@@ -275,15 +328,24 @@ fn drain_failure_withdraws_grant_and_backs_off() {
 fn capacity_counts_every_slot_holder_including_hand_annotated() {
     let c = hooks(cfg(2), &[], &["hook-a"]);
     for holder in [
-        node("h").lbl(keys::BEFORE_REBOOT, "true").ann(keys::REBOOT_NEEDED, "true"),
+        node("h")
+            .lbl(keys::BEFORE_REBOOT, "true")
+            .ann(keys::REBOOT_NEEDED, "true"),
         node("h").lbl(keys::AFTER_REBOOT, "true"),
-        node("h").ann(keys::REBOOT_OK, "true").ann(keys::REBOOT_NEEDED, "true"),
+        node("h")
+            .ann(keys::REBOOT_OK, "true")
+            .ann(keys::REBOOT_NEEDED, "true"),
         node("h").ann(keys::REBOOT_IN_PROGRESS, "true"),
         node("h").ann(keys::AGENT_MADE_UNSCHEDULABLE, "true"),
         node("h").ann(keys::REBOOT_OK, "yes"), // malformed: counted, problem
     ] {
         let d = decide(&[holder.clone(), needs("a"), needs("b")], &c, t0());
-        let granted: Vec<_> = d.patches.iter().filter(|p| p.node != "h" && ann(p, keys::REBOOT_OK) == Some(Some("true"))).map(|p| p.node.as_str()).collect();
+        let granted: Vec<_> = d
+            .patches
+            .iter()
+            .filter(|p| p.node != "h" && ann(p, keys::REBOOT_OK) == Some(Some("true")))
+            .map(|p| p.node.as_str())
+            .collect();
         assert_eq!(granted, vec!["a"], "{holder:?}");
     }
     // More holders than the max: nothing new, and no panic / negative.
@@ -301,7 +363,10 @@ fn capacity_counts_every_slot_holder_including_hand_annotated() {
 
 #[test]
 fn percent_capacity() {
-    let c = OperatorConfig { max_rebooting: MaxRebooting::Percent(50), ..Default::default() };
+    let c = OperatorConfig {
+        max_rebooting: MaxRebooting::Percent(50),
+        ..Default::default()
+    };
     let nodes: Vec<_> = ["a", "b", "c", "d", "e"].iter().map(|n| needs(n)).collect();
     assert_eq!(names(&decide(&nodes, &c, t0())), vec!["a", "b"]);
 }
@@ -311,13 +376,18 @@ fn malformed_node_gets_a_problem_and_no_patch_others_continue() {
     let nodes = vec![
         needs("a").ann(keys::REBOOT_PAUSED, "maybe"),
         needs("b"),
-        needs("c").time(keys::GRANT_EXPIRES, t0()).ann(keys::GRANT_EXPIRES, "soon"),
+        needs("c")
+            .time(keys::GRANT_EXPIRES, t0())
+            .ann(keys::GRANT_EXPIRES, "soon"),
     ];
     let d = decide(&nodes, &cfg(3), t0());
     assert_eq!(names(&d), vec!["b"]);
     assert_eq!(d.problems.len(), 2);
     assert_eq!(d.problems[0].node, "a");
-    assert!(d.problems[0].message.contains(keys::REBOOT_PAUSED) && d.problems[0].message.contains("\"maybe\""));
+    assert!(
+        d.problems[0].message.contains(keys::REBOOT_PAUSED)
+            && d.problems[0].message.contains("\"maybe\"")
+    );
     assert!(d.problems[1].message.contains(keys::GRANT_EXPIRES));
 }
 
@@ -325,13 +395,21 @@ fn malformed_node_gets_a_problem_and_no_patch_others_continue() {
 fn not_ready_nodes_are_not_picked() {
     let mut n = needs("a");
     n.ready = false;
-    assert!(decide(&[n, needs("b")], &cfg(1), t0()).patches.iter().all(|p| p.node == "b"));
+    assert!(
+        decide(&[n, needs("b")], &cfg(1), t0())
+            .patches
+            .iter()
+            .all(|p| p.node == "b")
+    );
 }
 
 #[test]
 fn nodes_mid_reboot_are_left_to_their_agent() {
     // FLUO hand-over: granted and in progress, no grant bookkeeping of ours.
-    let n = needs("a").ann(keys::REBOOT_OK, "true").ann(keys::REBOOT_IN_PROGRESS, "true").cordoned();
+    let n = needs("a")
+        .ann(keys::REBOOT_OK, "true")
+        .ann(keys::REBOOT_IN_PROGRESS, "true")
+        .cordoned();
     let d = decide(&[n, needs("b")], &cfg(1), t0());
     assert!(d.patches.is_empty());
 }
@@ -343,29 +421,49 @@ fn window_next_check_and_closed_window() {
     assert!(d.patches.is_empty());
     assert_eq!(d.next_check, Some(t0() + TimeDelta::hours(14)));
     let d = decide(&[needs("a")], &c, t0() + TimeDelta::hours(14));
-    assert_eq!(ann(patch_for(&d, "a").unwrap(), keys::GRANT_EXPIRES), Some(Some("2024-05-02T03:00:00Z")));
+    assert_eq!(
+        ann(patch_for(&d, "a").unwrap(), keys::GRANT_EXPIRES),
+        Some(Some("2024-05-02T03:00:00Z"))
+    );
 }
 
 fn any_config() -> impl Strategy<Value = OperatorConfig> {
-    let max = prop_oneof![(1u32..4).prop_map(MaxRebooting::Count), (1u32..101).prop_map(MaxRebooting::Percent)];
-    let window = prop::option::of((prop::option::of(0u8..7), 0u32..24, 1u32..600).prop_map(|(d, h, len)| {
-        let start = match d {
-            Some(d) => format!("{:?} {h}:00", chrono::Weekday::try_from(d).unwrap()),
-            None => format!("{h}:00"),
-        };
-        RebootWindow::parse(&start, &format!("{len}m")).unwrap()
-    }));
-    let hook_sets = || prop::sample::select(vec![vec![], vec!["hook-a".to_string()], vec!["hook-a".to_string(), "hook-b".to_string()]]);
-    (max, window, hook_sets(), hook_sets()).prop_map(|(max_rebooting, window, b, a)| OperatorConfig {
-        max_rebooting,
-        window,
-        before_reboot_annotations: b,
-        after_reboot_annotations: a,
+    let max = prop_oneof![
+        (1u32..4).prop_map(MaxRebooting::Count),
+        (1u32..101).prop_map(MaxRebooting::Percent)
+    ];
+    let window = prop::option::of((prop::option::of(0u8..7), 0u32..24, 1u32..600).prop_map(
+        |(d, h, len)| {
+            let start = match d {
+                Some(d) => format!("{:?} {h}:00", chrono::Weekday::try_from(d).unwrap()),
+                None => format!("{h}:00"),
+            };
+            RebootWindow::parse(&start, &format!("{len}m")).unwrap()
+        },
+    ));
+    let hook_sets = || {
+        prop::sample::select(vec![
+            vec![],
+            vec!["hook-a".to_string()],
+            vec!["hook-a".to_string(), "hook-b".to_string()],
+        ])
+    };
+    (max, window, hook_sets(), hook_sets()).prop_map(|(max_rebooting, window, b, a)| {
+        OperatorConfig {
+            max_rebooting,
+            window,
+            before_reboot_annotations: b,
+            after_reboot_annotations: a,
+        }
     })
 }
 
 fn any_cluster(now: chrono::DateTime<chrono::Utc>) -> impl Strategy<Value = Vec<NodeView>> {
-    (1usize..8).prop_flat_map(move |n| (0..n).map(|i| any_node(format!("n{i}"), now)).collect::<Vec<_>>())
+    (1usize..8).prop_flat_map(move |n| {
+        (0..n)
+            .map(|i| any_node(format!("n{i}"), now))
+            .collect::<Vec<_>>()
+    })
 }
 
 fn holders(nodes: &[NodeView]) -> usize {

@@ -1,0 +1,71 @@
+#![allow(dead_code)]
+//! Shared by the sandbox's tests.
+
+use std::time::Duration;
+
+use sandbox::{Options, Sandbox};
+
+pub async fn sandbox_with(nodes: usize, opts: Options) -> Sandbox {
+    let sb = Sandbox::start(opts).await.expect("sandbox starts");
+    for i in 1..=nodes {
+        sb.add_node(&format!("node-{i}"), &[]).expect("node");
+    }
+    sb
+}
+
+pub async fn sandbox(nodes: usize) -> Sandbox {
+    sandbox_with(
+        nodes,
+        Options {
+            pod_start: Duration::from_millis(50),
+            reboot_duration: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Polls `f` until it is true or `secs` pass.
+pub async fn eventually<F: FnMut() -> bool>(secs: u64, mut f: F) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    f()
+}
+
+/// One raw HTTP/1.1 request; returns (status code, body).
+pub async fn raw(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: sandbox\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out).to_string();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}

@@ -198,10 +198,58 @@ fn discovery(path: &str) -> Option<ApiResult<Value>> {
             }
             resource_list(g, v)
         }
+        ["openapi", "v3"] => {
+            let mut paths = serde_json::Map::new();
+            paths.insert(
+                "api/v1".into(),
+                json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=sandbox"}),
+            );
+            for (g, v) in resources::groups() {
+                paths.insert(
+                    format!("apis/{g}/{v}"),
+                    json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash=sandbox")}),
+                );
+            }
+            json!({"paths": paths})
+        }
+        ["openapi", "v3", "api", "v1"] => openapi_v3("", "v1"),
+        ["openapi", "v3", "apis", g, v] if resources::groups().contains(&(*g, *v)) => {
+            openapi_v3(g, v)
+        }
         ["openapi", ..] => return Some(Err(ApiError::no_such_resource())),
         _ => return None,
     };
     Some(Ok(v))
+}
+
+/// A minimal OpenAPI v3 document for one group-version: no schemas, but the write operations
+/// declare the `fieldValidation` parameter, which is what kubectl checks before `apply`.
+fn openapi_v3(group: &str, version: &str) -> Value {
+    let mut paths = serde_json::Map::new();
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let scope = if r.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}", r.plural)
+        } else {
+            format!("{prefix}/{}", r.plural)
+        };
+        let gvk = json!({"group": group, "version": version, "kind": r.kind});
+        let param = json!([{"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}}]);
+        let op = |verb: &str| json!({"operationId": format!("{verb}{}", r.kind), "parameters": param, "x-kubernetes-action": verb, "x-kubernetes-group-version-kind": gvk, "responses": {"200": {"description": "OK"}}});
+        paths.insert(scope.clone(), json!({"post": op("post")}));
+        paths.insert(
+            format!("{scope}/{{name}}"),
+            json!({"put": op("put"), "patch": op("patch")}),
+        );
+    }
+    json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": paths, "components": {"schemas": {}}})
 }
 
 fn group_json(g: &str, v: &str) -> Value {

@@ -292,6 +292,17 @@ pub static RESOURCES: &[Resource] = &[
         false,
         "prometheusrules"
     ),
+    res!(
+        "monitoring.coreos.com",
+        "v1",
+        "podmonitors",
+        "podmonitor",
+        "PodMonitor",
+        true,
+        &["pmon"],
+        false,
+        "podmonitors"
+    ),
 ];
 
 pub const VERBS: &[&str] = &[

@@ -42,6 +42,9 @@ pub struct WatchEvent {
 
 pub type Key = (String, String);
 
+/// The events a watch replays, and the receiver for the ones after them.
+pub type WatchStart = (Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>);
+
 pub struct Bucket {
     pub objects: BTreeMap<Key, Arc<Value>>,
     log: VecDeque<Arc<WatchEvent>>,
@@ -385,11 +388,7 @@ impl Inner {
 
     /// Events after `since` and a receiver for later ones, taken atomically so none is missed.
     /// `Err` (410 Gone) when events after `since` were already compacted away.
-    pub fn watch_from(
-        &self,
-        r: &Resource,
-        since: u64,
-    ) -> ApiResult<(Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>)> {
+    pub fn watch_from(&self, r: &Resource, since: u64) -> ApiResult<WatchStart> {
         let b = self.bucket(r);
         if since < b.compacted_rv {
             return Err(ApiError::gone(format!(

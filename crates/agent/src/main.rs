@@ -1,1 +1,146 @@
-fn main() {}
+//! `update-agent`: see the `agent` library and `update-agent --help`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use agent::cli::{Args, LogFormat};
+use agent::{AgentConfig, HostInfo};
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse_go_style(std::env::args_os()) {
+        Ok(a) => a,
+        // Usage errors (naming the flag), --help and --version.
+        Err(e) => e.exit(),
+    };
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(real_main(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn real_main(args: Args) -> anyhow::Result<()> {
+    let host_info = read_host_info(&args)?;
+    info!(
+        id = host_info.id.as_deref(),
+        version = host_info.version.as_deref(),
+        group = host_info.group.as_deref(),
+        "host"
+    );
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let host = host::DbusHost::connect(args.dbus_address.as_deref())
+        .await
+        .context("--dbus-address")?;
+
+    let mut cfg = AgentConfig::new(&args.node);
+    cfg.grace_period = args.grace_period;
+    cfg.force_drain = args.force_drain;
+    cfg.drain_timeout_action = args.drain_timeout_action;
+    cfg.host_info = host_info;
+
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("signal received; stopping");
+        on_signal.cancel();
+    });
+    agent::run(client, host, cfg, shutdown).await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Reads a host file; a missing file is `None` (not fatal), any other error names the flag.
+fn read_optional(path: &Path, flag: &str) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            info!(path = %path.display(), "{flag}: file not found; its labels are left out");
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "{flag}: cannot read {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+fn read_host_info(args: &Args) -> anyhow::Result<HostInfo> {
+    let os = read_optional(&args.os_release_path, "--os-release-path")?;
+    let mut info = HostInfo::from_files(os.as_deref(), None, None);
+    // A later file's GROUP overrides an earlier one's.
+    for path in &args.update_conf_paths {
+        if let Some(text) = read_optional(path, "--update-conf-paths")?
+            && let Some(group) = HostInfo::from_files(None, None, Some(&text)).group
+        {
+            info.group = Some(group);
+        }
+    }
+    Ok(info)
+}
+
+async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig: cannot read {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("--kubeconfig: cannot use {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration (in-cluster, KUBECONFIG or ~/.kube/config); use --kubeconfig")?,
+    };
+    // Our own loops retry with backoff and log; kube's built-in retry of 429/503 (up to 15
+    // times, minutes in all) would hide errors and stall the agent's reactions.
+    let mut config = config;
+    config.default_retry = false;
+    kube::Client::try_from(config).context("cannot build the Kubernetes client")
+}

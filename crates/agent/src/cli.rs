@@ -1,0 +1,356 @@
+//! The command line of `update-agent`: FLUO's flags (`--node`, `--grace-period`,
+//! `--force-drain`, each also read from `UPDATE_AGENT_*`) plus ours. Every flag can also be
+//! set through `UPDATE_AGENT_<FLAG>` (FLUO sets all its flags that way); a flag on the
+//! command line wins over the environment. As with Go's flag package, `-node=x` works as
+//! well as `--node=x`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, ValueEnum};
+use protocol::agent::DrainTimeoutAction;
+
+/// update-agent: marks its node when update_engine needs a reboot, and cordons, drains and
+/// reboots it when the update-operator allows it. A drop-in for FLUO's update-agent.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "update-agent", version)]
+pub struct Args {
+    /// Kubernetes node name (usually from the downward API: spec.nodeName).
+    #[arg(long, env = "UPDATE_AGENT_NODE", value_parser = non_empty)]
+    pub node: String,
+
+    /// Time the whole drain may take before it counts as failed. Seconds (as FLUO: `600`)
+    /// or a Go duration (`10m`, `1h30m`, `90s`).
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_GRACE_PERIOD",
+        default_value = "600",
+        value_name = "DURATION",
+        value_parser = parse_grace_period
+    )]
+    pub grace_period: Duration,
+
+    /// Also evict pods that no controller would recreate (bare pods).
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_FORCE_DRAIN",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = parse_go_bool
+    )]
+    pub force_drain: bool,
+
+    /// D-Bus address of the host's system bus (default: the system bus,
+    /// DBUS_SYSTEM_BUS_ADDRESS or unix:path=/var/run/dbus/system_bus_socket).
+    #[arg(long, env = "UPDATE_AGENT_DBUS_ADDRESS", value_name = "ADDRESS", value_parser = dbus_address)]
+    pub dbus_address: Option<String>,
+
+    /// What a failed or timed-out drain leads to: `uncordon` (do not reboot; undo our
+    /// cordon, release the grant, record why on the node) or `reboot` (FLUO's behaviour).
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_DRAIN_TIMEOUT_ACTION",
+        default_value = "uncordon",
+        value_name = "uncordon|reboot",
+        value_parser = parse_drain_timeout_action
+    )]
+    pub drain_timeout_action: DrainTimeoutAction,
+
+    /// The host's os-release (ID and VERSION labels). A missing file is not fatal.
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_OS_RELEASE_PATH",
+        default_value = "/etc/os-release",
+        value_name = "PATH",
+        value_parser = non_empty_path
+    )]
+    pub os_release_path: PathBuf,
+
+    /// The host's update.conf files, comma-separated; a later file's GROUP overrides an
+    /// earlier one's. Missing files are not fatal.
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_UPDATE_CONF_PATHS",
+        value_delimiter = ',',
+        default_value = "/usr/share/flatcar/update.conf,/etc/flatcar/update.conf",
+        value_name = "PATHS",
+        value_parser = non_empty_path
+    )]
+    pub update_conf_paths: Vec<PathBuf>,
+
+    /// A kubeconfig file (default: in-cluster, then KUBECONFIG or ~/.kube/config).
+    #[arg(long, env = "UPDATE_AGENT_KUBECONFIG", value_name = "PATH", value_parser = non_empty_path)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Log format. The level comes from RUST_LOG (default: info).
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Args {
+    /// Parses the command line, accepting Go-style single-dash long flags (`-node=x`).
+    pub fn try_parse_go_style<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        Self::try_parse_from(go_style(args))
+    }
+}
+
+/// Rewrites `-name[=v]` to `--name[=v]` for our long flags (Go's flag package accepts both).
+pub fn go_style<I, T>(args: I) -> Vec<OsString>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let cmd = Args::command();
+    let longs: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .chain(["help".to_string(), "version".to_string()])
+        .collect();
+    let mut out = Vec::new();
+    let mut rest_verbatim = false;
+    for (i, a) in args.into_iter().enumerate() {
+        let a: OsString = a.into();
+        if i == 0 || rest_verbatim {
+            out.push(a);
+            continue;
+        }
+        if a == "--" {
+            rest_verbatim = true;
+            out.push(a);
+            continue;
+        }
+        let rewritten = a.to_str().and_then(|s| {
+            let name = s.strip_prefix('-').filter(|n| !n.starts_with('-'))?;
+            let flag = name.split('=').next().unwrap_or(name);
+            longs.iter().any(|l| l == flag).then(|| format!("-{s}"))
+        });
+        out.push(rewritten.map(OsString::from).unwrap_or(a));
+    }
+    out
+}
+
+fn non_empty(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn non_empty_path(s: &str) -> Result<PathBuf, String> {
+    non_empty(s).map(PathBuf::from)
+}
+
+fn dbus_address(s: &str) -> Result<String, String> {
+    let s = non_empty(s)?;
+    // D-Bus addresses are `transport:key=value,...`, possibly several separated by `;`.
+    let ok = s.split(';').filter(|a| !a.is_empty()).all(|a| {
+        a.split_once(':').is_some_and(|(transport, params)| {
+            !transport.is_empty()
+                && (params.is_empty() || params.split(',').all(|kv| kv.contains('=')))
+        })
+    });
+    if ok {
+        Ok(s)
+    } else {
+        Err("expected a D-Bus address such as unix:path=/run/dbus/system_bus_socket".into())
+    }
+}
+
+fn parse_drain_timeout_action(s: &str) -> Result<DrainTimeoutAction, String> {
+    DrainTimeoutAction::from_str(s).map_err(|_| "expected \"uncordon\" or \"reboot\"".to_string())
+}
+
+/// Go's `strconv.ParseBool`: 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False.
+pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// `--grace-period`: whole seconds (FLUO's form) or a Go duration; must be positive.
+pub fn parse_grace_period(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(s.parse().map_err(|_| "too large".to_string())?)
+    } else {
+        parse_go_duration(s)?
+    };
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
+
+/// Go's `time.ParseDuration` for non-negative values: a sequence of decimal numbers with a
+/// unit each (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), e.g. `1h30m`, `1.5s`, `300ms`; `0`.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("invalid duration {s:?}: expected seconds or a duration like 90s, 10m, 1h30m");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.starts_with('-') {
+        return Err(format!("invalid duration {s:?}: must not be negative"));
+    }
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(num_len);
+        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+            return Err(bad());
+        }
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = tail;
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        let mut v = vec!["update-agent"];
+        v.extend_from_slice(args);
+        Args::try_parse_go_style(v)
+    }
+
+    #[test]
+    fn durations() {
+        let s = |x| Duration::from_secs_f64(x);
+        assert_eq!(parse_grace_period("600"), Ok(s(600.0)));
+        assert_eq!(parse_grace_period("10m"), Ok(s(600.0)));
+        assert_eq!(parse_grace_period("1h30m"), Ok(s(5400.0)));
+        assert_eq!(parse_grace_period("1.5s"), Ok(s(1.5)));
+        assert_eq!(parse_grace_period("300ms"), Ok(s(0.3)));
+        assert_eq!(parse_grace_period("2m3.5s"), Ok(s(123.5)));
+        for bad in [
+            "", "0", "0s", "-5", "-5s", "abc", "10x", "s", "1..2s", "1h-2m", "5 m",
+        ] {
+            assert!(parse_grace_period(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn go_bools() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_go_bool(t), Ok(true));
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_go_bool(f), Ok(false));
+        }
+        assert!(parse_go_bool("yes").is_err());
+    }
+
+    #[test]
+    fn defaults_and_go_style() {
+        let a = parse(&["-node=n1"]).unwrap();
+        assert_eq!(a.node, "n1");
+        assert_eq!(a.grace_period, Duration::from_secs(600));
+        assert!(!a.force_drain);
+        assert_eq!(a.drain_timeout_action, DrainTimeoutAction::Uncordon);
+        assert_eq!(a.os_release_path, PathBuf::from("/etc/os-release"));
+        assert_eq!(
+            a.update_conf_paths,
+            vec![
+                PathBuf::from("/usr/share/flatcar/update.conf"),
+                PathBuf::from("/etc/flatcar/update.conf")
+            ]
+        );
+        assert_eq!(a.log_format, LogFormat::Text);
+        assert!(a.dbus_address.is_none() && a.kubeconfig.is_none());
+        let a = parse(&[
+            "--node",
+            "n2",
+            "-grace-period=90s",
+            "--force-drain",
+            "--drain-timeout-action=reboot",
+            "--dbus-address=unix:path=/tmp/bus",
+            "--log-format=json",
+        ])
+        .unwrap();
+        assert_eq!(a.grace_period, Duration::from_secs(90));
+        assert!(a.force_drain);
+        assert_eq!(a.drain_timeout_action, DrainTimeoutAction::Reboot);
+        assert_eq!(a.dbus_address.as_deref(), Some("unix:path=/tmp/bus"));
+        assert_eq!(a.log_format, LogFormat::Json);
+        let a = parse(&["--node=n", "--force-drain=false"]).unwrap();
+        assert!(!a.force_drain);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        for (args, flag) in [
+            (&["--node="][..], "--node"),
+            (&["--node=n", "--grace-period=soon"], "--grace-period"),
+            (&["--node=n", "--grace-period=0"], "--grace-period"),
+            (&["--node=n", "--force-drain=maybe"], "--force-drain"),
+            (
+                &["--node=n", "--drain-timeout-action=later"],
+                "--drain-timeout-action",
+            ),
+            (&["--node=n", "--dbus-address=nonsense"], "--dbus-address"),
+            (&["--node=n", "--log-format=xml"], "--log-format"),
+            (&["--node=n", "--os-release-path="], "--os-release-path"),
+            (&[][..], "--node"),
+        ] {
+            let e = parse(args).unwrap_err().to_string();
+            assert!(e.contains(flag), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn go_style_leaves_values_alone() {
+        let v = go_style(["x", "-node", "-grace-period", "--", "-node"]);
+        assert_eq!(v, ["x", "--node", "--grace-period", "--", "-node"]);
+        let v = go_style(["x", "--node=-node", "-h", "-unknown"]);
+        assert_eq!(v, ["x", "--node=-node", "-h", "-unknown"]);
+    }
+}

@@ -1,0 +1,583 @@
+//! Draining the node through the Eviction API (policy/v1), so PodDisruptionBudgets hold.
+//!
+//! What is drained, in this order (see [`classify`]):
+//! - pods in `kube-system` are left alone, as FLUO does (it never evicts them, to keep the
+//!   control plane and node-critical add-ons running until the reboot);
+//! - mirror pods (annotation `kubernetes.io/config.mirror`) and pods controlled by a
+//!   DaemonSet are skipped (the kubelet and the DaemonSet controller own them);
+//! - pods already terminating are waited for;
+//! - finished pods (`Succeeded`/`Failed`) are deleted;
+//! - pods without a controller are evicted only with `--force-drain`; otherwise the drain
+//!   fails at once, naming them (they would not come back anywhere, so they are never
+//!   removed silently);
+//! - everything else is evicted.
+//!
+//! Evictions run concurrently. `429 Too Many Requests` (a PodDisruptionBudget says not now)
+//! and transient API errors are retried with backoff; `404` and a UID precondition
+//! conflict (`409`) mean the pod is already gone. Each request carries the pod's UID as a
+//! precondition, so a replacement pod with the same name (a StatefulSet's) is never
+//! evicted by mistake. The drain then waits until every pod is gone or replaced (UID
+//! change), watching the node's pods (no polling); each pod must be gone within its
+//! grace period (plus [`DrainOptions::pod_delete_margin`]), and the whole drain within
+//! [`DrainOptions::timeout`] (`--grace-period`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::Eviction;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::backoff::Backoff;
+
+/// The annotation the kubelet puts on mirror pods of static pods.
+pub const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// The namespace FLUO never drains.
+pub const KUBE_SYSTEM: &str = "kube-system";
+
+/// How to drain.
+#[derive(Debug, Clone)]
+pub struct DrainOptions {
+    /// The node to drain.
+    pub node: String,
+    /// The whole drain must finish within this (`--grace-period`).
+    pub timeout: Duration,
+    /// Evict pods without a controller too (`--force-drain`).
+    pub force: bool,
+    /// How long past its grace period a pod may take to disappear from the API
+    /// (the kubelet reports the kill, then the API server removes the object).
+    pub pod_delete_margin: Duration,
+    /// Longest wait between retries of one eviction (429 or a transient error).
+    pub retry_max: Duration,
+}
+
+impl DrainOptions {
+    /// Defaults: no force, 10 s margin, retries at most every 5 s (as kubectl).
+    pub fn new(node: impl Into<String>, timeout: Duration) -> Self {
+        Self {
+            node: node.into(),
+            timeout,
+            force: false,
+            pod_delete_margin: Duration::from_secs(10),
+            retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the drain does with one pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodAction {
+    /// Left alone, with the reason.
+    Skip(&'static str),
+    /// Already terminating: only wait for it.
+    Wait,
+    /// Finished: delete it.
+    Delete,
+    /// Evict it.
+    Evict,
+    /// No controller and no `--force-drain`: the drain fails.
+    Blocked,
+}
+
+/// Decides what to do with a pod (see the module docs for the rules).
+pub fn classify(pod: &Pod, force: bool) -> PodAction {
+    if pod.namespace().as_deref() == Some(KUBE_SYSTEM) {
+        return PodAction::Skip("in kube-system (never drained, as FLUO)");
+    }
+    if pod.annotations().contains_key(MIRROR_POD_ANNOTATION) {
+        return PodAction::Skip("mirror pod");
+    }
+    let controller = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true));
+    if controller.is_some_and(|c| c.kind == "DaemonSet") {
+        return PodAction::Skip("DaemonSet pod");
+    }
+    if pod.metadata.deletion_timestamp.is_some() {
+        return PodAction::Wait;
+    }
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Succeeded" | "Failed")) {
+        return PodAction::Delete;
+    }
+    if controller.is_none() && !force {
+        return PodAction::Blocked;
+    }
+    PodAction::Evict
+}
+
+/// What a successful drain did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainSummary {
+    /// `namespace/name` of evicted pods.
+    pub evicted: Vec<String>,
+    /// `namespace/name` of deleted (finished) pods.
+    pub deleted: Vec<String>,
+    /// `namespace/name` of pods already terminating, waited for.
+    pub waited: Vec<String>,
+    /// `namespace/name` of skipped pods, with the reason.
+    pub skipped: Vec<(String, &'static str)>,
+}
+
+/// Why a drain failed. The message is complete on its own: it goes on the node.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DrainError {
+    /// Pods without a controller, and no `--force-drain`.
+    #[error(
+        "pods without a controller would be lost: {} (use --force-drain to evict them)",
+        .0.join(", ")
+    )]
+    Unmanaged(Vec<String>),
+    /// The whole drain took longer than `--grace-period`.
+    #[error("the drain did not finish within --grace-period {}: {}", fmt_duration(*.timeout), .waiting)]
+    Timeout {
+        /// The limit.
+        timeout: Duration,
+        /// What it was still waiting for.
+        waiting: String,
+    },
+    /// A pod was evicted but did not go away within its grace period.
+    #[error("pod {pod} was still there {}s after its eviction (grace period {grace_seconds}s)", .waited.as_secs())]
+    PodNotGone {
+        /// `namespace/name`.
+        pod: String,
+        /// The pod's grace period.
+        grace_seconds: i64,
+        /// How long the drain waited.
+        waited: Duration,
+    },
+    /// The API refused an eviction or deletion for good.
+    #[error("cannot {verb} pod {pod}: {message}")]
+    Refused {
+        /// `evict` or `delete`.
+        verb: &'static str,
+        /// `namespace/name`.
+        pod: String,
+        /// The API's message.
+        message: String,
+    },
+}
+
+fn fmt_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn key(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+fn grace_seconds(pod: &Pod) -> i64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+        .max(0)
+}
+
+/// A pod the drain acts on, until it is gone.
+struct Pending {
+    key: String,
+    grace_seconds: i64,
+    /// Set once the eviction/deletion was accepted: it must be gone by then.
+    deadline: Option<Instant>,
+    /// The eviction or deletion was accepted (or it was already terminating).
+    accepted: bool,
+}
+
+enum Outcome {
+    /// Accepted: the pod is terminating or deleted.
+    Accepted,
+    /// The pod (with this UID) no longer exists.
+    Gone,
+}
+
+/// Drains `opts.node`. Cancel-safe: dropping the future stops it (evictions already
+/// accepted stay accepted, as with kubectl).
+pub async fn drain(client: Client, opts: &DrainOptions) -> Result<DrainSummary, DrainError> {
+    let start = Instant::now();
+    let deadline = start + opts.timeout;
+    let all: Api<Pod> = Api::all(client.clone());
+    let on_node = format!("spec.nodeName={}", opts.node);
+
+    // The pods on the node, retried until the deadline.
+    let mut backoff = Backoff::new(Duration::from_millis(200), opts.retry_max);
+    let pods = loop {
+        match all.list(&ListParams::default().fields(&on_node)).await {
+            Ok(list) => break list.items,
+            Err(e) => {
+                let wait = backoff.next_delay();
+                if Instant::now() + wait >= deadline {
+                    return Err(DrainError::Timeout {
+                        timeout: opts.timeout,
+                        waiting: format!("cannot list the node's pods: {e}"),
+                    });
+                }
+                warn!(node = %opts.node, error = %e, "cannot list the node's pods; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    };
+
+    let mut summary = DrainSummary::default();
+    let mut blocked = Vec::new();
+    let mut pending: HashMap<String, Pending> = HashMap::new();
+    let mut requests = FuturesUnordered::new();
+    for pod in pods {
+        let k = key(&pod);
+        let uid = pod.uid().unwrap_or_default();
+        let action = classify(&pod, opts.force);
+        debug!(node = %opts.node, pod = %k, ?action, "drain plan");
+        let mut entry = Pending {
+            key: k.clone(),
+            grace_seconds: grace_seconds(&pod),
+            deadline: None,
+            accepted: false,
+        };
+        match action {
+            PodAction::Skip(why) => {
+                summary.skipped.push((k, why));
+                continue;
+            }
+            PodAction::Blocked => {
+                blocked.push(k);
+                continue;
+            }
+            PodAction::Wait => {
+                // Gone by its deletionTimestamp (plus margin).
+                let left = pod
+                    .metadata
+                    .deletion_timestamp
+                    .as_ref()
+                    .map(|t| (t.0.as_second() - chrono::Utc::now().timestamp()).max(0))
+                    .unwrap_or(entry.grace_seconds);
+                entry.deadline = Some(
+                    Instant::now() + Duration::from_secs(left as u64) + opts.pod_delete_margin,
+                );
+                entry.accepted = true;
+                summary.waited.push(k);
+            }
+            PodAction::Delete => {
+                summary.deleted.push(k);
+                requests.push(request(client.clone(), pod, false, opts.retry_max));
+            }
+            PodAction::Evict => {
+                summary.evicted.push(k);
+                requests.push(request(client.clone(), pod, true, opts.retry_max));
+            }
+        }
+        pending.insert(uid, entry);
+    }
+    if !blocked.is_empty() {
+        return Err(DrainError::Unmanaged(blocked));
+    }
+    info!(
+        node = %opts.node,
+        evict = summary.evicted.len(),
+        delete = summary.deleted.len(),
+        wait = summary.waited.len(),
+        skip = summary.skipped.len(),
+        "draining"
+    );
+
+    // One watch of the node's pods tells when each is gone (deleted, or not in a relist).
+    let mut events = watcher(all, watcher::Config::default().fields(&on_node))
+        .default_backoff()
+        .boxed();
+    let mut relisted: Option<HashSet<String>> = None;
+    loop {
+        if pending.is_empty() {
+            info!(node = %opts.node, elapsed_ms = start.elapsed().as_millis() as u64, "drained");
+            return Ok(summary);
+        }
+        let next_pod_deadline = pending
+            .iter()
+            .filter_map(|(uid, p)| p.deadline.map(|d| (d, uid.clone())))
+            .min();
+        let pod_deadline = next_pod_deadline.as_ref().map(|(d, _)| *d);
+        tokio::select! {
+            Some((uid, result)) = requests.next(), if !requests.is_empty() => match result {
+                Ok(Outcome::Gone) => {
+                    pending.remove(&uid);
+                }
+                Ok(Outcome::Accepted) => {
+                    if let Some(p) = pending.get_mut(&uid) {
+                        p.accepted = true;
+                        p.deadline = Some(
+                            Instant::now()
+                                + Duration::from_secs(p.grace_seconds as u64)
+                                + opts.pod_delete_margin,
+                        );
+                    }
+                }
+                Err(e) => return Err(e),
+            },
+            ev = events.next() => match ev {
+                Some(Ok(ev)) => match ev {
+                    watcher::Event::Delete(p) => {
+                        if let Some(gone) = pending.remove(&p.uid().unwrap_or_default()) {
+                            debug!(node = %opts.node, pod = %gone.key, "pod gone");
+                        }
+                    }
+                    watcher::Event::Init => relisted = Some(HashSet::new()),
+                    watcher::Event::InitApply(p) => {
+                        if let Some(r) = relisted.as_mut() {
+                            r.insert(p.uid().unwrap_or_default());
+                        }
+                    }
+                    watcher::Event::InitDone => {
+                        if let Some(present) = relisted.take() {
+                            pending.retain(|uid, _| present.contains(uid));
+                        }
+                    }
+                    watcher::Event::Apply(_) => {}
+                },
+                Some(Err(e)) => warn!(node = %opts.node, error = %e, "watching the node's pods"),
+                None => unreachable!("a watcher stream never ends"),
+            },
+            _ = tokio::time::sleep_until(pod_deadline.unwrap_or(deadline)), if pod_deadline.is_some_and(|d| d < deadline) => {
+                let (_, uid) = next_pod_deadline.expect("a deadline");
+                let p = &pending[&uid];
+                return Err(DrainError::PodNotGone {
+                    pod: p.key.clone(),
+                    grace_seconds: p.grace_seconds,
+                    waited: Duration::from_secs(p.grace_seconds as u64) + opts.pod_delete_margin,
+                });
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let mut waiting: BTreeMap<bool, Vec<&str>> = BTreeMap::new();
+                for p in pending.values() {
+                    waiting.entry(p.accepted).or_default().push(&p.key);
+                }
+                let part = |accepted: bool, what: &str| {
+                    waiting.get(&accepted).map(|v| {
+                        let mut v = v.clone();
+                        v.sort();
+                        format!("{what} {}", v.join(", "))
+                    })
+                };
+                let waiting = [part(false, "not yet evicted (disruption budget or API errors):"), part(true, "still terminating:")]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(DrainError::Timeout { timeout: opts.timeout, waiting });
+            }
+        }
+    }
+}
+
+/// Evicts (or deletes) one pod, retrying 429 and transient errors with backoff.
+/// Returns the pod's UID with the outcome.
+async fn request(
+    client: Client,
+    pod: Pod,
+    evict: bool,
+    retry_max: Duration,
+) -> (String, Result<Outcome, DrainError>) {
+    let uid = pod.uid().unwrap_or_default();
+    let k = key(&pod);
+    let name = pod.name_any();
+    let api: Api<Pod> = Api::namespaced(client, &pod.namespace().unwrap_or_default());
+    let verb = if evict { "evict" } else { "delete" };
+    let precondition = Preconditions {
+        uid: Some(uid.clone()),
+        resource_version: None,
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(250), retry_max);
+    let mut said_budget = false;
+    loop {
+        let result = if evict {
+            let eviction = Eviction {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: pod.namespace(),
+                    ..Default::default()
+                },
+                delete_options: Some(DeleteOptions {
+                    preconditions: Some(precondition.clone()),
+                    ..Default::default()
+                }),
+            };
+            api.create_subresource::<_, serde_json::Value>(
+                "eviction",
+                &name,
+                &PostParams::default(),
+                &eviction,
+            )
+            .await
+            .map(drop)
+        } else {
+            let dp = DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            api.delete(&name, &dp).await.map(drop)
+        };
+        let err = match result {
+            Ok(()) => {
+                info!(pod = %k, "{verb}ed");
+                return (uid, Ok(Outcome::Accepted));
+            }
+            Err(e) => e,
+        };
+        match &err {
+            kube::Error::Api(s) if s.code == 404 || s.code == 409 => {
+                // 404: gone. 409: the UID precondition failed, so the pod we meant is gone.
+                debug!(pod = %k, code = s.code, "already gone");
+                return (uid, Ok(Outcome::Gone));
+            }
+            kube::Error::Api(s) if s.code == 429 => {
+                if !said_budget {
+                    info!(pod = %k, reason = %s.message, "eviction refused for now; retrying");
+                    said_budget = true;
+                }
+            }
+            kube::Error::Api(s) if s.code == 500 && s.message.contains("more than one") => {
+                return (
+                    uid,
+                    Err(DrainError::Refused {
+                        verb,
+                        pod: k,
+                        message: s.message.clone(),
+                    }),
+                );
+            }
+            kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 408 => {
+                return (
+                    uid,
+                    Err(DrainError::Refused {
+                        verb,
+                        pod: k,
+                        message: format!("{} ({})", s.message, s.code),
+                    }),
+                );
+            }
+            e => warn!(pod = %k, error = %e, "cannot {verb} pod; retrying"),
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+impl fmt::Display for PodAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PodAction::Skip(why) => write!(f, "skip ({why})"),
+            PodAction::Wait => f.write_str("wait"),
+            PodAction::Delete => f.write_str("delete"),
+            PodAction::Evict => f.write_str("evict"),
+            PodAction::Blocked => f.write_str("blocked (no controller)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+
+    fn pod(ns: &str, owner: Option<&str>, phase: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some(ns.into()),
+                uid: Some("u1".into()),
+                owner_references: owner.map(|kind| {
+                    vec![OwnerReference {
+                        api_version: "apps/v1".into(),
+                        kind: kind.into(),
+                        name: "o".into(),
+                        uid: "o1".into(),
+                        controller: Some(true),
+                        block_owner_deletion: None,
+                    }]
+                }),
+                ..Default::default()
+            },
+            spec: Some(PodSpec::default()),
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn classification() {
+        assert_eq!(
+            classify(&pod("default", Some("ReplicaSet"), "Running"), false),
+            PodAction::Evict
+        );
+        assert!(matches!(
+            classify(&pod("kube-system", None, "Running"), false),
+            PodAction::Skip(_)
+        ));
+        assert!(matches!(
+            classify(&pod("default", Some("DaemonSet"), "Running"), false),
+            PodAction::Skip(_)
+        ));
+        let mut mirror = pod("default", None, "Running");
+        mirror
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(MIRROR_POD_ANNOTATION.into(), "x".into());
+        assert!(matches!(classify(&mirror, false), PodAction::Skip(_)));
+        assert_eq!(
+            classify(&pod("default", None, "Running"), false),
+            PodAction::Blocked
+        );
+        assert_eq!(
+            classify(&pod("default", None, "Running"), true),
+            PodAction::Evict
+        );
+        // Finished pods go, controller or not.
+        assert_eq!(
+            classify(&pod("default", None, "Succeeded"), false),
+            PodAction::Delete
+        );
+        assert_eq!(
+            classify(&pod("default", Some("Job"), "Failed"), false),
+            PodAction::Delete
+        );
+        let mut term = pod("default", Some("ReplicaSet"), "Running");
+        term.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        assert_eq!(classify(&term, false), PodAction::Wait);
+        // A non-controller owner does not count as a controller.
+        let mut loose = pod("default", Some("ReplicaSet"), "Running");
+        loose.metadata.owner_references.as_mut().unwrap()[0].controller = None;
+        assert_eq!(classify(&loose, false), PodAction::Blocked);
+    }
+
+    #[test]
+    fn messages_name_what_to_do() {
+        let e = DrainError::Unmanaged(vec!["default/bare".into()]);
+        let m = e.to_string();
+        assert!(
+            m.contains("default/bare") && m.contains("--force-drain"),
+            "{m}"
+        );
+        let e = DrainError::Timeout {
+            timeout: Duration::from_secs(600),
+            waiting: "x".into(),
+        };
+        assert!(e.to_string().contains("--grace-period 600s"));
+    }
+}

@@ -1,0 +1,544 @@
+//! The agent against the sandbox (a real Kubernetes API over HTTP with simulated kubelets
+//! and hosts), with the test acting as the operator.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use agent::DrainTimeoutAction;
+use common::*;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use protocol::keys;
+use protocol::update_engine::UPDATE_STATUS_UPDATED_NEED_REBOOT;
+use sandbox::{NodeLifecycle, Sandbox};
+use serde_json::json;
+
+const NEW_VERSION: &str = "4081.3.0";
+
+/// Three nodes; `node-1` is the one under test.
+async fn cluster() -> Sandbox {
+    let sb = sandbox().await;
+    for n in ["node-1", "node-2", "node-3"] {
+        sb.add_node(n, &[]).expect("add node");
+    }
+    sb
+}
+
+/// The lowest number of Ready, non-terminating pods of `app` seen at any event.
+fn watch_min_available(
+    client: &Client,
+    app: &str,
+) -> (Arc<AtomicI64>, tokio::task::JoinHandle<()>) {
+    let min = Arc::new(AtomicI64::new(i64::MAX));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let cfg = watcher::Config::default().labels(&format!("app={app}"));
+    let task = tokio::spawn({
+        let min = min.clone();
+        async move {
+            let mut healthy: HashMap<String, bool> = HashMap::new();
+            let mut stream = watcher(pods, cfg).default_backoff().boxed();
+            let mut listed = false;
+            while let Some(ev) = stream.next().await {
+                let Ok(ev) = ev else { continue };
+                let ok = |p: &Pod| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| {
+                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                };
+                match ev {
+                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                        healthy.insert(p.uid().unwrap_or_default(), ok(&p));
+                    }
+                    watcher::Event::Delete(p) => {
+                        healthy.remove(&p.uid().unwrap_or_default());
+                    }
+                    watcher::Event::Init => healthy.clear(),
+                    watcher::Event::InitDone => listed = true,
+                }
+                if listed {
+                    let n = healthy.values().filter(|h| **h).count() as i64;
+                    min.fetch_min(n, Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    (min, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_grant_pdb_respecting_drain_reboot_and_return() {
+    init_logging();
+    let sb = cluster().await;
+    let client = sb.client();
+    // Two replicas per node; at most one may be unavailable.
+    sb.add_workload("default", "web", 6, Some(1), 1).unwrap();
+    wait_ready_pods(&client, "app=web", 6).await;
+    assert_eq!(pods_on(&client, "node-1").await.len(), 2);
+    let (min_available, monitor) = watch_min_available(&client, "web");
+
+    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(30)));
+    let host = machine.host().clone();
+    let n = wait_node(&client, "node-1", "status annotations and labels", |n| {
+        ann(n, keys::STATUS) == Some("UPDATE_STATUS_IDLE")
+            && label(n, keys::LABEL_ID) == Some("flatcar")
+            && label(n, keys::LABEL_VERSION) == Some("4081.2.0")
+            && label(n, keys::LABEL_GROUP) == Some("stable")
+            && ann(n, keys::REBOOT_NEEDED) == Some("false")
+            && label(n, keys::REBOOT_NEEDED) == Some("false")
+            && ann(n, keys::REBOOT_IN_PROGRESS) == Some("false")
+    })
+    .await;
+    let first_boot = boot_id(&n);
+
+    host.offer_update(NEW_VERSION).await;
+    let n = wait_node(&client, "node-1", "reboot-needed", |n| {
+        ann(n, keys::REBOOT_NEEDED) == Some("true")
+            && label(n, keys::REBOOT_NEEDED) == Some("true")
+            && ann(n, keys::STATUS) == Some(UPDATE_STATUS_UPDATED_NEED_REBOOT)
+            && ann(n, keys::NEW_VERSION) == Some(NEW_VERSION)
+    })
+    .await;
+    // Nothing happens without the operator's grant.
+    assert!(!unschedulable(&n));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(host.reboots(), 0);
+    assert_eq!(pods_on(&client, "node-1").await.len(), 2);
+
+    let mut lifecycle = sb.lifecycle();
+    grant(&client, "node-1").await;
+    let n = wait_node(&client, "node-1", "cordon and reboot-in-progress", |n| {
+        unschedulable(n)
+            && ann(n, keys::AGENT_MADE_UNSCHEDULABLE) == Some("true")
+            && ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
+    })
+    .await;
+    assert_eq!(ann(&n, keys::REBOOT_BOOT_ID), Some(first_boot.as_str()));
+
+    wait_lifecycle(
+        &mut lifecycle,
+        NodeLifecycle::RebootStarted("node-1".into()),
+    )
+    .await;
+    // The drain finished before the reboot: nothing of the workload was left on the node.
+    assert!(pods_on(&client, "node-1").await.is_empty());
+    wait_ready_pods(&client, "app=web", 6).await;
+    assert!(
+        min_available.load(Ordering::SeqCst) >= 5,
+        "the PodDisruptionBudget was violated: {} available",
+        min_available.load(Ordering::SeqCst)
+    );
+    wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
+    assert_eq!(host.reboots(), 1);
+
+    // The fresh agent on the rebooted node finishes the cycle.
+    let n = wait_node(&client, "node-1", "uncordoned and flags cleared", |n| {
+        !unschedulable(n)
+            && ann(n, keys::AGENT_MADE_UNSCHEDULABLE) == Some("false")
+            && ann(n, keys::REBOOT_IN_PROGRESS) == Some("false")
+            && ann(n, keys::REBOOT_NEEDED) == Some("false")
+            && label(n, keys::REBOOT_NEEDED) == Some("false")
+            && ann(n, keys::REBOOT_BOOT_ID).is_none()
+            && label(n, keys::LABEL_VERSION) == Some(NEW_VERSION)
+            && ann(n, keys::STATUS) == Some("UPDATE_STATUS_IDLE")
+    })
+    .await;
+    assert_ne!(boot_id(&n), first_boot);
+    assert_eq!(machine.starts(), 2);
+
+    // The operator withdraws the grant; the agent just waits.
+    withdraw(&client, "node-1").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(host.reboots(), 1);
+    let n = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .get("node-1")
+        .await
+        .unwrap();
+    assert!(!unschedulable(&n));
+    assert!(
+        min_available.load(Ordering::SeqCst) >= 5,
+        "the PodDisruptionBudget was violated"
+    );
+    machine.stop().await;
+    monitor.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_cordoned_by_an_admin_stays_cordoned() {
+    init_logging();
+    let sb = cluster().await;
+    let client = sb.client();
+    // `kubectl cordon node-1` before anything.
+    patch_node(&client, "node-1", json!({"spec": {"unschedulable": true}})).await;
+    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(30)));
+    wait_node(&client, "node-1", "agent started", |n| {
+        ann(n, keys::STATUS).is_some()
+    })
+    .await;
+    machine.host().offer_update(NEW_VERSION).await;
+    wait_node(&client, "node-1", "reboot-needed", |n| {
+        ann(n, keys::REBOOT_NEEDED) == Some("true")
+    })
+    .await;
+    let mut lifecycle = sb.lifecycle();
+    grant(&client, "node-1").await;
+    let n = wait_node(&client, "node-1", "reboot-in-progress", |n| {
+        ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
+    })
+    .await;
+    assert_ne!(ann(&n, keys::AGENT_MADE_UNSCHEDULABLE), Some("true"));
+    wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
+    let n = wait_node(&client, "node-1", "cycle finished", |n| {
+        ann(n, keys::REBOOT_IN_PROGRESS) == Some("false")
+            && ann(n, keys::REBOOT_NEEDED) == Some("false")
+    })
+    .await;
+    assert!(unschedulable(&n), "the admin's cordon was undone");
+    assert_ne!(ann(&n, keys::AGENT_MADE_UNSCHEDULABLE), Some("true"));
+    withdraw(&client, "node-1").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .get("node-1")
+        .await
+        .unwrap();
+    assert!(unschedulable(&n), "the admin's cordon was undone");
+    assert_eq!(machine.host().reboots(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_mid_drain_resumes_and_reboots_once() {
+    init_logging();
+    let sb = cluster().await;
+    let client = sb.client();
+    // One pod per node, none may be unavailable: every eviction is refused for now.
+    sb.add_workload("default", "db", 3, Some(0), 1).unwrap();
+    wait_ready_pods(&client, "app=db", 3).await;
+    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(60)));
+    let n = wait_node(&client, "node-1", "agent started", |n| {
+        ann(n, keys::STATUS).is_some()
+    })
+    .await;
+    let first_boot = boot_id(&n);
+    machine.host().offer_update(NEW_VERSION).await;
+    wait_node(&client, "node-1", "reboot-needed", |n| {
+        ann(n, keys::REBOOT_NEEDED) == Some("true")
+    })
+    .await;
+    grant(&client, "node-1").await;
+    wait_node(&client, "node-1", "draining", |n| {
+        unschedulable(n) && ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(pods_on(&client, "node-1").await.len(), 1, "the budget held");
+
+    // The agent dies mid-drain; meanwhile someone uncordons the node.
+    machine.kill_agent();
+    patch_node(&client, "node-1", json!({"spec": {"unschedulable": false}})).await;
+    // Let the budget allow one disruption, then the DaemonSet brings the agent back.
+    Api::<PodDisruptionBudget>::namespaced(client.clone(), "default")
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"maxUnavailable": 1}})),
+        )
+        .await
+        .unwrap();
+    let mut lifecycle = sb.lifecycle();
+    machine.start_agent();
+
+    // Not taken as rebooted: re-cordoned, still in progress with the same boot ID.
+    let n = wait_node(&client, "node-1", "re-cordoned", |n| {
+        unschedulable(n) && ann(n, keys::AGENT_MADE_UNSCHEDULABLE) == Some("true")
+    })
+    .await;
+    assert_eq!(ann(&n, keys::REBOOT_IN_PROGRESS), Some("true"));
+    assert_eq!(ann(&n, keys::REBOOT_BOOT_ID), Some(first_boot.as_str()));
+    assert_eq!(machine.host().reboots(), 0);
+
+    wait_lifecycle(
+        &mut lifecycle,
+        NodeLifecycle::RebootStarted("node-1".into()),
+    )
+    .await;
+    assert!(
+        pods_on(&client, "node-1").await.is_empty(),
+        "drained before the reboot"
+    );
+    wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
+    let n = wait_node(&client, "node-1", "cycle finished", |n| {
+        !unschedulable(n)
+            && ann(n, keys::REBOOT_IN_PROGRESS) == Some("false")
+            && ann(n, keys::REBOOT_NEEDED) == Some("false")
+    })
+    .await;
+    assert_ne!(boot_id(&n), first_boot);
+    withdraw(&client, "node-1").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(machine.host().reboots(), 1, "rebooted exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_uncordons_records_and_does_not_reboot() {
+    init_logging();
+    let sb = cluster().await;
+    let client = sb.client();
+    sb.add_workload("default", "db", 3, Some(0), 1).unwrap();
+    wait_ready_pods(&client, "app=db", 3).await;
+    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(1)));
+    wait_node(&client, "node-1", "agent started", |n| {
+        ann(n, keys::STATUS).is_some()
+    })
+    .await;
+    machine.host().offer_update(NEW_VERSION).await;
+    wait_node(&client, "node-1", "reboot-needed", |n| {
+        ann(n, keys::REBOOT_NEEDED) == Some("true")
+    })
+    .await;
+    grant(&client, "node-1").await;
+    wait_node(&client, "node-1", "draining", unschedulable).await;
+    let n = wait_node(&client, "node-1", "drain failure recorded", |n| {
+        ann(n, keys::DRAIN_FAILURE).is_some()
+    })
+    .await;
+    let failure = ann(&n, keys::DRAIN_FAILURE).unwrap();
+    assert!(
+        failure.contains("--grace-period") && failure.contains("default/db-"),
+        "{failure}"
+    );
+    assert!(!unschedulable(&n), "our cordon was not undone");
+    assert_eq!(ann(&n, keys::AGENT_MADE_UNSCHEDULABLE), Some("false"));
+    assert_eq!(ann(&n, keys::REBOOT_IN_PROGRESS), Some("false"));
+    assert_eq!(ann(&n, keys::REBOOT_BOOT_ID), None);
+    // The grant is spent: the agent waits for the operator, and never reboots undrained.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(machine.host().reboots(), 0);
+    let n = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .get("node-1")
+        .await
+        .unwrap();
+    assert!(!unschedulable(&n));
+    assert_eq!(ann(&n, keys::REBOOT_IN_PROGRESS), Some("false"));
+    assert_eq!(pods_on(&client, "node-1").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_with_reboot_action_reboots_as_fluo() {
+    init_logging();
+    let sb = cluster().await;
+    let client = sb.client();
+    sb.add_workload("default", "db", 3, Some(0), 1).unwrap();
+    wait_ready_pods(&client, "app=db", 3).await;
+    let mut cfg = config("node-1", Duration::from_secs(1));
+    cfg.drain_timeout_action = DrainTimeoutAction::Reboot;
+    let machine = Machine::start(&sb, "node-1", cfg);
+    wait_node(&client, "node-1", "agent started", |n| {
+        ann(n, keys::STATUS).is_some()
+    })
+    .await;
+    machine.host().offer_update(NEW_VERSION).await;
+    wait_node(&client, "node-1", "reboot-needed", |n| {
+        ann(n, keys::REBOOT_NEEDED) == Some("true")
+    })
+    .await;
+    let mut lifecycle = sb.lifecycle();
+    grant(&client, "node-1").await;
+    wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
+    assert_eq!(machine.host().reboots(), 1);
+}
+
+/// A pod without a controller, bound to node-1.
+async fn bare_pod(sb: &Sandbox) {
+    sb.create(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "bare", "namespace": "default"},
+        "spec": {
+            "nodeName": "node-1",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}],
+        },
+        "status": {"phase": "Pending"},
+    }))
+    .unwrap();
+    wait_ready_pods(&sb.client(), "", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_without_controller_blocks_the_drain() {
+    init_logging();
+    let sb = cluster().await;
+    let client = sb.client();
+    bare_pod(&sb).await;
+    // A long grace period: the failure must come at once, not by timeout.
+    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(600)));
+    wait_node(&client, "node-1", "agent started", |n| {
+        ann(n, keys::STATUS).is_some()
+    })
+    .await;
+    machine.host().offer_update(NEW_VERSION).await;
+    wait_node(&client, "node-1", "reboot-needed", |n| {
+        ann(n, keys::REBOOT_NEEDED) == Some("true")
+    })
+    .await;
+    grant(&client, "node-1").await;
+    let n = wait_node(&client, "node-1", "drain failure recorded", |n| {
+        ann(n, keys::DRAIN_FAILURE).is_some()
+    })
+    .await;
+    let failure = ann(&n, keys::DRAIN_FAILURE).unwrap();
+    assert!(
+        failure.contains("default/bare") && failure.contains("--force-drain"),
+        "{failure}"
+    );
+    assert!(!unschedulable(&n));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(machine.host().reboots(), 0);
+    assert_eq!(
+        pods_on(&client, "node-1").await,
+        vec!["default/bare".to_string()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_drain_evicts_a_pod_without_controller() {
+    init_logging();
+    let sb = cluster().await;
+    let client = sb.client();
+    bare_pod(&sb).await;
+    let mut cfg = config("node-1", Duration::from_secs(30));
+    cfg.force_drain = true;
+    let machine = Machine::start(&sb, "node-1", cfg);
+    wait_node(&client, "node-1", "agent started", |n| {
+        ann(n, keys::STATUS).is_some()
+    })
+    .await;
+    machine.host().offer_update(NEW_VERSION).await;
+    wait_node(&client, "node-1", "reboot-needed", |n| {
+        ann(n, keys::REBOOT_NEEDED) == Some("true")
+    })
+    .await;
+    let mut lifecycle = sb.lifecycle();
+    grant(&client, "node-1").await;
+    wait_lifecycle(
+        &mut lifecycle,
+        NodeLifecycle::RebootStarted("node-1".into()),
+    )
+    .await;
+    assert!(pods_on(&client, "node-1").await.is_empty());
+    wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
+    assert_eq!(machine.host().reboots(), 1);
+    let n = wait_node(&client, "node-1", "cycle finished", |n| {
+        ann(n, keys::REBOOT_IN_PROGRESS) == Some("false") && !unschedulable(n)
+    })
+    .await;
+    assert_eq!(ann(&n, keys::DRAIN_FAILURE), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_annotation_is_logged_and_not_acted_on() {
+    let log = init_logging();
+    let sb = cluster().await;
+    let client = sb.client();
+    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(30)));
+    wait_node(&client, "node-1", "agent started", |n| {
+        ann(n, keys::STATUS).is_some()
+    })
+    .await;
+    machine.host().offer_update(NEW_VERSION).await;
+    wait_node(&client, "node-1", "reboot-needed", |n| {
+        ann(n, keys::REBOOT_NEEDED) == Some("true")
+    })
+    .await;
+    // A grant that is not "true".
+    set_annotations(&client, "node-1", &[(keys::REBOOT_OK, "yes")]).await;
+    common::eventually("a warning naming the node and key", || {
+        let text = log.text();
+        text.lines().any(|l| {
+            l.contains("WARN")
+                && l.contains("malformed")
+                && l.contains("node-1")
+                && l.contains(keys::REBOOT_OK)
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let n = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .get("node-1")
+        .await
+        .unwrap();
+    assert!(!unschedulable(&n));
+    assert_eq!(ann(&n, keys::REBOOT_IN_PROGRESS), Some("false"));
+    assert_eq!(machine.host().reboots(), 0);
+    // Fixed: the agent acts.
+    grant(&client, "node-1").await;
+    wait_node(&client, "node-1", "cordon", |n| {
+        unschedulable(n) && ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
+    })
+    .await;
+    let warnings = log
+        .text()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("malformed"))
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "one line per malformed value, not one per event"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_outage_mid_drain_never_causes_a_reboot() {
+    init_logging();
+    let sb = cluster().await;
+    let client = sb.client();
+    sb.add_workload("default", "db", 3, Some(0), 1).unwrap();
+    wait_ready_pods(&client, "app=db", 3).await;
+    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(60)));
+    wait_node(&client, "node-1", "agent started", |n| {
+        ann(n, keys::STATUS).is_some()
+    })
+    .await;
+    machine.host().offer_update(NEW_VERSION).await;
+    wait_node(&client, "node-1", "reboot-needed", |n| {
+        ann(n, keys::REBOOT_NEEDED) == Some("true")
+    })
+    .await;
+    grant(&client, "node-1").await;
+    wait_node(&client, "node-1", "draining", |n| {
+        unschedulable(n) && ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
+    })
+    .await;
+    // Every request fails with 503 for two seconds.
+    sb.faults()
+        .update(|p| p.outage_until = Some(std::time::Instant::now() + Duration::from_secs(2)));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(machine.host().reboots(), 0);
+    assert_eq!(pods_on(&client, "node-1").await.len(), 1);
+    // After the outage the drain goes on as before.
+    let mut lifecycle = sb.lifecycle();
+    Api::<PodDisruptionBudget>::namespaced(client.clone(), "default")
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"maxUnavailable": 1}})),
+        )
+        .await
+        .unwrap();
+    wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
+    wait_node(&client, "node-1", "cycle finished", |n| {
+        !unschedulable(n) && ann(n, keys::REBOOT_IN_PROGRESS) == Some("false")
+    })
+    .await;
+    assert_eq!(machine.host().reboots(), 1);
+}

@@ -7,7 +7,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "fluoctl", version, about = "Reboot coordination for Flatcar Container Linux nodes on Kubernetes")]
+#[command(
+    name = "fluoctl",
+    version,
+    about = "Reboot coordination for Flatcar Container Linux nodes on Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,7 +38,10 @@ struct SandboxArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Sandbox(args) => sandbox(args).await,
@@ -42,9 +49,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
-    let sb = sandbox::Sandbox::start(sandbox::Options { listen: args.listen, ..Default::default() })
-        .await
-        .context("starting the sandbox")?;
+    let sb = sandbox::Sandbox::start(sandbox::Options {
+        listen: args.listen,
+        ..Default::default()
+    })
+    .await
+    .context("starting the sandbox")?;
     let width = args.nodes.to_string().len().max(2);
     for i in 1..=args.nodes {
         sb.add_node(&format!("node-{i:0width$}"), &[])?;
@@ -62,7 +72,11 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
     sb.wait_pods_ready(Duration::from_secs(30)).await;
     println!("sandbox API server: {}", sb.url());
     println!("kubeconfig: {}", sb.kubeconfig_path().display());
-    println!("look at it with:\n  kubectl --server {} get nodes\n  kubectl --kubeconfig {} get pods -A", sb.url(), sb.kubeconfig_path().display());
+    println!(
+        "look at it with:\n  kubectl --server {} get nodes\n  kubectl --kubeconfig {} get pods -A",
+        sb.url(),
+        sb.kubeconfig_path().display()
+    );
     println!("press Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;
     Ok(())

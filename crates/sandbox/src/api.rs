@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
+use crate::events::view;
 use crate::faults::{Faults, Injected};
 use crate::resources::{self, RESOURCES, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -309,10 +310,10 @@ fn get(
         let rv = meta(&obj, "resourceVersion").unwrap_or("").to_string();
         return Ok((
             StatusCode::OK,
-            table::to_table(req.res.kind, &[(*obj).clone()], &rv, None),
+            table::to_table(req.res.kind, &[view(req.res, &obj)], &rv, None),
         ));
     }
-    Ok((StatusCode::OK, (*obj).clone()))
+    Ok((StatusCode::OK, view(req.res, &obj)))
 }
 
 pub struct Filter {
@@ -396,7 +397,7 @@ fn list(
             remaining += 1;
             continue;
         }
-        items.push((**obj).clone());
+        items.push(view(req.res, obj));
     }
     drop(store);
     if wants_table(headers) {
@@ -484,7 +485,7 @@ fn create(
         return Ok((StatusCode::CREATED, v));
     }
     let obj = st.store.lock().create(req.res, v)?;
-    Ok((StatusCode::CREATED, (*obj).clone()))
+    Ok((StatusCode::CREATED, view(req.res, &obj)))
 }
 
 fn prepare_metadata(req: &Req, v: &mut Value) -> ApiResult<()> {
@@ -542,7 +543,7 @@ fn update(
         .ok_or_else(|| ApiError::not_found(req.res.group, req.res.plural, name))?;
     keep_other_half(req, &old, &mut v);
     let obj = store.replace(req.res, ns_or_empty(req), name, v)?;
-    Ok((StatusCode::OK, (*obj).clone()))
+    Ok((StatusCode::OK, view(req.res, &obj)))
 }
 
 /// Writes to the main resource cannot change `.status`; writes to `/status` change only it.
@@ -624,10 +625,10 @@ fn patch(
                         m.remove("resourceVersion");
                     }
                     let obj = store.create(req.res, v)?;
-                    return Ok((StatusCode::CREATED, (*obj).clone()));
+                    return Ok((StatusCode::CREATED, view(req.res, &obj)));
                 }
                 Some(o) => {
-                    let mut v = (**o).clone();
+                    let mut v = view(req.res, o);
                     strategic::apply(&mut v, &p).map_err(ApiError::bad_request)?;
                     v
                 }
@@ -640,7 +641,7 @@ fn patch(
                 .as_ref()
                 .ok_or_else(|| ApiError::not_found(req.res.group, req.res.plural, &name))?;
             let p = parse_json()?;
-            let mut v = (**o).clone();
+            let mut v = view(req.res, o);
             match mime.as_str() {
                 "application/merge-patch+json" => {
                     if !p.is_object() {
@@ -691,7 +692,7 @@ fn patch(
         return Ok((StatusCode::OK, new));
     }
     let obj = store.replace(req.res, &ns, &name, new)?;
-    Ok((StatusCode::OK, (*obj).clone()))
+    Ok((StatusCode::OK, view(req.res, &obj)))
 }
 
 fn delete_options(body: &Bytes, q: &HashMap<String, String>) -> ApiResult<(Option<i64>, Value)> {
@@ -737,7 +738,7 @@ fn delete(
         }
     }
     let gone = delete_object(&mut store, req.res, ns_or_empty(req), name, grace)?;
-    Ok((StatusCode::OK, (*gone).clone()))
+    Ok((StatusCode::OK, view(req.res, &gone)))
 }
 
 /// Deletes as the real server does: a pod bound to a node keeps a deletionTimestamp until its
@@ -831,7 +832,7 @@ fn delete_collection(
     let mut items = Vec::new();
     for (ns, name) in keys {
         if let Ok(o) = delete_object(&mut store, req.res, &ns, &name, grace) {
-            items.push((*o).clone());
+            items.push(view(req.res, &o));
         }
     }
     let rv = store.current_rv().to_string();
@@ -941,7 +942,7 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>) -> Response {
         let mut sent = 0usize;
         let mut last_rv = start_rv;
         for o in &initial {
-            yield Ok::<Bytes, Infallible>(watch_line("ADDED", o));
+            yield Ok::<Bytes, Infallible>(watch_line("ADDED", &view(res, o)));
         }
         if initial_events && bookmarks {
             yield Ok(bookmark(last_rv, true));
@@ -949,7 +950,7 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>) -> Response {
         for ev in &replay {
             last_rv = ev.rv;
             if let Some((t, o)) = filtered(ev, ns.as_deref(), &filter) {
-                yield Ok(watch_line(t, &o));
+                yield Ok(watch_line(t, &view(res, &o)));
                 sent += 1;
             }
         }
@@ -981,7 +982,7 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>) -> Response {
                         if ev.rv <= last_rv { continue; }
                         last_rv = ev.rv;
                         if let Some((t, o)) = filtered(&ev, ns.as_deref(), &filter) {
-                            yield Ok(watch_line(t, &o));
+                            yield Ok(watch_line(t, &view(res, &o)));
                             sent += 1;
                         }
                     }
@@ -994,7 +995,7 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>) -> Response {
                         if ev.rv <= last_rv { continue; }
                         last_rv = ev.rv;
                         if let Some((t, o)) = filtered(&ev, ns.as_deref(), &filter) {
-                            yield Ok(watch_line(t, &o));
+                            yield Ok(watch_line(t, &view(res, &o)));
                             sent += 1;
                         }
                     }

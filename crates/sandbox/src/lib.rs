@@ -7,6 +7,7 @@ pub mod api;
 pub mod audit;
 pub mod controllers;
 pub mod error;
+pub mod events;
 pub mod eviction;
 pub mod faults;
 pub mod resources;

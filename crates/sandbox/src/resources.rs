@@ -169,7 +169,7 @@ pub static RESOURCES: &[Resource] = &[
         true,
         &["ev"],
         false,
-        "events.k8s.io"
+        "events"
     ),
     res!(
         "apps",

@@ -1,0 +1,460 @@
+//! Leader election through a `coordination.k8s.io/v1` Lease, with client-go's
+//! record format and semantics, so a FLUO replica (client-go's Lease lock of
+//! the same name) and ours exclude each other during a switch-over.
+//!
+//! - Acquire and renew are updates carrying the Lease's `resourceVersion`: of
+//!   two replicas racing for a free or expired Lease, exactly one wins (409
+//!   for the other).
+//! - Another holder's lease counts as expired only after it has not changed
+//!   for its `leaseDurationSeconds`, measured on our own monotonic clock from
+//!   when we first saw that record (no trust in wall clocks across machines).
+//! - The holder renews every `retry_period`. Each successful renewal that
+//!   started at `t0` makes the holder the leader until `t0 + renew_deadline`;
+//!   no other replica can take the Lease before `t0 + lease_duration`. The
+//!   leader's work stops at the renew deadline if renewing keeps failing, so
+//!   two replicas never act at once.
+//! - On shutdown the leader's work is stopped first, then the Lease is
+//!   released (holder emptied, duration 1 s, as client-go's
+//!   `ReleaseOnCancel`), so a standby takes over within one retry period.
+//!
+//! kube-lease-manager was not used: its `watch()` keeps reporting leadership
+//! while renewals fail (no renew deadline), a standby sleeps until the old
+//! expiry even after a release, and it relies on server-side-apply conflicts
+//! for mutual exclusion instead of resourceVersion preconditions.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::PostParams;
+use rand::Rng;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Timings of the election (client-go's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// How long a Lease stays valid after its last renewal (written to the Lease).
+    pub lease_duration: Duration,
+    /// The leader stops acting if it could not renew for this long; shorter
+    /// than `lease_duration`.
+    pub renew_deadline: Duration,
+    /// How often the leader renews and a standby retries.
+    pub retry_period: Duration,
+}
+
+impl Default for LeaseTiming {
+    /// client-go's defaults: 15 s, 10 s, 2 s.
+    fn default() -> Self {
+        LeaseTiming {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+impl LeaseTiming {
+    /// Checks `retry_period < renew_deadline < lease_duration` and a whole
+    /// number of seconds (at least 1) for `lease_duration`.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease_duration < Duration::from_secs(1) || self.lease_duration.subsec_nanos() != 0 {
+            return Err("lease_duration must be a whole number of seconds, at least 1".into());
+        }
+        if self.renew_deadline >= self.lease_duration {
+            return Err("renew_deadline must be shorter than lease_duration".into());
+        }
+        if self.retry_period.is_zero() || self.retry_period >= self.renew_deadline {
+            return Err("retry_period must be positive and shorter than renew_deadline".into());
+        }
+        Ok(())
+    }
+}
+
+/// The leader's licence to act. Cloned into the leader's work, which must
+/// check [`Leadership::may_act`] before every write and stop when
+/// [`Leadership::cancelled`] fires.
+#[derive(Clone)]
+pub struct Leadership {
+    token: CancellationToken,
+    /// (until when we may start writes, until when no one else can hold the Lease)
+    deadlines: Arc<Mutex<(Instant, Instant)>>,
+}
+
+impl Leadership {
+    fn new(token: CancellationToken, renewed_at: Instant, t: &LeaseTiming) -> Self {
+        Leadership {
+            token,
+            deadlines: Arc::new(Mutex::new((
+                renewed_at + t.renew_deadline,
+                renewed_at + t.lease_duration,
+            ))),
+        }
+    }
+
+    fn renewed(&self, at: Instant, t: &LeaseTiming) {
+        let mut d = self.deadlines.lock().unwrap_or_else(|e| e.into_inner());
+        *d = (
+            d.0.max(at + t.renew_deadline),
+            d.1.max(at + t.lease_duration),
+        );
+    }
+
+    fn soft_deadline(&self) -> Instant {
+        self.deadlines.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// Still the leader: not cancelled and renewed recently enough.
+    pub fn may_act(&self) -> bool {
+        !self.token.is_cancelled() && Instant::now() < self.soft_deadline()
+    }
+
+    /// Time left before another replica could possibly hold the Lease, if we
+    /// may still act: writes are bounded by it.
+    pub fn time_left(&self) -> Option<Duration> {
+        if !self.may_act() {
+            return None;
+        }
+        let hard = self.deadlines.lock().unwrap_or_else(|e| e.into_inner()).1;
+        hard.checked_duration_since(Instant::now())
+    }
+
+    /// Resolves when leadership ends (lost, or shutdown).
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await
+    }
+
+    /// The token that is cancelled when leadership ends.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
+/// The parts of a Lease record whose change proves the holder is alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RecordKey {
+    holder: String,
+    renew: Option<String>,
+    acquire: Option<String>,
+    duration: Option<i32>,
+    transitions: Option<i32>,
+}
+
+fn record_key(spec: &LeaseSpec) -> RecordKey {
+    RecordKey {
+        holder: spec.holder_identity.clone().unwrap_or_default(),
+        renew: spec.renew_time.as_ref().map(|t| t.0.to_string()),
+        acquire: spec.acquire_time.as_ref().map(|t| t.0.to_string()),
+        duration: spec.lease_duration_seconds,
+        transitions: spec.lease_transitions,
+    }
+}
+
+/// One replica's side of the election.
+pub struct Elector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    timing: LeaseTiming,
+    field_manager: String,
+    observed: Option<(RecordKey, Instant)>,
+}
+
+/// The outcome of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// We hold the Lease (acquired or renewed); the attempt started at this instant.
+    Held(Instant),
+    /// Someone else holds it.
+    Other(String),
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+impl Elector {
+    /// An elector for Lease `name` in `namespace` as `identity`.
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        timing: LeaseTiming,
+        field_manager: &str,
+    ) -> Self {
+        Elector {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            identity: identity.to_string(),
+            timing,
+            field_manager: field_manager.to_string(),
+            observed: None,
+        }
+    }
+
+    fn post_params(&self) -> PostParams {
+        PostParams {
+            field_manager: Some(self.field_manager.clone()),
+            ..Default::default()
+        }
+    }
+
+    fn observe(&mut self, spec: &LeaseSpec, at: Instant) -> Instant {
+        let key = record_key(spec);
+        match &self.observed {
+            Some((k, t)) if *k == key => *t,
+            _ => {
+                self.observed = Some((key, at));
+                at
+            }
+        }
+    }
+
+    /// Acquires the Lease if it is free, expired or ours, and renews it if ours.
+    pub async fn try_acquire_or_renew(&mut self) -> Result<Attempt, kube::Error> {
+        let t0 = Instant::now();
+        let now = MicroTime(Timestamp::now());
+        let duration_secs = self.timing.lease_duration.as_secs().min(i32::MAX as u64) as i32;
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(self.identity.clone()),
+                    lease_duration_seconds: Some(duration_secs),
+                    acquire_time: Some(now.clone()),
+                    renew_time: Some(now),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return match self.api.create(&self.post_params(), &lease).await {
+                Ok(created) => {
+                    if let Some(spec) = &created.spec {
+                        self.observe(spec, t0);
+                    }
+                    Ok(Attempt::Held(t0))
+                }
+                Err(e) if is_conflict(&e) => Ok(Attempt::Other(String::new())),
+                Err(e) => Err(e),
+            };
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let observed_at = self.observe(&spec, t0);
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let mine = holder == self.identity;
+        if !holder.is_empty() && !mine {
+            let held_for = spec
+                .lease_duration_seconds
+                .filter(|d| *d > 0)
+                .map(|d| Duration::from_secs(d as u64))
+                .unwrap_or(self.timing.lease_duration);
+            if t0 < observed_at + held_for {
+                return Ok(Attempt::Other(holder));
+            }
+            info!(lease = %self.name, previous = %holder, "the lease expired; taking it over");
+        }
+        let transitions = spec.lease_transitions.unwrap_or(0);
+        lease.spec = Some(LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(duration_secs),
+            acquire_time: if mine {
+                spec.acquire_time.clone().or(Some(now.clone()))
+            } else {
+                Some(now.clone())
+            },
+            renew_time: Some(now),
+            lease_transitions: Some(if mine || holder.is_empty() && transitions == 0 {
+                transitions
+            } else {
+                transitions.saturating_add(1)
+            }),
+            ..spec
+        });
+        // `replace` sends metadata.resourceVersion: a concurrent change is a 409.
+        match self
+            .api
+            .replace(&self.name, &self.post_params(), &lease)
+            .await
+        {
+            Ok(updated) => {
+                if let Some(spec) = &updated.spec {
+                    self.observe(spec, t0);
+                }
+                Ok(Attempt::Held(t0))
+            }
+            Err(e) if is_conflict(&e) => Ok(Attempt::Other(holder)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Empties the Lease if we hold it (client-go's release).
+    pub async fn release(&mut self) -> Result<(), kube::Error> {
+        for _ in 0..3 {
+            let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+                return Ok(());
+            };
+            let spec = lease.spec.clone().unwrap_or_default();
+            if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+                return Ok(());
+            }
+            let now = MicroTime(Timestamp::now());
+            lease.spec = Some(LeaseSpec {
+                holder_identity: Some(String::new()),
+                lease_duration_seconds: Some(1),
+                acquire_time: Some(now.clone()),
+                renew_time: Some(now),
+                ..spec
+            });
+            match self
+                .api
+                .replace(&self.name, &self.post_params(), &lease)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn jittered(d: Duration) -> Duration {
+    // client-go's JitterFactor 1.2 is generous; a standby waits 1x..1.5x.
+    d.mul_f64(1.0 + rand::rng().random_range(0.0..0.5))
+}
+
+/// Why a term as leader ended.
+enum TermEnd {
+    Shutdown,
+    Lost(&'static str),
+    WorkEnded(anyhow::Result<()>),
+}
+
+/// Campaigns for the Lease until `shutdown`; while leader, runs `work` with a
+/// [`Leadership`] and stops it as soon as leadership ends. Releases the Lease
+/// on shutdown. Returns an error only if `work` fails or panics.
+pub async fn run_elected<F, Fut>(
+    mut elector: Elector,
+    shutdown: CancellationToken,
+    mut work: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(Leadership) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let timing = elector.timing;
+    let mut error_backoff = Duration::from_millis(500);
+    let mut last_holder: Option<String> = None;
+    loop {
+        // Campaign.
+        let acquired_at = loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let attempt = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => None,
+                r = tokio::time::timeout(timing.renew_deadline, elector.try_acquire_or_renew()) => Some(r),
+            };
+            let Some(attempt) = attempt else {
+                // The interrupted attempt may have taken the Lease: give it back.
+                let _ = tokio::time::timeout(Duration::from_secs(5), elector.release()).await;
+                return Ok(());
+            };
+            let wait = match attempt {
+                Ok(Ok(Attempt::Held(t0))) => break t0,
+                Ok(Ok(Attempt::Other(holder))) => {
+                    if last_holder.as_ref() != Some(&holder) && !holder.is_empty() {
+                        info!(lease = %elector.name, %holder, "standing by: the lease is held by another replica");
+                    }
+                    last_holder = Some(holder);
+                    error_backoff = Duration::from_millis(500);
+                    jittered(timing.retry_period)
+                }
+                Ok(Err(e)) => {
+                    warn!(lease = %elector.name, error = %e, "cannot read or write the leader election lease; retrying");
+                    error_backoff = (error_backoff * 2).min(Duration::from_secs(30));
+                    error_backoff.max(timing.retry_period)
+                }
+                Err(_) => {
+                    warn!(lease = %elector.name, "leader election request timed out; retrying");
+                    timing.retry_period
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        };
+        last_holder = None;
+        info!(lease = %elector.name, identity = %elector.identity, "became the leader");
+        let token = shutdown.child_token();
+        let leadership = Leadership::new(token.clone(), acquired_at, &timing);
+        let mut task = tokio::spawn(work(leadership.clone()));
+        let mut next_renew = Instant::now() + timing.retry_period;
+        let end = loop {
+            let deadline = leadership.soft_deadline();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break TermEnd::Shutdown,
+                res = &mut task => break TermEnd::WorkEnded(match res {
+                    Ok(r) => r,
+                    Err(e) => Err(anyhow::anyhow!("the leader's work panicked: {e}")),
+                }),
+                _ = tokio::time::sleep_until(deadline) => break TermEnd::Lost("could not renew the lease before the renew deadline"),
+                _ = tokio::time::sleep_until(next_renew) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, elector.try_acquire_or_renew()).await {
+                        Ok(Ok(Attempt::Held(t0))) => {
+                            leadership.renewed(t0, &timing);
+                            next_renew = Instant::now() + timing.retry_period;
+                        }
+                        Ok(Ok(Attempt::Other(_))) => break TermEnd::Lost("the lease is held by another replica"),
+                        Ok(Err(e)) => {
+                            warn!(lease = %elector.name, error = %e, "cannot renew the lease; retrying until the renew deadline");
+                            next_renew = Instant::now() + (timing.retry_period / 4).max(Duration::from_millis(100));
+                        }
+                        Err(_) => break TermEnd::Lost("renewing the lease timed out"),
+                    }
+                }
+            }
+        };
+        // Stop acting first, then (on shutdown or failure) release.
+        token.cancel();
+        let result = match end {
+            TermEnd::WorkEnded(r) => {
+                Some(r.and_then(|()| Err(anyhow::anyhow!("the leader's work ended unexpectedly"))))
+            }
+            TermEnd::Shutdown | TermEnd::Lost(_) => {
+                if tokio::time::timeout(timing.lease_duration, &mut task)
+                    .await
+                    .is_err()
+                {
+                    warn!("the leader's work did not stop in time; aborting it");
+                    task.abort();
+                }
+                if let TermEnd::Lost(why) = end {
+                    warn!(lease = %elector.name, reason = why, "lost leadership; stopped acting");
+                    continue;
+                }
+                None
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(5), elector.release()).await {
+            Ok(Ok(())) => info!(lease = %elector.name, "released the lease"),
+            Ok(Err(e)) => warn!(lease = %elector.name, error = %e, "cannot release the lease"),
+            Err(_) => warn!(lease = %elector.name, "releasing the lease timed out"),
+        }
+        debug!("leader term ended");
+        return result.unwrap_or(Ok(()));
+    }
+}

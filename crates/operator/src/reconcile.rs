@@ -1,0 +1,536 @@
+//! The leader's work: a reflector of Nodes, [`protocol::operator::decide`] on
+//! every change and at [`Decision::next_check`], and the resulting patches.
+//!
+//! Patches are JSON merge patches carrying the `metadata.resourceVersion` of
+//! the Node they were decided on, so a Node that changed in between answers
+//! 409 and is decided again on the next event. They are applied in two
+//! phases: first the patches that take no reboot slot (withdrawals, releases,
+//! label upkeep), then, only if all of those succeeded, the ones that take a
+//! slot (`before-reboot` label, `reboot-ok=true`). So a failed release can
+//! never leave more slot holders than the maximum. Each node's patch is on its
+//! own: one failure does not stop the others.
+//!
+//! The reflector's cache can lag behind our own writes. The Node a successful
+//! patch returns is kept as an overlay until the cache has moved past the
+//! resourceVersion the patch was decided on, so a decision never counts a
+//! slot we just granted as free.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, ResourceExt};
+use protocol::node::NodeView;
+use protocol::operator::{Decision, decide};
+use protocol::patch::NodePatch;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::Config;
+use crate::convert::node_view;
+use crate::lease::Leadership;
+
+/// How often the cached nodes are decided on again even without events (no
+/// API request is made for it).
+const RESYNC: Duration = Duration::from_secs(60);
+/// After a 409, decide again after this long even if no event arrives.
+const CONFLICT_RETRY: Duration = Duration::from_secs(2);
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// At most this many node patches in flight at once.
+const PATCH_CONCURRENCY: usize = 8;
+
+/// What became of one node's patch.
+#[derive(Debug)]
+enum Outcome {
+    Applied(Box<Node>),
+    /// 409: the node changed since the decision.
+    Conflict,
+    /// 404: the node is gone.
+    Gone,
+    /// Leadership ended before the write.
+    NotLeader,
+    /// The server refused the write (4xx: it did not happen).
+    Failed(String),
+    /// No answer, or a 5xx: the write may or may not have happened.
+    Unknown(String),
+}
+
+#[derive(Default)]
+struct RoundResult {
+    failed: bool,
+    conflict: bool,
+    not_leader: bool,
+}
+
+/// Logs each node's malformed values once (again only when the message changes).
+#[derive(Default)]
+struct ProblemLog {
+    logged: HashMap<String, String>,
+}
+
+impl ProblemLog {
+    fn update(&mut self, decision: &Decision) {
+        let mut now: HashMap<String, String> = HashMap::new();
+        for p in &decision.problems {
+            now.insert(p.node.clone(), p.message.clone());
+        }
+        for (node, msg) in &now {
+            if self.logged.get(node) != Some(msg) {
+                warn!(node = %node, problem = %msg, "leaving node alone: malformed reboot protocol value (fix or remove it)");
+            }
+        }
+        for node in self.logged.keys() {
+            if !now.contains_key(node) {
+                info!(node = %node, "node's reboot protocol values are well-formed again");
+            }
+        }
+        self.logged = now;
+    }
+}
+
+/// Our own writes, until the reflector has caught up with them.
+///
+/// Per node: the patched Node we got back, and the resourceVersions it
+/// supersedes (the one our first patch was decided on, then each of our
+/// later patches' bases). Every version in between is ours (each patch
+/// carried its base as a precondition), so while the cache still shows one of
+/// the superseded versions, our Node is newer; once it shows anything else,
+/// the cache has caught up.
+#[derive(Default)]
+struct Overlay {
+    nodes: HashMap<String, (Vec<String>, Arc<Node>)>,
+    /// Writes without an answer: node name -> resourceVersion decided on. Until
+    /// we know the node's state after them, no new slot is granted.
+    uncertain: HashMap<String, String>,
+}
+
+impl Overlay {
+    /// Resolves uncertain writes against the current (overlaid) nodes:
+    /// settled once the node has moved past the decided resourceVersion, or
+    /// by reading it back. Returns whether some are still unresolved.
+    async fn resolve(&mut self, api: &Api<Node>, current: &HashMap<String, Arc<Node>>) -> bool {
+        let pending: Vec<(String, String)> = self.uncertain.drain().collect();
+        for (name, decided_rv) in pending {
+            let rv = current.get(&name).and_then(|n| n.resource_version());
+            if rv.as_deref() != Some(decided_rv.as_str()) {
+                continue;
+            }
+            match tokio::time::timeout(Duration::from_secs(10), api.get_opt(&name)).await {
+                Ok(Ok(Some(node))) => {
+                    if node.resource_version().as_deref() != Some(decided_rv.as_str()) {
+                        self.record(decided_rv, node);
+                    }
+                }
+                Ok(Ok(None)) => {}
+                _ => {
+                    self.uncertain.insert(name, decided_rv);
+                }
+            }
+        }
+        !self.uncertain.is_empty()
+    }
+
+    /// The nodes to decide on: the cache, with our newer writes on top.
+    fn views(&mut self, cached: &[Arc<Node>]) -> (Vec<NodeView>, HashMap<String, Arc<Node>>) {
+        let mut by_name: BTreeMap<String, Arc<Node>> = BTreeMap::new();
+        for n in cached {
+            by_name.insert(n.name_any(), n.clone());
+        }
+        self.nodes
+            .retain(|name, (superseded, patched)| match by_name.get_mut(name) {
+                Some(cached)
+                    if cached
+                        .resource_version()
+                        .is_some_and(|rv| superseded.contains(&rv)) =>
+                {
+                    *cached = patched.clone();
+                    true
+                }
+                _ => false,
+            });
+        let views = by_name.values().map(|n| node_view(n)).collect();
+        (views, by_name.into_iter().collect())
+    }
+
+    /// Records the Node a write decided on `decided_rv` produced.
+    fn record(&mut self, decided_rv: String, patched: Node) {
+        let name = patched.name_any();
+        let patched = Arc::new(patched);
+        match self.nodes.get_mut(&name) {
+            Some((superseded, prev)) if prev.resource_version().as_deref() == Some(&decided_rv) => {
+                superseded.push(decided_rv);
+                *prev = patched;
+            }
+            _ => {
+                self.nodes.insert(name, (vec![decided_rv], patched));
+            }
+        }
+    }
+}
+
+fn body(patch: &NodePatch, resource_version: &str) -> serde_json::Value {
+    let mut body = patch.merge_patch();
+    if let Some(root) = body.as_object_mut() {
+        let meta = root
+            .entry("metadata")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert(
+                "resourceVersion".into(),
+                serde_json::Value::String(resource_version.to_string()),
+            );
+        }
+    }
+    body
+}
+
+async fn apply_one(
+    api: &Api<Node>,
+    params: &PatchParams,
+    leadership: &Leadership,
+    patch: &NodePatch,
+    resource_version: &str,
+) -> Outcome {
+    let Some(left) = leadership.time_left() else {
+        return Outcome::NotLeader;
+    };
+    let body = body(patch, resource_version);
+    debug!(node = %patch.node, patch = %body, "patching node");
+    match tokio::time::timeout(left, api.patch(&patch.node, params, &Patch::Merge(&body))).await {
+        Ok(Ok(node)) => Outcome::Applied(Box::new(node)),
+        Ok(Err(kube::Error::Api(s))) if s.code == 409 => Outcome::Conflict,
+        Ok(Err(kube::Error::Api(s))) if s.code == 404 => Outcome::Gone,
+        // A 5xx (e.g. 504 after a storage timeout) may still have been applied.
+        Ok(Err(kube::Error::Api(s))) if s.code >= 500 => {
+            Outcome::Unknown(format!("{} ({})", s.message, s.code))
+        }
+        Ok(Err(kube::Error::Api(s))) => Outcome::Failed(format!("{} ({})", s.message, s.code)),
+        Ok(Err(e)) => Outcome::Unknown(e.to_string()),
+        Err(_) => Outcome::Unknown("timed out".into()),
+    }
+}
+
+fn describe(patch: &NodePatch) -> String {
+    let mut parts = Vec::new();
+    let short = |k: &str| {
+        k.strip_prefix(protocol::keys::PREFIX)
+            .unwrap_or(k)
+            .to_string()
+    };
+    for (k, v) in &patch.annotations {
+        parts.push(match v {
+            Some(v) => format!("{}={v}", short(k)),
+            None => format!("-{}", short(k)),
+        });
+    }
+    for (k, v) in &patch.labels {
+        parts.push(match v {
+            Some(v) => format!("label {}={v}", short(k)),
+            None => format!("-label {}", short(k)),
+        });
+    }
+    if let Some(u) = patch.unschedulable {
+        parts.push(format!("unschedulable={u}"));
+    }
+    parts.join(" ")
+}
+
+/// Applies one phase's patches concurrently.
+async fn apply_phase(
+    api: &Api<Node>,
+    params: &PatchParams,
+    leadership: &Leadership,
+    patches: Vec<(NodePatch, String)>,
+    overlay: &mut Overlay,
+    result: &mut RoundResult,
+) {
+    let outcomes: Vec<(NodePatch, String, Outcome)> = stream::iter(patches)
+        .map(|(p, rv)| async move {
+            let o = apply_one(api, params, leadership, &p, &rv).await;
+            (p, rv, o)
+        })
+        .buffer_unordered(PATCH_CONCURRENCY)
+        .collect()
+        .await;
+    for (p, rv, outcome) in outcomes {
+        match outcome {
+            Outcome::Applied(node) => {
+                info!(node = %p.node, change = %describe(&p), "updated node");
+                overlay.record(rv, *node);
+            }
+            Outcome::Conflict => {
+                debug!(node = %p.node, "node changed since the decision (409); deciding again");
+                result.conflict = true;
+            }
+            Outcome::Gone => debug!(node = %p.node, "node is gone"),
+            Outcome::NotLeader => result.not_leader = true,
+            Outcome::Failed(e) => {
+                warn!(node = %p.node, error = %e, change = %describe(&p), "cannot patch node; will retry with backoff");
+                result.failed = true;
+            }
+            Outcome::Unknown(e) => {
+                warn!(node = %p.node, error = %e, change = %describe(&p), "no answer to a node patch; will read the node back and retry with backoff");
+                overlay.uncertain.insert(p.node.clone(), rv);
+                result.failed = true;
+            }
+        }
+    }
+}
+
+/// Decides once on the current view and applies the patches.
+async fn round(
+    api: &Api<Node>,
+    params: &PatchParams,
+    cfg: &Config,
+    leadership: &Leadership,
+    cached: Vec<Arc<Node>>,
+    overlay: &mut Overlay,
+    problems: &mut ProblemLog,
+) -> (RoundResult, Option<chrono::DateTime<Utc>>) {
+    let (_, current) = overlay.views(&cached);
+    let unresolved = overlay.resolve(api, &current).await;
+    let (views, nodes) = overlay.views(&cached);
+    let decision = decide(&views, &cfg.operator, Utc::now());
+    problems.update(&decision);
+    let mut result = RoundResult {
+        failed: unresolved,
+        ..Default::default()
+    };
+    let by_name: HashMap<&str, &NodeView> = views.iter().map(|v| (v.name.as_str(), v)).collect();
+    let mut release = Vec::new();
+    let mut acquire = Vec::new();
+    for p in decision.patches {
+        let Some(rv) = nodes.get(&p.node).and_then(|n| n.resource_version()) else {
+            continue;
+        };
+        let takes_slot = by_name
+            .get(p.node.as_str())
+            .is_some_and(|v| !v.holds_slot() && holds_slot_after(v, &p));
+        if takes_slot {
+            acquire.push((p, rv));
+        } else {
+            release.push((p, rv));
+        }
+    }
+    apply_phase(api, params, leadership, release, overlay, &mut result).await;
+    if !acquire.is_empty() {
+        if unresolved || result.failed || result.conflict || result.not_leader {
+            debug!(
+                waiting = acquire.len(),
+                "not granting new slots until the other writes of this decision succeed"
+            );
+        } else {
+            apply_phase(api, params, leadership, acquire, overlay, &mut result).await;
+        }
+    }
+    (result, decision.next_check)
+}
+
+/// Whether `view` holds a reboot slot once `patch` is applied.
+fn holds_slot_after(view: &NodeView, patch: &NodePatch) -> bool {
+    let mut after = view.clone();
+    patch.apply(&mut after);
+    after.holds_slot()
+}
+
+fn instant_at(t: chrono::DateTime<Utc>) -> Instant {
+    let d = (t - Utc::now())
+        .to_std()
+        .unwrap_or(Duration::ZERO)
+        // A window edge is never further than a week; wake at least hourly anyway.
+        .min(Duration::from_secs(3600));
+    // Wake a little after the edge so `decide` sees it passed.
+    Instant::now() + d + Duration::from_millis(20)
+}
+
+/// Runs while `leadership` lasts.
+pub(crate) async fn lead(
+    client: kube::Client,
+    cfg: Arc<Config>,
+    leadership: Leadership,
+) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(client);
+    let params = PatchParams {
+        field_manager: Some(cfg.field_manager.clone()),
+        ..Default::default()
+    };
+    let (reader, writer) = reflector::store::<Node>();
+    let changed = Arc::new(Notify::new());
+    let events = {
+        let changed = changed.clone();
+        let stream =
+            reflector(writer, watcher(api.clone(), watcher::Config::default())).default_backoff();
+        async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Ok(_) => changed.notify_one(),
+                    Err(e) => warn!(error = %e, "watching nodes failed; retrying with backoff"),
+                }
+            }
+        }
+    };
+    let events = tokio::spawn(events);
+    let _abort = AbortOnDrop(events);
+
+    tokio::select! {
+        _ = leadership.cancelled() => return Ok(()),
+        r = reader.wait_until_ready() => r.map_err(|e| anyhow::anyhow!("node reflector stopped: {e}"))?,
+    }
+    info!(nodes = reader.len(), "watching nodes; deciding");
+
+    let mut overlay = Overlay::default();
+    let mut problems = ProblemLog::default();
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        if !leadership.may_act() {
+            return Ok(());
+        }
+        let (result, next_check) = round(
+            &api,
+            &params,
+            &cfg,
+            &leadership,
+            reader.state(),
+            &mut overlay,
+            &mut problems,
+        )
+        .await;
+        let mut wake = Instant::now() + RESYNC;
+        if let Some(t) = next_check {
+            wake = wake.min(instant_at(t));
+        }
+        let mut not_before = None;
+        if result.failed {
+            // API errors: no new round before the backoff, even on events.
+            not_before = Some(Instant::now() + backoff);
+            wake = wake.min(Instant::now() + backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        } else {
+            backoff = MIN_BACKOFF;
+        }
+        if result.conflict {
+            wake = wake.min(Instant::now() + CONFLICT_RETRY);
+        }
+        tokio::select! {
+            _ = leadership.cancelled() => return Ok(()),
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        if let Some(t) = not_before {
+            tokio::select! {
+                _ = leadership.cancelled() => return Ok(()),
+                _ = tokio::time::sleep_until(t) => {}
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::keys;
+    use serde_json::json;
+
+    fn node(name: &str, rv: &str, ok: &str) -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "resourceVersion": rv, "annotations": {keys::REBOOT_OK: ok}},
+        }))
+        .unwrap()
+    }
+
+    fn ok_of(o: &mut Overlay, cached: &[Node]) -> Vec<String> {
+        let cached: Vec<Arc<Node>> = cached.iter().cloned().map(Arc::new).collect();
+        let (views, _) = o.views(&cached);
+        views
+            .iter()
+            .map(|v| format!("{}={}", v.name, v.annotation(keys::REBOOT_OK).unwrap_or("")))
+            .collect()
+    }
+
+    #[test]
+    fn overlay_keeps_our_writes_until_the_cache_catches_up() {
+        let mut o = Overlay::default();
+        o.record("10".into(), node("a", "11", "true"));
+        o.record("11".into(), node("a", "12", "false"));
+        let b = node("b", "5", "false");
+        // The cache lags: our latest write wins.
+        assert_eq!(
+            ok_of(&mut o, &[node("a", "10", "x"), b.clone()]),
+            ["a=false", "b=false"]
+        );
+        assert_eq!(
+            ok_of(&mut o, &[node("a", "11", "true"), b.clone()]),
+            ["a=false", "b=false"]
+        );
+        // Caught up (or moved past by someone else): the cache wins, the overlay is dropped.
+        assert_eq!(
+            ok_of(&mut o, &[node("a", "13", "y"), b.clone()]),
+            ["a=y", "b=false"]
+        );
+        assert!(o.nodes.is_empty());
+        assert_eq!(
+            ok_of(&mut o, &[node("a", "10", "x"), b]),
+            ["a=x", "b=false"]
+        );
+    }
+
+    #[test]
+    fn overlay_drops_deleted_nodes() {
+        let mut o = Overlay::default();
+        o.record("1".into(), node("a", "2", "true"));
+        assert!(ok_of(&mut o, &[]).is_empty());
+        assert!(o.nodes.is_empty());
+    }
+
+    #[test]
+    fn taking_a_slot_is_told_apart() {
+        let free = NodeView {
+            name: "a".into(),
+            ..Default::default()
+        };
+        let mut grant = NodePatch::new("a");
+        grant.set_annotation(keys::REBOOT_OK, keys::TRUE);
+        assert!(holds_slot_after(&free, &grant));
+        let mut label = NodePatch::new("a");
+        label.set_label(keys::BEFORE_REBOOT, keys::TRUE);
+        assert!(holds_slot_after(&free, &label));
+        let mut held = free.clone();
+        held.annotations
+            .insert(keys::REBOOT_OK.into(), "true".into());
+        let mut release = NodePatch::new("a");
+        release.set_annotation(keys::REBOOT_OK, keys::FALSE);
+        assert!(!holds_slot_after(&held, &release));
+    }
+
+    #[test]
+    fn patch_body_carries_the_resource_version() {
+        let mut p = NodePatch::new("a");
+        p.set_annotation(keys::REBOOT_OK, keys::TRUE);
+        assert_eq!(
+            body(&p, "42"),
+            json!({"metadata": {"resourceVersion": "42", "annotations": {keys::REBOOT_OK: "true"}}})
+        );
+        let mut u = NodePatch::new("a");
+        u.set_unschedulable(false);
+        assert_eq!(
+            body(&u, "7"),
+            json!({"metadata": {"resourceVersion": "7"}, "spec": {"unschedulable": false}})
+        );
+    }
+}

@@ -153,7 +153,7 @@ fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 }
 
 /// The one container of a workload.
-fn container<'a>(workload: &'a Value) -> &'a Value {
+fn container(workload: &Value) -> &Value {
     let cs = workload["spec"]["template"]["spec"]["containers"]
         .as_array()
         .unwrap();

@@ -95,6 +95,17 @@ pub struct Args {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+
+    /// Where to serve /metrics (Prometheus), /healthz and /readyz: IP:PORT or :PORT; '' or
+    /// 'off' disables.
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_METRICS_ADDRESS",
+        value_name = "ADDR",
+        default_value = telemetry::DEFAULT_METRICS_ADDRESS,
+        value_parser = |s: &str| s.parse::<telemetry::MetricsAddress>()
+    )]
+    pub metrics_address: telemetry::MetricsAddress,
 }
 
 /// `--log-format`.

@@ -58,6 +58,8 @@ pub struct DrainOptions {
     pub pod_delete_margin: Duration,
     /// Longest wait between retries of one eviction (429 or a transient error).
     pub retry_max: Duration,
+    /// Counts eviction retries (`fluo_eviction_retries_total`), if set.
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl DrainOptions {
@@ -69,6 +71,7 @@ impl DrainOptions {
             force: false,
             pod_delete_margin: Duration::from_secs(10),
             retry_max: Duration::from_secs(5),
+            metrics: None,
         }
     }
 }
@@ -166,6 +169,18 @@ pub enum DrainError {
         /// The API's message.
         message: String,
     },
+}
+
+impl DrainError {
+    /// The `reason` label of `fluo_drain_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DrainError::Unmanaged(_) => "unmanaged_pods",
+            DrainError::Timeout { .. } => "timeout",
+            DrainError::PodNotGone { .. } => "pod_not_gone",
+            DrainError::Refused { .. } => "refused",
+        }
+    }
 }
 
 fn fmt_duration(d: Duration) -> String {
@@ -272,11 +287,11 @@ pub async fn drain(client: Client, opts: &DrainOptions) -> Result<DrainSummary, 
             }
             PodAction::Delete => {
                 summary.deleted.push(k);
-                requests.push(request(client.clone(), pod, false, opts.retry_max));
+                requests.push(request(client.clone(), pod, false, opts));
             }
             PodAction::Evict => {
                 summary.evicted.push(k);
-                requests.push(request(client.clone(), pod, true, opts.retry_max));
+                requests.push(request(client.clone(), pod, true, opts));
             }
         }
         pending.insert(uid, entry);
@@ -386,8 +401,9 @@ async fn request(
     client: Client,
     pod: Pod,
     evict: bool,
-    retry_max: Duration,
+    opts: &DrainOptions,
 ) -> (String, Result<Outcome, DrainError>) {
+    let retry_max = opts.retry_max;
     let uid = pod.uid().unwrap_or_default();
     let k = key(&pod);
     let name = pod.name_any();
@@ -470,6 +486,9 @@ async fn request(
                 );
             }
             e => warn!(pod = %k, error = %e, "cannot {verb} pod; retrying"),
+        }
+        if evict && let Some(m) = &opts.metrics {
+            m.eviction_retried();
         }
         tokio::time::sleep(backoff.next_delay()).await;
     }

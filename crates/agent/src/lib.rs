@@ -24,6 +24,7 @@
 mod backoff;
 pub mod cli;
 pub mod drain;
+pub mod metrics;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,6 +37,7 @@ use futures::stream::BoxStream;
 use host::{Host, UpdateStatus};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::EventType;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use protocol::agent::{AgentInput, AgentStep, may_reboot, next_step, reboot_failed};
@@ -43,6 +45,7 @@ use protocol::keys;
 use protocol::node::{NodeState, NodeView};
 use protocol::patch::NodePatch;
 use serde_json::json;
+use telemetry::events::{EventSink, node_ref};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -79,6 +82,11 @@ pub struct AgentConfig {
     pub reboot_timeout: Duration,
     /// How long past its grace period an evicted pod may take to disappear (default 10 s).
     pub pod_delete_margin: Duration,
+    /// This agent's metrics (its own registry): clone it before [`run`] to read them.
+    pub metrics: metrics::Metrics,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here while [`run`] runs
+    /// (`--metrics-address`; port 0 picks one, see [`metrics::Metrics::listening`]).
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl AgentConfig {
@@ -94,6 +102,8 @@ impl AgentConfig {
             reboot_backoff_max: Duration::from_secs(60),
             reboot_timeout: Duration::from_secs(600),
             pod_delete_margin: Duration::from_secs(10),
+            metrics: metrics::Metrics::new(),
+            metrics_address: None,
         }
     }
 
@@ -101,31 +111,12 @@ impl AgentConfig {
         let mut o = DrainOptions::new(&self.node, self.grace_period);
         o.force = self.force_drain;
         o.pod_delete_margin = self.pod_delete_margin;
+        o.metrics = Some(self.metrics.clone());
         o
     }
 }
 
-/// The parts of a k8s Node the protocol reads.
-pub fn node_view(node: &Node) -> NodeView {
-    let status = node.status.as_ref();
-    NodeView {
-        name: node.name_any(),
-        annotations: node.annotations().clone(),
-        labels: node.labels().clone(),
-        unschedulable: node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false),
-        boot_id: status
-            .and_then(|s| s.node_info.as_ref())
-            .map(|i| i.boot_id.clone())
-            .unwrap_or_default(),
-        ready: status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
-    }
-}
+pub use protocol::k8s::node_view;
 
 /// Runs the agent until `shutdown` is cancelled (then returns `Ok`). Errors only for a
 /// configuration that cannot work (an empty node name). Everything else (API errors, a lost
@@ -144,17 +135,58 @@ pub async fn run<H: Host>(
         drain_timeout_action = %cfg.drain_timeout_action,
         "update-agent starting"
     );
+    // Observability: API errors counted on every request, the HTTP endpoint, and Events
+    // from a bounded queue, all polled below: nothing outlives `run`.
+    let metrics = cfg.metrics.clone();
+    metrics.set_synced(false);
+    let client = metrics.api.instrument(client);
+    let server = match cfg.metrics_address {
+        Some(addr) => {
+            let m = metrics.clone();
+            let ready: telemetry::server::ReadyCheck = std::sync::Arc::new(move || {
+                if m.synced() {
+                    Ok(())
+                } else {
+                    Err("the watch of this agent's node has not synced yet".into())
+                }
+            });
+            let (local, serve) = telemetry::server::bind(addr, metrics.registry(), ready).await?;
+            metrics.set_listening(local);
+            Some(serve)
+        }
+        None => None,
+    };
+    let (events, event_driver) = telemetry::events::channel(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: Some(cfg.node.clone()),
+        },
+        256,
+    );
+    let background = async move {
+        let serve = async {
+            match server {
+                Some(s) => s.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::join!(serve, event_driver.run());
+    };
     let (tx, rx) = watch::channel(None);
-    let mut agent = Agent::new(client, cfg);
+    let mut agent = Agent::new(client, cfg, events);
     let node = agent.cfg.node.clone();
-    tokio::select! {
+    let r = tokio::select! {
         _ = shutdown.cancelled() => {
             info!(node = %node, "update-agent stopping");
             Ok(())
         }
         never = follow_host(&host, tx, &node) => match never {},
         r = agent.run(&host, rx) => r,
-    }
+        () = background => Err(anyhow::anyhow!("the observability tasks ended unexpectedly")),
+    };
+    metrics.set_synced(false);
+    r
 }
 
 /// Follows update_engine's status into `tx`, reopening the stream with backoff whenever it
@@ -227,10 +259,14 @@ struct Agent {
     reboot_accepted_at: Option<Instant>,
     last_wait: Option<String>,
     last_malformed: Option<String>,
+    /// Events on this node (best effort, never waits).
+    events: EventSink,
+    /// When the running drain started.
+    drain_started: Option<Instant>,
 }
 
 impl Agent {
-    fn new(client: Client, cfg: AgentConfig) -> Self {
+    fn new(client: Client, cfg: AgentConfig, events: EventSink) -> Self {
         Self {
             nodes: Api::all(client.clone()),
             client,
@@ -247,6 +283,43 @@ impl Agent {
             reboot_accepted_at: None,
             last_wait: None,
             last_malformed: None,
+            events,
+            drain_started: None,
+        }
+    }
+
+    /// An Event on this node.
+    fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
+        let uid = self.node.as_ref().and_then(|n| n.uid());
+        self.events
+            .publish(node_ref(&self.cfg.node, uid), type_, reason, action, note);
+    }
+
+    /// Events for what a write we made changed.
+    fn report_write(&self, before: &NodeView, after: &Node) {
+        let after = node_view(after);
+        let in_progress = |v: &NodeView| v.annotation(keys::REBOOT_IN_PROGRESS) == Some(keys::TRUE);
+        if in_progress(before) && !in_progress(&after) {
+            if after.annotation(keys::REBOOT_NEEDED) != Some(keys::TRUE) {
+                let from = before
+                    .annotation(keys::REBOOT_BOOT_ID)
+                    .filter(|b| !b.is_empty())
+                    .map(|b| format!(" (boot ID {b} -> {})", after.boot_id))
+                    .unwrap_or_default();
+                self.event(
+                    EventType::Normal,
+                    "BackFromReboot",
+                    "Reboot",
+                    format!("back from the reboot{from}; uncordoned if the agent had cordoned it"),
+                );
+            } else {
+                self.event(
+                    EventType::Normal,
+                    "RebootStopped",
+                    "Reboot",
+                    "the reboot was called off before it happened (the grant is gone); uncordoned if the agent had cordoned it".into(),
+                );
+            }
         }
     }
 
@@ -317,6 +390,7 @@ impl Agent {
             }
             watcher::Event::InitDone => {
                 self.listed = true;
+                self.cfg.metrics.set_synced(true);
                 match self.relist.take().flatten() {
                     Some(n) => {
                         self.offer(n);
@@ -384,6 +458,16 @@ impl Agent {
             AgentStep::Drain => {
                 if drain.is_none() {
                     info!(node = %view.name, grace_period_s = self.cfg.grace_period.as_secs_f64(), "draining");
+                    self.drain_started = Some(Instant::now());
+                    self.event(
+                        EventType::Normal,
+                        "DrainStarted",
+                        "Drain",
+                        format!(
+                            "cordoned; evicting the pods (--grace-period {}s)",
+                            self.cfg.grace_period.as_secs()
+                        ),
+                    );
                     let client = self.client.clone();
                     let opts = self.cfg.drain_options();
                     *drain = Some(Box::pin(async move { drain::drain(client, &opts).await }));
@@ -404,6 +488,7 @@ impl Agent {
         match self.write(p, node.resource_version().as_deref()).await {
             Ok(n) => {
                 self.api_backoff.reset();
+                self.report_write(&node_view(node), &n);
                 self.node = Some(n);
                 Flow::Again
             }
@@ -477,6 +562,17 @@ impl Agent {
             self.record_reboot_error(&view, &msg).await;
         }
         info!(node = %view.name, boot_id = %view.boot_id, "rebooting");
+        self.event(
+            EventType::Normal,
+            "Rebooting",
+            "Reboot",
+            format!(
+                "drained; rebooting through logind (boot ID {})",
+                view.boot_id
+            ),
+        );
+        // Give the Events so far a moment to be written before the machine goes down.
+        self.events.flush(Duration::from_secs(2)).await;
         match host.reboot().await {
             Ok(()) => {
                 info!(node = %view.name, "logind accepted the reboot; waiting to go down");
@@ -496,6 +592,12 @@ impl Agent {
 
     /// Writes `reboot-error` (informational: no resourceVersion precondition).
     async fn record_reboot_error(&mut self, view: &NodeView, error: &str) {
+        self.event(
+            EventType::Warning,
+            "RebootFailed",
+            "Reboot",
+            format!("the reboot did not happen: {error}; retrying"),
+        );
         let p = reboot_failed(view, error, Utc::now());
         match self.write(&p, None).await {
             Ok(n) => self.node = Some(n),
@@ -515,6 +617,24 @@ impl Agent {
                     skipped = summary.skipped.len(),
                     "drain finished"
                 );
+                let took = self.drain_started.take().map(|t| t.elapsed());
+                if let Some(d) = took {
+                    self.cfg.metrics.drained(d);
+                }
+                self.event(
+                    EventType::Normal,
+                    "DrainFinished",
+                    "Drain",
+                    format!(
+                        "drained{}: {} pods evicted, {} deleted, {} waited for, {} left alone",
+                        took.map(|d| format!(" in {}s", d.as_secs()))
+                            .unwrap_or_default(),
+                        summary.evicted.len(),
+                        summary.deleted.len(),
+                        summary.waited.len(),
+                        summary.skipped.len()
+                    ),
+                );
                 self.drained = true;
                 return;
             }
@@ -522,6 +642,17 @@ impl Agent {
         };
         let reason = e.to_string();
         warn!(node = %self.cfg.node, error = %reason, "drain failed");
+        self.drain_started = None;
+        self.cfg.metrics.drain_failed(e.reason());
+        self.event(
+            EventType::Warning,
+            "DrainFailed",
+            "Drain",
+            format!(
+                "{reason} (--drain-timeout-action={})",
+                self.cfg.drain_timeout_action
+            ),
+        );
         for _ in 0..8 {
             let Some(node) = self.node.clone() else {
                 return;
@@ -570,9 +701,16 @@ impl Agent {
         }
     }
 
-    fn stop_drain(&self, drain: &mut Option<DrainFuture>, why: &str) {
+    fn stop_drain(&mut self, drain: &mut Option<DrainFuture>, why: &str) {
         if drain.take().is_some() {
             info!(node = %self.cfg.node, "drain stopped: {why}");
+            self.drain_started = None;
+            self.event(
+                EventType::Normal,
+                "DrainStopped",
+                "Drain",
+                format!("drain stopped: {why}"),
+            );
         }
     }
 

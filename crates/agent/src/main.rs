@@ -40,7 +40,8 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // Fields at the top level, as update-operator's.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
 
@@ -62,6 +63,7 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
     cfg.force_drain = args.force_drain;
     cfg.drain_timeout_action = args.drain_timeout_action;
     cfg.host_info = host_info;
+    cfg.metrics_address = args.metrics_address.0;
 
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();

@@ -1,10 +1,11 @@
 //! fluoctl: the command line for people.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+mod demo;
+mod svg;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -19,65 +20,60 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve an in-process Kubernetes API with simulated Flatcar nodes, until interrupted.
-    Sandbox(SandboxArgs),
+    /// Watch a whole rollout: a simulated cluster with the real update-operator and one real
+    /// update-agent per node, an update offered to every node, live progress, a summary.
+    #[command(
+        long_about = "Runs a simulated cluster in-process (an in-process Kubernetes API server with \
+                      simulated Flatcar nodes and workloads guarded by PodDisruptionBudgets), the \
+                      real update-operator and one real update-agent per node (restarted when its \
+                      node reboots), offers an update to every node and shows the rollout live \
+                      until every node is updated; then a summary: wall time against the \
+                      physical limit, the most nodes unavailable at once, and violations. \
+                      The operator's own flags are passed through unchanged. \
+                      kubectl can watch: see --listen."
+    )]
+    Sandbox(Box<demo::SandboxArgs>),
 }
 
-#[derive(clap::Args)]
-struct SandboxArgs {
-    /// Number of simulated nodes.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    nodes: u32,
-    /// Workload pods per node (Deployments guarded by PodDisruptionBudgets).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=100))]
-    pods_per_node: u32,
-    /// Address the API server listens on (plain HTTP), e.g. 127.0.0.1:8080. Port 0 picks one.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
+/// The command line, with the operator's flags that make no sense in the sandbox hidden.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("sandbox", demo::adjust_command)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    let matches = command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fluoctl: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match cli.command {
-        Command::Sandbox(args) => sandbox(args).await,
+        Command::Sandbox(args) => {
+            let sub = matches
+                .subcommand_matches("sandbox")
+                .expect("the sandbox subcommand matched");
+            runtime.block_on(demo::run(*args, sub))
+        }
     }
 }
 
-async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
-    let sb = sandbox::Sandbox::start(sandbox::Options {
-        listen: args.listen,
-        ..Default::default()
-    })
-    .await
-    .context("starting the sandbox")?;
-    let width = args.nodes.to_string().len().max(2);
-    for i in 1..=args.nodes {
-        sb.add_node(&format!("node-{i:0width$}"), &[])?;
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clap_definition_is_valid() {
+        super::command().debug_assert();
     }
-    let total = args.nodes * args.pods_per_node;
-    // Workloads of 5 replicas each, so every PodDisruptionBudget (maxUnavailable 1) matters.
-    let mut left = total;
-    let mut n = 0;
-    while left > 0 {
-        let replicas = left.min(5);
-        n += 1;
-        sb.add_workload("demo", &format!("web-{n}"), replicas, Some(1), 2)?;
-        left -= replicas;
-    }
-    sb.wait_pods_ready(Duration::from_secs(30)).await;
-    println!("sandbox API server: {}", sb.url());
-    println!("kubeconfig: {}", sb.kubeconfig_path().display());
-    println!(
-        "look at it with:\n  kubectl --server {} get nodes\n  kubectl --kubeconfig {} get pods -A",
-        sb.url(),
-        sb.kubeconfig_path().display()
-    );
-    println!("press Ctrl-C to stop");
-    tokio::signal::ctrl_c().await?;
-    Ok(())
 }

@@ -8,8 +8,12 @@ use std::path::PathBuf;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
-use protocol::operator::{MaxRebooting, OperatorConfig, parse_annotation_list};
-use protocol::window::RebootWindow;
+use protocol::operator::{
+    DEFAULT_ZONE_LABEL, MAX_PER_ZONE_FLAG, MaxRebooting, OperatorConfig, parse_annotation_list,
+};
+use protocol::schedule::{Schedule, split_windows};
+use protocol::selector::LabelSelector;
+use protocol::window::{RebootWindow, parse_go_duration};
 
 use crate::{Config, DEFAULT_LEASE_NAME};
 
@@ -74,6 +78,71 @@ pub struct Args {
     )]
     pub max_rebooting_nodes: String,
 
+    /// A reboot window in --reboot-window-timezone, repeatable: '[DAYS ]HH:MM-HH:MM', e.g. 'Mon-Fri 02:00-05:00', 'Sat,Sun 00:00-08:00', '22:00-02:00' (crosses midnight); several may be separated by ';'. Not together with --reboot-window-start/--reboot-window-length.
+    #[arg(long, env = "UPDATE_OPERATOR_REBOOT_WINDOW", value_name = "WINDOW", allow_hyphen_values = true, action = clap::ArgAction::Append)]
+    pub reboot_window: Vec<String>,
+
+    /// IANA time zone of --reboot-window (wall-clock time, DST-aware), e.g. 'Europe/Berlin'.
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_REBOOT_WINDOW_TIMEZONE",
+        value_name = "TZ",
+        default_value = "UTC",
+        allow_hyphen_values = true
+    )]
+    pub reboot_window_timezone: String,
+
+    /// How many nodes of one zone may reboot at once, on top of --max-rebooting-nodes: a count ('1') or a percentage of the zone's nodes ('25%', at least 1). Unlimited if not given.
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_MAX_REBOOTING_NODES_PER_ZONE",
+        value_name = "N|P%",
+        allow_hyphen_values = true
+    )]
+    pub max_rebooting_nodes_per_zone: Option<String>,
+
+    /// The node label naming a node's zone; nodes without it form one zone of their own.
+    #[arg(long, env = "UPDATE_OPERATOR_ZONE_LABEL", value_name = "LABEL", default_value = DEFAULT_ZONE_LABEL, allow_hyphen_values = true)]
+    pub zone_label: String,
+
+    /// Manage only the nodes matching this label selector (kubectl -l syntax, e.g. 'role=worker,zone in (a,b)'); others are ignored.
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_NODE_SELECTOR",
+        value_name = "SELECTOR",
+        allow_hyphen_values = true
+    )]
+    pub node_selector: Option<String>,
+
+    /// Wait at least this long between two picks and after each release, e.g. '15m' (0 = no wait).
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_MIN_REBOOT_INTERVAL",
+        value_name = "DURATION",
+        default_value = "0s",
+        allow_hyphen_values = true
+    )]
+    pub min_reboot_interval: String,
+
+    /// A granted node not back (rebooted, Ready, after-reboot hooks done) this long after its grant is marked stuck and reported; it keeps its slot.
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_REBOOT_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30m",
+        allow_hyphen_values = true
+    )]
+    pub reboot_timeout: String,
+
+    /// Pods matching this label selector block the reboot of the node they run on (e.g. 'app=backup').
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_BLOCKING_POD_SELECTOR",
+        value_name = "SELECTOR",
+        allow_hyphen_values = true
+    )]
+    pub blocking_pod_selector: Option<String>,
+
     /// Name of the leader election Lease (FLUO's lock name by default).
     #[arg(long, env = "UPDATE_OPERATOR_LEASE_NAME", value_name = "NAME", default_value = DEFAULT_LEASE_NAME, allow_hyphen_values = true)]
     pub lease_name: String,
@@ -86,6 +155,20 @@ pub struct Args {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+
+    /// Where to serve /metrics (Prometheus), /healthz and /readyz: IP:PORT or :PORT; '' or 'off' disables.
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_METRICS_ADDRESS",
+        value_name = "ADDR",
+        default_value = telemetry::DEFAULT_METRICS_ADDRESS,
+        value_parser = |s: &str| s.parse::<telemetry::MetricsAddress>()
+    )]
+    pub metrics_address: telemetry::MetricsAddress,
+
+    /// POST a JSON notification ({event, node, reason, time}) to this http(s) URL when a node is granted a reboot, starts rebooting, is back, or is stuck.
+    #[arg(long, env = "UPDATE_OPERATOR_NOTIFY_URL", value_name = "URL")]
+    pub notify_url: Option<String>,
 
     /// Namespace of the Lease; required (set POD_NAMESPACE from the pod's metadata.namespace).
     #[arg(long = "namespace", env = "POD_NAMESPACE", value_name = "NAMESPACE")]
@@ -115,8 +198,18 @@ const LONG_FLAGS: &[&str] = &[
     "before-reboot-annotations",
     "after-reboot-annotations",
     "max-rebooting-nodes",
+    "reboot-window",
+    "reboot-window-timezone",
+    "max-rebooting-nodes-per-zone",
+    "zone-label",
+    "node-selector",
+    "min-reboot-interval",
+    "reboot-timeout",
+    "blocking-pod-selector",
     "lease-name",
     "log-format",
+    "metrics-address",
+    "notify-url",
     "namespace",
     "version",
     "help",
@@ -261,6 +354,128 @@ impl Args {
             };
             FlagError(format!("{e}{}", source_note(m, id, env)))
         })?;
+        let windows = Schedule::from_flags(&self.reboot_window, &self.reboot_window_timezone)
+            .map_err(|e| {
+                let (id, env) = if e.flag() == protocol::schedule::WINDOW_FLAG {
+                    ("reboot_window", "UPDATE_OPERATOR_REBOOT_WINDOW")
+                } else {
+                    (
+                        "reboot_window_timezone",
+                        "UPDATE_OPERATOR_REBOOT_WINDOW_TIMEZONE",
+                    )
+                };
+                FlagError(format!("{e}{}", source_note(m, id, env)))
+            })?;
+        let fluo_window_given = [&self.reboot_window_start, &self.reboot_window_length]
+            .iter()
+            .any(|v| v.as_deref().is_some_and(|v| !v.trim().is_empty()));
+        if windows.is_some() && fluo_window_given {
+            return Err(FlagError(
+                "--reboot-window: cannot be combined with --reboot-window-start/--reboot-window-length \
+                 (FLUO's single UTC window); give one kind or the other"
+                    .into(),
+            ));
+        }
+        let tz_given = matches!(
+            m.value_source("reboot_window_timezone"),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if tz_given && windows.is_none() && fluo_window_given {
+            return Err(FlagError(format!(
+                "--reboot-window-timezone: applies to --reboot-window only; \
+                 --reboot-window-start/--reboot-window-length are in UTC as in FLUO{}",
+                source_note(
+                    m,
+                    "reboot_window_timezone",
+                    "UPDATE_OPERATOR_REBOOT_WINDOW_TIMEZONE"
+                )
+            )));
+        }
+        if !self.reboot_window.is_empty() && split_windows(&self.reboot_window).is_empty() {
+            return Err(FlagError(format!(
+                "--reboot-window: empty value{}",
+                source_note(m, "reboot_window", "UPDATE_OPERATOR_REBOOT_WINDOW")
+            )));
+        }
+        let max_rebooting_per_zone = self
+            .max_rebooting_nodes_per_zone
+            .as_deref()
+            .map(|v| {
+                MaxRebooting::parse_flag(v, MAX_PER_ZONE_FLAG).map_err(|e| {
+                    FlagError(format!(
+                        "{e}{}",
+                        source_note(
+                            m,
+                            "max_rebooting_nodes_per_zone",
+                            "UPDATE_OPERATOR_MAX_REBOOTING_NODES_PER_ZONE"
+                        )
+                    ))
+                })
+            })
+            .transpose()?;
+        let zone_label = self.zone_label.trim().to_string();
+        check_qualified_name(&zone_label).map_err(|e| {
+            FlagError(format!(
+                "--zone-label: invalid label {zone_label:?}{}: {e}",
+                source_note(m, "zone_label", "UPDATE_OPERATOR_ZONE_LABEL")
+            ))
+        })?;
+        let selector = |flag: &str, id: &str, env: &str, v: &Option<String>| match v
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            None => Ok(None),
+            Some(v) => LabelSelector::parse(v)
+                .map(Some)
+                .map_err(|e| FlagError(format!("{flag}: {e}{}", source_note(m, id, env)))),
+        };
+        let node_selector = selector(
+            "--node-selector",
+            "node_selector",
+            "UPDATE_OPERATOR_NODE_SELECTOR",
+            &self.node_selector,
+        )?;
+        let blocking_pod_selector = selector(
+            "--blocking-pod-selector",
+            "blocking_pod_selector",
+            "UPDATE_OPERATOR_BLOCKING_POD_SELECTOR",
+            &self.blocking_pod_selector,
+        )?;
+        let duration = |flag: &str, id: &str, env: &str, v: &str, positive: bool| {
+            let d = parse_go_duration(v.trim()).map_err(|e| {
+                FlagError(format!(
+                    "{flag}: invalid value {v:?}{}: {e}",
+                    source_note(m, id, env)
+                ))
+            })?;
+            if d < chrono::TimeDelta::zero() || (positive && d.is_zero()) {
+                return Err(FlagError(format!(
+                    "{flag}: invalid value {v:?}{}: must be {}",
+                    source_note(m, id, env),
+                    if positive {
+                        "positive"
+                    } else {
+                        "zero or positive"
+                    }
+                )));
+            }
+            Ok(d)
+        };
+        let min_reboot_interval = duration(
+            "--min-reboot-interval",
+            "min_reboot_interval",
+            "UPDATE_OPERATOR_MIN_REBOOT_INTERVAL",
+            &self.min_reboot_interval,
+            false,
+        )?;
+        let reboot_timeout = duration(
+            "--reboot-timeout",
+            "reboot_timeout",
+            "UPDATE_OPERATOR_REBOOT_TIMEOUT",
+            &self.reboot_timeout,
+            true,
+        )?;
         let max_rebooting: MaxRebooting = self.max_rebooting_nodes.parse().map_err(|e| {
             FlagError(format!(
                 "{e}{}",
@@ -332,9 +547,26 @@ impl Args {
                 window,
                 before_reboot_annotations,
                 after_reboot_annotations,
+                windows,
+                max_rebooting_per_zone,
+                zone_label,
+                node_selector,
+                min_reboot_interval,
+                reboot_timeout,
             },
         );
         config.lease_name = lease_name;
+        config.metrics_address = self.metrics_address.0;
+        config.notify = match self.notify_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => Some(crate::notify::NotifyConfig::new(url).map_err(|e| {
+                FlagError(format!(
+                    "--notify-url: {e}{}",
+                    source_note(m, "notify_url", "UPDATE_OPERATOR_NOTIFY_URL")
+                ))
+            })?),
+        };
+        config.blocking_pod_selector = blocking_pod_selector;
         Ok(Settings {
             kubeconfig,
             log_format: self.log_format,

@@ -418,6 +418,12 @@ where
                             leadership.renewed(t0, &timing);
                             next_renew = Instant::now() + timing.retry_period;
                         }
+                        // A 409 while we still held it: someone else wrote the Lease
+                        // (e.g. an admin annotating it `paused`); read it again soon.
+                        Ok(Ok(Attempt::Other(h))) if h == elector.identity => {
+                            debug!(lease = %elector.name, "the lease changed under our renewal; retrying");
+                            next_renew = Instant::now() + (timing.retry_period / 4).max(Duration::from_millis(50));
+                        }
                         Ok(Ok(Attempt::Other(_))) => break TermEnd::Lost("the lease is held by another replica"),
                         Ok(Err(e)) => {
                             warn!(lease = %elector.name, error = %e, "cannot renew the lease; retrying until the renew deadline");

@@ -9,7 +9,11 @@
 
 pub mod cli;
 pub mod convert;
+mod events;
+pub mod inputs;
 pub mod lease;
+pub mod metrics;
+pub mod notify;
 mod reconcile;
 
 use std::sync::Arc;
@@ -42,6 +46,15 @@ pub struct Config {
     pub lease: LeaseTiming,
     /// Field manager of our patches and Lease writes.
     pub field_manager: String,
+    /// This replica's metrics (its own registry): clone it before [`run`] to read them.
+    pub metrics: metrics::Metrics,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here while [`run`] runs
+    /// (`--metrics-address`; port 0 picks one, see [`metrics::Metrics::listening`]).
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// `--notify-url`: webhook notifications of grants, reboots, returns and stuck nodes.
+    pub notify: Option<notify::NotifyConfig>,
+    /// `--blocking-pod-selector`: pods matching it block their node's grant.
+    pub blocking_pod_selector: Option<protocol::selector::LabelSelector>,
 }
 
 impl Config {
@@ -55,6 +68,10 @@ impl Config {
             identity: default_identity(),
             lease: LeaseTiming::default(),
             field_manager: FIELD_MANAGER.to_string(),
+            metrics: metrics::Metrics::new(),
+            metrics_address: None,
+            notify: None,
+            blocking_pod_selector: None,
         }
     }
 
@@ -108,10 +125,71 @@ pub async fn run(
         lease = %format!("{}/{}", cfg.namespace, cfg.lease_name),
         max_rebooting_nodes = %cfg.operator.max_rebooting,
         reboot_window = %cfg.operator.window.map_or_else(|| "always open".to_string(), |w| w.to_string()),
+        reboot_windows = %cfg.operator.windows.as_ref().map_or_else(|| "none".to_string(), |s| s.to_string()),
+        max_rebooting_nodes_per_zone = %cfg.operator.max_rebooting_per_zone.map_or_else(|| "unlimited".to_string(), |m| m.to_string()),
+        zone_label = %cfg.operator.zone_label,
+        node_selector = %cfg.operator.node_selector.as_ref().map_or_else(|| "all nodes".to_string(), |s| s.to_string()),
+        min_reboot_interval = %protocol::window::format_go_duration(cfg.operator.min_reboot_interval),
+        reboot_timeout = %protocol::window::format_go_duration(cfg.operator.reboot_timeout),
+        blocking_pod_selector = %cfg.blocking_pod_selector.as_ref().map_or_else(|| "none".to_string(), |s| s.to_string()),
         before_reboot_annotations = ?cfg.operator.before_reboot_annotations,
         after_reboot_annotations = ?cfg.operator.after_reboot_annotations,
         "update-operator starting"
     );
+    // Observability: API errors counted on every request, the HTTP endpoint, Events and
+    // notifications from bounded queues, all polled below next to the election.
+    let metrics = cfg.metrics.clone();
+    let client = metrics.api.instrument(client);
+    let server = match cfg.metrics_address {
+        Some(addr) => {
+            let (local, serve) =
+                telemetry::server::bind(addr, metrics.registry(), ready_check(&cfg)).await?;
+            metrics.set_listening(local);
+            Some(serve)
+        }
+        None => None,
+    };
+    let (events, event_driver) = telemetry::events::channel(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: Some(cfg.identity.clone()),
+        },
+        1024,
+    );
+    let notifier = cfg
+        .notify
+        .clone()
+        .map(|n| notify::Notifier::new(n, metrics.clone()));
+    let reporter = Arc::new(events::Reporter {
+        events,
+        notifier: notifier.clone(),
+        metrics: metrics.clone(),
+        lease: k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("coordination.k8s.io/v1".into()),
+            kind: Some("Lease".into()),
+            namespace: Some(cfg.namespace.clone()),
+            name: Some(cfg.lease_name.clone()),
+            ..Default::default()
+        },
+        identity: cfg.identity.clone(),
+    });
+    let background = async move {
+        let serve = async {
+            match server {
+                Some(s) => s.await,
+                None => std::future::pending().await,
+            }
+        };
+        let notify = async {
+            match notifier {
+                Some(n) => n.run().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::join!(serve, event_driver.run(), notify);
+    };
+
     let elector = lease::Elector::new(
         client.clone(),
         &cfg.namespace,
@@ -121,8 +199,29 @@ pub async fn run(
         &cfg.field_manager,
     );
     let cfg = Arc::new(cfg);
-    lease::run_elected(elector, shutdown, move |leadership| {
-        reconcile::lead(client.clone(), cfg.clone(), leadership)
+    let elected = lease::run_elected(elector, shutdown, move |leadership| {
+        reconcile::lead(client.clone(), cfg.clone(), leadership, reporter.clone())
+    });
+    tokio::select! {
+        r = elected => r,
+        () = background => Err(anyhow::anyhow!("the observability tasks ended unexpectedly")),
+    }
+}
+
+/// `/readyz`: ready while the API server answers (every replica talks to it at least every
+/// leader election retry period), whether or not this replica leads. So a rolling update
+/// of a single-replica Deployment can complete while the old pod still leads.
+fn ready_check(cfg: &Config) -> telemetry::server::ReadyCheck {
+    let api = cfg.metrics.api.clone();
+    let within = (cfg.lease.lease_duration * 2).max(std::time::Duration::from_secs(30));
+    Arc::new(move || {
+        if api.answered_within(within) {
+            Ok(())
+        } else {
+            Err(format!(
+                "no good answer from the Kubernetes API server in the last {}s",
+                within.as_secs()
+            ))
+        }
     })
-    .await
 }

@@ -26,7 +26,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 use protocol::node::NodeView;
-use protocol::operator::{Decision, decide};
+use protocol::operator::{ClusterInputs, Decision, decide_with};
 use protocol::patch::NodePatch;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -34,6 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::Config;
 use crate::convert::node_view;
+use crate::events::{Observer, Reporter};
 use crate::lease::Leadership;
 
 /// How often the cached nodes are decided on again even without events (no
@@ -69,10 +70,12 @@ struct RoundResult {
     not_leader: bool,
 }
 
-/// Logs each node's malformed values once (again only when the message changes).
+/// Logs each node's malformed values once (again only when the message
+/// changes), and likewise stuck nodes.
 #[derive(Default)]
 struct ProblemLog {
     logged: HashMap<String, String>,
+    stuck: HashMap<String, String>,
 }
 
 impl ProblemLog {
@@ -92,6 +95,22 @@ impl ProblemLog {
             }
         }
         self.logged = now;
+        let stuck: HashMap<String, String> = decision
+            .stuck
+            .iter()
+            .map(|s| (s.node.clone(), s.reason.clone()))
+            .collect();
+        for st in &decision.stuck {
+            if self.stuck.get(&st.node) != Some(&st.reason) {
+                warn!(node = %st.node, since = %protocol::node::format_time(st.since), reason = %st.reason, "node is stuck: it keeps its reboot slot until it comes back (or is deleted)");
+            }
+        }
+        for node in self.stuck.keys() {
+            if !stuck.contains_key(node) {
+                info!(node = %node, "node is no longer stuck");
+            }
+        }
+        self.stuck = stuck;
     }
 }
 
@@ -285,6 +304,7 @@ async fn apply_phase(
 }
 
 /// Decides once on the current view and applies the patches.
+#[allow(clippy::too_many_arguments)]
 async fn round(
     api: &Api<Node>,
     params: &PatchParams,
@@ -293,12 +313,17 @@ async fn round(
     cached: Vec<Arc<Node>>,
     overlay: &mut Overlay,
     problems: &mut ProblemLog,
+    observer: &mut Observer,
+    inputs: &ClusterInputs,
 ) -> (RoundResult, Option<chrono::DateTime<Utc>>) {
     let (_, current) = overlay.views(&cached);
     let unresolved = overlay.resolve(api, &current).await;
     let (views, nodes) = overlay.views(&cached);
-    let decision = decide(&views, &cfg.operator, Utc::now());
+    let now = Utc::now();
+    let decision = decide_with(&views, &cfg.operator, inputs, now);
     problems.update(&decision);
+    // Events, notifications and node metrics (never waits).
+    observer.observe(&views, &nodes, &decision, &cfg.operator, inputs, now);
     let mut result = RoundResult {
         failed: unresolved,
         ..Default::default()
@@ -355,7 +380,10 @@ pub(crate) async fn lead(
     client: kube::Client,
     cfg: Arc<Config>,
     leadership: Leadership,
+    reporter: Arc<Reporter>,
 ) -> anyhow::Result<()> {
+    // Leader gauge and election Event now; the leader's gauges are zeroed when it drops.
+    let mut observer = Observer::new(reporter);
     let api: Api<Node> = Api::all(client);
     let params = PatchParams {
         field_manager: Some(cfg.field_manager.clone()),
@@ -363,10 +391,15 @@ pub(crate) async fn lead(
     };
     let (reader, writer) = reflector::store::<Node>();
     let changed = Arc::new(Notify::new());
+    // Only the managed nodes (the decision filters them again).
+    let node_watch = match &cfg.operator.node_selector {
+        Some(sel) => watcher::Config::default().labels(&sel.to_string()),
+        None => watcher::Config::default(),
+    };
+    let inputs = crate::inputs::Inputs::start(&api.clone().into_client(), &cfg, changed.clone());
     let events = {
         let changed = changed.clone();
-        let stream =
-            reflector(writer, watcher(api.clone(), watcher::Config::default())).default_backoff();
+        let stream = reflector(writer, watcher(api.clone(), node_watch)).default_backoff();
         async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(ev) = stream.next().await {
@@ -383,6 +416,10 @@ pub(crate) async fn lead(
     tokio::select! {
         _ = leadership.cancelled() => return Ok(()),
         r = reader.wait_until_ready() => r.map_err(|e| anyhow::anyhow!("node reflector stopped: {e}"))?,
+    }
+    tokio::select! {
+        _ = leadership.cancelled() => return Ok(()),
+        r = inputs.wait_until_ready() => r?,
     }
     info!(nodes = reader.len(), "watching nodes; deciding");
 
@@ -401,6 +438,8 @@ pub(crate) async fn lead(
             reader.state(),
             &mut overlay,
             &mut problems,
+            &mut observer,
+            &inputs.current(),
         )
         .await;
         let mut wake = Instant::now() + RESYNC;

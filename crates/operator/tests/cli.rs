@@ -212,7 +212,13 @@ async fn the_binary_leads_acts_and_releases_on_sigterm() {
     let admin = sb.client_as("admin").unwrap();
     let kubeconfig = sb.kubeconfig_path();
     let mut command = tokio::process::Command::from(cmd(
-        &["--max-rebooting-nodes", "1", "--log-format", "json"],
+        &[
+            "--max-rebooting-nodes",
+            "1",
+            "--log-format",
+            "json",
+            "--metrics-address=off",
+        ],
         &[
             ("POD_NAMESPACE", NAMESPACE),
             ("UPDATE_OPERATOR_KUBECONFIG", kubeconfig.to_str().unwrap()),

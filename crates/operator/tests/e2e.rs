@@ -1,12 +1,12 @@
 //! End to end on the sandbox: the real operator and the real agent (one per
-//! simulated node, restarted across reboots by `common::agents::Fleet`).
+//! simulated node, restarted across reboots by `fleet::Fleet`).
 
 mod common;
 
 use std::time::Duration;
 
-use common::agents::{Fleet, agent_config};
 use common::*;
+use fleet::{Fleet, agent_config};
 use protocol::keys;
 
 const E2E_PATIENCE: Duration = Duration::from_secs(90);

@@ -101,6 +101,42 @@ key!(
     GRANTED_AT = "granted-at"
 );
 
+key!(
+    /// Annotation, operator (ours): RFC3339 instant at which the operator first
+    /// saw `reboot-needed=true` on the node; nodes waiting longest go first.
+    /// Removed when `reboot-needed` is no longer true.
+    REBOOT_NEEDED_SINCE = "reboot-needed-since"
+);
+key!(
+    /// Annotation, operator (ours): how many grants in a row ended in a failed
+    /// drain (decimal). Sets the exponential backoff; removed after a
+    /// successful reboot.
+    REBOOT_FAILURES = "reboot-failures"
+);
+key!(
+    /// Annotation, operator (ours): `<RFC3339 time> <reason>`: the node holds a
+    /// grant but did not come back Ready within `--reboot-timeout`. Removed
+    /// when it comes back.
+    STUCK_SINCE = "stuck-since"
+);
+key!(
+    /// Annotation, operator (ours): RFC3339 instant at which the node was last
+    /// picked (labelled `before-reboot`, or granted directly). Kept as
+    /// history: `--min-reboot-interval` counts from the latest one.
+    PICKED_AT = "picked-at"
+);
+key!(
+    /// Annotation, operator (ours): RFC3339 instant at which the node's slot
+    /// was last released after a reboot. Kept as history:
+    /// `--min-reboot-interval` counts from the latest one.
+    RELEASED_AT = "released-at"
+);
+key!(
+    /// Annotation on the operator's Lease, set by an admin (ours): `"true"`
+    /// stops every new pick and grant in the cluster.
+    PAUSED = "paused"
+);
+
 /// FLUO's keys, in the table order of PROTOCOL.md.
 pub const FLUO_KEYS: [&str; 13] = [
     REBOOT_NEEDED,
@@ -119,12 +155,18 @@ pub const FLUO_KEYS: [&str; 13] = [
 ];
 
 /// The keys this project adds.
-pub const OUR_KEYS: [&str; 5] = [
+pub const OUR_KEYS: [&str; 11] = [
     REBOOT_BOOT_ID,
     DRAIN_FAILURE,
     REBOOT_ERROR,
     GRANT_EXPIRES,
     GRANTED_AT,
+    REBOOT_NEEDED_SINCE,
+    REBOOT_FAILURES,
+    STUCK_SINCE,
+    PICKED_AT,
+    RELEASED_AT,
+    PAUSED,
 ];
 
 #[cfg(test)]

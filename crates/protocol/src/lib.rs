@@ -11,11 +11,16 @@
 //! protocol and the state machine.
 
 pub mod agent;
+pub mod blockers;
 pub mod hostinfo;
+#[cfg(feature = "k8s")]
+pub mod k8s;
 pub mod keys;
 pub mod node;
 pub mod operator;
 pub mod patch;
+pub mod schedule;
+pub mod selector;
 pub mod update_engine;
 pub mod window;
 

@@ -157,6 +157,16 @@ pub struct NodeState {
     pub drain_failure: Option<DrainFailure>,
     /// Annotation `reboot-error` (free text).
     pub reboot_error: Option<String>,
+    /// Annotation `reboot-needed-since`.
+    pub reboot_needed_since: Option<DateTime<Utc>>,
+    /// Annotation `reboot-failures` (absent = 0).
+    pub reboot_failures: u32,
+    /// Annotation `stuck-since` (time and reason).
+    pub stuck_since: Option<DrainFailure>,
+    /// Annotation `picked-at`.
+    pub picked_at: Option<DateTime<Utc>>,
+    /// Annotation `released-at`.
+    pub released_at: Option<DateTime<Utc>>,
 }
 
 fn parse_bool(view: &NodeView, kind: KeyKind, key: &'static str) -> Result<bool, ParseError> {
@@ -195,29 +205,45 @@ impl NodeState {
     /// `"true"` or `"false"` (absent = false); anything else is an error
     /// naming the key and value, never taken as true. `granted-at` and
     /// `grant-expires` must be RFC3339; `drain-failure` must start with an
-    /// RFC3339 time.
+    /// RFC3339 time; so must `stuck-since`. `reboot-needed-since`,
+    /// `picked-at` and `released-at` must be RFC3339, `reboot-failures` a
+    /// decimal count.
     pub fn parse(view: &NodeView) -> Result<NodeState, ParseError> {
         use KeyKind::{Annotation as A, Label as L};
-        let drain_failure = match view.annotation(keys::DRAIN_FAILURE) {
-            None => None,
+        let timestamped = |key: &'static str| match view.annotation(key) {
+            None => Ok(None),
             Some(v) => {
                 let (t, reason) = v.split_once(' ').unwrap_or((v, ""));
                 match parse_time(t) {
-                    Some(at) => Some(DrainFailure {
+                    Some(at) => Ok(Some(DrainFailure {
                         at,
                         reason: reason.to_string(),
+                    })),
+                    None => Err(ParseError {
+                        node: view.name.clone(),
+                        kind: A,
+                        key: key.to_string(),
+                        value: v.to_string(),
+                        expected: "\"<RFC3339 time> <reason>\"",
                     }),
-                    None => {
-                        return Err(ParseError {
-                            node: view.name.clone(),
-                            kind: A,
-                            key: keys::DRAIN_FAILURE.to_string(),
-                            value: v.to_string(),
-                            expected: "\"<RFC3339 time> <reason>\"",
-                        });
-                    }
                 }
             }
+        };
+        let drain_failure = timestamped(keys::DRAIN_FAILURE)?;
+        let stuck_since = timestamped(keys::STUCK_SINCE)?;
+        let reboot_failures = match view.annotation(keys::REBOOT_FAILURES) {
+            None => 0,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|_| !v.starts_with('+'))
+                .ok_or_else(|| ParseError {
+                    node: view.name.clone(),
+                    kind: A,
+                    key: keys::REBOOT_FAILURES.to_string(),
+                    value: v.to_string(),
+                    expected: "a decimal count",
+                })?,
         };
         Ok(NodeState {
             name: view.name.clone(),
@@ -239,6 +265,11 @@ impl NodeState {
             grant_expires: parse_time_key(view, keys::GRANT_EXPIRES)?,
             drain_failure,
             reboot_error: view.annotation(keys::REBOOT_ERROR).map(str::to_string),
+            reboot_needed_since: parse_time_key(view, keys::REBOOT_NEEDED_SINCE)?,
+            reboot_failures,
+            stuck_since,
+            picked_at: parse_time_key(view, keys::PICKED_AT)?,
+            released_at: parse_time_key(view, keys::RELEASED_AT)?,
         })
     }
 

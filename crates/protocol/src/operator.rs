@@ -13,16 +13,37 @@ use std::str::FromStr;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::keys;
-use crate::node::{NodeState, NodeView, format_time};
+use crate::node::{NodeState, NodeView, format_time, format_timestamped};
 use crate::patch::NodePatch;
-use crate::window::RebootWindow;
+use crate::schedule::Schedule;
+use crate::selector::LabelSelector;
+use crate::window::{RebootWindow, format_go_duration};
 
 /// The flag's name.
 pub const MAX_REBOOTING_FLAG: &str = "--max-rebooting-nodes";
+/// The per-zone maximum's flag.
+pub const MAX_PER_ZONE_FLAG: &str = "--max-rebooting-nodes-per-zone";
+/// The label that names a node's zone, unless `--zone-label` says otherwise.
+pub const DEFAULT_ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+/// `--reboot-timeout`'s default.
+pub const DEFAULT_REBOOT_TIMEOUT: TimeDelta = TimeDelta::minutes(30);
 
 /// A node whose drain failed is not picked again before this much time has
-/// passed since the failure (and nodes without failures go first).
+/// passed since the failure, doubled for every further failure in a row
+/// ([`failure_backoff`]); nodes without failures go first.
 pub const DRAIN_RETRY_BACKOFF: TimeDelta = TimeDelta::minutes(10);
+/// The longest backoff after failures.
+pub const MAX_RETRY_BACKOFF: TimeDelta = TimeDelta::hours(6);
+
+/// How long a node waits after its `failures`-th failed drain in a row:
+/// 10 min, 20 min, 40 min, ... at most 6 h (0 failures counts as 1).
+pub fn failure_backoff(failures: u32) -> TimeDelta {
+    let doublings = failures.max(1) - 1;
+    if doublings >= 6 {
+        return MAX_RETRY_BACKOFF;
+    }
+    (DRAIN_RETRY_BACKOFF * (1i32 << doublings)).min(MAX_RETRY_BACKOFF)
+}
 
 /// How many nodes may hold a reboot slot at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,10 +62,12 @@ impl Default for MaxRebooting {
     }
 }
 
-/// A bad `--max-rebooting-nodes` value.
+/// A bad `--max-rebooting-nodes` (or `--max-rebooting-nodes-per-zone`) value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("--max-rebooting-nodes: invalid value {value:?}: {reason}")]
+#[error("{flag}: invalid value {value:?}: {reason}")]
 pub struct MaxRebootingError {
+    /// The flag.
+    pub flag: &'static str,
     /// The value given.
     pub value: String,
     /// What is wrong.
@@ -55,7 +78,15 @@ impl FromStr for MaxRebooting {
     type Err = MaxRebootingError;
     /// `"2"` or `"25%"`; zero is rejected, and percentages above 100.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MaxRebooting::parse_flag(s, MAX_REBOOTING_FLAG)
+    }
+}
+
+impl MaxRebooting {
+    /// Parses `"2"` or `"25%"` as the value of `flag` (named in errors).
+    pub fn parse_flag(s: &str, flag: &'static str) -> Result<Self, MaxRebootingError> {
         let err = |reason| MaxRebootingError {
+            flag,
             value: s.to_string(),
             reason,
         };
@@ -104,16 +135,137 @@ impl MaxRebooting {
 }
 
 /// The operator's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorConfig {
     /// `--max-rebooting-nodes`.
     pub max_rebooting: MaxRebooting,
-    /// `--reboot-window-start` / `--reboot-window-length`; `None` = always open.
+    /// `--reboot-window-start` / `--reboot-window-length` (FLUO's, UTC).
     pub window: Option<RebootWindow>,
     /// `--before-reboot-annotations`.
     pub before_reboot_annotations: Vec<String>,
     /// `--after-reboot-annotations`.
     pub after_reboot_annotations: Vec<String>,
+    /// `--reboot-window` / `--reboot-window-timezone`. With `window` as well
+    /// (the command line forbids it) both must be open. Neither = always open.
+    pub windows: Option<Schedule>,
+    /// `--max-rebooting-nodes-per-zone`, on top of the global maximum.
+    pub max_rebooting_per_zone: Option<MaxRebooting>,
+    /// `--zone-label`: the node label naming its zone; nodes without it
+    /// form one zone of their own.
+    pub zone_label: String,
+    /// `--node-selector`: only matching nodes are managed (and counted).
+    pub node_selector: Option<LabelSelector>,
+    /// `--min-reboot-interval`: between two picks, and after a release.
+    pub min_reboot_interval: TimeDelta,
+    /// `--reboot-timeout`: a granted node not back and released by then is
+    /// marked stuck.
+    pub reboot_timeout: TimeDelta,
+}
+
+impl Default for OperatorConfig {
+    /// FLUO's behaviour plus our defaults: one node, no window, no hooks,
+    /// zones by `topology.kubernetes.io/zone` (no per-zone maximum), every
+    /// node, no interval, 30 min reboot timeout.
+    fn default() -> Self {
+        OperatorConfig {
+            max_rebooting: MaxRebooting::default(),
+            window: None,
+            before_reboot_annotations: Vec::new(),
+            after_reboot_annotations: Vec::new(),
+            windows: None,
+            max_rebooting_per_zone: None,
+            zone_label: DEFAULT_ZONE_LABEL.to_string(),
+            node_selector: None,
+            min_reboot_interval: TimeDelta::zero(),
+            reboot_timeout: DEFAULT_REBOOT_TIMEOUT,
+        }
+    }
+}
+
+impl OperatorConfig {
+    /// Whether any reboot window is configured.
+    pub fn has_window(&self) -> bool {
+        self.window.is_some() || self.windows.is_some()
+    }
+
+    /// Whether new turns may start at `now` as far as windows go.
+    pub fn window_open(&self, now: DateTime<Utc>) -> bool {
+        self.window.is_none_or(|w| w.contains(now))
+            && self.windows.as_ref().is_none_or(|s| s.contains(now))
+    }
+
+    /// The end of the open window containing `now`: `None` if closed, or if
+    /// no window is configured, or open with no end in sight.
+    pub fn window_end(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if !self.window_open(now) {
+            return None;
+        }
+        let a = self.window.and_then(|w| w.current_end(now));
+        let b = self.windows.as_ref().and_then(|s| s.current_end(now));
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next instant a window opens or closes.
+    pub fn window_next_change(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let a = self.window.map(|w| w.next_change(now));
+        let b = self.windows.as_ref().and_then(|s| s.next_change(now));
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the operator manages this node (`--node-selector`).
+    pub fn manages(&self, view: &NodeView) -> bool {
+        self.node_selector
+            .as_ref()
+            .is_none_or(|s| s.matches(&view.labels))
+    }
+
+    /// The node's zone (`None`: the zone of nodes without the label).
+    pub fn zone_of<'a>(&self, view: &'a NodeView) -> Option<&'a str> {
+        view.label(&self.zone_label)
+    }
+}
+
+/// What the operator's shell observes besides the Nodes: changes to these
+/// come from the Lease, Pods and monitoring, and call for a new decision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterInputs {
+    /// Cluster-wide pause (`paused` annotation on the operator's Lease): no
+    /// new picks or grants, grants not started are withdrawn, reboots in
+    /// progress finish.
+    pub paused: bool,
+    /// Reasons that block every new grant (e.g. firing alerts); empty = none.
+    /// Acts like `paused`.
+    pub blockers: Vec<String>,
+    /// Per node name: why it must not get a grant now (e.g. blocking pods).
+    /// Such a node is not picked, loses a `before-reboot` label and a grant
+    /// it has not started.
+    pub node_blockers: BTreeMap<String, Vec<String>>,
+}
+
+impl ClusterInputs {
+    fn blocked(&self, node: &str) -> bool {
+        self.node_blockers.get(node).is_some_and(|b| !b.is_empty())
+    }
+}
+
+/// Reads the Lease's `paused` annotation: absent or `"false"` is not paused,
+/// `"true"` is; anything else is an error (the shell then pauses, the safe
+/// reading, and reports it).
+pub fn parse_pause(value: Option<&str>) -> Result<bool, String> {
+    match value {
+        None | Some(keys::FALSE) => Ok(false),
+        Some(keys::TRUE) => Ok(true),
+        Some(v) => Err(format!(
+            "annotation {} has malformed value {v:?} (expected \"true\" or \"false\"); treated as paused",
+            keys::PAUSED
+        )),
+    }
 }
 
 /// Splits a comma-separated hook annotation flag value (FLUO's format):
@@ -135,6 +287,18 @@ pub struct NodeProblem {
     pub message: String,
 }
 
+/// A node that holds a grant but did not come back Ready and get released
+/// within `--reboot-timeout` of its grant. It keeps its slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StuckNode {
+    /// The node's name.
+    pub node: String,
+    /// Since when it is marked stuck.
+    pub since: DateTime<Utc>,
+    /// Why (which phase it is stuck in).
+    pub reason: String,
+}
+
 /// What [`decide`] wants done.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Decision {
@@ -143,8 +307,12 @@ pub struct Decision {
     /// Nodes left alone because of malformed values.
     pub problems: Vec<NodeProblem>,
     /// When to run `decide` again even if no Node changes (window edges,
-    /// grant expiry, the end of a drain-failure backoff); always after `now`.
+    /// grant expiry, the end of a backoff or of `--min-reboot-interval`, a
+    /// reboot timeout); always after `now`.
     pub next_check: Option<DateTime<Utc>>,
+    /// Nodes stuck past `--reboot-timeout` (each also gets `stuck-since`),
+    /// sorted by name.
+    pub stuck: Vec<StuckNode>,
 }
 
 fn hooks_done(view: &NodeView, hooks: &[String]) -> bool {
@@ -184,59 +352,84 @@ fn grant(
     };
 }
 
-/// After-reboot hooks done (or none): release the slot.
-fn release(p: &mut NodePatch, view: &NodeView, cfg: &OperatorConfig) {
+/// Back, healthy, after-reboot hooks done (or none): release the slot; the
+/// cycle succeeded, so the failure count and any stuck mark go.
+fn release(p: &mut NodePatch, view: &NodeView, cfg: &OperatorConfig, now: DateTime<Utc>) {
     p.remove_label(keys::AFTER_REBOOT);
     remove_hooks(p, view, &cfg.after_reboot_annotations);
     withdraw(p);
+    p.set_annotation(keys::RELEASED_AT, format_time(now))
+        .remove_annotation(keys::REBOOT_FAILURES)
+        .remove_annotation(keys::STUCK_SINCE);
 }
 
 struct Ctx<'a> {
     cfg: &'a OperatorConfig,
+    inputs: &'a ClusterInputs,
     now: DateTime<Utc>,
     window_open: bool,
-    /// End of the open window (None: no window, or closed).
+    /// End of the open window (None: no window, or closed, or no end).
     window_end: Option<DateTime<Utc>>,
+    /// Paused or globally blocked: no new turns anywhere.
+    halted: bool,
 }
 
-/// FLUO's steps 1-4 plus our grant upkeep, for one parsed node.
+/// FLUO's steps 1-3 plus our grant upkeep and bookkeeping, for one parsed node.
 fn node_steps(s: &NodeState, view: &NodeView, c: &Ctx) -> NodePatch {
     let cfg = c.cfg;
     let mut p = NodePatch::new(&s.name);
+    let blocked = c.inputs.blocked(&s.name);
+    // A turn may start on this node now (window, pause, blockers).
+    let may_start = c.window_open && !c.halted && !blocked;
+    // Since when it needs a reboot (longest waiting goes first).
+    if s.reboot_needed {
+        if s.reboot_needed_since.is_none() {
+            p.set_annotation(keys::REBOOT_NEEDED_SINCE, format_time(c.now));
+        }
+    } else if s.reboot_needed_since.is_some() {
+        p.remove_annotation(keys::REBOOT_NEEDED_SINCE);
+    }
     // 1 + 4: before-reboot label.
     if s.before_reboot {
-        if !s.rebootable() || !c.window_open {
-            // No longer rebootable, or the window closed while the hooks
-            // ran: drop it; it is picked afresh in a later window.
+        if !s.rebootable() || !may_start {
+            // No longer rebootable, or the window closed / a pause or a
+            // blocker came while the hooks ran: drop it; it is picked afresh.
             p.remove_label(keys::BEFORE_REBOOT);
             remove_hooks(&mut p, view, &cfg.before_reboot_annotations);
         } else if hooks_done(view, &cfg.before_reboot_annotations) {
             grant(&mut p, view, cfg, c.now, c.window_end);
         }
     }
-    // 2: after-reboot label whose hooks are done.
+    // 2: after-reboot label whose hooks are done, on a Ready node (health gate).
     if s.after_reboot {
-        if !s.reboot_in_progress && hooks_done(view, &cfg.after_reboot_annotations) {
-            release(&mut p, view, cfg);
+        if !s.reboot_in_progress && s.ready && hooks_done(view, &cfg.after_reboot_annotations) {
+            release(&mut p, view, cfg, c.now);
         }
     } else if s.reboot_ok && !s.reboot_in_progress {
         if s.grant_spoiled() {
-            // The drain failed under this grant: withdraw, retry later.
+            // The drain failed under this grant: withdraw, retry after a
+            // backoff that doubles with every failure in a row.
             withdraw(&mut p);
+            p.set_annotation(
+                keys::REBOOT_FAILURES,
+                s.reboot_failures.saturating_add(1).to_string(),
+            );
         } else if !s.reboot_needed {
             // 3: it came back.
             if cfg.after_reboot_annotations.is_empty() {
-                release(&mut p, view, cfg);
+                if s.ready {
+                    release(&mut p, view, cfg, c.now);
+                }
             } else {
                 remove_hooks(&mut p, view, &cfg.after_reboot_annotations);
                 p.set_label(keys::AFTER_REBOOT, keys::TRUE);
             }
-        } else if s.reboot_paused {
-            // Granted, not started, then paused: give the slot back.
+        } else if s.reboot_paused || blocked || c.halted {
+            // Granted, not started, then paused or blocked: give the slot back.
             withdraw(&mut p);
         } else if s.grant_expires.is_some_and(|e| c.now >= e) {
             withdraw(&mut p);
-        } else if cfg.window.is_some() && !c.window_open {
+        } else if cfg.has_window() && !c.window_open {
             // A grant without (or with a later) expiry, e.g. handed over from
             // FLUO, must not start a drain outside the window.
             withdraw(&mut p);
@@ -246,31 +439,143 @@ fn node_steps(s: &NodeState, view: &NodeView, c: &Ctx) -> NodePatch {
             p.set_annotation(keys::GRANT_EXPIRES, format_time(end));
         }
     }
-    p.minimize(view);
     p
+}
+
+/// Why a node past its reboot timeout is not released yet.
+fn stuck_reason(s: &NodeState, view: &NodeView, cfg: &OperatorConfig) -> String {
+    let phase = if s.reboot_in_progress {
+        if s.ready {
+            "the reboot has not finished (no new boot ID reported)".to_string()
+        } else {
+            "the reboot has not finished and the node is not Ready".to_string()
+        }
+    } else if s.reboot_needed && !s.after_reboot {
+        "granted, but the reboot has not started (is the agent running?)".to_string()
+    } else if !s.ready {
+        "rebooted, but the node is not Ready".to_string()
+    } else if s.after_reboot {
+        let missing: Vec<&str> = cfg
+            .after_reboot_annotations
+            .iter()
+            .filter(|h| view.annotation(h) != Some(keys::TRUE))
+            .map(String::as_str)
+            .collect();
+        format!("after-reboot hooks not done: {}", missing.join(", "))
+    } else {
+        "not released".to_string()
+    };
+    format!(
+        "not back within --reboot-timeout={}: {phase}",
+        format_go_duration(cfg.reboot_timeout)
+    )
+}
+
+/// The reboot timeout of a node holding a grant (or rebooting): starts the
+/// clock (`granted-at`) where it is missing, marks and reports the node once
+/// past it, clears the mark once it is no longer stuck.
+fn stuck_step(
+    s: &NodeState,
+    view: &NodeView,
+    c: &Ctx,
+    wake: &mut Vec<DateTime<Utc>>,
+) -> (NodePatch, Option<StuckNode>) {
+    let mut p = NodePatch::new(&s.name);
+    if !(s.reboot_ok || s.reboot_in_progress) {
+        if s.stuck_since.is_some() {
+            p.remove_annotation(keys::STUCK_SINCE);
+        }
+        return (p, None);
+    }
+    let Some(granted_at) = s.granted_at else {
+        // Handed over from FLUO, or set by hand: the clock starts now.
+        p.set_annotation(keys::GRANTED_AT, format_time(c.now));
+        wake.push(
+            c.now
+                .checked_add_signed(c.cfg.reboot_timeout)
+                .unwrap_or(c.now),
+        );
+        return (p, None);
+    };
+    let deadline = granted_at
+        .checked_add_signed(c.cfg.reboot_timeout)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    if c.now < deadline {
+        if s.stuck_since.is_some() {
+            p.remove_annotation(keys::STUCK_SINCE);
+        }
+        wake.push(deadline);
+        return (p, None);
+    }
+    let reason = stuck_reason(s, view, c.cfg);
+    let since = match &s.stuck_since {
+        Some(st) if st.reason == reason => st.at,
+        Some(st) => {
+            p.set_annotation(keys::STUCK_SINCE, format_timestamped(st.at, &reason));
+            st.at
+        }
+        None => {
+            p.set_annotation(keys::STUCK_SINCE, format_timestamped(c.now, &reason));
+            c.now
+        }
+    };
+    let stuck = StuckNode {
+        node: s.name.clone(),
+        since,
+        reason,
+    };
+    (p, Some(stuck))
 }
 
 fn in_backoff(s: &NodeState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let f = s.drain_failure.as_ref()?;
-    let until = f.at.checked_add_signed(DRAIN_RETRY_BACKOFF)?;
+    let until =
+        f.at.checked_add_signed(failure_backoff(s.reboot_failures))?;
     (now < until).then_some(until)
 }
 
-/// The operator's decision (see docs/protocol.md). Never panics; never adds
-/// slot holders beyond the maximum (counting every node that holds a slot,
-/// however it got there); never grants or labels `before-reboot` outside the
-/// window.
+fn add_patch(patches: &mut BTreeMap<String, NodePatch>, p: NodePatch) {
+    if !p.is_empty() {
+        let name = p.node.clone();
+        patches
+            .entry(name.clone())
+            .or_insert_with(|| NodePatch::new(&name))
+            .merge(p);
+    }
+}
+
+/// [`decide_with`] without Lease, Pod or monitoring inputs.
 pub fn decide(nodes: &[NodeView], cfg: &OperatorConfig, now: DateTime<Utc>) -> Decision {
+    decide_with(nodes, cfg, &ClusterInputs::default(), now)
+}
+
+/// The operator's decision (see docs/protocol.md and docs/operator.md).
+/// Never panics; never adds slot holders beyond the global maximum or a
+/// zone's maximum (counting every managed node that holds a slot, however it
+/// got there); never grants or labels `before-reboot` outside the window,
+/// while paused or blocked; never patches a node outside `--node-selector`.
+pub fn decide_with(
+    nodes: &[NodeView],
+    cfg: &OperatorConfig,
+    inputs: &ClusterInputs,
+    now: DateTime<Utc>,
+) -> Decision {
+    let nodes: Vec<NodeView> = nodes.iter().filter(|v| cfg.manages(v)).cloned().collect();
+    let nodes = nodes.as_slice();
     let ctx = Ctx {
         cfg,
+        inputs,
         now,
-        window_open: cfg.window.is_none_or(|w| w.contains(now)),
-        window_end: cfg.window.and_then(|w| w.current_end(now)),
+        window_open: cfg.window_open(now),
+        window_end: cfg.window_end(now),
+        halted: inputs.paused || !inputs.blockers.is_empty(),
     };
     let mut after: Vec<NodeView> = nodes.to_vec();
     let mut patches: BTreeMap<String, NodePatch> = BTreeMap::new();
     let mut problems = Vec::new();
+    let mut stuck = Vec::new();
     let mut well_formed = Vec::new();
+    let mut wake: Vec<DateTime<Utc>> = Vec::new();
 
     for (i, view) in nodes.iter().enumerate() {
         match NodeState::parse(view) {
@@ -281,39 +586,85 @@ pub fn decide(nodes: &[NodeView], cfg: &OperatorConfig, now: DateTime<Utc>) -> D
             Ok(s) => {
                 let p = node_steps(&s, view, &ctx);
                 p.apply(&mut after[i]);
-                if !p.is_empty() {
-                    patches
-                        .entry(view.name.clone())
-                        .or_insert_with(|| NodePatch::new(&view.name))
-                        .merge(p);
+                add_patch(&mut patches, p);
+                if let Ok(s) = NodeState::parse(&after[i]) {
+                    let (p, st) = stuck_step(&s, &after[i], &ctx, &mut wake);
+                    p.apply(&mut after[i]);
+                    add_patch(&mut patches, p);
+                    stuck.extend(st);
                 }
                 well_formed.push(i);
             }
         }
     }
 
-    // 5: pick rebootable nodes up to the free capacity, inside the window.
+    // 5: pick rebootable nodes up to the free capacity, globally and per
+    // zone, inside the window, unless paused or blocked, and not sooner than
+    // --min-reboot-interval after the last pick or release.
+    let states: Vec<(usize, NodeState)> = well_formed
+        .iter()
+        .filter_map(|&i| NodeState::parse(&after[i]).ok().map(|s| (i, s)))
+        .collect();
     let max = cfg.max_rebooting.resolve(nodes.len());
-    let held = after.iter().filter(|v| v.holds_slot()).count();
-    let free = max.saturating_sub(held);
-    let mut wake: Vec<DateTime<Utc>> = Vec::new();
-    if ctx.window_open {
+    let mut zone_nodes: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    let mut zone_held: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    for (v, a) in nodes.iter().zip(&after) {
+        // Zones from the nodes as given: decisions never change labels but ours.
+        let z = cfg.zone_of(v);
+        *zone_nodes.entry(z).or_default() += 1;
+        if a.holds_slot() {
+            *zone_held.entry(z).or_default() += 1;
+        }
+    }
+    let held: usize = zone_held.values().sum();
+    let mut free = max.saturating_sub(held);
+    let interval = cfg.min_reboot_interval;
+    let last_turn = states
+        .iter()
+        .flat_map(|(_, s)| [s.picked_at, s.released_at, s.granted_at])
+        .flatten()
+        .max();
+    let interval_until = last_turn
+        .filter(|_| interval > TimeDelta::zero())
+        .and_then(|t| t.checked_add_signed(interval))
+        .filter(|until| now < *until);
+    if ctx.window_open && !ctx.halted {
         let mut candidates = Vec::new();
-        for &i in &well_formed {
-            let Ok(s) = NodeState::parse(&after[i]) else {
-                continue;
-            };
-            if !s.rebootable() || s.holds_slot() || !s.ready {
+        for (i, s) in &states {
+            if !s.rebootable() || s.holds_slot() || !s.ready || inputs.blocked(&s.name) {
                 continue;
             }
-            if let Some(until) = in_backoff(&s, now) {
+            if let Some(until) = in_backoff(s, now) {
                 wake.push(until);
                 continue;
             }
-            candidates.push((s.drain_failure.as_ref().map(|f| f.at), s.name.clone(), i));
+            let since = s.reboot_needed_since.unwrap_or(now);
+            candidates.push((s.reboot_failures, since, s.name.clone(), *i));
         }
         candidates.sort();
-        for (_, name, i) in candidates.into_iter().take(free) {
+        if let Some(until) = interval_until {
+            if !candidates.is_empty() {
+                wake.push(until);
+            }
+            candidates.clear();
+        }
+        let limit = if interval > TimeDelta::zero() {
+            1
+        } else {
+            usize::MAX
+        };
+        let mut picked = 0;
+        for (_, _, name, i) in candidates {
+            if free == 0 || picked >= limit {
+                break;
+            }
+            let zone = cfg.zone_of(&nodes[i]);
+            if let Some(m) = cfg.max_rebooting_per_zone {
+                let zone_max = m.resolve(zone_nodes.get(&zone).copied().unwrap_or(0));
+                if zone_held.get(&zone).copied().unwrap_or(0) >= zone_max {
+                    continue;
+                }
+            }
             let view = &after[i];
             let mut p = NodePatch::new(&name);
             if cfg.before_reboot_annotations.is_empty() {
@@ -322,11 +673,12 @@ pub fn decide(nodes: &[NodeView], cfg: &OperatorConfig, now: DateTime<Utc>) -> D
                 remove_hooks(&mut p, view, &cfg.before_reboot_annotations);
                 p.set_label(keys::BEFORE_REBOOT, keys::TRUE);
             }
+            p.set_annotation(keys::PICKED_AT, format_time(now));
             p.apply(&mut after[i]);
-            patches
-                .entry(name.clone())
-                .or_insert_with(|| NodePatch::new(&name))
-                .merge(p);
+            add_patch(&mut patches, p);
+            free -= 1;
+            picked += 1;
+            *zone_held.entry(zone).or_default() += 1;
         }
     }
 
@@ -342,22 +694,23 @@ pub fn decide(nodes: &[NodeView], cfg: &OperatorConfig, now: DateTime<Utc>) -> D
     }
     out.sort_by(|a, b| a.node.cmp(&b.node));
 
-    if let Some(w) = cfg.window {
-        wake.push(w.next_change(now));
+    if let Some(t) = cfg.window_next_change(now) {
+        wake.push(t);
     }
-    for &i in &well_formed {
-        if let Ok(s) = NodeState::parse(&after[i])
-            && s.reboot_ok
+    for (_, s) in &states {
+        if s.reboot_ok
             && !s.reboot_in_progress
             && let Some(e) = s.grant_expires
         {
             wake.push(e);
         }
     }
+    stuck.sort_by(|a, b| a.node.cmp(&b.node));
     Decision {
         patches: out,
         problems,
         next_check: wake.into_iter().filter(|t| *t > now).min(),
+        stuck,
     }
 }
 

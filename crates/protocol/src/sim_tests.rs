@@ -187,6 +187,7 @@ fn five_nodes_max_two_every_node_reboots_once() {
         before_reboot_annotations: vec!["hook-a".into()],
         after_reboot_annotations: vec!["hook-b".into()],
         window: None,
+        ..Default::default()
     };
     let mut sim = Sim::new(
         5,
@@ -262,6 +263,7 @@ proptest! {
             before_reboot_annotations: before,
             after_reboot_annotations: after,
             window: None,
+            ..Default::default()
         };
         let mut sim = Sim::new(n, cfg, &failures, &cordoned);
         for a in actions {

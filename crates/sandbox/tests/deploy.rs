@@ -365,7 +365,7 @@ fn rbac_is_least_privilege_and_every_binding_resolves() {
             (
                 "coordination.k8s.io",
                 "leases/flatcar-linux-update-operator-lock",
-                &["get", "update", "patch"]
+                &["get", "update", "patch", "list", "watch"]
             ),
         ])
     );

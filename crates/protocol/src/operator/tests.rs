@@ -1,6 +1,9 @@
 use super::*;
 use crate::node::NodeView;
+use crate::node::format_time;
 use crate::patch::apply_all;
+use crate::schedule::Schedule;
+use crate::selector::LabelSelector;
 use crate::testutil::*;
 use proptest::prelude::*;
 
@@ -26,6 +29,7 @@ fn needs(name: &str) -> NodeView {
     node(name)
         .ann(keys::REBOOT_NEEDED, "true")
         .ann(keys::REBOOT_IN_PROGRESS, "false")
+        .time(keys::REBOOT_NEEDED_SINCE, t0() - mins(60))
 }
 
 fn granted(name: &str) -> NodeView {
@@ -189,7 +193,7 @@ fn step2_releases_after_hooks_done() {
     let n = node("a")
         .ann(keys::REBOOT_NEEDED, "false")
         .ann(keys::REBOOT_OK, "true")
-        .time(keys::GRANTED_AT, t0() - mins(30))
+        .time(keys::GRANTED_AT, t0() - mins(20))
         .time(keys::GRANT_EXPIRES, t0() - mins(1))
         .lbl(keys::AFTER_REBOOT, "true");
     let d = decide(std::slice::from_ref(&n), &c, t0());
@@ -355,7 +359,12 @@ fn capacity_counts_every_slot_holder_including_hand_annotated() {
         node("h3").ann(keys::REBOOT_IN_PROGRESS, "true"),
         needs("a"),
     ];
-    assert!(decide(&nodes, &c, t0()).patches.is_empty());
+    let d = decide(&nodes, &c, t0());
+    assert!(patch_for(&d, "a").is_none(), "{d:?}");
+    // (the holders only get their reboot-timeout clock started)
+    for p in &d.patches {
+        assert_eq!(p.annotations.keys().collect::<Vec<_>>(), [keys::GRANTED_AT]);
+    }
     // An admin cordon alone does not hold a slot.
     let d = decide(&[needs("a").cordoned(), needs("b").cordoned()], &c, t0());
     assert_eq!(names(&d), vec!["a", "b"]);
@@ -411,7 +420,13 @@ fn nodes_mid_reboot_are_left_to_their_agent() {
         .ann(keys::REBOOT_IN_PROGRESS, "true")
         .cordoned();
     let d = decide(&[n, needs("b")], &cfg(1), t0());
-    assert!(d.patches.is_empty());
+    // Only the reboot timeout's clock is started.
+    assert_eq!(names(&d), vec!["a"]);
+    let p = patch_for(&d, "a").unwrap();
+    assert_eq!(p.annotations.len(), 1);
+    assert_eq!(ann(p, keys::GRANTED_AT), Some(Some("2024-05-01T12:00:00Z")));
+    assert!(p.labels.is_empty() && p.unschedulable.is_none());
+    assert_eq!(d.next_check, Some(t0() + DEFAULT_REBOOT_TIMEOUT));
 }
 
 #[test]
@@ -427,11 +442,541 @@ fn window_next_check_and_closed_window() {
     );
 }
 
-fn any_config() -> impl Strategy<Value = OperatorConfig> {
-    let max = prop_oneof![
-        (1u32..4).prop_map(MaxRebooting::Count),
-        (1u32..101).prop_map(MaxRebooting::Percent)
+// ---- Scheduling beyond FLUO ----
+
+fn schedule(ws: &[&str], tz: &str) -> Schedule {
+    let ws: Vec<String> = ws.iter().map(|s| s.to_string()).collect();
+    Schedule::from_flags(&ws, tz).unwrap().unwrap()
+}
+
+fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+}
+
+fn granted_names(d: &Decision) -> Vec<&str> {
+    d.patches
+        .iter()
+        .filter(|p| ann(p, keys::REBOOT_OK) == Some(Some("true")))
+        .map(|p| p.node.as_str())
+        .collect()
+}
+
+#[test]
+fn several_windows_in_a_time_zone() {
+    let c = OperatorConfig {
+        windows: Some(schedule(
+            &["Mon-Fri 02:00-05:00", "Sat,Sun 00:00-08:00"],
+            "Europe/Berlin",
+        )),
+        ..cfg(1)
+    };
+    // Wed 2024-05-01 12:00 UTC = 14:00 CEST: closed; opens Thu 02:00 CEST = 00:00 UTC.
+    let d = decide(&[needs("a")], &c, t0());
+    assert!(granted_names(&d).is_empty());
+    assert_eq!(d.next_check, Some(utc(2024, 5, 2, 0, 0)));
+    let d = decide(&[needs("a")], &c, utc(2024, 5, 2, 0, 0));
+    let p = patch_for(&d, "a").unwrap();
+    assert_eq!(ann(p, keys::REBOOT_OK), Some(Some("true")));
+    assert_eq!(
+        ann(p, keys::GRANT_EXPIRES),
+        Some(Some("2024-05-02T03:00:00Z")) // 05:00 CEST
+    );
+    // Saturday 07:59 CEST open, 08:00 closed.
+    assert_eq!(
+        granted_names(&decide(&[needs("a")], &c, utc(2024, 5, 4, 5, 59))),
+        ["a"]
+    );
+    assert!(granted_names(&decide(&[needs("a")], &c, utc(2024, 5, 4, 6, 0))).is_empty());
+}
+
+#[test]
+fn windows_across_dst_in_europe_berlin() {
+    // 01:00-04:00 wall clock; on 2024-03-31 the clock skips 02:00-03:00.
+    let c = OperatorConfig {
+        windows: Some(schedule(&["01:00-04:00"], "Europe/Berlin")),
+        ..cfg(1)
+    };
+    let d = decide(&[needs("a")], &c, utc(2024, 3, 31, 0, 30)); // 01:30 CET
+    assert_eq!(
+        ann(patch_for(&d, "a").unwrap(), keys::GRANT_EXPIRES),
+        Some(Some("2024-03-31T02:00:00Z")) // 04:00 CEST
+    );
+    assert!(granted_names(&decide(&[needs("a")], &c, utc(2024, 3, 31, 2, 0))).is_empty());
+    // On 2024-10-27 01:00-04:00 lasts four hours: 23:00 to 03:00 UTC.
+    assert_eq!(
+        granted_names(&decide(&[needs("a")], &c, utc(2024, 10, 27, 2, 30))),
+        ["a"]
+    );
+    assert!(granted_names(&decide(&[needs("a")], &c, utc(2024, 10, 27, 3, 0))).is_empty());
+}
+
+#[test]
+fn a_window_closing_mid_rollout_stops_new_grants_only() {
+    let c = OperatorConfig {
+        windows: Some(schedule(&["11:00-13:00"], "UTC")),
+        ..cfg(3)
+    };
+    let rebooting = needs("r")
+        .ann(keys::REBOOT_OK, "true")
+        .ann(keys::REBOOT_IN_PROGRESS, "true")
+        .time(keys::GRANTED_AT, t0() + mins(50));
+    let waiting = granted("w").time(keys::GRANT_EXPIRES, t0() + mins(60));
+    let late = t0() + mins(61);
+    let d = decide(&[rebooting, waiting, needs("n")], &c, late);
+    assert!(
+        patch_for(&d, "r").is_none(),
+        "the drain in progress finishes"
+    );
+    assert_eq!(
+        ann(patch_for(&d, "w").unwrap(), keys::REBOOT_OK),
+        Some(Some("false"))
+    );
+    assert!(patch_for(&d, "n").is_none());
+}
+
+#[test]
+fn per_zone_maximum_on_top_of_the_global_one() {
+    let c = OperatorConfig {
+        max_rebooting_per_zone: Some(MaxRebooting::Count(1)),
+        ..cfg(3)
+    };
+    let z = |n: &str, zone: &str| needs(n).lbl(ZONE, zone);
+    let nodes = vec![
+        z("a1", "a"),
+        z("a2", "a"),
+        z("b1", "b"),
+        z("b2", "b"),
+        needs("x1"), // no zone label: their own domain
+        needs("x2"),
+        z("c1", "c"),
     ];
+    let d = decide(&nodes, &c, t0());
+    assert_eq!(granted_names(&d), ["a1", "b1", "c1"]); // global max 3
+    let d = decide(
+        &nodes,
+        &OperatorConfig {
+            max_rebooting: MaxRebooting::Count(9),
+            ..c.clone()
+        },
+        t0(),
+    );
+    assert_eq!(granted_names(&d), ["a1", "b1", "c1", "x1"]);
+    // A zone whose slot is held gets nothing more.
+    let held = vec![
+        z("a1", "a").ann(keys::REBOOT_IN_PROGRESS, "true"),
+        z("a2", "a"),
+        z("b1", "b"),
+    ];
+    assert_eq!(granted_names(&decide(&held, &c, t0())), ["b1"]);
+    // Percent of the zone's managed nodes (at least 1).
+    let c = OperatorConfig {
+        max_rebooting_per_zone: Some(MaxRebooting::Percent(50)),
+        ..cfg(10)
+    };
+    let mut nodes: Vec<_> = (0..4).map(|i| z(&format!("a{i}"), "a")).collect();
+    nodes.push(z("b0", "b"));
+    assert_eq!(granted_names(&decide(&nodes, &c, t0())), ["a0", "a1", "b0"]);
+    // A custom zone label.
+    let c = OperatorConfig {
+        max_rebooting_per_zone: Some(MaxRebooting::Count(1)),
+        zone_label: "rack".into(),
+        ..cfg(10)
+    };
+    let nodes = vec![
+        needs("a").lbl("rack", "r1"),
+        needs("b").lbl("rack", "r1"),
+        needs("c").lbl("rack", "r2"),
+    ];
+    assert_eq!(granted_names(&decide(&nodes, &c, t0())), ["a", "c"]);
+}
+
+#[test]
+fn max_per_zone_flag_names_its_flag() {
+    let e = MaxRebooting::parse_flag("0", MAX_PER_ZONE_FLAG).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("--max-rebooting-nodes-per-zone: invalid value \"0\""),
+        "{e}"
+    );
+    assert_eq!(
+        MaxRebooting::parse_flag("30%", MAX_PER_ZONE_FLAG),
+        Ok(MaxRebooting::Percent(30))
+    );
+}
+
+#[test]
+fn node_selector_limits_the_managed_nodes() {
+    let c = OperatorConfig {
+        node_selector: Some(LabelSelector::parse("role=worker").unwrap()),
+        ..cfg(1)
+    };
+    // An unmanaged node holding a slot does not count; an unmanaged node
+    // needing a reboot is never patched, even with a malformed value.
+    let nodes = vec![
+        node("db1")
+            .lbl("role", "db")
+            .ann(keys::REBOOT_IN_PROGRESS, "true"),
+        needs("db2").lbl("role", "db"),
+        needs("db3").lbl("role", "db").ann(keys::REBOOT_OK, "yes"),
+        needs("w1").lbl("role", "worker"),
+        needs("w2").lbl("role", "worker"),
+    ];
+    let d = decide(&nodes, &c, t0());
+    assert_eq!(names(&d), ["w1"]);
+    assert!(d.problems.is_empty());
+    // Percent of managed nodes only.
+    let c = OperatorConfig {
+        max_rebooting: MaxRebooting::Percent(50),
+        ..c
+    };
+    let mut nodes: Vec<_> = (0..6).map(|i| needs(&format!("d{i}"))).collect();
+    nodes.push(needs("w1").lbl("role", "worker"));
+    nodes.push(needs("w2").lbl("role", "worker"));
+    assert_eq!(granted_names(&decide(&nodes, &c, t0())), ["w1"]);
+}
+
+#[test]
+fn longest_waiting_first_failed_last() {
+    let since = |n: &str, m: i64| needs(n).time(keys::REBOOT_NEEDED_SINCE, t0() - mins(m));
+    let failed = since("a-failed", 500).ann(keys::REBOOT_FAILURES, "1").ann(
+        keys::DRAIN_FAILURE,
+        &format!("{} pdb", format_time(t0() - mins(30))),
+    );
+    let nodes = vec![
+        since("z-old", 300),
+        since("m-new", 5),
+        failed,
+        since("b-mid", 60),
+    ];
+    let order = |nodes: &[NodeView], k: u32| {
+        let c = cfg(k);
+        granted_names(&decide(nodes, &c, t0()))
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(order(&nodes, 1), ["z-old"]);
+    assert_eq!(order(&nodes, 3), ["b-mid", "m-new", "z-old"]);
+    assert_eq!(order(&nodes, 4), ["a-failed", "b-mid", "m-new", "z-old"]);
+    // The first time a node needs a reboot, the operator records since when.
+    let d = decide(
+        &[node("n")
+            .ann(keys::REBOOT_NEEDED, "true")
+            .ann(keys::REBOOT_PAUSED, "true")],
+        &cfg(1),
+        t0(),
+    );
+    assert_eq!(
+        ann(patch_for(&d, "n").unwrap(), keys::REBOOT_NEEDED_SINCE),
+        Some(Some("2024-05-01T12:00:00Z"))
+    );
+    // ... and forgets it once it no longer does.
+    let n = node("n")
+        .ann(keys::REBOOT_NEEDED, "false")
+        .time(keys::REBOOT_NEEDED_SINCE, t0());
+    let d = decide(&[n], &cfg(1), t0());
+    assert_eq!(
+        ann(patch_for(&d, "n").unwrap(), keys::REBOOT_NEEDED_SINCE),
+        Some(None)
+    );
+}
+
+#[test]
+fn failures_back_off_exponentially_up_to_six_hours() {
+    assert_eq!(failure_backoff(0), mins(10));
+    assert_eq!(failure_backoff(1), mins(10));
+    assert_eq!(failure_backoff(2), mins(20));
+    assert_eq!(failure_backoff(3), mins(40));
+    assert_eq!(failure_backoff(6), mins(320));
+    assert_eq!(failure_backoff(7), mins(360));
+    assert_eq!(failure_backoff(u32::MAX), mins(360));
+    // A spoiled grant is withdrawn and the failure counted.
+    let f = |at: chrono::DateTime<chrono::Utc>| format!("{} pdb", format_time(at));
+    let n = granted("a")
+        .ann(keys::REBOOT_FAILURES, "2")
+        .ann(keys::DRAIN_FAILURE, &f(t0() - mins(1)));
+    let d = decide(std::slice::from_ref(&n), &cfg(1), t0());
+    let p = patch_for(&d, "a").unwrap();
+    assert_eq!(ann(p, keys::REBOOT_OK), Some(Some("false")));
+    assert_eq!(ann(p, keys::REBOOT_FAILURES), Some(Some("3")));
+    assert_eq!(d.next_check, Some(t0() - mins(1) + mins(40)));
+    let mut after = vec![n];
+    apply_all(&mut after, &d.patches);
+    assert!(granted_names(&decide(&after, &cfg(1), t0() + mins(38))).is_empty());
+    assert_eq!(
+        granted_names(&decide(&after, &cfg(1), t0() + mins(39))),
+        ["a"]
+    );
+    // A successful reboot resets the count.
+    let back = node("a")
+        .ann(keys::REBOOT_NEEDED, "false")
+        .ann(keys::REBOOT_OK, "true")
+        .time(keys::GRANTED_AT, t0() - mins(5))
+        .ann(keys::REBOOT_FAILURES, "3");
+    let p = decide(&[back], &cfg(1), t0()).patches.remove(0);
+    assert_eq!(ann(&p, keys::REBOOT_FAILURES), Some(None));
+    assert_eq!(
+        ann(&p, keys::RELEASED_AT),
+        Some(Some("2024-05-01T12:00:00Z"))
+    );
+}
+
+#[test]
+fn cluster_pause_stops_new_turns_and_unstarted_grants() {
+    let c = hooks(cfg(5), &["hook-a"], &[]);
+    let paused = ClusterInputs {
+        paused: true,
+        ..Default::default()
+    };
+    let nodes = vec![
+        needs("new"),
+        needs("before")
+            .lbl(keys::BEFORE_REBOOT, "true")
+            .ann("hook-a", "true"),
+        granted("granted"),
+        needs("rebooting")
+            .ann(keys::REBOOT_OK, "true")
+            .ann(keys::REBOOT_IN_PROGRESS, "true")
+            .time(keys::GRANTED_AT, t0() - mins(3)),
+    ];
+    let d = decide_with(&nodes, &c, &paused, t0());
+    assert!(patch_for(&d, "new").is_none());
+    let b = patch_for(&d, "before").unwrap();
+    assert_eq!(lbl(b, keys::BEFORE_REBOOT), Some(None));
+    assert_eq!(ann(b, keys::REBOOT_OK), None);
+    assert_eq!(
+        ann(patch_for(&d, "granted").unwrap(), keys::REBOOT_OK),
+        Some(Some("false"))
+    );
+    assert!(
+        patch_for(&d, "rebooting").is_none(),
+        "reboots in progress finish"
+    );
+    // Global blockers act the same.
+    let blocked = ClusterInputs {
+        blockers: vec!["alert KubeNodeNotReady".into()],
+        ..Default::default()
+    };
+    assert_eq!(decide_with(&nodes, &c, &blocked, t0()).patches, d.patches);
+    // Unpaused: picks again.
+    let d = decide_with(&nodes, &c, &ClusterInputs::default(), t0());
+    assert_eq!(
+        lbl(patch_for(&d, "new").unwrap(), keys::BEFORE_REBOOT),
+        Some(Some("true"))
+    );
+    assert_eq!(parse_pause(None), Ok(false));
+    assert_eq!(parse_pause(Some("false")), Ok(false));
+    assert_eq!(parse_pause(Some("true")), Ok(true));
+    let e = parse_pause(Some("yes")).unwrap_err();
+    assert!(e.contains(keys::PAUSED) && e.contains("\"yes\""), "{e}");
+}
+
+#[test]
+fn blocking_pods_block_their_node_only() {
+    let inputs = ClusterInputs {
+        node_blockers: [("a".to_string(), vec!["pod default/backup".to_string()])].into(),
+        ..Default::default()
+    };
+    let d = decide_with(&[needs("a"), needs("b")], &cfg(2), &inputs, t0());
+    assert_eq!(granted_names(&d), ["b"]);
+    // A grant the node has not started is withdrawn; a before-reboot label dropped.
+    let c = hooks(cfg(2), &["hook-a"], &[]);
+    let d = decide_with(&[granted("a")], &c, &inputs, t0());
+    assert_eq!(
+        ann(patch_for(&d, "a").unwrap(), keys::REBOOT_OK),
+        Some(Some("false"))
+    );
+    let before = needs("a")
+        .lbl(keys::BEFORE_REBOOT, "true")
+        .ann("hook-a", "true");
+    let d = decide_with(&[before], &c, &inputs, t0());
+    assert_eq!(
+        lbl(patch_for(&d, "a").unwrap(), keys::BEFORE_REBOOT),
+        Some(None)
+    );
+}
+
+#[test]
+fn min_reboot_interval_spaces_picks_and_follows_releases() {
+    let c = OperatorConfig {
+        min_reboot_interval: mins(15),
+        ..cfg(3)
+    };
+    let nodes = vec![needs("a"), needs("b"), needs("c")];
+    // One pick at a time, even with free capacity.
+    let d = decide(&nodes, &c, t0());
+    assert_eq!(granted_names(&d), ["a"]);
+    assert_eq!(
+        ann(patch_for(&d, "a").unwrap(), keys::PICKED_AT),
+        Some(Some("2024-05-01T12:00:00Z"))
+    );
+    let mut cur = nodes.clone();
+    apply_all(&mut cur, &d.patches);
+    let d = decide(&cur, &c, t0() + mins(14));
+    assert!(granted_names(&d).is_empty());
+    assert_eq!(d.next_check, Some(t0() + mins(15)));
+    assert_eq!(granted_names(&decide(&cur, &c, t0() + mins(15))), ["b"]);
+    // After a release, the next pick waits for the interval too.
+    let released = node("r")
+        .ann(keys::REBOOT_NEEDED, "false")
+        .ann(keys::REBOOT_OK, "true")
+        .time(keys::GRANTED_AT, t0() - mins(40))
+        .time(keys::PICKED_AT, t0() - mins(40));
+    let d = decide(&[released.clone(), needs("b")], &c, t0());
+    assert_eq!(
+        ann(patch_for(&d, "r").unwrap(), keys::REBOOT_OK),
+        Some(Some("false"))
+    );
+    assert!(patch_for(&d, "b").is_none());
+    let mut cur = vec![released, needs("b")];
+    apply_all(&mut cur, &d.patches);
+    assert!(granted_names(&decide(&cur, &c, t0() + mins(10))).is_empty());
+    assert_eq!(granted_names(&decide(&cur, &c, t0() + mins(15))), ["b"]);
+}
+
+#[test]
+fn stuck_nodes_are_marked_reported_and_keep_their_slot() {
+    let c = cfg(1);
+    let rebooting = needs("a")
+        .ann(keys::REBOOT_OK, "true")
+        .ann(keys::REBOOT_IN_PROGRESS, "true")
+        .ann(keys::REBOOT_BOOT_ID, "b1")
+        .time(keys::GRANTED_AT, t0() - mins(29));
+    let d = decide(&[rebooting.clone(), needs("b")], &c, t0());
+    assert!(d.patches.is_empty() && d.stuck.is_empty());
+    assert_eq!(d.next_check, Some(t0() + mins(1)));
+    let later = t0() + mins(1);
+    let d = decide(&[rebooting.clone(), needs("b")], &c, later);
+    assert_eq!(names(&d), ["a"], "b waits: a keeps its slot");
+    assert_eq!(d.stuck.len(), 1);
+    let st = &d.stuck[0];
+    assert_eq!((st.node.as_str(), st.since), ("a", later));
+    assert!(
+        st.reason.contains("--reboot-timeout=30m0s"),
+        "{}",
+        st.reason
+    );
+    assert!(
+        st.reason.contains("reboot has not finished"),
+        "{}",
+        st.reason
+    );
+    let mark = ann(patch_for(&d, "a").unwrap(), keys::STUCK_SINCE)
+        .unwrap()
+        .unwrap()
+        .to_string();
+    assert!(mark.starts_with("2024-05-01T12:01:00Z not back"), "{mark}");
+    // Marked once: the mark is kept, still reported with its first time.
+    let marked = rebooting.clone().ann(keys::STUCK_SINCE, &mark);
+    let d = decide(&[marked.clone(), needs("b")], &c, later + mins(30));
+    assert!(d.patches.is_empty());
+    assert_eq!(d.stuck[0].since, later);
+    // Not Ready: another reason.
+    let mut down = marked.clone();
+    down.ready = false;
+    let d = decide(&[down], &c, later + mins(30));
+    assert!(d.stuck[0].reason.contains("not Ready"), "{:?}", d.stuck);
+    assert_eq!(patch_for(&d, "a").map(|p| p.annotations.len()), Some(1));
+    // It comes back and is released: the mark goes, the slot is free.
+    let back = marked
+        .ann(keys::REBOOT_NEEDED, "false")
+        .ann(keys::REBOOT_IN_PROGRESS, "false");
+    let d = decide(&[back, needs("b")], &c, later + mins(31));
+    let p = patch_for(&d, "a").unwrap();
+    assert_eq!(ann(p, keys::STUCK_SINCE), Some(None));
+    assert_eq!(ann(p, keys::REBOOT_OK), Some(Some("false")));
+    assert!(d.stuck.is_empty());
+    assert_eq!(granted_names(&d), ["b"]);
+    // Granted but never started (no agent).
+    let d = decide(&[granted("x")], &c, t0() + mins(26));
+    assert!(
+        d.stuck[0].reason.contains("has not started"),
+        "{:?}",
+        d.stuck
+    );
+}
+
+#[test]
+fn a_deleted_node_frees_its_slot_at_once() {
+    let holder = needs("gone")
+        .ann(keys::REBOOT_OK, "true")
+        .ann(keys::REBOOT_IN_PROGRESS, "true")
+        .time(keys::GRANTED_AT, t0() - mins(5));
+    assert!(granted_names(&decide(&[holder, needs("b")], &cfg(1), t0())).is_empty());
+    assert_eq!(granted_names(&decide(&[needs("b")], &cfg(1), t0())), ["b"]);
+}
+
+#[test]
+fn health_gate_waits_for_ready_before_release() {
+    let back = |ready: bool| {
+        let mut n = node("a")
+            .ann(keys::REBOOT_NEEDED, "false")
+            .ann(keys::REBOOT_OK, "true")
+            .time(keys::GRANTED_AT, t0() - mins(5));
+        n.ready = ready;
+        n
+    };
+    assert!(
+        decide(&[back(false), needs("b")], &cfg(1), t0())
+            .patches
+            .is_empty()
+    );
+    assert_eq!(
+        granted_names(&decide(&[back(true), needs("b")], &cfg(1), t0())),
+        ["b"]
+    );
+    // With after hooks: labelled, released only once Ready and the hooks say so.
+    let c = hooks(cfg(1), &[], &["hook-a"]);
+    let waiting = |ready| {
+        let mut n = back(ready)
+            .lbl(keys::AFTER_REBOOT, "true")
+            .ann("hook-a", "true");
+        n.ready = ready;
+        n
+    };
+    assert!(decide(&[waiting(false)], &c, t0()).patches.is_empty());
+    assert_eq!(
+        ann(
+            &decide(&[waiting(true)], &c, t0()).patches[0],
+            keys::REBOOT_OK
+        ),
+        Some(Some("false"))
+    );
+}
+
+const ZONE: &str = "topology.kubernetes.io/zone";
+
+fn any_schedule() -> impl Strategy<Value = Option<Schedule>> {
+    let window = (
+        prop::sample::select(vec!["", "Mon-Fri ", "Sat,Sun ", "Wed ", "Sun "]),
+        0u32..48,
+        1u32..40,
+    )
+        .prop_map(|(d, s, len)| {
+            let (s, e) = (s * 30, (s * 30 + len * 30) % 1440);
+            let e = if e == 0 { 1440 } else { e };
+            format!("{d}{:02}:{:02}-{:02}:{:02}", s / 60, s % 60, e / 60, e % 60)
+        });
+    let tz = prop::sample::select(vec![
+        "UTC",
+        "Europe/Berlin",
+        "America/New_York",
+        "Australia/Lord_Howe",
+    ]);
+    prop::option::of(
+        (prop::collection::vec(window, 1..3), tz)
+            .prop_map(|(ws, tz)| Schedule::from_flags(&ws, tz).unwrap().unwrap()),
+    )
+}
+
+fn any_config() -> impl Strategy<Value = OperatorConfig> {
+    let max = || {
+        prop_oneof![
+            (1u32..4).prop_map(MaxRebooting::Count),
+            (1u32..101).prop_map(MaxRebooting::Percent)
+        ]
+    };
     let window = prop::option::of((prop::option::of(0u8..7), 0u32..24, 1u32..600).prop_map(
         |(d, h, len)| {
             let start = match d {
@@ -448,20 +993,108 @@ fn any_config() -> impl Strategy<Value = OperatorConfig> {
             vec!["hook-a".to_string(), "hook-b".to_string()],
         ])
     };
-    (max, window, hook_sets(), hook_sets()).prop_map(|(max_rebooting, window, b, a)| {
-        OperatorConfig {
-            max_rebooting,
-            window,
-            before_reboot_annotations: b,
-            after_reboot_annotations: a,
-        }
-    })
+    let selector = prop::sample::select(vec![None, Some("role=worker"), Some("role notin (db)")])
+        .prop_map(|s| s.map(|s| LabelSelector::parse(s).unwrap()));
+    (
+        (max(), window, hook_sets(), hook_sets()),
+        (
+            any_schedule(),
+            prop::option::of(max()),
+            selector,
+            prop::sample::select(vec![0i64, 10, 60]),
+            prop::sample::select(vec![5i64, 30, 120]),
+        ),
+    )
+        .prop_map(
+            |((max_rebooting, window, b, a), (schedule, per_zone, sel, interval, timeout))| {
+                OperatorConfig {
+                    max_rebooting,
+                    // FLUO's window or ours (the command line forbids both),
+                    // sometimes both (the core then needs both open).
+                    window: if schedule.is_some() && max_rebooting == MaxRebooting::Count(2) {
+                        None
+                    } else {
+                        window
+                    },
+                    before_reboot_annotations: b,
+                    after_reboot_annotations: a,
+                    windows: schedule,
+                    max_rebooting_per_zone: per_zone,
+                    zone_label: ZONE.to_string(),
+                    node_selector: sel,
+                    min_reboot_interval: mins(interval),
+                    reboot_timeout: mins(timeout),
+                }
+            },
+        )
 }
 
+fn any_inputs(n: usize) -> impl Strategy<Value = ClusterInputs> {
+    (
+        prop::bool::weighted(0.15),
+        prop::bool::weighted(0.1),
+        prop::collection::vec(prop::bool::weighted(0.2), n),
+    )
+        .prop_map(|(paused, alert, blocked)| ClusterInputs {
+            paused,
+            blockers: if alert {
+                vec!["alert NodeDown firing".into()]
+            } else {
+                vec![]
+            },
+            node_blockers: blocked
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b)
+                .map(|(i, _)| (format!("n{i}"), vec![format!("pod default/p{i}")]))
+                .collect(),
+        })
+}
+
+/// Nodes with every protocol key at random, plus zones, roles and our
+/// bookkeeping keys.
 fn any_cluster(now: chrono::DateTime<chrono::Utc>) -> impl Strategy<Value = Vec<NodeView>> {
-    (1usize..8).prop_flat_map(move |n| {
+    (1usize..9).prop_flat_map(move |n| {
         (0..n)
-            .map(|i| any_node(format!("n{i}"), now))
+            .map(|i| {
+                let extra = (
+                    prop::sample::select(vec![None, Some("a"), Some("b"), Some("c")]),
+                    prop::sample::select(vec![None, Some("worker"), Some("db")]),
+                    prop::option::of(-300i64..10),
+                    prop::sample::select(vec![None, Some("1"), Some("3"), Some("x")]),
+                    prop::option::of(-200i64..0),
+                    prop::option::of(-200i64..0),
+                );
+                (any_node(format!("n{i}"), now), extra).prop_map(
+                    move |(mut v, (zone, role, since, failures, picked, released))| {
+                        if let Some(z) = zone {
+                            v.labels.insert(ZONE.into(), z.into());
+                        }
+                        if let Some(r) = role {
+                            v.labels.insert("role".into(), r.into());
+                        }
+                        let mut set = |k: &str, val: Option<String>| {
+                            if let Some(val) = val {
+                                v.annotations.insert(k.into(), val);
+                            }
+                        };
+                        set(
+                            keys::REBOOT_NEEDED_SINCE,
+                            since.map(|m| crate::node::format_time(now + mins(m))),
+                        );
+                        set(keys::REBOOT_FAILURES, failures.map(str::to_string));
+                        set(
+                            keys::PICKED_AT,
+                            picked.map(|m| crate::node::format_time(now + mins(m))),
+                        );
+                        set(
+                            keys::RELEASED_AT,
+                            released.map(|m| crate::node::format_time(now + mins(m))),
+                        );
+                        v
+                    },
+                )
+            })
             .collect::<Vec<_>>()
     })
 }
@@ -470,63 +1103,147 @@ fn holders(nodes: &[NodeView]) -> usize {
     nodes.iter().filter(|v| v.holds_slot()).count()
 }
 
+fn zone_holders(nodes: &[NodeView]) -> BTreeMap<Option<String>, (usize, usize)> {
+    let mut m: BTreeMap<Option<String>, (usize, usize)> = BTreeMap::new();
+    for v in nodes {
+        let e = m.entry(v.label(ZONE).map(str::to_string)).or_default();
+        e.0 += 1;
+        if v.holds_slot() {
+            e.1 += 1;
+        }
+    }
+    m
+}
+
+/// Checks one decision against the invariants; returns the managed nodes after it.
+fn check_decision(
+    nodes: &[NodeView],
+    c: &OperatorConfig,
+    inputs: &ClusterInputs,
+    now: chrono::DateTime<chrono::Utc>,
+    d: &Decision,
+) -> Result<Vec<NodeView>, TestCaseError> {
+    let managed: Vec<NodeView> = nodes.iter().filter(|v| c.manages(v)).cloned().collect();
+    let max = c.max_rebooting.resolve(managed.len());
+    let before = holders(&managed);
+    let mut after = managed.clone();
+    apply_all(&mut after, &d.patches);
+    // Never adds a slot holder beyond the max, globally and per zone.
+    prop_assert!(
+        holders(&after) <= max.max(before),
+        "{} > max({max}, {before})",
+        holders(&after)
+    );
+    if let Some(m) = c.max_rebooting_per_zone {
+        let zb = zone_holders(&managed);
+        for (z, (n, h)) in zone_holders(&after) {
+            let zmax = m.resolve(n);
+            let hb = zb.get(&z).map_or(0, |e| e.1);
+            prop_assert!(h <= zmax.max(hb), "zone {z:?}: {h} > max({zmax}, {hb})");
+        }
+    }
+    let open = c.window_open(now);
+    let halted = inputs.paused || !inputs.blockers.is_empty();
+    let mut seen = std::collections::BTreeSet::new();
+    for p in &d.patches {
+        prop_assert!(!p.is_empty());
+        prop_assert!(seen.insert(p.node.clone()), "two patches for {}", p.node);
+        let orig = nodes.iter().find(|v| v.name == p.node).unwrap();
+        prop_assert!(c.manages(orig), "patched an unmanaged node");
+        prop_assert!(NodeState::parse(orig).is_ok(), "patched a malformed node");
+        let starts = ann(p, keys::REBOOT_OK) == Some(Some("true"))
+            || lbl(p, keys::BEFORE_REBOOT) == Some(Some("true"));
+        if starts {
+            // A new turn only inside the window (checked on the wall clock
+            // of every configured window), never paused or blocked.
+            prop_assert!(open);
+            prop_assert!(c.window.is_none_or(|w| w.contains(now)));
+            prop_assert!(c.windows.as_ref().is_none_or(|s| s.contains(now)));
+            prop_assert!(!halted, "a new turn while paused or blocked");
+            prop_assert!(!inputs.blocked(&p.node), "a new turn for a blocked node");
+        }
+        // The operator never writes the agent's keys.
+        for k in [
+            keys::REBOOT_IN_PROGRESS,
+            keys::REBOOT_NEEDED,
+            keys::AGENT_MADE_UNSCHEDULABLE,
+            keys::REBOOT_BOOT_ID,
+            keys::DRAIN_FAILURE,
+            keys::REBOOT_PAUSED,
+        ] {
+            prop_assert!(!p.annotations.contains_key(k));
+        }
+        prop_assert_eq!(p.unschedulable, None);
+        // A new grant only on a rebootable node (or one waiting in before-reboot).
+        if ann(p, keys::REBOOT_OK) == Some(Some("true")) {
+            let s = NodeState::parse(orig).unwrap();
+            prop_assert!(s.rebootable());
+            // ... that expires before the window closes: every minute up to
+            // the expiry is inside.
+            if let Some(Some(e)) = ann(p, keys::GRANT_EXPIRES) {
+                let e = crate::node::parse_time(e).unwrap();
+                prop_assert!(e > now);
+                let mut t = now;
+                while t < e {
+                    prop_assert!(c.window_open(t), "grant expires at {e}, but closed at {t}");
+                    t += mins(7);
+                }
+            }
+        }
+    }
+    for pr in &d.problems {
+        let v = nodes.iter().find(|v| v.name == pr.node).unwrap();
+        prop_assert!(NodeState::parse(v).is_err());
+    }
+    prop_assert_eq!(
+        d.problems.len(),
+        managed
+            .iter()
+            .filter(|v| NodeState::parse(v).is_err())
+            .count()
+    );
+    if let Some(t) = d.next_check {
+        prop_assert!(t > now);
+    }
+    // Stuck nodes hold a grant past the timeout and are marked.
+    for st in &d.stuck {
+        let v = after.iter().find(|v| v.name == st.node).unwrap();
+        prop_assert!(v.annotation(keys::STUCK_SINCE).is_some());
+        prop_assert!(v.holds_slot());
+    }
+    Ok(after)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(384))]
 
     #[test]
     fn operator_invariants(
-        nodes in any_cluster(t0()),
+        (nodes, inputs) in any_cluster(t0()).prop_flat_map(|n| { let k = n.len(); (Just(n), any_inputs(k)) }),
         c in any_config(),
         dt in -(7 * 24 * 60i64)..(7 * 24 * 60),
+        near_dst in prop::option::of(prop::sample::select(vec![
+            // Europe/Berlin: last Sunday of March and October 2024, 01:00 UTC;
+            // America/New_York: 2024-03-10 and 2024-11-03, 07:00 / 06:00 UTC.
+            (2024, 3, 31, 1), (2024, 10, 27, 1), (2024, 3, 10, 7), (2024, 11, 3, 6),
+        ])),
     ) {
-        let now = t0() + mins(dt);
-        let d = decide(&nodes, &c, now);
-        let max = c.max_rebooting.resolve(nodes.len());
-        let before = holders(&nodes);
-        let mut after = nodes.clone();
-        apply_all(&mut after, &d.patches);
-        // Never adds a slot holder beyond the max.
-        prop_assert!(holders(&after) <= max.max(before), "{} > max({max}, {before})", holders(&after));
-        let open = c.window.is_none_or(|w| w.contains(now));
-        let mut seen = std::collections::BTreeSet::new();
-        for p in &d.patches {
-            prop_assert!(!p.is_empty());
-            prop_assert!(seen.insert(p.node.clone()), "two patches for {}", p.node);
-            let orig = nodes.iter().find(|v| v.name == p.node).unwrap();
-            prop_assert!(NodeState::parse(orig).is_ok(), "patched a malformed node");
-            if !open {
-                prop_assert_ne!(ann(p, keys::REBOOT_OK), Some(Some("true")));
-                prop_assert_ne!(lbl(p, keys::BEFORE_REBOOT), Some(Some("true")));
+        let now = match near_dst {
+            Some((y, mo, d, h)) => {
+                use chrono::TimeZone;
+                chrono::Utc.with_ymd_and_hms(y, mo, d, h, 0, 0).unwrap() + mins(dt % 240)
             }
-            // The operator never writes the agent's keys.
-            for k in [keys::REBOOT_IN_PROGRESS, keys::REBOOT_NEEDED, keys::AGENT_MADE_UNSCHEDULABLE, keys::REBOOT_BOOT_ID, keys::DRAIN_FAILURE, keys::REBOOT_PAUSED] {
-                prop_assert!(!p.annotations.contains_key(k));
-            }
-            prop_assert_eq!(p.unschedulable, None);
-            // A new grant only on a rebootable node (or one waiting in before-reboot).
-            if ann(p, keys::REBOOT_OK) == Some(Some("true")) {
-                let s = NodeState::parse(orig).unwrap();
-                prop_assert!(s.rebootable());
-                prop_assert!(open);
-            }
-        }
-        for pr in &d.problems {
-            let v = nodes.iter().find(|v| v.name == pr.node).unwrap();
-            prop_assert!(NodeState::parse(v).is_err());
-        }
-        prop_assert_eq!(d.problems.len(), nodes.iter().filter(|v| NodeState::parse(v).is_err()).count());
-        if let Some(t) = d.next_check {
-            prop_assert!(t > now);
-        }
+            None => t0() + mins(dt),
+        };
+        let d = decide_with(&nodes, &c, &inputs, now);
+        let after = check_decision(&nodes, &c, &inputs, now, &d)?;
         // Deciding again at the same instant converges.
         let mut cur = after;
         let mut rounds = 0;
         loop {
-            let d2 = decide(&cur, &c, now);
+            let d2 = decide_with(&cur, &c, &inputs, now);
             if d2.patches.is_empty() { break; }
-            let b2 = holders(&cur);
-            apply_all(&mut cur, &d2.patches);
-            prop_assert!(holders(&cur) <= max.max(b2));
+            cur = check_decision(&cur, &c, &inputs, now, &d2)?;
             rounds += 1;
             prop_assert!(rounds < 4, "no fixpoint: {:?}", d2);
         }

@@ -1,11 +1,10 @@
 //! Runs the real agent (`agent::run`) once per simulated node, like a
 //! DaemonSet: when the sandbox says a node's reboot started, that node's agent
 //! is aborted (the machine went down); when the node is Up again, a new agent
-//! starts. Tests can also kill and restart one agent by hand.
+//! starts. A test can also kill and restart one agent by hand.
 //!
 //! Use: `let fleet = Fleet::start(&sb, &["n1", "n2"], agent_config);` (before
 //! anything can reboot), then `fleet.stop().await` at the end.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +26,20 @@ pub fn agent_config(node: &str, host: &SimHost) -> AgentConfig {
     c.reboot_timeout = Duration::from_secs(30);
     c.host_info = HostInfo::from_files(Some(&host.os_release()), None, None);
     c
+}
+
+/// A client of the sandbox as `user` (shown in its audit record), configured as
+/// `update-agent` configures its own: kube's built-in retry of 429/503 is off,
+/// the agent's loops retry with backoff themselves.
+pub fn agent_client(sb: &Sandbox, user: &str) -> anyhow::Result<kube::Client> {
+    let mut config = kube::Config::new(sb.url().parse()?);
+    config.headers.push((
+        http::header::HeaderName::from_static("x-sandbox-user"),
+        http::HeaderValue::from_str(user)?,
+    ));
+    config.read_timeout = Some(Duration::from_secs(330));
+    config.default_retry = false;
+    Ok(kube::Client::try_from(config)?)
 }
 
 type MakeConfig = Arc<dyn Fn(&str, &SimHost) -> AgentConfig + Send + Sync>;
@@ -64,22 +77,36 @@ fn start_member(name: &str, m: &mut Member, make_config: &MakeConfig) {
 }
 
 impl Fleet {
-    /// Starts an agent on each of `nodes` (added with `Sandbox::add_node`),
-    /// as user `agent-<node>` in the audit record.
-    pub fn start(
+    /// Starts an agent on each of `nodes` (added with `Sandbox::add_node`), as
+    /// user `agent-<node>` in the audit record. Panics on a node the sandbox
+    /// does not simulate; see [`Fleet::try_start`].
+    pub fn start<S: AsRef<str>>(
         sb: &Sandbox,
-        nodes: &[&str],
+        nodes: &[S],
         make_config: impl Fn(&str, &SimHost) -> AgentConfig + Send + Sync + 'static,
     ) -> Fleet {
+        Fleet::try_start(sb, nodes, make_config).expect("agents start")
+    }
+
+    /// [`Fleet::start`], with an error for a node the sandbox does not simulate.
+    pub fn try_start<S: AsRef<str>>(
+        sb: &Sandbox,
+        nodes: &[S],
+        make_config: impl Fn(&str, &SimHost) -> AgentConfig + Send + Sync + 'static,
+    ) -> anyhow::Result<Fleet> {
         let make_config: MakeConfig = Arc::new(make_config);
         let mut lifecycle = sb.lifecycle();
         let members: Members = Arc::default();
         {
             let mut ms = members.lock().unwrap();
-            for &n in nodes {
+            for n in nodes {
+                let n = n.as_ref();
+                let host = sb
+                    .host(n)
+                    .ok_or_else(|| anyhow::anyhow!("node {n} was not added with add_node"))?;
                 let mut m = Member {
-                    client: sb.client_as(&format!("agent-{n}")).expect("client"),
-                    host: sb.host(n).expect("node added with add_node"),
+                    client: agent_client(sb, &format!("agent-{n}"))?,
+                    host,
                     running: None,
                     starts: 0,
                 };
@@ -113,11 +140,11 @@ impl Fleet {
                 }
             }
         });
-        Fleet {
+        Ok(Fleet {
             members,
             make_config,
             follower,
-        }
+        })
     }
 
     /// Kills a node's agent abruptly (a crashed pod), without restarting it.
@@ -145,15 +172,18 @@ impl Fleet {
             .map_or(0, |m| m.starts)
     }
 
-    /// Agents that ended on their own (they should not), with their results.
+    /// Agents that ended on their own (they should not).
     pub fn crashed(&self) -> Vec<String> {
-        self.members
+        let mut v: Vec<String> = self
+            .members
             .lock()
             .unwrap()
             .iter()
             .filter(|(_, m)| m.running.as_ref().is_some_and(|(_, h)| h.is_finished()))
             .map(|(n, _)| n.clone())
-            .collect()
+            .collect();
+        v.sort();
+        v
     }
 
     /// Stops every agent gracefully.
@@ -166,8 +196,10 @@ impl Fleet {
             .values_mut()
             .filter_map(|m| m.running.take())
             .collect();
-        for (token, handle) in running {
+        for (token, _) in &running {
             token.cancel();
+        }
+        for (_, handle) in running {
             let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
         }
     }

@@ -1,0 +1,628 @@
+//! What the leader reports about the rollout: Kubernetes Events on the Nodes (and on the
+//! Lease when a replica becomes leader), `--notify-url` notifications, and the metrics
+//! computed from its node cache.
+//!
+//! [`Observer::observe`] runs on every decision with the nodes the decision was made on. It
+//! sets `fluo_nodes{state}` and `fluo_reboot_window_open`, and compares each node with how
+//! it was at the previous decision: every change of the protocol state is one Event (and
+//! counter, and notification). The first decision of a term only records the state, so a
+//! new leader does not repeat what its predecessor reported. All of it is best effort and
+//! never waits: Events and notifications go through bounded queues.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use protocol::keys;
+use protocol::node::{NodeState, NodeView, format_time};
+use protocol::operator::{ClusterInputs, Decision, OperatorConfig, failure_backoff};
+use telemetry::events::{EventSink, node_ref};
+
+use crate::metrics::Metrics;
+use crate::notify::{self, Notification, Notifier};
+
+/// What every term of one replica reports through.
+pub(crate) struct Reporter {
+    pub(crate) events: EventSink,
+    pub(crate) notifier: Option<Notifier>,
+    pub(crate) metrics: Metrics,
+    pub(crate) lease: ObjectReference,
+    pub(crate) identity: String,
+}
+
+impl Reporter {
+    fn event(
+        &self,
+        node: &str,
+        uid: Option<String>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        self.events
+            .publish(node_ref(node, uid), type_, reason, action, note);
+    }
+
+    fn notify(&self, event: &'static str, node: &str, reason: String, now: DateTime<Utc>) {
+        if let Some(n) = &self.notifier {
+            n.send(Notification {
+                event: event.to_string(),
+                node: node.to_string(),
+                reason,
+                time: format_time(now),
+            });
+        }
+    }
+}
+
+/// A node's protocol state as last seen.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    needed: bool,
+    granted: bool,
+    in_progress: bool,
+    before: bool,
+    after: bool,
+    stuck: Option<String>,
+    blocker: Option<&'static str>,
+    granted_at: Option<DateTime<Utc>>,
+}
+
+/// One leader term's reporting state. Creating it sets `fluo_operator_leader` to 1 and
+/// writes the leader election Event; dropping it (the term ended) zeroes the leader's
+/// gauges.
+pub(crate) struct Observer {
+    r: Arc<Reporter>,
+    /// None until the first decision of the term.
+    seen: Option<HashMap<String, Seen>>,
+    problems: HashMap<String, String>,
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.r.metrics.reset_leader_view();
+    }
+}
+
+fn short(key: &str) -> &str {
+    key.strip_prefix(keys::PREFIX).unwrap_or(key)
+}
+
+/// Whether `decision` picks `node` this time (grants it or labels it `before-reboot`).
+fn picked(decision: &Decision) -> HashSet<&str> {
+    decision
+        .patches
+        .iter()
+        .filter(|p| {
+            p.annotations.get(keys::REBOOT_OK) == Some(&Some(keys::TRUE.to_string()))
+                || p.labels.get(keys::BEFORE_REBOOT) == Some(&Some(keys::TRUE.to_string()))
+        })
+        .map(|p| p.node.as_str())
+        .collect()
+}
+
+/// `fluo_nodes`' state of a node (see [`crate::metrics::NODE_STATES`]).
+pub(crate) fn state_of(s: &NodeState) -> Option<&'static str> {
+    Some(if s.stuck_since.is_some() {
+        "stuck"
+    } else if s.reboot_in_progress {
+        let rebooted = s.reboot_boot_id.as_deref().is_some_and(|b| b != s.boot_id);
+        if !s.ready || rebooted {
+            "rebooting"
+        } else {
+            "draining"
+        }
+    } else if s.before_reboot || s.after_reboot {
+        "waiting_for_hooks"
+    } else if s.reboot_ok && !s.reboot_needed {
+        // Back from the reboot, not released yet (e.g. not Ready again).
+        "rebooting"
+    } else if s.reboot_ok {
+        "granted"
+    } else if s.reboot_paused {
+        "paused"
+    } else if s.reboot_needed {
+        "needs_reboot"
+    } else {
+        return None;
+    })
+}
+
+/// Slot use after the decision, to tell which limit holds a node back.
+struct Capacity<'a> {
+    max: usize,
+    held: usize,
+    zone_max: Option<protocol::operator::MaxRebooting>,
+    zone_nodes: BTreeMap<Option<&'a str>, usize>,
+    zone_held: BTreeMap<Option<&'a str>, usize>,
+    /// `--min-reboot-interval` runs until then.
+    interval_until: Option<DateTime<Utc>>,
+}
+
+impl<'a> Capacity<'a> {
+    fn new(
+        managed: &[&'a NodeView],
+        states: &HashMap<&str, NodeState>,
+        decision: &Decision,
+        cfg: &'a OperatorConfig,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let patches: HashMap<&str, _> = decision
+            .patches
+            .iter()
+            .map(|p| (p.node.as_str(), p))
+            .collect();
+        let mut zone_nodes = BTreeMap::new();
+        let mut zone_held = BTreeMap::new();
+        let mut held = 0;
+        for v in managed {
+            let z = cfg.zone_of(v);
+            *zone_nodes.entry(z).or_default() += 1;
+            let mut after = (*v).clone();
+            if let Some(p) = patches.get(v.name.as_str()) {
+                p.apply(&mut after);
+            }
+            if after.holds_slot() {
+                held += 1;
+                *zone_held.entry(z).or_default() += 1;
+            }
+        }
+        let interval = cfg.min_reboot_interval;
+        let last_turn = states
+            .values()
+            .flat_map(|s| [s.picked_at, s.released_at, s.granted_at])
+            .flatten()
+            .chain(picked(decision).iter().map(|_| now))
+            .max();
+        let interval_until = last_turn
+            .filter(|_| interval > TimeDelta::zero())
+            .and_then(|t| t.checked_add_signed(interval))
+            .filter(|until| now < *until);
+        Capacity {
+            max: cfg.max_rebooting.resolve(managed.len()),
+            held,
+            zone_max: cfg.max_rebooting_per_zone,
+            zone_nodes,
+            zone_held,
+            interval_until,
+        }
+    }
+}
+
+/// Why a node that needs a reboot and holds no slot was not picked: the `blocker` label of
+/// `fluo_grants_blocked_total` and a sentence for the Event. Mirrors the order of
+/// `protocol::operator::decide_with`'s checks.
+fn blocker(
+    s: &NodeState,
+    view: &NodeView,
+    cfg: &OperatorConfig,
+    inputs: &ClusterInputs,
+    cap: &Capacity,
+    now: DateTime<Utc>,
+) -> (&'static str, String) {
+    if s.reboot_paused {
+        return (
+            "paused",
+            format!(
+                "the node is paused ({} is true)",
+                short(keys::REBOOT_PAUSED)
+            ),
+        );
+    }
+    if inputs.paused {
+        return (
+            "cluster_paused",
+            "reboots are paused cluster-wide (the operator's Lease is annotated paused=true)"
+                .into(),
+        );
+    }
+    if !inputs.blockers.is_empty() {
+        return (
+            "alerts",
+            format!("blocked cluster-wide: {}", inputs.blockers.join("; ")),
+        );
+    }
+    if let Some(b) = inputs.node_blockers.get(&s.name).filter(|b| !b.is_empty()) {
+        return ("pods", format!("blocked: {}", b.join("; ")));
+    }
+    if !cfg.window_open(now) {
+        let next = cfg
+            .window_next_change(now)
+            .map(|t| format!(" (it opens at {})", format_time(t)))
+            .unwrap_or_default();
+        return ("window", format!("the reboot window is closed{next}"));
+    }
+    if !s.ready {
+        return ("not_ready", "the node is not Ready".into());
+    }
+    if let Some(f) = &s.drain_failure
+        && let Some(until) = f.at.checked_add_signed(failure_backoff(s.reboot_failures))
+        && now < until
+    {
+        return (
+            "backoff",
+            format!(
+                "backing off after a failed drain until {} ({})",
+                format_time(until),
+                f.reason
+            ),
+        );
+    }
+    if let Some(until) = cap.interval_until {
+        return (
+            "interval",
+            format!(
+                "--min-reboot-interval: the next node may be picked at {}",
+                format_time(until)
+            ),
+        );
+    }
+    if cap.held >= cap.max {
+        return (
+            "capacity",
+            format!(
+                "all {} of {} reboot slots are in use (--max-rebooting-nodes)",
+                cap.held, cap.max
+            ),
+        );
+    }
+    if let Some(m) = cap.zone_max {
+        let z = cfg.zone_of(view);
+        let zmax = m.resolve(cap.zone_nodes.get(&z).copied().unwrap_or(0));
+        let zheld = cap.zone_held.get(&z).copied().unwrap_or(0);
+        if zheld >= zmax {
+            return (
+                "zone_capacity",
+                format!(
+                    "{} of {zmax} reboot slots of zone {} are in use (--max-rebooting-nodes-per-zone)",
+                    zheld,
+                    z.unwrap_or("(no zone label)")
+                ),
+            );
+        }
+    }
+    (
+        "capacity",
+        format!(
+            "waiting for a reboot slot ({} of {} in use)",
+            cap.held, cap.max
+        ),
+    )
+}
+
+fn list(hooks: &[String]) -> String {
+    hooks.join(", ")
+}
+
+impl Observer {
+    pub(crate) fn new(r: Arc<Reporter>) -> Self {
+        r.metrics.set_leader(true);
+        r.events.publish(
+            r.lease.clone(),
+            EventType::Normal,
+            "LeaderElection",
+            "Lead",
+            format!("{} became leader", r.identity),
+        );
+        Observer {
+            r,
+            seen: None,
+            problems: HashMap::new(),
+        }
+    }
+
+    /// Reports on the nodes `decision` was made on (`views`, with `nodes` for their UIDs).
+    pub(crate) fn observe(
+        &mut self,
+        views: &[NodeView],
+        nodes: &HashMap<String, Arc<Node>>,
+        decision: &Decision,
+        cfg: &OperatorConfig,
+        inputs: &ClusterInputs,
+        now: DateTime<Utc>,
+    ) {
+        let r = self.r.clone();
+        r.metrics.set_window_open(cfg.window_open(now));
+        let managed: Vec<&NodeView> = views.iter().filter(|v| cfg.manages(v)).collect();
+        let states: HashMap<&str, NodeState> = managed
+            .iter()
+            .filter_map(|v| NodeState::parse(v).ok().map(|s| (v.name.as_str(), s)))
+            .collect();
+        let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
+        for s in states.values() {
+            if let Some(st) = state_of(s) {
+                *counts.entry(st).or_default() += 1;
+            }
+        }
+        r.metrics.set_nodes(&counts.into_iter().collect::<Vec<_>>());
+
+        self.report_problems(decision, nodes);
+
+        let picked = picked(decision);
+        let cap = Capacity::new(&managed, &states, decision, cfg, now);
+        let stuck: HashMap<&str, &str> = decision
+            .stuck
+            .iter()
+            .map(|s| (s.node.as_str(), s.reason.as_str()))
+            .collect();
+        let mut now_seen: HashMap<String, Seen> = HashMap::new();
+        let mut blockers: HashMap<&str, String> = HashMap::new();
+        for v in &managed {
+            let Some(s) = states.get(v.name.as_str()) else {
+                continue;
+            };
+            let blocked = (s.reboot_needed && !s.holds_slot() && !picked.contains(v.name.as_str()))
+                .then(|| blocker(s, v, cfg, inputs, &cap, now));
+            let seen = Seen {
+                needed: s.reboot_needed,
+                granted: s.reboot_ok,
+                in_progress: s.reboot_in_progress,
+                before: s.before_reboot,
+                after: s.after_reboot,
+                stuck: stuck
+                    .get(v.name.as_str())
+                    .map(|r| r.to_string())
+                    .or_else(|| s.stuck_since.as_ref().map(|st| st.reason.clone())),
+                blocker: blocked.as_ref().map(|(b, _)| *b),
+                granted_at: s.granted_at,
+            };
+            if let Some((_, note)) = blocked {
+                blockers.insert(v.name.as_str(), note);
+            }
+            now_seen.insert(v.name.clone(), seen);
+        }
+        if let Some(prev) = &self.seen {
+            for v in &managed {
+                let (Some(cur), Some(old)) = (now_seen.get(&v.name), prev.get(&v.name)) else {
+                    continue;
+                };
+                let uid = nodes.get(&v.name).and_then(|n| n.uid());
+                self.transitions(
+                    v,
+                    uid,
+                    old,
+                    cur,
+                    blockers.get(v.name.as_str()),
+                    cfg,
+                    &cap,
+                    now,
+                );
+            }
+        }
+        self.seen = Some(now_seen);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn transitions(
+        &self,
+        v: &NodeView,
+        uid: Option<String>,
+        old: &Seen,
+        cur: &Seen,
+        blocker_note: Option<&String>,
+        cfg: &OperatorConfig,
+        cap: &Capacity,
+        now: DateTime<Utc>,
+    ) {
+        let r = &self.r;
+        let name = v.name.as_str();
+        let ev = |type_, reason: &str, action: &str, note: String| {
+            r.event(name, uid.clone(), type_, reason, action, note)
+        };
+        use EventType::{Normal, Warning};
+        if cur.needed && !old.needed {
+            let version = v
+                .annotation(keys::NEW_VERSION)
+                .filter(|s| !s.is_empty())
+                .map(|s| format!(" (update to {s})"))
+                .unwrap_or_default();
+            ev(
+                Normal,
+                "RebootNeeded",
+                "Observe",
+                format!("the node needs a reboot{version}"),
+            );
+        }
+        if cur.before && !old.before {
+            ev(
+                Normal,
+                "BeforeRebootHooks",
+                "Pick",
+                format!(
+                    "picked for a reboot; waiting for the before-reboot annotations: {}",
+                    list(&cfg.before_reboot_annotations)
+                ),
+            );
+        }
+        if cur.granted && !old.granted {
+            r.metrics.granted();
+            let until = v
+                .annotation(keys::GRANT_EXPIRES)
+                .map(|t| format!(", to start before {t}"))
+                .unwrap_or_default();
+            let note = format!(
+                "reboot granted ({} of {} slots in use{until})",
+                cap.held, cap.max
+            );
+            ev(Normal, "RebootGranted", "Grant", note.clone());
+            r.notify(notify::GRANT, name, note, now);
+        }
+        if cur.in_progress && !old.in_progress {
+            r.notify(
+                notify::REBOOT,
+                name,
+                "the agent started draining and rebooting the node".into(),
+                now,
+            );
+        }
+        if cur.after && !old.after {
+            ev(
+                Normal,
+                "AfterRebootHooks",
+                "Wait",
+                format!(
+                    "back from the reboot; waiting for the after-reboot annotations: {}",
+                    list(&cfg.after_reboot_annotations)
+                ),
+            );
+        }
+        if old.granted && !cur.granted {
+            if !cur.needed {
+                let took = old.granted_at.and_then(|g| (now - g).to_std().ok());
+                r.metrics.completed(took);
+                let took = took
+                    .map(|d| format!(" {}s after the grant", d.as_secs()))
+                    .unwrap_or_default();
+                let note = format!("rebooted and back: reboot slot released{took}");
+                ev(Normal, "RebootReleased", "Release", note.clone());
+                r.notify(notify::BACK, name, note, now);
+            } else {
+                let why = if let Some(f) = v.annotation(keys::DRAIN_FAILURE) {
+                    format!("the drain failed: {f}")
+                } else if v.annotation(keys::REBOOT_PAUSED) == Some(keys::TRUE) {
+                    "the node was paused".into()
+                } else if !cfg.window_open(now) {
+                    "the reboot window closed before the reboot started".into()
+                } else if let Some(n) = blocker_note {
+                    n.clone()
+                } else {
+                    "the grant expired or was withdrawn before the reboot started".into()
+                };
+                let type_ = if v.annotation(keys::DRAIN_FAILURE).is_some() {
+                    Warning
+                } else {
+                    Normal
+                };
+                ev(
+                    type_,
+                    "GrantWithdrawn",
+                    "Withdraw",
+                    format!("reboot grant withdrawn: {why}"),
+                );
+            }
+        } else if old.before && !cur.before && !cur.granted {
+            ev(
+                Normal,
+                "GrantWithdrawn",
+                "Withdraw",
+                format!(
+                    "no longer waiting for the before-reboot annotations: {}",
+                    blocker_note.map_or("the node is no longer rebootable", |s| s)
+                ),
+            );
+        }
+        if let Some(why) = &cur.stuck
+            && old.stuck.is_none()
+        {
+            ev(Warning, "NodeStuck", "Timeout", why.clone());
+            r.notify(notify::STUCK, name, why.clone(), now);
+        }
+        if cur.blocker.is_some()
+            && cur.blocker != old.blocker
+            && let (Some(b), Some(note)) = (cur.blocker, blocker_note)
+        {
+            r.metrics.blocked(b);
+            ev(
+                Normal,
+                "RebootBlocked",
+                "Block",
+                format!("cannot grant a reboot now: {note}"),
+            );
+        }
+    }
+
+    /// A Warning Event for each node whose malformed values changed.
+    fn report_problems(&mut self, decision: &Decision, nodes: &HashMap<String, Arc<Node>>) {
+        let mut now: HashMap<String, String> = HashMap::new();
+        for p in &decision.problems {
+            now.insert(p.node.clone(), p.message.clone());
+        }
+        for (node, msg) in &now {
+            if self.problems.get(node) != Some(msg) {
+                self.r.event(
+                    node,
+                    nodes.get(node).and_then(|n| n.uid()),
+                    EventType::Warning,
+                    "InvalidProtocolValue",
+                    "Skip",
+                    format!("leaving the node alone until this is fixed: {msg}"),
+                );
+            }
+        }
+        self.problems = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::node::NodeView;
+
+    fn state(anns: &[(&str, &str)], labels: &[(&str, &str)], ready: bool) -> NodeState {
+        let v = NodeView {
+            name: "n".into(),
+            annotations: anns
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            boot_id: "b2".into(),
+            ready,
+            ..Default::default()
+        };
+        NodeState::parse(&v).unwrap()
+    }
+
+    #[test]
+    fn node_states() {
+        use keys::*;
+        let t = "true";
+        assert_eq!(state_of(&state(&[], &[], true)), None);
+        assert_eq!(
+            state_of(&state(&[(REBOOT_NEEDED, t)], &[], true)),
+            Some("needs_reboot")
+        );
+        assert_eq!(
+            state_of(&state(&[(REBOOT_NEEDED, t), (REBOOT_PAUSED, t)], &[], true)),
+            Some("paused")
+        );
+        assert_eq!(
+            state_of(&state(&[(REBOOT_NEEDED, t), (REBOOT_OK, t)], &[], true)),
+            Some("granted")
+        );
+        assert_eq!(
+            state_of(&state(&[(REBOOT_NEEDED, t)], &[(BEFORE_REBOOT, t)], true)),
+            Some("waiting_for_hooks")
+        );
+        let in_progress = [
+            (REBOOT_NEEDED, t),
+            (REBOOT_OK, t),
+            (REBOOT_IN_PROGRESS, t),
+            (REBOOT_BOOT_ID, "b2"),
+        ];
+        assert_eq!(state_of(&state(&in_progress, &[], true)), Some("draining"));
+        assert_eq!(
+            state_of(&state(&in_progress, &[], false)),
+            Some("rebooting")
+        );
+        assert_eq!(
+            state_of(&state(&[(REBOOT_OK, t)], &[], false)),
+            Some("rebooting")
+        );
+        assert_eq!(
+            state_of(&state(
+                &[(REBOOT_OK, t), (STUCK_SINCE, "2024-01-01T00:00:00Z late")],
+                &[],
+                false
+            )),
+            Some("stuck")
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! `--notify-url`: a JSON POST for each step of a node's reboot that people want to hear
+//! about, e.g. in a chat channel through a webhook relay:
+//!
+//! ```json
+//! {"event": "grant", "node": "node-1", "reason": "reboot granted (1 of 1 slots in use)", "time": "2024-05-01T10:00:00Z"}
+//! ```
+//!
+//! `event` is `grant` (the node may reboot), `reboot` (its agent started draining and
+//! rebooting), `back` (it rebooted, came back, and its slot was released) or `stuck` (it
+//! did not come back within `--reboot-timeout`).
+//!
+//! Never in the way of the rollout: [`Notifier::send`] only queues (a bounded queue; when
+//! full, the oldest waiting notification is dropped). A background loop delivers them in
+//! order, each retried with exponential backoff until it gets a 2xx answer or its attempts
+//! run out. Drops are counted in `fluo_notifications_dropped_total{reason}`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Uri, header};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::metrics::Metrics;
+
+/// `event`: the node was granted a reboot.
+pub const GRANT: &str = "grant";
+/// `event`: the node's agent started draining and rebooting it.
+pub const REBOOT: &str = "reboot";
+/// `event`: the node rebooted, is back, and its slot was released.
+pub const BACK: &str = "back";
+/// `event`: the node did not come back within `--reboot-timeout`.
+pub const STUCK: &str = "stuck";
+
+/// One notification (the JSON body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    /// [`GRANT`], [`REBOOT`], [`BACK`] or [`STUCK`].
+    pub event: String,
+    /// The node's name.
+    pub node: String,
+    /// A sentence for people.
+    pub reason: String,
+    /// When the operator saw it, RFC3339 UTC.
+    pub time: String,
+}
+
+/// Where and how to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// An `http://` or `https://` URL.
+    pub url: Uri,
+    /// Notifications waiting at most (then the oldest is dropped).
+    pub queue_capacity: usize,
+    /// Attempts per notification (then it is dropped).
+    pub max_attempts: u32,
+    /// Wait after the first failed attempt; doubled after each further one.
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+    /// Longest time one attempt may take.
+    pub timeout: Duration,
+}
+
+impl NotifyConfig {
+    /// Defaults for `url`: 1000 queued, 8 attempts, 1 s backoff doubling up to 60 s (about
+    /// 3 minutes in all), 10 s per attempt. The error says what is wrong with the URL.
+    pub fn new(url: &str) -> Result<Self, String> {
+        let uri: Uri = url
+            .trim()
+            .parse()
+            .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http" | "https") => {}
+            _ => {
+                return Err(format!(
+                    "invalid URL {url:?}: must start with http:// or https://"
+                ));
+            }
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(format!("invalid URL {url:?}: no host"));
+        }
+        Ok(NotifyConfig {
+            url: uri,
+            queue_capacity: 1000,
+            max_attempts: 8,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+        })
+    }
+}
+
+struct Inner {
+    cfg: NotifyConfig,
+    queue: Mutex<VecDeque<Notification>>,
+    wake: Notify,
+    metrics: Metrics,
+}
+
+/// Queues notifications for [`Notifier::run`]; cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    inner: Arc<Inner>,
+}
+
+type HttpClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+fn http_client() -> HttpClient {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider.clone())
+    {
+        Ok(b) => b,
+        Err(e) => {
+            warn!(error = %e, "--notify-url: no CA certificates found; https:// URLs will fail");
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+        }
+    };
+    let connector = builder.https_or_http().enable_http1().build();
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+impl Notifier {
+    /// A notifier for `cfg`, counting drops in `metrics`.
+    pub fn new(cfg: NotifyConfig, metrics: Metrics) -> Self {
+        Notifier {
+            inner: Arc::new(Inner {
+                cfg,
+                queue: Mutex::new(VecDeque::new()),
+                wake: Notify::new(),
+                metrics,
+            }),
+        }
+    }
+
+    /// Queues `n`; never waits. A full queue drops its oldest notification.
+    pub fn send(&self, n: Notification) {
+        let i = &self.inner;
+        {
+            let mut q = i.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.push_back(n);
+            while q.len() > i.cfg.queue_capacity.max(1) {
+                if let Some(old) = q.pop_front() {
+                    warn!(event = %old.event, node = %old.node, "--notify-url: queue full; dropping the oldest notification");
+                    i.metrics.notification_dropped("queue_full");
+                }
+            }
+        }
+        i.wake.notify_one();
+    }
+
+    /// Notifications waiting (not counting one being delivered).
+    pub fn queued(&self) -> usize {
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Delivers queued notifications, in order, forever (drop the future to stop).
+    pub async fn run(self) {
+        let client = http_client();
+        loop {
+            let next = self
+                .inner
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            match next {
+                Some(n) => self.deliver(&client, n).await,
+                None => self.inner.wake.notified().await,
+            }
+        }
+    }
+
+    async fn deliver(&self, client: &HttpClient, n: Notification) {
+        let cfg = &self.inner.cfg;
+        let body = match serde_json::to_vec(&n) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                warn!(error = %e, "--notify-url: cannot encode a notification");
+                return;
+            }
+        };
+        let mut backoff = cfg.initial_backoff;
+        for attempt in 1..=cfg.max_attempts.max(1) {
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri(cfg.url.clone())
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(
+                    header::USER_AGENT,
+                    concat!("update-operator/", env!("CARGO_PKG_VERSION")),
+                )
+                .body(Full::new(body.clone()));
+            let req = match req {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(error = %e, "--notify-url: cannot build the request");
+                    return;
+                }
+            };
+            let error = match tokio::time::timeout(cfg.timeout, client.request(req)).await {
+                Ok(Ok(resp)) if resp.status().is_success() => {
+                    debug!(event = %n.event, node = %n.node, attempt, "notification delivered");
+                    return;
+                }
+                Ok(Ok(resp)) => format!("answered {}", resp.status()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {}s", cfg.timeout.as_secs_f64()),
+            };
+            if attempt == cfg.max_attempts.max(1) {
+                warn!(event = %n.event, node = %n.node, %error, attempts = attempt, "--notify-url: giving up on a notification");
+                self.inner.metrics.notification_dropped("undeliverable");
+                return;
+            }
+            info!(event = %n.event, node = %n.node, %error, attempt, retry_in_ms = backoff.as_millis() as u64, "--notify-url: delivery failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(cfg.max_backoff);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(NotifyConfig::new("http://127.0.0.1:9/hook").is_ok());
+        assert!(NotifyConfig::new("https://hooks.example.com/x?y=1").is_ok());
+        for bad in [
+            "",
+            "hooks.example.com/x",
+            "ftp://x/y",
+            "http://",
+            "not a url",
+        ] {
+            assert!(NotifyConfig::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_body_is_the_documented_json() {
+        let n = Notification {
+            event: GRANT.into(),
+            node: "n1".into(),
+            reason: "r".into(),
+            time: "2024-05-01T10:00:00Z".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&n).unwrap(),
+            serde_json::json!({"event": "grant", "node": "n1", "reason": "r", "time": "2024-05-01T10:00:00Z"})
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest() {
+        let m = Metrics::new();
+        let mut cfg = NotifyConfig::new("http://127.0.0.1:9/").unwrap();
+        cfg.queue_capacity = 2;
+        let n = Notifier::new(cfg, m.clone());
+        for i in 0..5 {
+            n.send(Notification {
+                event: GRANT.into(),
+                node: format!("n{i}"),
+                reason: String::new(),
+                time: String::new(),
+            });
+        }
+        assert_eq!(n.queued(), 2);
+        assert_eq!(m.notifications_dropped("queue_full"), 3);
+        let q = n.inner.queue.lock().unwrap();
+        assert_eq!(q[0].node, "n3");
+        assert_eq!(q[1].node, "n4");
+    }
+}

@@ -468,3 +468,200 @@ impl Drop for Monitor {
         self.task.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Summary;
+
+    fn view(anns: &[(&str, &str)], unschedulable: bool, ready: bool, boot: &str) -> NodeView {
+        NodeView {
+            name: "n1".into(),
+            annotations: anns
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            labels: BTreeMap::new(),
+            unschedulable,
+            boot_id: boot.into(),
+            ready,
+        }
+    }
+
+    const T: &str = keys::TRUE;
+    const F: &str = keys::FALSE;
+
+    /// A whole good cycle: idle, waiting, granted, draining, rebooting, done.
+    fn good_cycle(track: &mut NodeTrack) -> Vec<Phase> {
+        let steps = [
+            view(&[(keys::REBOOT_NEEDED, F)], false, true, "b1"),
+            view(&[(keys::REBOOT_NEEDED, T)], false, true, "b1"),
+            view(
+                &[(keys::REBOOT_NEEDED, T), (keys::REBOOT_OK, T)],
+                false,
+                true,
+                "b1",
+            ),
+            view(
+                &[
+                    (keys::REBOOT_NEEDED, T),
+                    (keys::REBOOT_OK, T),
+                    (keys::REBOOT_IN_PROGRESS, T),
+                    (keys::AGENT_MADE_UNSCHEDULABLE, T),
+                ],
+                true,
+                true,
+                "b1",
+            ),
+            view(
+                &[
+                    (keys::REBOOT_NEEDED, T),
+                    (keys::REBOOT_OK, T),
+                    (keys::REBOOT_IN_PROGRESS, T),
+                    (keys::AGENT_MADE_UNSCHEDULABLE, T),
+                ],
+                true,
+                false,
+                "b1",
+            ),
+            view(
+                &[
+                    (keys::REBOOT_NEEDED, T),
+                    (keys::REBOOT_OK, T),
+                    (keys::REBOOT_IN_PROGRESS, T),
+                    (keys::AGENT_MADE_UNSCHEDULABLE, T),
+                ],
+                true,
+                true,
+                "b2",
+            ),
+            view(
+                &[
+                    (keys::REBOOT_NEEDED, F),
+                    (keys::REBOOT_OK, T),
+                    (keys::REBOOT_IN_PROGRESS, F),
+                    (keys::AGENT_MADE_UNSCHEDULABLE, F),
+                ],
+                false,
+                true,
+                "b2",
+            ),
+            view(
+                &[
+                    (keys::REBOOT_NEEDED, F),
+                    (keys::REBOOT_OK, F),
+                    (keys::REBOOT_IN_PROGRESS, F),
+                    (keys::AGENT_MADE_UNSCHEDULABLE, F),
+                ],
+                false,
+                true,
+                "b2",
+            ),
+        ];
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                track.update(v, false, i as f64);
+                track.phase
+            })
+            .collect()
+    }
+
+    fn snapshot(track: NodeTrack, disrupted: usize) -> Snapshot {
+        Snapshot {
+            now: 10.0,
+            started_at: chrono::Utc::now(),
+            nodes: vec![track],
+            counts: Counts::default(),
+            peaks: Peaks {
+                disrupted,
+                ..Peaks::default()
+            },
+            concurrency: vec![],
+        }
+    }
+
+    #[test]
+    fn a_cycle_is_timed_and_phased() {
+        let mut t = NodeTrack::new("n1");
+        let phases = good_cycle(&mut t);
+        use Phase::*;
+        assert_eq!(
+            phases,
+            [
+                Idle, Waiting, Granted, Draining, Rebooting, Rebooting, Rebooting, Done
+            ]
+        );
+        let c = &t.cycles[0];
+        assert_eq!(t.cycles.len(), 1);
+        assert_eq!(
+            (
+                c.needed,
+                c.granted,
+                c.drain_start,
+                c.reboot_start,
+                c.back,
+                c.released
+            ),
+            (
+                Some(1.0),
+                Some(2.0),
+                Some(3.0),
+                Some(4.0),
+                Some(5.0),
+                Some(7.0)
+            )
+        );
+        assert_eq!(c.reboots, 1);
+        assert!(!t.cordoned_by_cycle);
+        let s = Summary::compute(&snapshot(t, 1), 1, Some(0.0), true);
+        assert!(s.violations.is_empty(), "{s:?}");
+        assert_eq!((s.rebooted, s.wall_seconds, s.node_seconds), (1, 7.0, 2.0));
+        assert_eq!(s.physical_limit_seconds, 2.0);
+        assert_eq!(s.ratio, Some(3.5));
+    }
+
+    #[test]
+    fn violations_are_found() {
+        // Two cycles, each a reboot: twice in all.
+        let mut t = NodeTrack::new("n1");
+        good_cycle(&mut t);
+        let mut second = NodeTrack::new("n1");
+        good_cycle(&mut second);
+        t.cycles.extend(second.cycles);
+        t.boot_ids.push("b3".into());
+        let s = Summary::compute(&snapshot(t.clone(), 3), 2, Some(0.0), true);
+        assert_eq!(s.violations.len(), 2, "{s:?}");
+        assert!(s.violations[0].contains("3 nodes unavailable"), "{s:?}");
+        assert!(s.violations[1].contains("rebooted 2 times"), "{s:?}");
+        // Twice in two cycles is fine when reboots are asked for from outside.
+        assert!(
+            Summary::compute(&snapshot(t, 1), 1, None, false)
+                .violations
+                .is_empty()
+        );
+
+        // Left cordoned: the cycle ended with the node still unschedulable.
+        let mut t2 = NodeTrack::new("n1");
+        for (i, v) in [
+            view(&[(keys::REBOOT_NEEDED, T)], false, true, "b1"),
+            view(
+                &[(keys::REBOOT_NEEDED, T), (keys::REBOOT_IN_PROGRESS, T)],
+                true,
+                true,
+                "b1",
+            ),
+            view(&[(keys::REBOOT_NEEDED, F)], true, true, "b2"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            t2.update(v, true, i as f64);
+        }
+        assert!(t2.cordoned_by_cycle && t2.open_cycle().is_none());
+        let s = Summary::compute(&snapshot(t2, 1), 1, Some(0.0), true);
+        assert_eq!(s.violations.len(), 1, "{s:?}");
+        assert!(s.violations[0].contains("left cordoned"), "{s:?}");
+    }
+}

@@ -15,7 +15,8 @@ pub struct Summary {
     /// The most nodes allowed to reboot at once (`--max-rebooting-nodes`, resolved).
     pub max_rebooting: usize,
     /// From the start of the rollout (updates offered, or the first reboot
-    /// request) to the last node released.
+    /// request) to the last node released (or to now, while a node is still
+    /// in a reboot cycle).
     pub wall_seconds: f64,
     /// T: one node's drain + reboot + return, measured as the mean over the
     /// rebooted nodes of the time from `reboot-in-progress=true` (cordon, drain
@@ -62,11 +63,17 @@ impl Summary {
                 .fold(f64::INFINITY, f64::min)
         });
         let start = if start.is_finite() { start } else { s.now };
+        // The last release; now while some node is still in a cycle (an interrupted rollout).
         let end = done
             .iter()
             .filter_map(|c| c.released)
             .fold(f64::NEG_INFINITY, f64::max);
-        let end = if end.is_finite() { end } else { s.now };
+        let in_cycle = s.nodes.iter().any(|n| n.open_cycle().is_some());
+        let end = if end.is_finite() && !in_cycle {
+            end
+        } else {
+            s.now
+        };
         let wall = (end - start).max(0.0);
         let times: Vec<f64> = done
             .iter()

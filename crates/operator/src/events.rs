@@ -332,9 +332,20 @@ impl Observer {
             .iter()
             .filter_map(|v| NodeState::parse(v).ok().map(|s| (v.name.as_str(), s)))
             .collect();
+        // Stuck as of this decision (its `stuck-since` is written by it).
+        let stuck: HashMap<&str, &str> = decision
+            .stuck
+            .iter()
+            .map(|s| (s.node.as_str(), s.reason.as_str()))
+            .collect();
         let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
-        for s in states.values() {
-            if let Some(st) = state_of(s) {
+        for (name, s) in &states {
+            let st = if stuck.contains_key(name) {
+                Some("stuck")
+            } else {
+                state_of(s)
+            };
+            if let Some(st) = st {
                 *counts.entry(st).or_default() += 1;
             }
         }
@@ -344,11 +355,6 @@ impl Observer {
 
         let picked = picked(decision);
         let cap = Capacity::new(&managed, &states, decision, cfg, now);
-        let stuck: HashMap<&str, &str> = decision
-            .stuck
-            .iter()
-            .map(|s| (s.node.as_str(), s.reason.as_str()))
-            .collect();
         let mut now_seen: HashMap<String, Seen> = HashMap::new();
         let mut blockers: HashMap<&str, String> = HashMap::new();
         for v in &managed {

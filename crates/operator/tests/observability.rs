@@ -373,7 +373,10 @@ async fn a_node_that_never_reboots_is_reported_stuck() {
     .await;
     let events: Vec<String> = receiver.got().into_iter().map(|n| n.event).collect();
     assert_eq!(events, ["grant", "stuck"]);
-    assert_eq!(metrics.nodes_in("stuck"), 1);
+    wait_for("fluo_nodes{state=\"stuck\"} 1", PATIENCE, || async {
+        (metrics.nodes_in("stuck") == 1).then_some(())
+    })
+    .await;
     let table = wait_for("the NodeStuck Event", PATIENCE, || async {
         let t = kubectl_events(&sb).await;
         reasons_for(&t, "node/n1")
@@ -434,7 +437,10 @@ async fn a_dead_webhook_never_holds_the_operator_back() {
         done.then_some(())
     })
     .await;
-    assert_eq!(metrics.reboots_completed(), 2);
+    wait_for("both releases counted", PATIENCE, || async {
+        (metrics.reboots_completed() == 2).then_some(())
+    })
+    .await;
     wait_for("drops to be counted", PATIENCE, || async {
         (metrics.notifications_dropped("queue_full") >= 1).then_some(())
     })
@@ -553,7 +559,10 @@ async fn the_binary_serves_metrics_health_and_readiness_and_logs_json() {
         );
         if v["message"] == "update-operator starting" {
             assert!(
-                v["identity"].as_str().unwrap().starts_with("operator-pod-1_"),
+                v["identity"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("operator-pod-1_"),
                 "fields at the top level: {line}"
             );
         }
@@ -627,4 +636,68 @@ async fn the_binary_rejects_bad_metrics_and_notify_values_naming_the_flag() {
         Some("0.0.0.0:8080".parse().unwrap())
     );
     assert!(s.config.notify.is_none());
+}
+
+/// Every `fluo_*` series the alerts and the dashboard in deploy/ query is one the binaries
+/// expose (and the other way round, every metric is documented in docs/metrics.md).
+#[test]
+fn deploy_queries_and_docs_match_the_exposed_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let mut exposed = std::collections::BTreeSet::new();
+    let op = operator::metrics::Metrics::new();
+    let ag = agent::metrics::Metrics::new();
+    for text in [op.encode(), ag.encode()] {
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // A histogram's family name (in texts about it) is fine too.
+            if let Some(base) = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+            {
+                exposed.insert(base.to_string());
+            }
+            exposed.insert(name);
+        }
+    }
+    let names = |text: &str| -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("fluo_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            out.insert(name);
+        }
+        out
+    };
+    for file in [
+        "deploy/prometheus/rules.yaml",
+        "deploy/prometheus/rules_test.yaml",
+        "deploy/monitoring/prometheusrule.yaml",
+        "deploy/grafana/dashboard.json",
+    ] {
+        for name in names(&read(file)) {
+            assert!(
+                exposed.contains(&name),
+                "{file} uses {name}, which is not exposed; exposed: {exposed:?}"
+            );
+        }
+    }
+    let doc = read("docs/metrics.md");
+    for name in &exposed {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            doc.contains(&format!("`{base}`")),
+            "{base} is not in docs/metrics.md"
+        );
+    }
 }

@@ -365,13 +365,13 @@ fn rbac_is_least_privilege_and_every_binding_resolves() {
             (
                 "coordination.k8s.io",
                 "leases/flatcar-linux-update-operator-lock",
-                &["get", "update", "patch", "list", "watch"]
+                &["get", "update", "list", "watch"]
             ),
         ])
     );
     let mut agent = triples(&[
         ("", "nodes", &["get", "list", "watch", "patch"]),
-        ("", "pods", &["get", "list", "watch", "delete"]),
+        ("", "pods", &["list", "watch", "delete"]),
         ("", "pods/eviction", &["create"]),
     ]);
     agent.extend(triples(events));

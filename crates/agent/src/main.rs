@@ -8,7 +8,6 @@ use agent::{AgentConfig, HostInfo};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = match Args::try_parse_go_style(std::env::args_os()) {
@@ -16,7 +15,7 @@ fn main() -> ExitCode {
         // Usage errors (naming the flag), --help and --version.
         Err(e) => e.exit(),
     };
-    init_logging(args.log_format);
+    telemetry::init_logging(args.log_format == LogFormat::Json);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -33,18 +32,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        // Fields at the top level, as update-operator's.
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
-
 async fn real_main(args: Args) -> anyhow::Result<()> {
     let host_info = read_host_info(&args)?;
     info!(
@@ -53,7 +40,7 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
         group = host_info.group.as_deref(),
         "host"
     );
-    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let client = telemetry::kube_client(args.kubeconfig.as_deref()).await?;
     let host = host::DbusHost::connect(args.dbus_address.as_deref())
         .await
         .context("--dbus-address")?;
@@ -125,24 +112,4 @@ fn read_host_info(args: &Args) -> anyhow::Result<HostInfo> {
         }
     }
     Ok(info)
-}
-
-async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("--kubeconfig: cannot read {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("--kubeconfig: cannot use {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no Kubernetes configuration (in-cluster, KUBECONFIG or ~/.kube/config); use --kubeconfig")?,
-    };
-    // Our own loops retry with backoff and log; kube's built-in retry of 429/503 (up to 15
-    // times, minutes in all) would hide errors and stall the agent's reactions.
-    let mut config = config;
-    config.default_retry = false;
-    kube::Client::try_from(config).context("cannot build the Kubernetes client")
 }

@@ -2,38 +2,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use operator::cli::{self, CliError, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
-
-async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("--kubeconfig: cannot read {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("--kubeconfig: cannot use {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig and not running in a cluster")?,
-    };
-    kube::Client::try_from(config).context("cannot create a Kubernetes client")
-}
 
 async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -68,8 +39,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(settings.log_format);
-    let client = match client(settings.kubeconfig.as_deref()).await {
+    telemetry::init_logging(settings.log_format == LogFormat::Json);
+    let client = match telemetry::kube_client(settings.kubeconfig.as_deref()).await {
         Ok(c) => c,
         Err(e) => {
             error!("{e:#}");

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use sandbox::{Options, Sandbox};
+use serde_json::Value;
 
 pub async fn sandbox_with(nodes: usize, opts: Options) -> Sandbox {
     let sb = Sandbox::start(opts).await.expect("sandbox starts");
@@ -68,4 +69,54 @@ pub async fn raw(
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (code, body)
+}
+
+/// The real kubectl against a sandbox, with its own discovery cache.
+pub struct Kubectl {
+    pub server: String,
+    pub cache: tempfile::TempDir,
+}
+
+impl Kubectl {
+    pub fn new(sb: &sandbox::Sandbox) -> Kubectl {
+        Kubectl {
+            server: sb.url(),
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Runs kubectl; returns (success, stdout, stderr).
+    pub async fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::new("kubectl")
+                .arg("--server")
+                .arg(&self.server)
+                .arg("--cache-dir")
+                .arg(self.cache.path())
+                .args(args)
+                .env("KUBECONFIG", "/dev/null")
+                .output(),
+        )
+        .await
+        .expect("kubectl finished in time")
+        .expect("kubectl runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
+    pub async fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(args).await;
+        assert!(ok, "kubectl {args:?} failed: {err}\n{out}");
+        out
+    }
+
+    pub async fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a).await).expect("kubectl printed JSON")
+    }
 }

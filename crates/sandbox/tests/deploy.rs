@@ -4,6 +4,9 @@
 //! `promtool` is installed (CI installs Debian's `prometheus` package) — the rules pass
 //! `promtool check rules` and their unit tests in deploy/prometheus/rules_test.yaml.
 
+mod common;
+
+use common::Kubectl;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -594,36 +597,6 @@ fn promtool_checks_and_tests_the_rules() {
         ok && out.contains(&format!("SUCCESS: {n} rules found")),
         "{out}{err}"
     );
-}
-
-/// The real kubectl against a sandbox.
-struct Kubectl {
-    server: String,
-    cache: tempfile::TempDir,
-}
-
-impl Kubectl {
-    async fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = tokio::time::timeout(
-            Duration::from_secs(120),
-            tokio::process::Command::new("kubectl")
-                .arg("--server")
-                .arg(&self.server)
-                .arg("--cache-dir")
-                .arg(self.cache.path())
-                .args(args)
-                .env("KUBECONFIG", "/dev/null")
-                .output(),
-        )
-        .await
-        .expect("kubectl finished in time")
-        .expect("kubectl runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
-    }
 }
 
 /// `sub` is contained in `sup`: every field of `sub` is in `sup` with the same value

@@ -4,60 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, sandbox};
+use common::{Kubectl, eventually, sandbox};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-
-struct Kubectl {
-    server: String,
-    cache: tempfile::TempDir,
-}
-
-impl Kubectl {
-    fn new(sb: &sandbox::Sandbox) -> Kubectl {
-        Kubectl {
-            server: sb.url(),
-            cache: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// Runs kubectl; returns (success, stdout, stderr).
-    async fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = tokio::time::timeout(
-            Duration::from_secs(60),
-            tokio::process::Command::new("kubectl")
-                .arg("--server")
-                .arg(&self.server)
-                .arg("--cache-dir")
-                .arg(self.cache.path())
-                .args(args)
-                .env("KUBECONFIG", "/dev/null")
-                .output(),
-        )
-        .await
-        .expect("kubectl finished in time")
-        .expect("kubectl runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(args).await;
-        assert!(ok, "kubectl {args:?} failed: {err}\n{out}");
-        out
-    }
-
-    async fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&a).await).expect("kubectl printed JSON")
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_nodes_and_pods() {

@@ -1,7 +1,7 @@
 //! k8s Node -> [`crate::node::NodeView`], for the shells (feature `k8s`).
 
-use k8s_openapi::api::core::v1::Node;
 use crate::node::NodeView;
+use k8s_openapi::api::core::v1::Node;
 
 /// The parts of `node` the protocol reads.
 pub fn node_view(node: &Node) -> NodeView {

@@ -2,9 +2,8 @@
 //! state, so one agent per simulated node can run in one process. [`Metrics`] is cheap to
 //! clone; the clone in [`crate::AgentConfig::metrics`] is the one `run` fills and serves.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,13 +31,12 @@ struct ReasonLabels {
 /// The agent's metrics.
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    registry: Arc<Registry>,
+    exposition: telemetry::Exposition,
     pub(crate) api: ApiMetrics,
     drain_duration: Histogram,
     drain_failures: Family<ReasonLabels, Counter>,
     eviction_retries: Counter,
     synced: Arc<AtomicBool>,
-    listening: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl Default for Metrics {
@@ -75,36 +73,13 @@ impl Metrics {
         );
         let api = ApiMetrics::register(&mut r);
         Metrics {
-            registry: Arc::new(r),
+            exposition: telemetry::Exposition::new(r),
             api,
             drain_duration,
             drain_failures,
             eviction_retries,
             synced: Arc::default(),
-            listening: Arc::default(),
         }
-    }
-
-    /// The registry (what `/metrics` serves).
-    pub fn registry(&self) -> Arc<Registry> {
-        self.registry.clone()
-    }
-
-    /// The registry in the OpenMetrics text format.
-    pub fn encode(&self) -> String {
-        let mut s = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
-        s
-    }
-
-    /// Where `/metrics` is served, once `run` has bound `--metrics-address`.
-    pub fn listening(&self) -> Option<SocketAddr> {
-        *self.listening.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn set_listening(&self, a: SocketAddr) {
-        *self.listening.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
     }
 
     /// Whether the agent's node watch has synced (`/readyz`).
@@ -145,6 +120,14 @@ impl Metrics {
 
     pub(crate) fn eviction_retried(&self) {
         self.eviction_retries.inc();
+    }
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = telemetry::Exposition;
+
+    fn deref(&self) -> &telemetry::Exposition {
+        &self.exposition
     }
 }
 

@@ -2,8 +2,6 @@
 //! state, so several replicas can run in one process. [`Metrics`] is cheap to clone; the
 //! clone in [`crate::Config::metrics`] is the one `run` fills and serves.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -66,7 +64,7 @@ struct ReasonLabels {
 /// The operator's metrics.
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    registry: Arc<Registry>,
+    exposition: telemetry::Exposition,
     pub(crate) api: ApiMetrics,
     nodes: Family<StateLabels, Gauge>,
     grants: Counter,
@@ -76,7 +74,6 @@ pub struct Metrics {
     leader: Gauge,
     window_open: Gauge,
     notifications_dropped: Family<ReasonLabels, Counter>,
-    listening: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 /// Metrics are not configuration: two [`crate::Config`]s that differ only in their
@@ -159,7 +156,7 @@ impl Metrics {
         );
         let api = ApiMetrics::register(&mut r);
         Metrics {
-            registry: Arc::new(r),
+            exposition: telemetry::Exposition::new(r),
             api,
             nodes,
             grants,
@@ -169,30 +166,7 @@ impl Metrics {
             leader,
             window_open,
             notifications_dropped,
-            listening: Arc::default(),
         }
-    }
-
-    /// The registry (what `/metrics` serves).
-    pub fn registry(&self) -> Arc<Registry> {
-        self.registry.clone()
-    }
-
-    /// The registry in the OpenMetrics text format.
-    pub fn encode(&self) -> String {
-        let mut s = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
-        s
-    }
-
-    /// Where `/metrics` is served, once `run` has bound `--metrics-address`.
-    pub fn listening(&self) -> Option<SocketAddr> {
-        *self.listening.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn set_listening(&self, a: SocketAddr) {
-        *self.listening.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
     }
 
     /// `fluo_grants_total`.
@@ -280,6 +254,14 @@ impl Metrics {
         self.set_nodes(&[]);
         self.set_window_open(false);
         self.set_leader(false);
+    }
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = telemetry::Exposition;
+
+    fn deref(&self) -> &telemetry::Exposition {
+        &self.exposition
     }
 }
 

@@ -20,6 +20,44 @@ use std::str::FromStr;
 
 pub use prometheus_client;
 
+/// A binary's metrics registry and where it is served; each binary's `Metrics` derefs to it.
+#[derive(Clone, Debug)]
+pub struct Exposition {
+    registry: std::sync::Arc<prometheus_client::registry::Registry>,
+    listening: std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>>,
+}
+
+impl Exposition {
+    pub fn new(registry: prometheus_client::registry::Registry) -> Self {
+        Exposition {
+            registry: std::sync::Arc::new(registry),
+            listening: Default::default(),
+        }
+    }
+
+    /// The registry (what `/metrics` serves).
+    pub fn registry(&self) -> std::sync::Arc<prometheus_client::registry::Registry> {
+        self.registry.clone()
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+
+    /// Where `/metrics` is served, once `--metrics-address` is bound.
+    pub fn listening(&self) -> Option<SocketAddr> {
+        *self.listening.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_listening(&self, a: SocketAddr) {
+        *self.listening.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
+    }
+}
+
 /// Logs to stderr, as text or as one JSON object a line (`--log-format json`); `RUST_LOG`
 /// filters, default `info`.
 pub fn init_logging(json: bool) {

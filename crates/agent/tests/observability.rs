@@ -16,7 +16,8 @@ use protocol::keys;
 use protocol::update_engine::{UPDATE_STATUS_IDLE, UPDATE_STATUS_UPDATED_NEED_REBOOT};
 use sandbox::Sandbox;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use telemetry::testing::{http_get, sample};
+use tokio::io::AsyncReadExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_update-agent");
 
@@ -28,38 +29,6 @@ fn status(op: &str, last_checked_time: i64, new_version: &str) -> UpdateStatus {
         new_version: new_version.into(),
         new_size: 0,
     }
-}
-
-/// A GET over a fresh HTTP/1.0 connection: (status, body); status 0 if nothing listens.
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return (0, String::new());
-    };
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_string())
-}
-
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-    })
 }
 
 async fn until<T, F, Fut>(what: &str, mut f: F) -> T

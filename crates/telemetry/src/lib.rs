@@ -13,6 +13,8 @@
 pub mod api;
 pub mod events;
 pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -45,6 +45,18 @@ pub struct Args {
     )]
     pub force_drain: bool,
 
+    /// After the reboot, how long to wait for the workloads the drain evicted to run Ready
+    /// again (anywhere) before the operator may release the node's slot anyway (with a
+    /// Warning Event naming them). Seconds or a Go duration (`10m`).
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_POD_RECOVERY_TIMEOUT",
+        default_value = "10m",
+        value_name = "DURATION",
+        value_parser = parse_grace_period
+    )]
+    pub pod_recovery_timeout: Duration,
+
     /// D-Bus address of the host's system bus (default: the system bus,
     /// DBUS_SYSTEM_BUS_ADDRESS or unix:path=/var/run/dbus/system_bus_socket).
     #[arg(long, env = "UPDATE_AGENT_DBUS_ADDRESS", value_name = "ADDRESS", value_parser = dbus_address)]
@@ -205,7 +217,8 @@ pub fn parse_go_bool(s: &str) -> Result<bool, String> {
     }
 }
 
-/// `--grace-period`: whole seconds (FLUO's form) or a Go duration; must be positive.
+/// `--grace-period` (and `--pod-recovery-timeout`): whole seconds (FLUO's form) or a Go
+/// duration; must be positive.
 pub fn parse_grace_period(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
@@ -305,6 +318,7 @@ mod tests {
         let a = parse(&["-node=n1"]).unwrap();
         assert_eq!(a.node, "n1");
         assert_eq!(a.grace_period, Duration::from_secs(600));
+        assert_eq!(a.pod_recovery_timeout, Duration::from_secs(600));
         assert!(!a.force_drain);
         assert_eq!(a.drain_timeout_action, DrainTimeoutAction::Uncordon);
         assert_eq!(a.os_release_path, PathBuf::from("/etc/os-release"));
@@ -325,8 +339,10 @@ mod tests {
             "--drain-timeout-action=reboot",
             "--dbus-address=unix:path=/tmp/bus",
             "--log-format=json",
+            "--pod-recovery-timeout=90s",
         ])
         .unwrap();
+        assert_eq!(a.pod_recovery_timeout, Duration::from_secs(90));
         assert_eq!(a.grace_period, Duration::from_secs(90));
         assert!(a.force_drain);
         assert_eq!(a.drain_timeout_action, DrainTimeoutAction::Reboot);
@@ -342,6 +358,14 @@ mod tests {
             (&["--node="][..], "--node"),
             (&["--node=n", "--grace-period=soon"], "--grace-period"),
             (&["--node=n", "--grace-period=0"], "--grace-period"),
+            (
+                &["--node=n", "--pod-recovery-timeout=later"],
+                "--pod-recovery-timeout",
+            ),
+            (
+                &["--node=n", "--pod-recovery-timeout=-1m"],
+                "--pod-recovery-timeout",
+            ),
             (&["--node=n", "--force-drain=maybe"], "--force-drain"),
             (
                 &["--node=n", "--drain-timeout-action=later"],

@@ -12,14 +12,19 @@
 //!   removed silently);
 //! - everything else is evicted.
 //!
+//! Before the first eviction the workloads (controllers) of the pods to evict are recorded on
+//! the node ([`protocol::keys::EVICTED_PODS`]), so the operator keeps the slot after the
+//! reboot until they run Ready again; a drain that cannot record them fails.
+//!
 //! Evictions run concurrently. `429 Too Many Requests` (a PodDisruptionBudget says not now)
-//! and transient API errors are retried with backoff; `404` and a UID precondition
-//! conflict (`409`) mean the pod is already gone. Each request carries the pod's UID as a
-//! precondition, so a replacement pod with the same name (a StatefulSet's) is never
-//! evicted by mistake. The drain then waits until every pod is gone or replaced (UID
-//! change), watching the node's pods (no polling); each pod must be gone within its
-//! grace period (plus [`DrainOptions::pod_delete_margin`]), and the whole drain within
-//! [`DrainOptions::timeout`] (`--grace-period`).
+//! and transient API errors are retried with backoff; `404` means the pod is already gone,
+//! and so does a `409` after which a read finds no pod with that UID (a `409` may also be a
+//! conflict on the PodDisruptionBudget's update with the pod still there: then it is
+//! retried). Each request carries the pod's UID as a precondition, so a replacement pod with
+//! the same name (a StatefulSet's) is never evicted by mistake. The drain then waits until
+//! every pod is gone or replaced (UID change), watching the node's pods (no polling); each
+//! pod must be gone within its grace period (plus [`DrainOptions::pod_delete_margin`]), and
+//! the whole drain within [`DrainOptions::timeout`] (`--grace-period`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -27,16 +32,19 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::Eviction;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta, Preconditions};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use protocol::evicted::EvictedPods;
+
 use crate::backoff::Backoff;
+use crate::recovery::workload_of;
 
 /// The annotation the kubelet puts on mirror pods of static pods.
 pub const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
@@ -251,6 +259,7 @@ pub async fn drain(client: Client, opts: &DrainOptions) -> Result<DrainSummary, 
     let mut blocked = Vec::new();
     let mut pending: HashMap<String, Pending> = HashMap::new();
     let mut requests = FuturesUnordered::new();
+    let mut evicting = Vec::new();
     for pod in pods {
         let k = key(&pod);
         let uid = pod.uid().unwrap_or_default();
@@ -290,6 +299,7 @@ pub async fn drain(client: Client, opts: &DrainOptions) -> Result<DrainSummary, 
                 requests.push(request(client.clone(), pod, false, opts));
             }
             PodAction::Evict => {
+                evicting.extend(workload_of(&pod));
                 summary.evicted.push(k);
                 requests.push(request(client.clone(), pod, true, opts));
             }
@@ -299,6 +309,8 @@ pub async fn drain(client: Client, opts: &DrainOptions) -> Result<DrainSummary, 
     if !blocked.is_empty() {
         return Err(DrainError::Unmanaged(blocked));
     }
+    // The eviction requests are lazy: none is sent before the record is on the node.
+    record_plan(&client, opts, &EvictedPods::of(evicting), deadline).await?;
     info!(
         node = %opts.node,
         evict = summary.evicted.len(),
@@ -395,6 +407,53 @@ pub async fn drain(client: Client, opts: &DrainOptions) -> Result<DrainSummary, 
     }
 }
 
+/// Writes the drain's plan into the node's record of evicted pods (merged with one from an
+/// earlier drain of the same reboot), retrying until `deadline`.
+async fn record_plan(
+    client: &Client,
+    opts: &DrainOptions,
+    plan: &EvictedPods,
+    deadline: Instant,
+) -> Result<(), DrainError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut backoff = Backoff::new(Duration::from_millis(200), opts.retry_max);
+    loop {
+        let result = match nodes.get(&opts.node).await {
+            Ok(node) => {
+                let view = protocol::k8s::node_view(&node);
+                let Some(p) = protocol::agent::record_evictions(&view, plan) else {
+                    return Ok(());
+                };
+                let mut body = p.merge_patch();
+                // Precondition: decided on this version of the node (409 -> read again).
+                body["metadata"]["resourceVersion"] = serde_json::json!(node.resource_version());
+                nodes
+                    .patch(&opts.node, &PatchParams::default(), &Patch::Merge(&body))
+                    .await
+                    .map(drop)
+            }
+            Err(e) => Err(e),
+        };
+        let e = match result {
+            Ok(()) => {
+                info!(node = %opts.node, workloads = plan.workloads.len(), "recorded the workloads to evict");
+                return Ok(());
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 && Instant::now() < deadline => continue,
+            Err(e) => e,
+        };
+        let wait = backoff.next_delay();
+        if Instant::now() + wait >= deadline {
+            return Err(DrainError::Timeout {
+                timeout: opts.timeout,
+                waiting: format!("cannot record the pods to evict on the node: {e}"),
+            });
+        }
+        warn!(node = %opts.node, error = %e, "cannot record the pods to evict; retrying");
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// Evicts (or deletes) one pod, retrying 429 and transient errors with backoff.
 /// Returns the pod's UID with the outcome.
 async fn request(
@@ -454,11 +513,21 @@ async fn request(
             Err(e) => e,
         };
         match &err {
-            kube::Error::Api(s) if s.code == 404 || s.code == 409 => {
-                // 404: gone. 409: the UID precondition failed, so the pod we meant is gone.
-                debug!(pod = %k, code = s.code, "already gone");
+            kube::Error::Api(s) if s.code == 404 => {
+                debug!(pod = %k, "already gone");
                 return (uid, Ok(Outcome::Gone));
             }
+            // 409 is a failed UID precondition (the pod we meant is gone) or a conflict on the
+            // PodDisruptionBudget's update (the pod is still there): only a read tells.
+            kube::Error::Api(s) if s.code == 409 => match api.get_opt(&name).await {
+                Ok(None) => return (uid, Ok(Outcome::Gone)),
+                Ok(Some(p)) if p.uid().as_deref() != Some(uid.as_str()) => {
+                    debug!(pod = %k, "replaced by a pod of the same name");
+                    return (uid, Ok(Outcome::Gone));
+                }
+                Ok(Some(_)) => debug!(pod = %k, reason = %s.message, "conflict; retrying"),
+                Err(e) => warn!(pod = %k, error = %e, "cannot read pod after a conflict; retrying"),
+            },
             kube::Error::Api(s) if s.code == 429 => {
                 if !said_budget {
                     info!(pod = %k, reason = %s.message, "eviction refused for now; retrying");

@@ -14,6 +14,10 @@
 //! - `Reboot` re-reads the Node and checks [`protocol::agent::may_reboot`] before calling
 //!   logind (so a stale view or an API outage never reboots); a failed call is written on the
 //!   node ([`protocol::agent::reboot_failed`]) and retried with backoff, never dropped;
+//! - after a reboot, while the node carries the record of the pods its drain evicted, the
+//!   pods of those workloads are listed every [`AgentConfig::pod_recovery_poll`] and passed
+//!   to `next_step`, which removes the record once they are Ready again or
+//!   `--pod-recovery-timeout` passed (a Warning Event names what did not recover);
 //! - API errors back off exponentially (at most [`AgentConfig::api_backoff_max`]); a lost
 //!   host stream is reopened with backoff.
 //!
@@ -25,13 +29,14 @@ mod backoff;
 pub mod cli;
 pub mod drain;
 pub mod metrics;
+pub mod recovery;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use host::{Host, UpdateStatus};
@@ -41,6 +46,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use protocol::agent::{AgentInput, AgentStep, may_reboot, next_step, reboot_failed};
+use protocol::evicted::{self, PodRecovery, WorkloadPods};
 use protocol::keys;
 use protocol::node::{NodeState, NodeView};
 use protocol::patch::NodePatch;
@@ -82,6 +88,11 @@ pub struct AgentConfig {
     pub reboot_timeout: Duration,
     /// How long past its grace period an evicted pod may take to disappear (default 10 s).
     pub pod_delete_margin: Duration,
+    /// After the reboot, how long to wait for the evicted workloads to run Ready again
+    /// before the slot is released anyway (`--pod-recovery-timeout`, default 10 min).
+    pub pod_recovery_timeout: Duration,
+    /// While waiting for them, how often their pods are listed again (default 5 s).
+    pub pod_recovery_poll: Duration,
     /// This agent's metrics (its own registry): clone it before [`run`] to read them.
     pub metrics: metrics::Metrics,
     /// Serve `/metrics`, `/healthz` and `/readyz` here while [`run`] runs
@@ -102,6 +113,10 @@ impl AgentConfig {
             reboot_backoff_max: Duration::from_secs(60),
             reboot_timeout: Duration::from_secs(600),
             pod_delete_margin: Duration::from_secs(10),
+            pod_recovery_timeout: protocol::evicted::DEFAULT_POD_RECOVERY_TIMEOUT
+                .to_std()
+                .expect("positive"),
+            pod_recovery_poll: Duration::from_secs(5),
             metrics: metrics::Metrics::new(),
             metrics_address: None,
         }
@@ -263,6 +278,12 @@ struct Agent {
     events: EventSink,
     /// When the running drain started.
     drain_started: Option<Instant>,
+    /// The pods of the workloads the drain evicted, when last listed (after the reboot).
+    pods: Option<(Instant, WorkloadPods)>,
+    /// List them again (and decide) at this instant.
+    recheck_at: Option<Instant>,
+    /// Where the health gate stood at the last decision, for the Event when it passes.
+    gate: PodRecovery,
 }
 
 impl Agent {
@@ -285,6 +306,9 @@ impl Agent {
             last_malformed: None,
             events,
             drain_started: None,
+            pods: None,
+            recheck_at: None,
+            gate: PodRecovery::NotApplicable,
         }
     }
 
@@ -298,6 +322,11 @@ impl Agent {
     /// Events for what a write we made changed.
     fn report_write(&self, before: &NodeView, after: &Node) {
         let after = node_view(after);
+        if before.annotation(keys::EVICTED_PODS).is_some()
+            && after.annotation(keys::EVICTED_PODS).is_none()
+        {
+            self.report_gate();
+        }
         let in_progress = |v: &NodeView| v.annotation(keys::REBOOT_IN_PROGRESS) == Some(keys::TRUE);
         if in_progress(before) && !in_progress(&after) {
             if after.annotation(keys::REBOOT_NEEDED) != Some(keys::TRUE) {
@@ -323,6 +352,70 @@ impl Agent {
         }
     }
 
+    /// The health gate passed (the record of evicted pods was removed after the reboot).
+    fn report_gate(&self) {
+        match &self.gate {
+            PodRecovery::Recovered => self.event(
+                EventType::Normal,
+                "EvictedPodsReady",
+                "Reboot",
+                "the workloads evicted by the drain run Ready again; the slot may be released"
+                    .into(),
+            ),
+            PodRecovery::TimedOut { pending } => {
+                let what = evicted::describe(pending.iter().map(|(w, c)| (w, *c)));
+                warn!(node = %self.cfg.node, workloads = %what, "evicted pods not Ready again within --pod-recovery-timeout; releasing the slot anyway");
+                self.event(
+                    EventType::Warning,
+                    "EvictedPodsNotReady",
+                    "Reboot",
+                    format!(
+                        "not Ready again within --pod-recovery-timeout {}s, releasing the slot anyway: {what}",
+                        self.cfg.pod_recovery_timeout.as_secs()
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// After the reboot, while the node's record of evicted pods is there: their pods now,
+    /// listed again at most every `pod_recovery_poll` (`None` if the list failed).
+    async fn gather_pods(&mut self, state: Option<&NodeState>) -> Option<WorkloadPods> {
+        let rec = state
+            .filter(|s| !s.reboot_in_progress)
+            .and_then(|s| s.evicted_pods.as_ref())
+            .filter(|r| r.back.is_some());
+        let Some(rec) = rec else {
+            self.pods = None;
+            self.recheck_at = None;
+            return None;
+        };
+        let poll = self.cfg.pod_recovery_poll;
+        if self
+            .pods
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= poll)
+        {
+            self.pods = match recovery::look(&self.client, rec).await {
+                Ok(p) => Some((Instant::now(), p)),
+                Err(e) => {
+                    warn!(node = %self.cfg.node, error = %e, "cannot list the evicted workloads' pods; retrying");
+                    None
+                }
+            };
+            // Again after the poll interval, or at the timeout if that comes first.
+            let timeout =
+                TimeDelta::from_std(self.cfg.pod_recovery_timeout).unwrap_or(TimeDelta::MAX);
+            let left = match rec.back.and_then(|b| b.checked_add_signed(timeout)) {
+                Some(deadline) => (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+                None => poll,
+            };
+            self.recheck_at = Some(Instant::now() + poll.min(left + Duration::from_millis(10)));
+        }
+        self.pods.as_ref().map(|(_, p)| p.clone())
+    }
+
     async fn run<H: Host>(
         &mut self,
         host: &H,
@@ -343,6 +436,7 @@ impl Agent {
             }
             let retry_at = self.retry_at;
             let reboot_at = self.reboot_not_before;
+            let recheck_at = self.recheck_at;
             tokio::select! {
                 ev = events.next() => match ev.context("the node watch ended")? {
                     Ok(ev) => dirty |= self.on_node_event(ev),
@@ -364,6 +458,11 @@ impl Agent {
                 }
                 _ = tokio::time::sleep_until(reboot_at.unwrap_or_else(Instant::now)), if reboot_at.is_some() => {
                     self.reboot_not_before = None;
+                    dirty = true;
+                }
+                _ = tokio::time::sleep_until(recheck_at.unwrap_or_else(Instant::now)), if recheck_at.is_some() => {
+                    self.recheck_at = None;
+                    self.pods = None;
                     dirty = true;
                 }
             }
@@ -440,12 +539,25 @@ impl Agent {
             self.drained = false;
         }
         self.warn_if_malformed(&view);
+        let state = NodeState::parse(&view).ok();
+        let pods = self.gather_pods(state.as_ref()).await;
+        let now = Utc::now();
+        let pod_recovery_timeout =
+            TimeDelta::from_std(self.cfg.pod_recovery_timeout).unwrap_or(TimeDelta::MAX);
+        self.gate = evicted::evaluate(
+            state.as_ref().and_then(|s| s.evicted_pods.as_ref()),
+            pods.as_ref(),
+            pod_recovery_timeout,
+            now,
+        );
         let step = next_step(&AgentInput {
             node: &view,
             host: self.host.as_ref(),
             info: &self.cfg.host_info,
             drained: self.drained,
-            now: Utc::now(),
+            now,
+            pods: pods.as_ref(),
+            pod_recovery_timeout,
         });
         let keep_drain = in_progress
             && view.unschedulable

@@ -47,6 +47,7 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
 
     let mut cfg = AgentConfig::new(&args.node);
     cfg.grace_period = args.grace_period;
+    cfg.pod_recovery_timeout = args.pod_recovery_timeout;
     cfg.force_drain = args.force_drain;
     cfg.drain_timeout_action = args.drain_timeout_action;
     cfg.host_info = host_info;

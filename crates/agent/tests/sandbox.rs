@@ -18,7 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use protocol::keys;
 use protocol::update_engine::UPDATE_STATUS_UPDATED_NEED_REBOOT;
-use sandbox::{NodeLifecycle, Sandbox};
+use sandbox::{ErrorRule, NodeLifecycle, Sandbox};
 use serde_json::json;
 
 const NEW_VERSION: &str = "4081.3.0";
@@ -541,4 +541,51 @@ async fn api_outage_mid_drain_never_causes_a_reboot() {
     })
     .await;
     assert_eq!(machine.host().reboots(), 1);
+}
+
+/// A 409 from an eviction is not proof that the pod is gone (in a real cluster it may be a
+/// conflict on the PodDisruptionBudget's update): the agent reads the pod and retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_conflicts_are_retried_not_taken_for_a_gone_pod() {
+    init_logging();
+    let sb = cluster().await;
+    let client = sb.client();
+    sb.add_workload("default", "db", 3, Some(1), 1).unwrap();
+    wait_ready_pods(&client, "app=db", 3).await;
+    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(60)));
+    wait_node(&client, "node-1", "agent started", |n| {
+        ann(n, keys::STATUS).is_some()
+    })
+    .await;
+    machine.host().offer_update(NEW_VERSION).await;
+    wait_node(&client, "node-1", "reboot-needed", |n| {
+        ann(n, keys::REBOOT_NEEDED) == Some("true")
+    })
+    .await;
+    sb.faults().update(|p| {
+        p.errors = vec![ErrorRule {
+            verb: Some("create".into()),
+            resource: Some("pods/eviction".into()),
+            rate: 1.0,
+            code: 409,
+        }]
+    });
+    grant(&client, "node-1").await;
+    wait_node(&client, "node-1", "draining", |n| {
+        unschedulable(n) && ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        machine.host().reboots(),
+        0,
+        "rebooted with the pod still there"
+    );
+    assert_eq!(pods_on(&client, "node-1").await.len(), 1);
+
+    let mut lifecycle = sb.lifecycle();
+    sb.faults().update(|p| p.errors.clear());
+    wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
+    assert_eq!(machine.host().reboots(), 1);
+    machine.stop().await;
 }

@@ -97,6 +97,23 @@ impl Cluster {
         spec: &ClusterSpec,
         operator: operator::Config,
     ) -> anyhow::Result<Cluster> {
+        let grace = Duration::from_secs(600)
+            .max(Duration::from_secs(3 * u64::from(spec.drain_seconds) + 60));
+        Cluster::start_with(sb, spec, operator, move |node: &str, host: &SimHost| {
+            let mut c = agent_config(node, host);
+            c.grace_period = grace;
+            c
+        })
+        .await
+    }
+
+    /// [`Cluster::start`] with the agents' configuration from `agent`.
+    pub async fn start_with(
+        sb: Sandbox,
+        spec: &ClusterSpec,
+        operator: operator::Config,
+        agent: impl Fn(&str, &SimHost) -> agent::AgentConfig + Send + Sync + 'static,
+    ) -> anyhow::Result<Cluster> {
         let ns = operator.namespace.clone();
         if sb
             .store()
@@ -132,13 +149,7 @@ impl Cluster {
             "the workloads' pods did not all run within {patience:?}"
         );
         let monitor = Monitor::try_start(sb.client_as("monitor")?, &[]).await?;
-        let grace = Duration::from_secs(600)
-            .max(Duration::from_secs(3 * u64::from(spec.drain_seconds) + 60));
-        let fleet = Fleet::try_start(&sb, &names, move |node: &str, host: &SimHost| {
-            let mut c = agent_config(node, host);
-            c.grace_period = grace;
-            c
-        })?;
+        let fleet = Fleet::try_start(&sb, &names, agent)?;
         let hooks = spec.hook_delay.and_then(|delay| {
             let o = &operator.operator;
             (!o.before_reboot_annotations.is_empty() || !o.after_reboot_annotations.is_empty())

@@ -10,10 +10,14 @@
 //! - [`Hooks`]: simulated before/after-reboot hook DaemonSets.
 //! - [`Cluster`]: all of the above on a populated sandbox, as `fluoctl sandbox`
 //!   runs it; [`Summary`] and [`Report`] say what a rollout achieved.
+//! - [`chaos`]: seeded fault scenarios on such a cluster, refereed by the
+//!   [`invariants`] checker.
 
 pub mod agents;
+pub mod chaos;
 pub mod cluster;
 pub mod hooks;
+pub mod invariants;
 pub mod monitor;
 pub mod operators;
 pub mod report;

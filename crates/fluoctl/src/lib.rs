@@ -1,6 +1,7 @@
 //! fluoctl: the command line for people. The code behind both binaries,
 //! `fluoctl` and the kubectl plugin `kubectl-fluo` (`kubectl fluo status`).
 
+mod chaos;
 mod demo;
 mod pause;
 mod plan;
@@ -45,6 +46,12 @@ enum Command {
     Pause(pause::PauseArgs),
     /// Undo `fluoctl pause`: of one node or, without NODE, of the whole cluster.
     Resume(pause::PauseArgs),
+    /// Seeded chaos scenarios on the sandbox: faults (operator leader killed, agents killed at
+    /// each step, API errors, latency, cut watches, an API outage, a node that never comes
+    /// back, a PDB that never allows eviction, a window boundary, late updates) during a
+    /// rollout, every change checked against the protocol's invariants; then the rollout must
+    /// finish. Ends with `N scenarios, F faults, V violations` (exit status 1 if V > 0).
+    Chaos(chaos::ChaosArgs),
     /// A dry run: the order in which the nodes that need a reboot would reboot, in batches,
     /// with the operator's settings, window boundaries and the estimated duration.
     Plan(Box<plan::PlanArgs>),
@@ -73,6 +80,8 @@ pub fn main_as(bin: &'static str) -> ExitCode {
                 // own error log of the same failure would only repeat it.
                 tracing_subscriber::EnvFilter::new(match cli.command {
                     Command::Sandbox(_) => "error",
+                    // Faults make the agents and operators log errors by design.
+                    Command::Chaos(_) => "off",
                     _ => "error,kube_client=off",
                 })
             }),
@@ -99,6 +108,7 @@ pub fn main_as(bin: &'static str) -> ExitCode {
                 .expect("status matched");
             runtime.block_on(status::run(*args, sub, bin))
         }
+        Command::Chaos(args) => runtime.block_on(chaos::run(args)),
         Command::Pause(args) => runtime.block_on(pause::run(args, true, bin)),
         Command::Resume(args) => runtime.block_on(pause::run(args, false, bin)),
         Command::Plan(args) => {

@@ -300,5 +300,59 @@ fn parse_status(msg: &Message) -> zbus::Result<UpdateStatus> {
             body.signature()
         )));
     }
-    Ok(UpdateStatus::from_tuple(body.deserialize()?))
+    let status = UpdateStatus::from_tuple(body.deserialize()?);
+    check_status(&status).map_err(zbus::Error::Failure)?;
+    Ok(status)
+}
+
+/// Longest `current_operation` accepted (the real ones are about 35 bytes).
+const MAX_OPERATION_LEN: usize = 64;
+/// Longest `new_version` accepted (the real ones look like `4081.2.0`).
+const MAX_VERSION_LEN: usize = 128;
+
+/// Rejects values update_engine never sends: they would end up in Node
+/// annotations (a 1 MiB version exceeds the API's limit) or mean a broken or
+/// spoofing sender. The error names the field.
+fn check_status(s: &UpdateStatus) -> Result<(), String> {
+    let op = &s.current_operation;
+    if op.is_empty()
+        || op.len() > MAX_OPERATION_LEN
+        || !op
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(format!(
+            "current_operation {:?} is not an update_engine operation (1 to {MAX_OPERATION_LEN} characters A-Z, 0-9, _)",
+            truncated(op)
+        ));
+    }
+    if s.new_version.len() > MAX_VERSION_LEN || s.new_version.chars().any(char::is_control) {
+        return Err(format!(
+            "new_version {:?} ({} bytes) is not a version (at most {MAX_VERSION_LEN} bytes, no control characters)",
+            truncated(&s.new_version),
+            s.new_version.len()
+        ));
+    }
+    if !(0.0..=1.0).contains(&s.progress) {
+        return Err(format!("progress {} is not within 0..1", s.progress));
+    }
+    if s.new_size < 0 {
+        return Err(format!("new_size {} is negative", s.new_size));
+    }
+    if s.last_checked_time < 0 {
+        return Err(format!(
+            "last_checked_time {} is negative",
+            s.last_checked_time
+        ));
+    }
+    Ok(())
+}
+
+/// The start of `s`, for messages about values that may be huge.
+fn truncated(s: &str) -> &str {
+    let mut end = s.len().min(80);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }

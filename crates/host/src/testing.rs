@@ -7,7 +7,11 @@
 //! use host::{DbusHost, Host, UpdateStatus};
 //!
 //! let bus = TestBus::start()?;
-//! let engine = FakeUpdateEngine::start(bus.address(), UpdateStatus::default()).await?;
+//! let idle = UpdateStatus {
+//!     current_operation: "UPDATE_STATUS_IDLE".into(),
+//!     ..UpdateStatus::default()
+//! };
+//! let engine = FakeUpdateEngine::start(bus.address(), idle).await?;
 //! let logind = FakeLogind::start(bus.address()).await?;
 //! let host = DbusHost::connect(Some(bus.address())).await?;
 //! let statuses = host.status_updates().await?;

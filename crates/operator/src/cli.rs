@@ -143,6 +143,59 @@ pub struct Args {
     )]
     pub blocking_pod_selector: Option<String>,
 
+    /// Prometheus to ask for active alerts, e.g. 'http://prometheus.monitoring:9090': every pending or firing alert (but those --alert-filter-regexp ignores) blocks new reboots; so does a Prometheus that does not answer.
+    #[arg(long, env = "UPDATE_OPERATOR_PROMETHEUS_URL", value_name = "URL")]
+    pub prometheus_url: Option<String>,
+
+    /// Alert names to ignore (a regular expression, unanchored, as kured's), e.g. '^(RebootRequired|Watchdog)$'.
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_ALERT_FILTER_REGEXP",
+        value_name = "REGEXP",
+        allow_hyphen_values = true
+    )]
+    pub alert_filter_regexp: Option<String>,
+
+    /// Invert --alert-filter-regexp: only alerts whose name matches it block.
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_ALERT_FILTER_MATCH_ONLY",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub alert_filter_match_only: bool,
+
+    /// Only firing alerts block; pending ones (not yet past their 'for:') do not.
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_ALERT_FIRING_ONLY",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub alert_firing_only: bool,
+
+    /// Alertmanager to ask for silences, e.g. 'http://alertmanager.monitoring:9093': alerts it holds silenced do not block.
+    #[arg(long, env = "UPDATE_OPERATOR_ALERTMANAGER_URL", value_name = "URL")]
+    pub alertmanager_url: Option<String>,
+
+    /// How often to ask Prometheus (and Alertmanager) while leading.
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_ALERT_CHECK_INTERVAL",
+        value_name = "DURATION",
+        default_value = "30s",
+        allow_hyphen_values = true
+    )]
+    pub alert_check_interval: String,
+
     /// Name of the leader election Lease (FLUO's lock name by default).
     #[arg(long, env = "UPDATE_OPERATOR_LEASE_NAME", value_name = "NAME", default_value = DEFAULT_LEASE_NAME, allow_hyphen_values = true)]
     pub lease_name: String,
@@ -206,6 +259,12 @@ const LONG_FLAGS: &[&str] = &[
     "min-reboot-interval",
     "reboot-timeout",
     "blocking-pod-selector",
+    "prometheus-url",
+    "alert-filter-regexp",
+    "alert-filter-match-only",
+    "alert-firing-only",
+    "alertmanager-url",
+    "alert-check-interval",
     "lease-name",
     "log-format",
     "metrics-address",
@@ -334,7 +393,88 @@ fn annotations(
     Ok(out)
 }
 
+/// Whether the flag `id` was given (command line or environment), not defaulted.
+fn given(m: &ArgMatches, id: &str) -> bool {
+    matches!(
+        m.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
 impl Args {
+    /// `--prometheus-url` and its companions, which mean nothing without it.
+    fn alerts(
+        &self,
+        m: &ArgMatches,
+        interval: chrono::TimeDelta,
+    ) -> Result<Option<crate::alerts::AlertsConfig>, FlagError> {
+        let nonempty = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let Some(url) = nonempty(&self.prometheus_url) else {
+            let companions = [
+                ("alert_filter_regexp", "--alert-filter-regexp"),
+                ("alert_filter_match_only", "--alert-filter-match-only"),
+                ("alert_firing_only", "--alert-firing-only"),
+                ("alertmanager_url", "--alertmanager-url"),
+                ("alert_check_interval", "--alert-check-interval"),
+            ];
+            if let Some((_, flag)) = companions.iter().find(|(id, _)| given(m, id)) {
+                return Err(FlagError(format!(
+                    "{flag}: applies only with --prometheus-url; give the Prometheus to ask for alerts, or drop {flag}"
+                )));
+            }
+            return Ok(None);
+        };
+        let mut cfg = crate::alerts::AlertsConfig::new(&url).map_err(|e| {
+            FlagError(format!(
+                "--prometheus-url: {e}{}",
+                source_note(m, "prometheus_url", "UPDATE_OPERATOR_PROMETHEUS_URL")
+            ))
+        })?;
+        cfg.alertmanager_url = nonempty(&self.alertmanager_url)
+            .map(|u| {
+                crate::alerts::parse_base_url(&u).map_err(|e| {
+                    FlagError(format!(
+                        "--alertmanager-url: {e}{}",
+                        source_note(m, "alertmanager_url", "UPDATE_OPERATOR_ALERTMANAGER_URL")
+                    ))
+                })
+            })
+            .transpose()?;
+        cfg.filter = nonempty(&self.alert_filter_regexp)
+            .map(|re| {
+                regex::Regex::new(&re)
+                    .map(crate::alerts::AlertFilter)
+                    .map_err(|e| {
+                        FlagError(format!(
+                            "--alert-filter-regexp: invalid regular expression {re:?}{}: {e}",
+                            source_note(
+                                m,
+                                "alert_filter_regexp",
+                                "UPDATE_OPERATOR_ALERT_FILTER_REGEXP"
+                            )
+                        ))
+                    })
+            })
+            .transpose()?;
+        if self.alert_filter_match_only && cfg.filter.is_none() {
+            return Err(FlagError(
+                "--alert-filter-match-only: needs --alert-filter-regexp (the names of the alerts that block)"
+                    .into(),
+            ));
+        }
+        cfg.filter_match_only = self.alert_filter_match_only;
+        cfg.firing_only = self.alert_firing_only;
+        cfg.interval = interval
+            .to_std()
+            .map_err(|_| FlagError("--alert-check-interval: must be positive".into()))?;
+        Ok(Some(cfg))
+    }
+
     /// Validates every value and builds the [`Settings`]; `m` tells which
     /// values came from the environment.
     pub fn into_settings(self, m: &ArgMatches) -> Result<Settings, FlagError> {
@@ -376,10 +516,7 @@ impl Args {
                     .into(),
             ));
         }
-        let tz_given = matches!(
-            m.value_source("reboot_window_timezone"),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        );
+        let tz_given = given(m, "reboot_window_timezone");
         if tz_given && windows.is_none() && fluo_window_given {
             return Err(FlagError(format!(
                 "--reboot-window-timezone: applies to --reboot-window only; \
@@ -476,6 +613,14 @@ impl Args {
             &self.reboot_timeout,
             true,
         )?;
+        let alert_check_interval = duration(
+            "--alert-check-interval",
+            "alert_check_interval",
+            "UPDATE_OPERATOR_ALERT_CHECK_INTERVAL",
+            &self.alert_check_interval,
+            true,
+        )?;
+        let alerts = self.alerts(m, alert_check_interval)?;
         let max_rebooting: MaxRebooting = self.max_rebooting_nodes.parse().map_err(|e| {
             FlagError(format!(
                 "{e}{}",
@@ -567,6 +712,7 @@ impl Args {
             })?),
         };
         config.blocking_pod_selector = blocking_pod_selector;
+        config.alerts = alerts;
         Ok(Settings {
             kubeconfig,
             log_format: self.log_format,

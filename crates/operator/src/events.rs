@@ -116,6 +116,9 @@ pub(crate) fn state_of(s: &NodeState) -> Option<&'static str> {
         } else {
             "draining"
         }
+    } else if s.reboot_ok && s.evicted_pods.as_ref().is_some_and(|r| r.back.is_some()) {
+        // Back; its agent waits for the evicted pods to run Ready again.
+        "waiting_for_pods"
     } else if s.before_reboot || s.after_reboot {
         "waiting_for_hooks"
     } else if s.reboot_ok && !s.reboot_needed {
@@ -606,6 +609,15 @@ mod tests {
         assert_eq!(
             state_of(&state(&[(REBOOT_NEEDED, t)], &[(BEFORE_REBOOT, t)], true)),
             Some("waiting_for_hooks")
+        );
+        let record = r#"{"back":"2024-05-01T12:00:00Z","workloads":[]}"#;
+        assert_eq!(
+            state_of(&state(
+                &[(REBOOT_OK, t), (EVICTED_PODS, record)],
+                &[(AFTER_REBOOT, t)],
+                true
+            )),
+            Some("waiting_for_pods")
         );
         let in_progress = [
             (REBOOT_NEEDED, t),

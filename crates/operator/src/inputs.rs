@@ -1,8 +1,9 @@
 //! What the leader watches besides Nodes, turned into
 //! [`protocol::operator::ClusterInputs`]: the cluster-wide pause (the
-//! `paused` annotation on the operator's own Lease) and the pods matching
-//! `--blocking-pod-selector`. Both are watches (reflectors), not polls; a
-//! change that alters the inputs wakes the decision loop.
+//! `paused` annotation on the operator's own Lease), the pods matching
+//! `--blocking-pod-selector` (both watches, reflectors) and the Prometheus
+//! alerts of `--prometheus-url` (polled, see [`crate::alerts`]); a change that
+//! alters the inputs wakes the decision loop.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use protocol::blockers::{PodView, node_blockers};
 use protocol::keys;
 use protocol::operator::{ClusterInputs, parse_pause};
 use protocol::selector::LabelSelector;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use crate::Config;
@@ -62,6 +63,7 @@ pub(crate) struct Inputs {
     lease: Store<Lease>,
     lease_name: String,
     pods: Option<(Store<Pod>, LabelSelector)>,
+    alerts: Option<watch::Receiver<Option<Vec<String>>>>,
     logged: Mutex<Logged>,
     _tasks: Vec<Abort>,
 }
@@ -142,17 +144,24 @@ impl Inputs {
             })));
             (store, sel)
         });
+        let alerts = cfg.alerts.clone().map(|a| {
+            let (rx, task) = crate::alerts::spawn(a, changed.clone());
+            tasks.push(Abort(task));
+            rx
+        });
         Inputs {
             lease,
             lease_name: cfg.lease_name.clone(),
             pods,
+            alerts,
             logged: Mutex::new(Logged::default()),
             _tasks: tasks,
         }
     }
 
-    /// Waits until both watches have listed once (no decision is made on
-    /// inputs not yet known: a pause or a blocking pod would be missed).
+    /// Waits until the watches have listed once and alerts were checked once
+    /// (no decision is made on inputs not yet known: a pause, a blocking pod
+    /// or a firing alert would be missed).
     pub(crate) async fn wait_until_ready(&self) -> anyhow::Result<()> {
         self.lease
             .wait_until_ready()
@@ -162,6 +171,9 @@ impl Inputs {
             pods.wait_until_ready()
                 .await
                 .map_err(|e| anyhow::anyhow!("pod reflector stopped: {e}"))?;
+        }
+        if let Some(rx) = &self.alerts {
+            crate::alerts::wait_until_ready(rx).await?;
         }
         Ok(())
     }
@@ -205,7 +217,11 @@ impl Inputs {
         logged.blocked = node_blockers.clone();
         ClusterInputs {
             paused,
-            blockers: Vec::new(),
+            blockers: self
+                .alerts
+                .as_ref()
+                .map(crate::alerts::current)
+                .unwrap_or_default(),
             node_blockers,
         }
     }

@@ -8,7 +8,11 @@
 //! - Another holder's lease counts as expired only after it has not changed
 //!   for its `leaseDurationSeconds`, measured on our own monotonic clock from
 //!   when we first saw that record (no trust in wall clocks across machines).
-//! - The holder renews every `retry_period`. Each successful renewal that
+//! - The holder renews every `retry_period` with one update of the Lease it
+//!   last wrote (its `resourceVersion`); only when that answers 409 (someone
+//!   else wrote the Lease since) does it read the Lease again. An idle leader
+//!   makes one request per `retry_period`, not a read and a write.
+//! - Each successful renewal that
 //!   started at `t0` makes the holder the leader until `t0 + renew_deadline`;
 //!   no other replica can take the Lease before `t0 + lease_duration`. The
 //!   leader's work stops at the renew deadline if renewing keeps failing, so
@@ -162,6 +166,8 @@ pub struct Elector {
     timing: LeaseTiming,
     field_manager: String,
     observed: Option<(RecordKey, Instant)>,
+    /// The Lease as our last successful write left it, while we hold it.
+    written: Option<Lease>,
 }
 
 /// The outcome of one attempt.
@@ -194,6 +200,7 @@ impl Elector {
             timing,
             field_manager: field_manager.to_string(),
             observed: None,
+            written: None,
         }
     }
 
@@ -215,9 +222,48 @@ impl Elector {
         }
     }
 
+    /// Remembers the Lease a successful write returned, if it names us.
+    fn wrote(&mut self, lease: Lease, t0: Instant) {
+        let Some(spec) = &lease.spec else {
+            self.written = None;
+            return;
+        };
+        self.observe(spec, t0);
+        self.written =
+            (spec.holder_identity.as_deref() == Some(self.identity.as_str())).then_some(lease);
+    }
+
+    /// Renews from the Lease we last wrote, without reading it first. `None`:
+    /// nothing to renew from, or the Lease changed since (409), so the caller
+    /// reads it.
+    async fn renew_written(&mut self, t0: Instant) -> Option<Result<Attempt, kube::Error>> {
+        let mut lease = self.written.take()?;
+        let spec = lease.spec.take().unwrap_or_default();
+        lease.spec = Some(LeaseSpec {
+            renew_time: Some(MicroTime(Timestamp::now())),
+            ..spec
+        });
+        // `replace` sends the resourceVersion of our write: any write since is a 409.
+        match self
+            .api
+            .replace(&self.name, &self.post_params(), &lease)
+            .await
+        {
+            Ok(updated) => {
+                self.wrote(updated, t0);
+                Some(Ok(Attempt::Held(t0)))
+            }
+            Err(e) if is_conflict(&e) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// Acquires the Lease if it is free, expired or ours, and renews it if ours.
     pub async fn try_acquire_or_renew(&mut self) -> Result<Attempt, kube::Error> {
         let t0 = Instant::now();
+        if let Some(r) = self.renew_written(t0).await {
+            return r;
+        }
         let now = MicroTime(Timestamp::now());
         let duration_secs = self.timing.lease_duration.as_secs().min(i32::MAX as u64) as i32;
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
@@ -237,9 +283,7 @@ impl Elector {
             };
             return match self.api.create(&self.post_params(), &lease).await {
                 Ok(created) => {
-                    if let Some(spec) = &created.spec {
-                        self.observe(spec, t0);
-                    }
+                    self.wrote(created, t0);
                     Ok(Attempt::Held(t0))
                 }
                 Err(e) if is_conflict(&e) => Ok(Attempt::Other(String::new())),
@@ -285,9 +329,7 @@ impl Elector {
             .await
         {
             Ok(updated) => {
-                if let Some(spec) = &updated.spec {
-                    self.observe(spec, t0);
-                }
+                self.wrote(updated, t0);
                 Ok(Attempt::Held(t0))
             }
             Err(e) if is_conflict(&e) => Ok(Attempt::Other(holder)),
@@ -297,6 +339,7 @@ impl Elector {
 
     /// Empties the Lease if we hold it (client-go's release).
     pub async fn release(&mut self) -> Result<(), kube::Error> {
+        self.written = None;
         for _ in 0..3 {
             let Some(mut lease) = self.api.get_opt(&self.name).await? else {
                 return Ok(());

@@ -7,6 +7,7 @@
 //! every change and at the next window edge, and writes the resulting patches
 //! ([`reconcile`]). [`cli`] turns FLUO's flags into a [`Config`].
 
+pub mod alerts;
 pub mod cli;
 pub mod convert;
 mod events;
@@ -55,6 +56,8 @@ pub struct Config {
     pub notify: Option<notify::NotifyConfig>,
     /// `--blocking-pod-selector`: pods matching it block their node's grant.
     pub blocking_pod_selector: Option<protocol::selector::LabelSelector>,
+    /// `--prometheus-url` and its companions: active alerts block every new grant.
+    pub alerts: Option<alerts::AlertsConfig>,
 }
 
 impl Config {
@@ -72,6 +75,7 @@ impl Config {
             metrics_address: None,
             notify: None,
             blocking_pod_selector: None,
+            alerts: None,
         }
     }
 
@@ -132,6 +136,7 @@ pub async fn run(
         min_reboot_interval = %protocol::window::format_go_duration(cfg.operator.min_reboot_interval),
         reboot_timeout = %protocol::window::format_go_duration(cfg.operator.reboot_timeout),
         blocking_pod_selector = %cfg.blocking_pod_selector.as_ref().map_or_else(|| "none".to_string(), |s| s.to_string()),
+        prometheus_alerts = %cfg.alerts.as_ref().map_or_else(|| "none".to_string(), |a| a.to_string()),
         before_reboot_annotations = ?cfg.operator.before_reboot_annotations,
         after_reboot_annotations = ?cfg.operator.after_reboot_annotations,
         "update-operator starting"

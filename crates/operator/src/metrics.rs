@@ -14,10 +14,11 @@ use telemetry::api::ApiMetrics;
 
 /// The `state` values of `fluo_nodes`, each node in at most one (the first that applies,
 /// in this order; a node that needs nothing is in none).
-pub const NODE_STATES: [&str; 7] = [
+pub const NODE_STATES: [&str; 8] = [
     "stuck",
     "rebooting",
     "draining",
+    "waiting_for_pods",
     "waiting_for_hooks",
     "granted",
     "paused",
@@ -282,6 +283,7 @@ mod tests {
             "fluo_nodes{state=\"stuck\"} 0",
             "fluo_nodes{state=\"needs_reboot\"} 0",
             "fluo_nodes{state=\"waiting_for_hooks\"} 0",
+            "fluo_nodes{state=\"waiting_for_pods\"} 0",
             "fluo_grants_total 1",
             "fluo_reboots_completed_total 1",
             "fluo_grants_blocked_total{blocker=\"window\"} 1",

@@ -72,23 +72,8 @@ impl NotifyConfig {
     /// Defaults for `url`: 1000 queued, 8 attempts, 1 s backoff doubling up to 60 s (about
     /// 3 minutes in all), 10 s per attempt. The error says what is wrong with the URL.
     pub fn new(url: &str) -> Result<Self, String> {
-        let uri: Uri = url
-            .trim()
-            .parse()
-            .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http" | "https") => {}
-            _ => {
-                return Err(format!(
-                    "invalid URL {url:?}: must start with http:// or https://"
-                ));
-            }
-        }
-        if uri.host().is_none_or(str::is_empty) {
-            return Err(format!("invalid URL {url:?}: no host"));
-        }
         Ok(NotifyConfig {
-            url: uri,
+            url: parse_http_url(url)?,
             queue_capacity: 1000,
             max_attempts: 8,
             initial_backoff: Duration::from_secs(1),
@@ -96,6 +81,26 @@ impl NotifyConfig {
             timeout: Duration::from_secs(10),
         })
     }
+}
+
+/// An absolute `http://` or `https://` URL with a host; the error says what is wrong.
+pub(crate) fn parse_http_url(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url
+        .trim()
+        .parse()
+        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => {
+            return Err(format!(
+                "invalid URL {url:?}: must start with http:// or https://"
+            ));
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("invalid URL {url:?}: no host"));
+    }
+    Ok(uri)
 }
 
 struct Inner {
@@ -111,19 +116,20 @@ pub struct Notifier {
     inner: Arc<Inner>,
 }
 
-type HttpClient = Client<
+pub(crate) type HttpClient = Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 >;
 
-fn http_client() -> HttpClient {
+/// An http(s) client with the system's CA certificates; `flag` names its user in warnings.
+pub(crate) fn http_client(flag: &str) -> HttpClient {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = match hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(provider.clone())
     {
         Ok(b) => b,
         Err(e) => {
-            warn!(error = %e, "--notify-url: no CA certificates found; https:// URLs will fail");
+            warn!(error = %e, "{flag}: no CA certificates found; https:// URLs will fail");
             let config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .expect("ring supports the default TLS versions")
@@ -176,7 +182,7 @@ impl Notifier {
 
     /// Delivers queued notifications, in order, forever (drop the future to stop).
     pub async fn run(self) {
-        let client = http_client();
+        let client = http_client("--notify-url");
         loop {
             let next = self
                 .inner

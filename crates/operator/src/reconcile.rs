@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::{StreamExt, stream};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
@@ -179,7 +180,8 @@ impl Overlay {
     }
 
     /// Records the Node a write decided on `decided_rv` produced.
-    fn record(&mut self, decided_rv: String, patched: Node) {
+    fn record(&mut self, decided_rv: String, mut patched: Node) {
+        slim(&mut patched);
         let name = patched.name_any();
         let patched = Arc::new(patched);
         match self.nodes.get_mut(&name) {
@@ -192,6 +194,48 @@ impl Overlay {
             }
         }
     }
+}
+
+/// Keeps only what the operator reads of a Node: what
+/// [`protocol::k8s::node_view`] reads (name, annotations, labels,
+/// `spec.unschedulable`, the Ready condition's status, `status.nodeInfo.bootID`),
+/// the uid (Events) and the resourceVersion (patch preconditions, overlay).
+/// The rest (managedFields, images, addresses, capacity, the other
+/// conditions, ...) was most of the cache's memory at 5,000 nodes.
+fn slim(node: &mut Node) {
+    let meta = std::mem::take(&mut node.metadata);
+    node.metadata = ObjectMeta {
+        name: meta.name,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        // All of them: hook annotations (`--before-reboot-annotations`) can have any key.
+        annotations: meta.annotations,
+        // All of them: `--node-selector` and `--zone-label` can name any key.
+        labels: meta.labels,
+        ..ObjectMeta::default()
+    };
+    let unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable);
+    node.spec = unschedulable.map(|u| NodeSpec {
+        unschedulable: Some(u),
+        ..NodeSpec::default()
+    });
+    node.status = node.status.take().map(|s| NodeStatus {
+        conditions: s.conditions.map(|cs| {
+            cs.into_iter()
+                .filter(|c| c.type_ == "Ready")
+                .map(|c| NodeCondition {
+                    type_: c.type_,
+                    status: c.status,
+                    ..NodeCondition::default()
+                })
+                .collect()
+        }),
+        node_info: s.node_info.map(|i| NodeSystemInfo {
+            boot_id: i.boot_id,
+            ..NodeSystemInfo::default()
+        }),
+        ..NodeStatus::default()
+    });
 }
 
 fn body(patch: &NodePatch, resource_version: &str) -> serde_json::Value {
@@ -399,7 +443,8 @@ pub(crate) async fn lead(
     let inputs = crate::inputs::Inputs::start(&api.clone().into_client(), &cfg, changed.clone());
     let events = {
         let changed = changed.clone();
-        let stream = reflector(writer, watcher(api.clone(), node_watch)).default_backoff();
+        let stream =
+            reflector(writer, watcher(api.clone(), node_watch).modify(slim)).default_backoff();
         async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(ev) = stream.next().await {
@@ -555,6 +600,64 @@ mod tests {
         let mut release = NodePatch::new("a");
         release.set_annotation(keys::REBOOT_OK, keys::FALSE);
         assert!(!holds_slot_after(&held, &release));
+    }
+
+    #[test]
+    fn slimming_keeps_what_the_operator_reads() {
+        let full: Node = serde_json::from_value(json!({
+            "metadata": {
+                "name": "n1", "uid": "u1", "resourceVersion": "7",
+                "annotations": {keys::REBOOT_NEEDED: "true", "hook.example.com/ok": "true"},
+                "labels": {"topology.kubernetes.io/zone": "a"},
+                "managedFields": [{"manager": "kubelet", "operation": "Update"}],
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+            },
+            "spec": {"unschedulable": true, "podCIDR": "10.244.0.0/24", "taints": [{"key": "k", "effect": "NoSchedule"}]},
+            "status": {
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False", "message": "fine"},
+                    {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ready"},
+                ],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.2"}],
+                "capacity": {"cpu": "4"},
+                "images": [{"names": ["registry/image:tag"], "sizeBytes": 1}],
+                "nodeInfo": {
+                    "bootID": "b1", "machineID": "m", "systemUUID": "s", "kernelVersion": "k",
+                    "osImage": "o", "containerRuntimeVersion": "c", "kubeletVersion": "v",
+                    "kubeProxyVersion": "v", "operatingSystem": "linux", "architecture": "amd64",
+                },
+            },
+        }))
+        .unwrap();
+        let mut slimmed = full.clone();
+        slim(&mut slimmed);
+        assert_eq!(node_view(&slimmed), node_view(&full));
+        assert_eq!(slimmed.uid().as_deref(), Some("u1"));
+        assert_eq!(slimmed.resource_version().as_deref(), Some("7"));
+        assert_eq!(
+            serde_json::to_value(&slimmed).unwrap(),
+            json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {
+                    "name": "n1", "uid": "u1", "resourceVersion": "7",
+                    "annotations": {keys::REBOOT_NEEDED: "true", "hook.example.com/ok": "true"},
+                    "labels": {"topology.kubernetes.io/zone": "a"},
+                },
+                "spec": {"unschedulable": true},
+                "status": {
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                    "nodeInfo": {
+                        "bootID": "b1", "machineID": "", "systemUUID": "", "kernelVersion": "",
+                        "osImage": "", "containerRuntimeVersion": "", "kubeletVersion": "",
+                        "kubeProxyVersion": "", "operatingSystem": "", "architecture": "",
+                    },
+                },
+            })
+        );
+        // A node without spec or status stays without them.
+        let mut bare = node("b", "1", "false");
+        slim(&mut bare);
+        assert!(bare.spec.is_none() && bare.status.is_none());
     }
 
     #[test]

@@ -15,8 +15,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::evicted::{self, EvictedPods, PodRecovery, WorkloadPods};
 use crate::hostinfo::{HostInfo, sanitize_label_value};
 use crate::keys;
 use crate::node::{NodeState, NodeView, format_time, format_timestamped};
@@ -76,6 +77,11 @@ pub struct AgentInput<'a> {
     pub drained: bool,
     /// The current time.
     pub now: DateTime<Utc>,
+    /// The pods now of the workloads recorded in `evicted-pods`, by controller UID
+    /// (`None`: not looked at). Only read after the reboot, while the record is there.
+    pub pods: Option<&'a WorkloadPods>,
+    /// `--pod-recovery-timeout`: how long after the reboot to wait for them.
+    pub pod_recovery_timeout: TimeDelta,
 }
 
 /// What the agent does next.
@@ -193,6 +199,11 @@ fn bookkeeping(s: &NodeState, input: &AgentInput) -> NodePatch {
     if !s.reboot_in_progress && node.annotation(keys::REBOOT_BOOT_ID).is_some() {
         p.remove_annotation(keys::REBOOT_BOOT_ID);
     }
+    // A record without `back` on a node not in progress belongs to a drain that did not
+    // end in a reboot: no slot waits for it.
+    if !s.reboot_in_progress && s.evicted_pods.as_ref().is_some_and(|r| r.back.is_none()) {
+        p.remove_annotation(keys::EVICTED_PODS);
+    }
     // A reboot-ok still "true" is the previous cycle's (the operator has not
     // withdrawn it yet): asking again now would reboot without a new grant.
     if input.host.is_some_and(UpdateStatus::needs_reboot)
@@ -222,9 +233,15 @@ fn uncordon_if_ours(p: &mut NodePatch, agent_made: bool) {
     }
 }
 
-/// The node rebooted (or, handed over by FLUO, is taken as rebooted).
-fn rebooted_patch(s: &NodeState) -> NodePatch {
+/// The node rebooted (or, handed over by FLUO, is taken as rebooted). The record of
+/// evicted pods gets `back`: the pod-recovery timeout counts from now.
+fn rebooted_patch(s: &NodeState, now: DateTime<Utc>) -> NodePatch {
     let mut p = NodePatch::new(&s.name);
+    if let Some(rec) = s.evicted_pods.as_ref().filter(|r| r.back.is_none()) {
+        let mut rec = rec.clone();
+        rec.back = Some(now);
+        p.set_annotation(keys::EVICTED_PODS, rec.to_value());
+    }
     uncordon_if_ours(&mut p, s.agent_made_unschedulable);
     p.set_annotation(keys::REBOOT_IN_PROGRESS, keys::FALSE);
     set_needed(&mut p, false);
@@ -234,12 +251,16 @@ fn rebooted_patch(s: &NodeState) -> NodePatch {
     p
 }
 
-/// Stop a reboot that has not happened: not in progress, our cordon undone.
-fn stop_patch(name: &str, agent_made: bool) -> NodePatch {
-    let mut p = NodePatch::new(name);
+/// Stop a reboot that has not happened: not in progress, our cordon undone, the record
+/// of evicted pods dropped (no slot waits for them without a reboot).
+fn stop_patch(node: &NodeView, agent_made: bool) -> NodePatch {
+    let mut p = NodePatch::new(&node.name);
     uncordon_if_ours(&mut p, agent_made);
     p.set_annotation(keys::REBOOT_IN_PROGRESS, keys::FALSE);
     p.remove_annotation(keys::REBOOT_BOOT_ID);
+    if node.annotation(keys::EVICTED_PODS).is_some() {
+        p.remove_annotation(keys::EVICTED_PODS);
+    }
     p
 }
 
@@ -262,7 +283,7 @@ fn transition(s: &NodeState, input: &AgentInput) -> AgentStep {
                     );
                 };
                 if !h.needs_reboot() {
-                    return Patch(rebooted_patch(s));
+                    return Patch(rebooted_patch(s, input.now));
                 }
                 if s.boot_id.is_empty() {
                     return no_boot_id();
@@ -276,14 +297,14 @@ fn transition(s: &NodeState, input: &AgentInput) -> AgentStep {
             return no_boot_id();
         }
         if *recorded != s.boot_id {
-            return Patch(rebooted_patch(s));
+            return Patch(rebooted_patch(s, input.now));
         }
         // Not rebooted yet.
         if !s.reboot_ok {
             // The grant was withdrawn before the reboot (only a person does
             // that; the operator never withdraws from a node in progress):
             // stop, undo our cordon, keep reboot-needed so it is picked again.
-            return Patch(stop_patch(&s.name, s.agent_made_unschedulable));
+            return Patch(stop_patch(input.node, s.agent_made_unschedulable));
         }
         if !s.unschedulable {
             // Re-cordon after a restart, or someone uncordoned mid-drain.
@@ -306,6 +327,31 @@ fn transition(s: &NodeState, input: &AgentInput) -> AgentStep {
         let mut p = NodePatch::new(&s.name);
         uncordon_if_ours(&mut p, true);
         return Patch(p);
+    }
+    // The health gate: the slot stays held (and no new reboot starts) until the evicted
+    // workloads run Ready again or the timeout passed.
+    match evicted::evaluate(
+        s.evicted_pods.as_ref(),
+        input.pods,
+        input.pod_recovery_timeout,
+        input.now,
+    ) {
+        PodRecovery::NotApplicable => {}
+        PodRecovery::Recovered | PodRecovery::TimedOut { .. } => {
+            let mut p = NodePatch::new(&s.name);
+            p.remove_annotation(keys::EVICTED_PODS);
+            return Patch(p);
+        }
+        PodRecovery::Unknown { .. } => {
+            return Wait("rebooted: looking whether the evicted pods run Ready again".into());
+        }
+        PodRecovery::Waiting { pending, deadline } => {
+            return Wait(format!(
+                "rebooted: waiting until the evicted pods run Ready again (at the latest until {}): {}",
+                format_time(deadline),
+                evicted::describe(pending.iter().map(|(w, c)| (w, Some(*c))))
+            ));
+        }
     }
     if !s.reboot_ok {
         return Wait(if s.reboot_needed {
@@ -380,11 +426,33 @@ pub fn drain_failed(
         }
         DrainTimeoutAction::Uncordon => {
             let agent_made = node.annotation(keys::AGENT_MADE_UNSCHEDULABLE) == Some(keys::TRUE);
-            let mut p = stop_patch(&node.name, agent_made);
+            let mut p = stop_patch(node, agent_made);
             p.set_annotation(keys::DRAIN_FAILURE, format_timestamped(now, reason));
             AgentStep::Patch(p)
         }
     }
+}
+
+/// Before the drain's first eviction: record the workloads it will evict
+/// ([`keys::EVICTED_PODS`]), merged with a record already there from an earlier drain of
+/// the same reboot (the agent restarted mid-drain). `None` when there is nothing new to
+/// write, or the node is not rebooting (no drain should run then).
+pub fn record_evictions(node: &NodeView, plan: &EvictedPods) -> Option<NodePatch> {
+    let s = NodeState::parse(node).ok()?;
+    if !s.reboot_in_progress {
+        return None;
+    }
+    let rec = match &s.evicted_pods {
+        Some(old) => old.merge(plan),
+        None if plan.workloads.is_empty() && plan.omitted == 0 => return None,
+        None => plan.clone(),
+    };
+    if s.evicted_pods.as_ref() == Some(&rec) {
+        return None;
+    }
+    let mut p = NodePatch::new(&node.name);
+    p.set_annotation(keys::EVICTED_PODS, rec.to_value());
+    Some(p)
 }
 
 /// logind's Reboot failed: record it (`reboot-error`); the shell retries with

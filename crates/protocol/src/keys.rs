@@ -132,6 +132,13 @@ key!(
     RELEASED_AT = "released-at"
 );
 key!(
+    /// Annotation, agent (ours): compact JSON of the workloads whose pods the drain
+    /// evicted (see [`crate::evicted`]), written before the first eviction. The operator
+    /// does not release the slot while it is there; the agent removes it once those
+    /// workloads run Ready again or `--pod-recovery-timeout` passed after the reboot.
+    EVICTED_PODS = "evicted-pods"
+);
+key!(
     /// Annotation on the operator's Lease, set by an admin (ours): `"true"`
     /// stops every new pick and grant in the cluster.
     PAUSED = "paused"
@@ -155,7 +162,7 @@ pub const FLUO_KEYS: [&str; 13] = [
 ];
 
 /// The keys this project adds.
-pub const OUR_KEYS: [&str; 11] = [
+pub const OUR_KEYS: [&str; 12] = [
     REBOOT_BOOT_ID,
     DRAIN_FAILURE,
     REBOOT_ERROR,
@@ -166,6 +173,7 @@ pub const OUR_KEYS: [&str; 11] = [
     STUCK_SINCE,
     PICKED_AT,
     RELEASED_AT,
+    EVICTED_PODS,
     PAUSED,
 ];
 

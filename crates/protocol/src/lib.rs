@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod blockers;
+pub mod evicted;
 pub mod hostinfo;
 #[cfg(feature = "k8s")]
 pub mod k8s;

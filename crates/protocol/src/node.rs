@@ -7,6 +7,7 @@ use std::fmt;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::evicted::EvictedPods;
 use crate::keys;
 
 /// The parts of a k8s Node the protocol reads.
@@ -167,6 +168,8 @@ pub struct NodeState {
     pub picked_at: Option<DateTime<Utc>>,
     /// Annotation `released-at`.
     pub released_at: Option<DateTime<Utc>>,
+    /// Annotation `evicted-pods`: the workloads the drain evicted.
+    pub evicted_pods: Option<EvictedPods>,
 }
 
 fn parse_bool(view: &NodeView, kind: KeyKind, key: &'static str) -> Result<bool, ParseError> {
@@ -207,7 +210,7 @@ impl NodeState {
     /// `grant-expires` must be RFC3339; `drain-failure` must start with an
     /// RFC3339 time; so must `stuck-since`. `reboot-needed-since`,
     /// `picked-at` and `released-at` must be RFC3339, `reboot-failures` a
-    /// decimal count.
+    /// decimal count, `evicted-pods` the agent's JSON record.
     pub fn parse(view: &NodeView) -> Result<NodeState, ParseError> {
         use KeyKind::{Annotation as A, Label as L};
         let timestamped = |key: &'static str| match view.annotation(key) {
@@ -245,6 +248,16 @@ impl NodeState {
                     expected: "a decimal count",
                 })?,
         };
+        let evicted_pods = match view.annotation(keys::EVICTED_PODS) {
+            None => None,
+            Some(v) => Some(EvictedPods::parse(v).map_err(|_| ParseError {
+                node: view.name.clone(),
+                kind: A,
+                key: keys::EVICTED_PODS.to_string(),
+                value: v.to_string(),
+                expected: "the agent's JSON record {\"workloads\":[...]}; remove the annotation to skip waiting for the evicted pods",
+            })?),
+        };
         Ok(NodeState {
             name: view.name.clone(),
             reboot_needed: parse_bool(view, A, keys::REBOOT_NEEDED)?,
@@ -270,6 +283,7 @@ impl NodeState {
             stuck_since,
             picked_at: parse_time_key(view, keys::PICKED_AT)?,
             released_at: parse_time_key(view, keys::RELEASED_AT)?,
+            evicted_pods,
         })
     }
 
@@ -402,6 +416,7 @@ mod tests {
             (keys::GRANTED_AT, "yesterday"),
             (keys::GRANT_EXPIRES, "1714557600"),
             (keys::DRAIN_FAILURE, "drain failed"),
+            (keys::EVICTED_PODS, "web"),
         ] {
             let e = NodeState::parse(&view(&[(k, v)], &[])).unwrap_err();
             assert_eq!((e.key.as_str(), e.value.as_str()), (k, v));

@@ -400,9 +400,12 @@ fn node_steps(s: &NodeState, view: &NodeView, c: &Ctx) -> NodePatch {
             grant(&mut p, view, cfg, c.now, c.window_end);
         }
     }
-    // 2: after-reboot label whose hooks are done, on a Ready node (health gate).
+    // The health gate: Ready, and the workloads it evicted run Ready again (the agent
+    // removes `evicted-pods` then, or after its --pod-recovery-timeout).
+    let healthy = s.ready && s.evicted_pods.is_none();
+    // 2: after-reboot label whose hooks are done, on a healthy node.
     if s.after_reboot {
-        if !s.reboot_in_progress && s.ready && hooks_done(view, &cfg.after_reboot_annotations) {
+        if !s.reboot_in_progress && healthy && hooks_done(view, &cfg.after_reboot_annotations) {
             release(&mut p, view, cfg, c.now);
         }
     } else if s.reboot_ok && !s.reboot_in_progress {
@@ -417,7 +420,7 @@ fn node_steps(s: &NodeState, view: &NodeView, c: &Ctx) -> NodePatch {
         } else if !s.reboot_needed {
             // 3: it came back.
             if cfg.after_reboot_annotations.is_empty() {
-                if s.ready {
+                if healthy {
                     release(&mut p, view, cfg, c.now);
                 }
             } else {
@@ -454,6 +457,16 @@ fn stuck_reason(s: &NodeState, view: &NodeView, cfg: &OperatorConfig) -> String 
         "granted, but the reboot has not started (is the agent running?)".to_string()
     } else if !s.ready {
         "rebooted, but the node is not Ready".to_string()
+    } else if let Some(rec) = &s.evicted_pods {
+        format!(
+            "rebooted; the agent has not seen the evicted pods run Ready again ({}): {}",
+            keys::EVICTED_PODS,
+            rec.workloads
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     } else if s.after_reboot {
         let missing: Vec<&str> = cfg
             .after_reboot_annotations

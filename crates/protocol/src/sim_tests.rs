@@ -116,6 +116,8 @@ impl Sim {
             info: &self.info,
             drained: n.drained,
             now,
+            pods: None,
+            pod_recovery_timeout: crate::evicted::DEFAULT_POD_RECOVERY_TIMEOUT,
         });
         let progressed = match step {
             AgentStep::Patch(p) => {

@@ -314,7 +314,7 @@ pub fn parse_go_duration(s: &str) -> Result<TimeDelta, String> {
         } else {
             int_part.parse().map_err(|_| overflow())?
         };
-        let mut v = int.checked_mul(scale).ok_or_else(overflow)?;
+        let v = int.checked_mul(scale).ok_or_else(overflow)?;
         // Fraction: only the digits that can matter at nanosecond precision.
         let mut f: i128 = 0;
         let mut div: i128 = 1;
@@ -322,7 +322,8 @@ pub fn parse_go_duration(s: &str) -> Result<TimeDelta, String> {
             f = f * 10 + i128::from(b - b'0');
             div *= 10;
         }
-        v += f * scale / div;
+        // Checked: an integer part just below i128::MAX plus a fraction overflows.
+        let v = v.checked_add(f * scale / div).ok_or_else(overflow)?;
         total = total.checked_add(v).ok_or_else(overflow)?;
         if total > i128::from(i64::MAX) + i128::from(neg) {
             return Err(overflow());

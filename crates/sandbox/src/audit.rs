@@ -1,7 +1,7 @@
 //! A record of who did what, so tests can compare what our components actually call with the
-//! RBAC rules they ship.
+//! RBAC rules they ship, and benchmarks can count requests per user.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::api::Req;
@@ -19,7 +19,9 @@ pub struct AuditEntry {
 
 #[derive(Default)]
 pub struct Audit {
-    entries: Mutex<BTreeSet<AuditEntry>>,
+    /// Each distinct entry with the number of requests it stands for (a watch counts once,
+    /// when opened).
+    entries: Mutex<BTreeMap<AuditEntry, u64>>,
 }
 
 impl Audit {
@@ -38,7 +40,9 @@ impl Audit {
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(entry);
+            .entry(entry)
+            .and_modify(|n| *n += 1)
+            .or_insert(1);
     }
 
     /// Distinct (user, verb, group, resource, namespace) seen so far.
@@ -46,8 +50,18 @@ impl Audit {
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
+            .keys()
             .cloned()
+            .collect()
+    }
+
+    /// Distinct entries with how many requests each stands for so far.
+    pub fn counts(&self) -> Vec<(AuditEntry, u64)> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(e, n)| (e.clone(), *n))
             .collect()
     }
 }

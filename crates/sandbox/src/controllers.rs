@@ -182,10 +182,8 @@ fn note(
             dirty.daemonsets = true;
             if node_ready(o) {
                 let st = store.lock();
-                for ((pns, pn), p) in st.iter(pods(), None) {
-                    if p.pointer("/spec/nodeName") == Some(&json!(name))
-                        && p.pointer("/status/phase") == Some(&json!("Pending"))
-                    {
+                for ((pns, pn), p) in st.pods_on_node(&name) {
+                    if p.pointer("/status/phase") == Some(&json!("Pending")) {
                         dirty.start.insert((pns.clone(), pn.clone()));
                     }
                 }

@@ -1,6 +1,7 @@
 //! Seeded, deterministic fault injection for the API server: errors by verb and resource,
 //! latency, cut watch streams and whole-API outages.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,9 +36,21 @@ pub struct FaultPlan {
     pub outage_until: Option<Instant>,
 }
 
+/// What was injected so far, for harnesses that must show their faults happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InjectedCounts {
+    /// Errors answered, by status code (outage answers not included).
+    pub errors: BTreeMap<u16, u64>,
+    /// Requests delayed by `latency`.
+    pub delayed: u64,
+    /// Requests refused during an outage.
+    pub outage: u64,
+}
+
 pub struct Faults {
     plan: Mutex<FaultPlan>,
     rng: Mutex<StdRng>,
+    counts: Mutex<InjectedCounts>,
 }
 
 pub enum Injected {
@@ -50,6 +63,7 @@ impl Faults {
         Faults {
             plan: Mutex::new(FaultPlan::default()),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            counts: Mutex::default(),
         }
     }
 
@@ -69,10 +83,23 @@ impl Faults {
         self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Faults injected since the start.
+    pub fn injected(&self) -> InjectedCounts {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut InjectedCounts)) {
+        f(&mut self.counts.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
     /// Decides, for one request, the latency to add and whether it fails.
     pub fn for_request(&self, verb: &str, resource: &str) -> (Duration, Injected) {
         let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
         if plan.outage_until.is_some_and(|t| Instant::now() < t) {
+            self.count(|c| c.outage += 1);
             return (
                 Duration::ZERO,
                 Injected::Error(ApiError::new(
@@ -89,6 +116,9 @@ impl Faults {
         } else {
             Duration::ZERO
         };
+        if !delay.is_zero() {
+            self.count(|c| c.delayed += 1);
+        }
         for rule in &plan.errors {
             let verb_ok = rule.verb.as_deref().is_none_or(|v| v == verb);
             let res_ok = rule
@@ -108,6 +138,7 @@ impl Faults {
                     }
                     code => ApiError::new(code, "InternalError", "internal error (injected)"),
                 };
+                self.count(|c| *c.errors.entry(rule.code).or_default() += 1);
                 return (delay, Injected::Error(err));
             }
         }

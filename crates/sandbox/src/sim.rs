@@ -166,14 +166,13 @@ impl Sim {
             .send(NodeLifecycle::RebootStarted(name.clone()));
         self.set_ready(&name, false, None, None);
         tokio::time::sleep(self.reboot_duration).await;
-        if self.stopped.load(Ordering::SeqCst) {
+        if self.stopped.load(Ordering::SeqCst) || host.inner.stay_down.load(Ordering::SeqCst) {
             return;
         }
         {
             let mut st = self.store.lock();
             let on_node: Vec<(String, String, bool)> = st
-                .iter(pods(), None)
-                .filter(|(_, p)| p.pointer("/spec/nodeName") == Some(&json!(name)))
+                .pods_on_node(&name)
                 .map(|((ns, n), p)| {
                     let ds = p
                         .pointer("/metadata/ownerReferences")
@@ -221,6 +220,7 @@ struct HostInner {
     reboot_error: Mutex<Option<String>>,
     rebooting: AtomicBool,
     reboots: AtomicU32,
+    stay_down: AtomicBool,
 }
 
 /// A simulated Flatcar host: update_engine and logind.
@@ -251,6 +251,7 @@ impl SimHost {
                 reboot_error: Mutex::new(None),
                 rebooting: AtomicBool::new(false),
                 reboots: AtomicU32::new(0),
+                stay_down: AtomicBool::new(false),
             }),
         }
     }
@@ -315,6 +316,11 @@ impl SimHost {
             .reboot_error
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = error.map(str::to_string);
+    }
+
+    /// From now on a reboot never ends: the machine goes down and stays down (a dead disk).
+    pub fn stay_down(&self) {
+        self.inner.stay_down.store(true, Ordering::SeqCst);
     }
 
     /// How many times this machine rebooted.

@@ -2,7 +2,7 @@
 //! optimistic concurrency. One mutex: operations that must be atomic (an eviction checking a
 //! PodDisruptionBudget and deleting the pod) run under one lock, as etcd transactions would.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{SecondsFormat, Utc};
@@ -58,6 +58,8 @@ pub struct Inner {
     buckets: HashMap<&'static str, Bucket>,
     log_capacity: usize,
     all_tx: broadcast::Sender<Arc<WatchEvent>>,
+    /// Pods by `spec.nodeName`, so a node's pods are found without scanning every pod.
+    pods_by_node: HashMap<String, BTreeSet<Key>>,
 }
 
 #[derive(Clone)]
@@ -108,6 +110,7 @@ impl Store {
             buckets,
             log_capacity,
             all_tx: broadcast::channel(262_144).0,
+            pods_by_node: HashMap::new(),
         };
         Store {
             inner: Arc::new(Mutex::new(inner)),
@@ -123,6 +126,12 @@ impl Store {
     pub fn subscribe_all(&self) -> broadcast::Receiver<Arc<WatchEvent>> {
         self.lock().all_tx.subscribe()
     }
+}
+
+const POD_STORAGE: &str = "pods";
+
+fn node_name_of(pod: &Value) -> Option<&str> {
+    pod.get("spec")?.get("nodeName")?.as_str()
 }
 
 fn key_of(r: &Resource, ns: &str, name: &str) -> Key {
@@ -143,6 +152,44 @@ impl Inner {
 
     pub fn bucket(&self, r: &Resource) -> &Bucket {
         &self.buckets[r.storage]
+    }
+
+    /// The pods bound to `node` (`spec.nodeName`), in key order (namespace, name).
+    pub fn pods_on_node<'a>(
+        &'a self,
+        node: &str,
+    ) -> impl Iterator<Item = (&'a Key, &'a Arc<Value>)> + 'a {
+        let objects = &self.buckets[POD_STORAGE].objects;
+        self.pods_by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(move |k| objects.get_key_value(k))
+    }
+
+    /// Keeps [`Inner::pods_on_node`]'s index in step with a pod stored or removed at `key`.
+    fn reindex(&mut self, r: &Resource, key: &Key, old: Option<&Value>, new: Option<&Value>) {
+        if r.storage != POD_STORAGE {
+            return;
+        }
+        let (was, is) = (old.and_then(node_name_of), new.and_then(node_name_of));
+        if was == is {
+            return;
+        }
+        if let Some(n) = was
+            && let Some(keys) = self.pods_by_node.get_mut(n)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.pods_by_node.remove(n);
+            }
+        }
+        if let Some(n) = is {
+            self.pods_by_node
+                .entry(n.to_string())
+                .or_default()
+                .insert(key.clone());
+        }
     }
 
     pub fn get(&self, r: &Resource, ns: &str, name: &str) -> Option<Arc<Value>> {
@@ -252,6 +299,7 @@ impl Inner {
             obj["status"] = json!({"phase": "Active"});
         }
         let obj = Arc::new(obj);
+        self.reindex(r, &key, None, Some(&obj));
         self.buckets
             .get_mut(r.storage)
             .expect("bucket")
@@ -342,6 +390,7 @@ impl Inner {
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
         let new = Arc::new(new);
         let key = key_of(r, ns, name);
+        self.reindex(r, &key, Some(&old), Some(&new));
         self.buckets
             .get_mut(r.storage)
             .expect("bucket")
@@ -378,6 +427,7 @@ impl Inner {
             .objects
             .remove(&key)
             .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+        self.reindex(r, &key, Some(&old), None);
         let rv = self.next_rv();
         let mut gone = (*old).clone();
         gone["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -439,5 +489,92 @@ fn validate_name(r: &Resource, name: &str) -> ApiResult<()> {
                 "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods() -> &'static Resource {
+        crate::resources::find("", "v1", "pods").expect("pods")
+    }
+
+    /// What the index must always equal: a scan of every pod.
+    fn scanned(st: &Inner, node: &str) -> Vec<Key> {
+        st.iter(pods(), None)
+            .filter(|(_, p)| node_name_of(p) == Some(node))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn indexed(st: &Inner, node: &str) -> Vec<Key> {
+        st.pods_on_node(node).map(|(k, _)| k.clone()).collect()
+    }
+
+    #[test]
+    fn pods_on_node_follows_creates_binds_moves_and_removals() {
+        let store = Store::new(100);
+        let mut st = store.lock();
+        st.create(ns_resource(), json!({"metadata": {"name": "a"}}))
+            .unwrap();
+        st.create(ns_resource(), json!({"metadata": {"name": "b"}}))
+            .unwrap();
+        for (ns, name, node) in [
+            ("b", "p1", Some("n1")),
+            ("a", "p2", Some("n1")),
+            ("a", "p3", Some("n2")),
+            ("a", "p4", None),
+        ] {
+            let mut pod = json!({"metadata": {"name": name, "namespace": ns}, "spec": {}});
+            if let Some(n) = node {
+                pod["spec"]["nodeName"] = json!(n);
+            }
+            st.create(pods(), pod).unwrap();
+        }
+        let check = |st: &Inner| {
+            for n in ["n1", "n2", "n3"] {
+                assert_eq!(indexed(st, n), scanned(st, n), "node {n}");
+            }
+        };
+        check(&st);
+        assert_eq!(
+            indexed(&st, "n1"),
+            vec![("a".into(), "p2".into()), ("b".into(), "p1".into())]
+        );
+        // Bound by the scheduler, moved (by hand), unbound, changed elsewhere, removed.
+        st.modify(pods(), "a", "p4", |v| {
+            v["spec"]["nodeName"] = json!("n3");
+            Ok(())
+        })
+        .unwrap();
+        check(&st);
+        st.replace(
+            pods(),
+            "a",
+            "p3",
+            json!({"metadata": {"name": "p3", "namespace": "a"}, "spec": {"nodeName": "n1"}}),
+        )
+        .unwrap();
+        check(&st);
+        st.modify(pods(), "b", "p1", |v| {
+            v["spec"] = json!({});
+            Ok(())
+        })
+        .unwrap();
+        check(&st);
+        st.modify(pods(), "a", "p2", |v| {
+            v["metadata"]["labels"] = json!({"x": "y"});
+            Ok(())
+        })
+        .unwrap();
+        check(&st);
+        st.remove(pods(), "a", "p2").unwrap();
+        check(&st);
+        assert_eq!(indexed(&st, "n1"), vec![("a".into(), "p3".into())]);
+        assert!(
+            !st.pods_by_node.contains_key("n2"),
+            "empty entries are dropped"
+        );
     }
 }

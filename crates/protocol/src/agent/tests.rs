@@ -1,4 +1,5 @@
 use super::*;
+use crate::evicted::{DEFAULT_POD_RECOVERY_TIMEOUT, PodCount, Workload};
 use crate::node::{NodeView, format_time};
 use crate::testutil::*;
 use crate::update_engine::UPDATE_STATUS_DOWNLOADING;
@@ -35,6 +36,8 @@ fn step(v: &NodeView, host: Option<&UpdateStatus>, drained: bool) -> AgentStep {
         info: &info,
         drained,
         now: t0(),
+        pods: None,
+        pod_recovery_timeout: DEFAULT_POD_RECOVERY_TIMEOUT,
     })
 }
 
@@ -143,6 +146,8 @@ fn labels_follow_host_info_and_missing_values_remove_them() {
         info: &none,
         drained: false,
         now: t0(),
+        pods: None,
+        pod_recovery_timeout: DEFAULT_POD_RECOVERY_TIMEOUT,
     }));
     assert_eq!(
         p.labels.into_iter().collect::<Vec<_>>(),
@@ -706,7 +711,10 @@ proptest! {
         let now = t0() + mins(dt);
         let mut v = v;
         for _ in 0..8 {
-            let input = AgentInput { node: &v, host: host.as_ref(), info: &info, drained, now };
+            let input = AgentInput {
+                node: &v, host: host.as_ref(), info: &info, drained, now,
+                pods: None, pod_recovery_timeout: DEFAULT_POD_RECOVERY_TIMEOUT,
+            };
             match next_step(&input) {
                 AgentStep::Reboot => {
                     prop_assert!(drained);
@@ -771,6 +779,210 @@ proptest! {
                 prop_assert_eq!(w.annotation(keys::REBOOT_IN_PROGRESS), Some("false"));
             }
             _ => prop_assert!(reboot),
+        }
+    }
+}
+
+fn web(count: u32) -> Workload {
+    Workload {
+        namespace: "default".into(),
+        kind: "ReplicaSet".into(),
+        name: "web-1".into(),
+        uid: "u-web".into(),
+        count,
+    }
+}
+
+fn web_pods(existing: u32, ready: u32) -> WorkloadPods {
+    [("u-web".to_string(), PodCount { existing, ready })].into()
+}
+
+fn step_with(v: &NodeView, pods: Option<&WorkloadPods>, now: DateTime<Utc>) -> AgentStep {
+    let info = info();
+    next_step(&AgentInput {
+        node: v,
+        host: Some(&idle()),
+        info: &info,
+        drained: false,
+        now,
+        pods,
+        pod_recovery_timeout: DEFAULT_POD_RECOVERY_TIMEOUT,
+    })
+}
+
+/// A node that went through a reboot after its drain recorded `web(2)`: `back` stamped.
+fn back_with_record() -> NodeView {
+    let mut v = node("n");
+    let host = need_reboot();
+    settle(&mut v, Some(&host), false);
+    v = v.ann(keys::REBOOT_OK, "true");
+    assert_eq!(settle(&mut v, Some(&host), false), AgentStep::Drain);
+    let p = record_evictions(&v, &EvictedPods::of([web(2)])).expect("a record");
+    p.apply(&mut v);
+    assert_eq!(settle(&mut v, Some(&host), true), AgentStep::Reboot);
+    v = v.boot("b2");
+    assert!(matches!(step_with(&v, None, t0()), AgentStep::Patch(_)));
+    let p = patch_of(step_with(&v, None, t0()));
+    p.apply(&mut v);
+    v
+}
+
+#[test]
+fn evicted_pods_are_recorded_before_the_reboot_and_stamped_after() {
+    let v = back_with_record();
+    assert_eq!(v.annotation(keys::REBOOT_IN_PROGRESS), Some("false"));
+    assert!(
+        !v.unschedulable,
+        "uncordoned, so the pods may come back here"
+    );
+    let rec = EvictedPods::parse(v.annotation(keys::EVICTED_PODS).unwrap()).unwrap();
+    assert_eq!(rec.back, Some(t0()));
+    assert_eq!(rec.workloads, vec![web(2)]);
+}
+
+#[test]
+fn the_record_stays_until_the_pods_are_ready_again() {
+    let v = back_with_record();
+    let later = t0() + mins(3);
+    assert_eq!(
+        wait_of(step_with(&v, None, later)),
+        "rebooted: looking whether the evicted pods run Ready again"
+    );
+    let w = wait_of(step_with(&v, Some(&web_pods(2, 1)), later));
+    assert!(
+        w.contains("default/ReplicaSet web-1 (1/2 Ready)") && w.contains("2024-05-01T12:10:00Z"),
+        "{w}"
+    );
+    // Recovered: the record goes (and with it the operator's hold on the slot).
+    let p = patch_of(step_with(&v, Some(&web_pods(3, 2)), later));
+    assert_eq!(
+        p.annotations.into_iter().collect::<Vec<_>>(),
+        vec![rm(keys::EVICTED_PODS)]
+    );
+    // Scaled down to one, which is Ready: recovered too.
+    assert!(matches!(
+        step_with(&v, Some(&web_pods(1, 1)), later),
+        AgentStep::Patch(_)
+    ));
+}
+
+#[test]
+fn the_record_goes_after_the_timeout_even_if_pods_are_not_ready() {
+    let v = back_with_record();
+    let at = t0() + DEFAULT_POD_RECOVERY_TIMEOUT;
+    for pods in [None, Some(web_pods(2, 0))] {
+        let p = patch_of(step_with(&v, pods.as_ref(), at));
+        assert_eq!(
+            p.annotations.into_iter().collect::<Vec<_>>(),
+            vec![rm(keys::EVICTED_PODS)]
+        );
+        assert!(matches!(
+            evicted::evaluate(
+                NodeState::parse(&v).unwrap().evicted_pods.as_ref(),
+                pods.as_ref(),
+                DEFAULT_POD_RECOVERY_TIMEOUT,
+                at
+            ),
+            PodRecovery::TimedOut { .. }
+        ));
+    }
+}
+
+#[test]
+fn no_new_reboot_starts_while_the_gate_is_open() {
+    // FLUO's operator ignores the record and may grant again at once.
+    let v = back_with_record()
+        .ann(keys::REBOOT_NEEDED, "true")
+        .lbl(keys::REBOOT_NEEDED, "true")
+        .time(keys::GRANTED_AT, t0());
+    let w = wait_of(step_with(&v, Some(&web_pods(2, 0)), t0() + mins(1)));
+    assert!(w.contains("web-1"), "{w}");
+}
+
+#[test]
+fn record_evictions_merges_and_only_while_rebooting() {
+    let mut v = settled("n");
+    assert_eq!(record_evictions(&v, &EvictedPods::of([web(2)])), None);
+    v = v
+        .ann(keys::REBOOT_IN_PROGRESS, "true")
+        .ann(keys::REBOOT_OK, "true")
+        .ann(keys::REBOOT_BOOT_ID, "b1");
+    assert_eq!(record_evictions(&v, &EvictedPods::default()), None);
+    record_evictions(&v, &EvictedPods::of([web(3)]))
+        .unwrap()
+        .apply(&mut v);
+    // The agent restarted mid-drain: one pod of web was left, plus another workload.
+    let mut db = web(1);
+    db.name = "db-1".into();
+    db.uid = "u-db".into();
+    let p = record_evictions(&v, &EvictedPods::of([web(1), db.clone()])).unwrap();
+    p.apply(&mut v);
+    let rec = EvictedPods::parse(v.annotation(keys::EVICTED_PODS).unwrap()).unwrap();
+    assert_eq!(rec.workloads, vec![web(3), db]);
+    assert_eq!(record_evictions(&v, &EvictedPods::of([web(1)])), None);
+}
+
+#[test]
+fn a_drain_that_ends_without_a_reboot_drops_the_record() {
+    let mut v = settled("n")
+        .ann(keys::REBOOT_NEEDED, "true")
+        .lbl(keys::REBOOT_NEEDED, "true")
+        .ann(keys::REBOOT_IN_PROGRESS, "true")
+        .ann(keys::REBOOT_OK, "true")
+        .ann(keys::REBOOT_BOOT_ID, "b1")
+        .ann(keys::AGENT_MADE_UNSCHEDULABLE, "true");
+    v.unschedulable = true;
+    record_evictions(&v, &EvictedPods::of([web(2)]))
+        .unwrap()
+        .apply(&mut v);
+    let p = patch_of(drain_failed(&v, "pdb", DrainTimeoutAction::Uncordon, t0()));
+    assert_eq!(p.annotations.get(keys::EVICTED_PODS), Some(&None));
+    // Left over by an older agent on a node not rebooting: removed as bookkeeping.
+    let stale = settled("n").ann(keys::EVICTED_PODS, &EvictedPods::of([web(2)]).to_value());
+    let p = patch_of(step_with(&stale, None, t0()));
+    assert_eq!(p.annotations.get(keys::EVICTED_PODS), Some(&None));
+}
+
+fn any_pods() -> impl Strategy<Value = Option<WorkloadPods>> {
+    prop::option::of((0u32..4, 0u32..4).prop_map(|(e, r)| web_pods(e, r.min(e))))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The record of evicted pods is removed after the reboot only when they are Ready
+    /// again or the timeout passed, and no reboot starts while it waits.
+    #[test]
+    fn pod_gate(
+        v in any_node("n".into(), t0()),
+        back in prop::option::of(-20i64..5),
+        pods in any_pods(),
+        dt in 0i64..15,
+    ) {
+        let mut rec = EvictedPods::of([web(2)]);
+        rec.back = back.map(|m| t0() + mins(m));
+        let v = v.ann(keys::EVICTED_PODS, &rec.to_value());
+        let now = t0() + mins(dt);
+        let info = info();
+        let input = AgentInput {
+            node: &v, host: Some(&need_reboot()), info: &info, drained: false, now,
+            pods: pods.as_ref(), pod_recovery_timeout: DEFAULT_POD_RECOVERY_TIMEOUT,
+        };
+        let Ok(s) = NodeState::parse(&v) else { return Ok(()) };
+        let gate = evicted::evaluate(Some(&rec), pods.as_ref(), DEFAULT_POD_RECOVERY_TIMEOUT, now);
+        if let AgentStep::Patch(p) = next_step(&input) {
+            if p.annotations.get(keys::EVICTED_PODS) == Some(&None) && back.is_some() && !s.reboot_in_progress {
+                prop_assert!(
+                    matches!(gate, PodRecovery::Recovered | PodRecovery::TimedOut { .. }),
+                    "removed while {:?}", gate
+                );
+            }
+            if p.annotations.get(keys::REBOOT_IN_PROGRESS) == Some(&Some("true".into())) {
+                prop_assert!(
+                    back.is_none() || matches!(gate, PodRecovery::Recovered | PodRecovery::TimedOut { .. }),
+                    "started a reboot while {:?}", gate
+                );
+            }
         }
     }
 }

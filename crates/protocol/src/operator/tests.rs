@@ -945,6 +945,53 @@ fn health_gate_waits_for_ready_before_release() {
     );
 }
 
+#[test]
+fn health_gate_waits_for_the_evicted_pods() {
+    let back = node("a")
+        .ann(keys::REBOOT_NEEDED, "false")
+        .ann(keys::REBOOT_OK, "true")
+        .time(keys::GRANTED_AT, t0() - mins(5));
+    let waiting = back
+        .clone()
+        .ann(keys::EVICTED_PODS, &evicted_record(Some(t0())).to_value());
+    // Not released, so the next node is not granted (max 1).
+    assert!(
+        decide(&[waiting.clone(), needs("b")], &cfg(1), t0())
+            .patches
+            .iter()
+            .all(|p| p.node == "b" && ann(p, keys::REBOOT_OK).is_none())
+    );
+    // The agent removed the record: released, and the next one granted.
+    assert_eq!(
+        granted_names(&decide(&[back.clone(), needs("b")], &cfg(1), t0())),
+        ["b"]
+    );
+    // With after hooks done, still held by the record.
+    let c = hooks(cfg(1), &[], &["hook-a"]);
+    let hooked = waiting
+        .clone()
+        .lbl(keys::AFTER_REBOOT, "true")
+        .ann("hook-a", "true");
+    assert!(
+        decide(std::slice::from_ref(&hooked), &c, t0())
+            .patches
+            .is_empty()
+    );
+    // Past --reboot-timeout it is reported stuck, naming the workloads.
+    let d = decide(&[hooked], &c, t0() + mins(40));
+    assert_eq!(d.stuck.len(), 1);
+    let reason = &d.stuck[0].reason;
+    assert!(
+        reason.contains(keys::EVICTED_PODS) && reason.contains("default/ReplicaSet web-1"),
+        "{reason}"
+    );
+    // A malformed record is a problem naming the key, never taken as released.
+    let bad = back.ann(keys::EVICTED_PODS, "web");
+    let d = decide(&[bad], &cfg(1), t0());
+    assert!(d.patches.is_empty());
+    assert!(d.problems[0].message.contains(keys::EVICTED_PODS));
+}
+
 const ZONE: &str = "topology.kubernetes.io/zone";
 
 fn any_schedule() -> impl Strategy<Value = Option<Schedule>> {
@@ -1064,9 +1111,10 @@ fn any_cluster(now: chrono::DateTime<chrono::Utc>) -> impl Strategy<Value = Vec<
                     prop::sample::select(vec![None, Some("1"), Some("3"), Some("x")]),
                     prop::option::of(-200i64..0),
                     prop::option::of(-200i64..0),
+                    prop::sample::select(vec![None, Some(false), Some(true)]),
                 );
                 (any_node(format!("n{i}"), now), extra).prop_map(
-                    move |(mut v, (zone, role, since, failures, picked, released))| {
+                    move |(mut v, (zone, role, since, failures, picked, released, evicted))| {
                         if let Some(z) = zone {
                             v.labels.insert(ZONE.into(), z.into());
                         }
@@ -1091,6 +1139,11 @@ fn any_cluster(now: chrono::DateTime<chrono::Utc>) -> impl Strategy<Value = Vec<
                             keys::RELEASED_AT,
                             released.map(|m| crate::node::format_time(now + mins(m))),
                         );
+                        // The agent's record of evicted pods, before or after the reboot.
+                        set(
+                            keys::EVICTED_PODS,
+                            evicted.map(|back| evicted_record(back.then_some(now)).to_value()),
+                        );
                         v
                     },
                 )
@@ -1113,6 +1166,18 @@ fn zone_holders(nodes: &[NodeView]) -> BTreeMap<Option<String>, (usize, usize)> 
         }
     }
     m
+}
+
+fn evicted_record(back: Option<chrono::DateTime<chrono::Utc>>) -> crate::evicted::EvictedPods {
+    let mut r = crate::evicted::EvictedPods::of([crate::evicted::Workload {
+        namespace: "default".into(),
+        kind: "ReplicaSet".into(),
+        name: "web-1".into(),
+        uid: "u-web".into(),
+        count: 2,
+    }]);
+    r.back = back;
+    r
 }
 
 /// Checks one decision against the invariants; returns the managed nodes after it.
@@ -1170,8 +1235,14 @@ fn check_decision(
             keys::REBOOT_BOOT_ID,
             keys::DRAIN_FAILURE,
             keys::REBOOT_PAUSED,
+            keys::EVICTED_PODS,
         ] {
             prop_assert!(!p.annotations.contains_key(k));
+        }
+        // The slot is never released while the evicted pods are not Ready again.
+        if ann(p, keys::RELEASED_AT).is_some() {
+            prop_assert_eq!(orig.annotation(keys::EVICTED_PODS), None);
+            prop_assert!(orig.ready);
         }
         prop_assert_eq!(p.unschedulable, None);
         // A new grant only on a rebootable node (or one waiting in before-reboot).

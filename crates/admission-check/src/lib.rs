@@ -1,0 +1,611 @@
+//! Evaluates a ValidatingAdmissionPolicy and its binding on an admission request the way the
+//! Kubernetes API server does (k8s.io/apiserver, `admission/plugin/policy/validating`), with the
+//! `cel` crate as the CEL implementation. There is no real API server on the development
+//! machines, so this is how `deploy/admission/` is tested: the tests run every expression of
+//! the policy on requests built from real Node objects.
+//!
+//! Like the API server: `matchConstraints.resourceRules`, then `matchConditions` (one `false`
+//! skips the policy; otherwise an error applies `failurePolicy`), then `variables` and
+//! `validations` (with `message`, `messageExpression` and `reason`), the binding's
+//! `validationActions`, the `request`, `object`, `oldObject` and `variables` activations, and
+//! the API server's wording of a denial.
+//!
+//! Not modelled, and rejected when a policy uses it (so nothing passes here that the API server
+//! would treat differently): `paramKind`/`paramRef`, namespace and object selectors,
+//! `excludeResourceRules`, `auditAnnotations`, binding `matchResources`. Also not modelled:
+//! type-checking at creation, the cost budget, Kubernetes' own CEL libraries (quantity, ip,
+//! url, authorizer, ...: an expression using one fails to evaluate here) and list-type-aware
+//! equality (a list marked `x-kubernetes-list-type: map` or `set` compares ignoring order in
+//! Kubernetes, in order here).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use cel::objects::{Key, Map};
+use cel::{Context, Env, ExecutionError, Program, Value};
+use serde_json::{Value as Json, json};
+
+/// A policy file that cannot be evaluated as written; the message names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LoadError(String);
+
+fn load_err(msg: impl Into<String>) -> LoadError {
+    LoadError(msg.into())
+}
+
+/// `failurePolicy`: what an evaluation error does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    Fail,
+    Ignore,
+}
+
+/// One `validationActions` entry of the binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Deny,
+    Warn,
+    Audit,
+}
+
+/// A ValidatingAdmissionPolicy with its binding, its expressions compiled.
+pub struct Policy {
+    name: String,
+    binding: String,
+    failure_policy: FailurePolicy,
+    actions: Vec<Action>,
+    rules: Vec<Rule>,
+    match_conditions: Vec<Named>,
+    variables: Vec<Named>,
+    validations: Vec<Validation>,
+    env: Arc<Env>,
+}
+
+struct Named {
+    name: String,
+    expression: String,
+    program: Program,
+}
+
+struct Validation {
+    expression: String,
+    program: Program,
+    message: Option<String>,
+    message_expression: Option<Program>,
+    reason: Option<String>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    operations: Vec<String>,
+    api_groups: Vec<String>,
+    api_versions: Vec<String>,
+    resources: Vec<String>,
+    resource_names: Vec<String>,
+}
+
+/// The user a request is made as (`request.userInfo`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserInfo {
+    pub username: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+    /// For service account tokens: `authentication.kubernetes.io/node-name`, `.../pod-name`, ...
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// The resource a request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub group: String,
+    pub version: String,
+    /// Plural, e.g. `nodes`.
+    pub resource: String,
+    /// e.g. `status`; empty for the resource itself.
+    pub sub_resource: String,
+    pub kind: String,
+}
+
+impl Resource {
+    /// core/v1 `nodes`.
+    pub fn nodes() -> Self {
+        Resource {
+            group: String::new(),
+            version: "v1".into(),
+            resource: "nodes".into(),
+            sub_resource: String::new(),
+            kind: "Node".into(),
+        }
+    }
+
+    /// The same resource's `sub` subresource, e.g. `nodes/status`.
+    pub fn subresource(mut self, sub: &str) -> Self {
+        self.sub_resource = sub.into();
+        self
+    }
+}
+
+/// An admission request: what the API server hands a policy.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `CREATE`, `UPDATE` (a PATCH is one), `DELETE` or `CONNECT`.
+    pub operation: String,
+    pub resource: Resource,
+    pub name: String,
+    /// Empty for cluster-scoped objects.
+    pub namespace: String,
+    pub user: UserInfo,
+    /// The object after the request (`None` for DELETE).
+    pub object: Option<Json>,
+    /// The object before it (`None` for CREATE).
+    pub old_object: Option<Json>,
+}
+
+impl Request {
+    /// An UPDATE of `old` to `new` (named by `new`'s `metadata.name`), as `user`.
+    pub fn update(resource: Resource, user: UserInfo, old: Json, new: Json) -> Self {
+        let name = new["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let namespace = new["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Request {
+            operation: "UPDATE".into(),
+            resource,
+            name,
+            namespace,
+            user,
+            object: Some(new),
+            old_object: Some(old),
+        }
+    }
+
+    /// `request` as the API server gives it to CEL: the AdmissionRequest converted to
+    /// unstructured, so empty optional fields are absent (`has()` is false for them).
+    fn to_json(&self) -> Json {
+        let r = &self.resource;
+        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+        let gvr = json!({"group": r.group, "version": r.version, "resource": r.resource});
+        let mut user = serde_json::Map::new();
+        if !self.user.username.is_empty() {
+            user.insert("username".into(), json!(self.user.username));
+        }
+        if !self.user.uid.is_empty() {
+            user.insert("uid".into(), json!(self.user.uid));
+        }
+        if !self.user.groups.is_empty() {
+            user.insert("groups".into(), json!(self.user.groups));
+        }
+        if !self.user.extra.is_empty() {
+            user.insert("extra".into(), json!(self.user.extra));
+        }
+        let mut req = json!({
+            "uid": "00000000-0000-0000-0000-000000000000",
+            "kind": gvk,
+            "resource": gvr,
+            "requestKind": gvk,
+            "requestResource": gvr,
+            "operation": self.operation,
+            "userInfo": user,
+            "dryRun": false,
+        });
+        // A PATCH reaches admission as an UPDATE with UpdateOptions.
+        let options = match self.operation.as_str() {
+            "CREATE" => Some("CreateOptions"),
+            "UPDATE" => Some("UpdateOptions"),
+            "DELETE" => Some("DeleteOptions"),
+            _ => None,
+        };
+        if let Some(kind) = options {
+            req["options"] = json!({"apiVersion": "meta.k8s.io/v1", "kind": kind});
+        }
+        if !r.sub_resource.is_empty() {
+            req["subResource"] = json!(r.sub_resource);
+            req["requestSubResource"] = json!(r.sub_resource);
+        }
+        if !self.name.is_empty() {
+            req["name"] = json!(self.name);
+        }
+        if !self.namespace.is_empty() {
+            req["namespace"] = json!(self.namespace);
+        }
+        req
+    }
+}
+
+/// What the policy made of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Outside `matchConstraints`, or a match condition is false: the policy does not apply.
+    NotMatched,
+    /// Every validation held (or failed only with `Warn`/`Audit` actions).
+    Admitted { warnings: Vec<String> },
+    /// Refused, as the API server answers it.
+    Denied(Denial),
+}
+
+/// The API server's answer to a denied request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// HTTP status: 403 for `Forbidden`, 422 for `Invalid` (the default), ...
+    pub code: u16,
+    pub reason: String,
+    /// The Status message, e.g. `nodes "a" is forbidden: ValidatingAdmissionPolicy ...`.
+    pub message: String,
+}
+
+/// The longest messageExpression result the API server uses (celconfig).
+const MAX_MESSAGE_BYTES: usize = 5 * 1024;
+
+impl Policy {
+    /// Reads the ValidatingAdmissionPolicy and its ValidatingAdmissionPolicyBinding from a
+    /// (multi-document) YAML file's text, and compiles every expression.
+    pub fn from_yaml(text: &str) -> Result<Policy, LoadError> {
+        let mut policy = None;
+        let mut binding = None;
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let v: Json = serde::Deserialize::deserialize(doc)
+                .map_err(|e| load_err(format!("not valid YAML: {e}")))?;
+            match v["kind"].as_str() {
+                Some("ValidatingAdmissionPolicy") => policy = Some(v),
+                Some("ValidatingAdmissionPolicyBinding") => binding = Some(v),
+                _ => {}
+            }
+        }
+        let policy = policy.ok_or_else(|| load_err("no ValidatingAdmissionPolicy in the file"))?;
+        let binding =
+            binding.ok_or_else(|| load_err("no ValidatingAdmissionPolicyBinding in the file"))?;
+        Policy::new(&policy, &binding)
+    }
+
+    /// A policy and its binding, as JSON objects.
+    pub fn new(policy: &Json, binding: &Json) -> Result<Policy, LoadError> {
+        let name = str_at(policy, "/metadata/name")?;
+        let binding_name = str_at(binding, "/metadata/name")?;
+        let bound = str_at(binding, "/spec/policyName")?;
+        if bound != name {
+            return Err(load_err(format!(
+                "binding {binding_name}: spec.policyName is {bound:?}, the policy is {name:?}"
+            )));
+        }
+        let spec = &policy["spec"];
+        for field in ["paramKind", "auditAnnotations"] {
+            if !spec[field].is_null() {
+                return Err(unsupported(&format!("spec.{field}")));
+            }
+        }
+        for field in ["namespaceSelector", "objectSelector"] {
+            let sel = &spec["matchConstraints"][field];
+            if !(sel.is_null() || sel.as_object().is_some_and(|m| m.is_empty())) {
+                return Err(unsupported(&format!("spec.matchConstraints.{field}")));
+            }
+        }
+        if !spec["matchConstraints"]["excludeResourceRules"].is_null() {
+            return Err(unsupported("spec.matchConstraints.excludeResourceRules"));
+        }
+        for field in ["paramRef", "matchResources"] {
+            if !binding["spec"][field].is_null() {
+                return Err(unsupported(&format!("binding spec.{field}")));
+            }
+        }
+        let failure_policy = match spec["failurePolicy"].as_str() {
+            None | Some("Fail") => FailurePolicy::Fail,
+            Some("Ignore") => FailurePolicy::Ignore,
+            Some(other) => {
+                return Err(load_err(format!(
+                    "spec.failurePolicy: {other:?} is neither \"Fail\" nor \"Ignore\""
+                )));
+            }
+        };
+        let actions = items(&binding["spec"], "validationActions")
+            .iter()
+            .map(|a| match a.as_str() {
+                Some("Deny") => Ok(Action::Deny),
+                Some("Warn") => Ok(Action::Warn),
+                Some("Audit") => Ok(Action::Audit),
+                _ => Err(load_err(format!(
+                    "binding spec.validationActions: {a} is not one of Deny, Warn, Audit"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if actions.is_empty() {
+            return Err(load_err(
+                "binding spec.validationActions: empty; the API server requires at least one",
+            ));
+        }
+        let rules = items(&spec["matchConstraints"], "resourceRules")
+            .iter()
+            .map(|r| Rule {
+                operations: strings(r, "operations"),
+                api_groups: strings(r, "apiGroups"),
+                api_versions: strings(r, "apiVersions"),
+                resources: strings(r, "resources"),
+                resource_names: strings(r, "resourceNames"),
+            })
+            .collect();
+
+        // Kubernetes' CEL environment has cel-go's strings extension besides the standard
+        // library.
+        let mut env = Env::stdlib();
+        env.add_extension(cel::extensions::strings)
+            .map_err(|e| load_err(format!("CEL environment: {e:?}")))?;
+        let compile = |field: &str, source: &str| {
+            env.compile(source)
+                .map_err(|e| load_err(format!("{field}: not valid CEL: {e}")))
+        };
+        let named = |list: &str| {
+            items(spec, list)
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let field = format!("spec.{list}[{i}]");
+                    let name = str_at(item, "/name")
+                        .map_err(|_| load_err(format!("{field}.name: missing")))?;
+                    let expression = str_at(item, "/expression")
+                        .map_err(|_| load_err(format!("{field}.expression: missing")))?;
+                    Ok(Named {
+                        program: compile(&format!("{field}.expression"), &expression)?,
+                        name,
+                        expression,
+                    })
+                })
+                .collect::<Result<Vec<_>, LoadError>>()
+        };
+        let match_conditions = named("matchConditions")?;
+        let variables = named("variables")?;
+        let validations = items(spec, "validations")
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let field = format!("spec.validations[{i}]");
+                let expression = str_at(item, "/expression")
+                    .map_err(|_| load_err(format!("{field}.expression: missing")))?;
+                let message_expression = match item["messageExpression"].as_str() {
+                    Some(src) => Some(compile(&format!("{field}.messageExpression"), src)?),
+                    None => None,
+                };
+                Ok(Validation {
+                    program: compile(&format!("{field}.expression"), &expression)?,
+                    expression,
+                    message: item["message"].as_str().map(str::to_string),
+                    message_expression,
+                    reason: item["reason"].as_str().map(str::to_string),
+                })
+            })
+            .collect::<Result<Vec<_>, LoadError>>()?;
+        if validations.is_empty() {
+            return Err(load_err("spec.validations: empty; nothing to evaluate"));
+        }
+        Ok(Policy {
+            name,
+            binding: binding_name,
+            failure_policy,
+            actions,
+            rules,
+            match_conditions,
+            variables,
+            validations,
+            env: Arc::new(env),
+        })
+    }
+
+    /// The policy's `metadata.name`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What the API server does with `req` under this policy and binding.
+    pub fn evaluate(&self, req: &Request) -> Decision {
+        if !self.rules.iter().any(|r| r.matches(req)) {
+            return Decision::NotMatched;
+        }
+        let mut ctx = Context::with_env(Arc::clone(&self.env));
+        let or_null = |o: &Option<Json>| o.as_ref().map_or(Value::Null, to_cel);
+        ctx.add_variable_from_value("object", or_null(&req.object));
+        ctx.add_variable_from_value("oldObject", or_null(&req.old_object));
+        ctx.add_variable_from_value("request", to_cel(&req.to_json()));
+        ctx.add_variable_from_value("params", Value::Null);
+        ctx.add_variable_from_value("namespaceObject", Value::Null);
+
+        // All conditions are evaluated: a false one wins over an error in another.
+        let mut condition_errors = Vec::new();
+        for c in &self.match_conditions {
+            match c.program.execute(&ctx) {
+                Ok(Value::Bool(true)) => {}
+                Ok(_) => return Decision::NotMatched,
+                Err(e) => condition_errors.push(format!(
+                    "matchCondition '{}': {}",
+                    c.name,
+                    eval_error(&c.expression, &e)
+                )),
+            }
+        }
+        let mut denied: Vec<(String, String)> = Vec::new();
+        if !condition_errors.is_empty() {
+            if self.failure_policy == FailurePolicy::Ignore {
+                return Decision::Admitted { warnings: vec![] };
+            }
+            denied.push(("Invalid".into(), condition_errors.join(", ")));
+        } else {
+            denied = self.validate(&mut ctx);
+        }
+
+        let mut warnings = Vec::new();
+        let mut deny = None;
+        for (reason, message) in denied {
+            for action in &self.actions {
+                match action {
+                    Action::Deny => {
+                        deny.get_or_insert_with(|| (reason.clone(), message.clone()));
+                    }
+                    Action::Warn => warnings.push(format!(
+                        "Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {message}",
+                        self.name, self.binding
+                    )),
+                    Action::Audit => {}
+                }
+            }
+        }
+        match deny {
+            None => Decision::Admitted { warnings },
+            Some((reason, message)) => Decision::Denied(self.denial(req, reason, &message)),
+        }
+    }
+
+    /// Variables, then validations; the (reason, message) of each failed validation in order.
+    fn validate(&self, ctx: &mut Context) -> Vec<(String, String)> {
+        // Kubernetes evaluates a variable lazily, on first use, and a variable may use only
+        // the ones before it. Evaluating them in order and leaving a failed one out of
+        // `variables` is equivalent: an expression that uses it fails, one that does not,
+        // does not. The failure is kept to explain that error.
+        let mut values: HashMap<Key, Value> = HashMap::new();
+        let mut failed: HashMap<String, String> = HashMap::new();
+        for v in &self.variables {
+            ctx.add_variable_from_value("variables", Value::Map(Map::from(values.clone())));
+            match v.program.execute(ctx) {
+                Ok(value) => {
+                    values.insert(Key::from(v.name.as_str()), value);
+                }
+                Err(e) => {
+                    failed.insert(v.name.clone(), eval_error(&v.expression, &e));
+                }
+            }
+        }
+        ctx.add_variable_from_value("variables", Value::Map(Map::from(values)));
+
+        let mut out = Vec::new();
+        for v in &self.validations {
+            match v.program.execute(ctx) {
+                Ok(Value::Bool(true)) => {}
+                Ok(_) => out.push((
+                    v.reason.clone().unwrap_or_else(|| "Invalid".into()),
+                    self.message(v, ctx),
+                )),
+                Err(e) if self.failure_policy == FailurePolicy::Fail => {
+                    let mut msg = eval_error(&v.expression, &e);
+                    if let ExecutionError::NoSuchKey(k) = &e
+                        && let Some(why) = failed.get(k.as_str())
+                    {
+                        msg = format!("{msg} (variable '{k}': {why})");
+                    }
+                    out.push(("Invalid".into(), msg));
+                }
+                Err(_) => {}
+            }
+        }
+        out
+    }
+
+    /// A failed validation's message: messageExpression if it gives a usable string, else
+    /// message, else the expression (the API server's order of fallbacks).
+    fn message(&self, v: &Validation, ctx: &Context) -> String {
+        if let Some(Ok(Value::String(s))) = v.message_expression.as_ref().map(|p| p.execute(ctx)) {
+            let s = s.trim();
+            if !s.is_empty() && s.len() <= MAX_MESSAGE_BYTES && !s.contains('\n') {
+                return s.to_string();
+            }
+        }
+        match v.message.as_deref().map(str::trim) {
+            Some(m) if !m.is_empty() => m.to_string(),
+            _ => format!("failed expression: {}", v.expression.trim()),
+        }
+    }
+
+    fn denial(&self, req: &Request, reason: String, message: &str) -> Denial {
+        let code = match reason.as_str() {
+            "Forbidden" => 403,
+            "Unauthorized" => 401,
+            "RequestEntityTooLarge" => 413,
+            _ => 422,
+        };
+        // admission.NewForbidden: the group/resource without subresource, and the object's name.
+        let r = &req.resource;
+        let resource = if r.group.is_empty() {
+            r.resource.clone()
+        } else {
+            format!("{}.{}", r.resource, r.group)
+        };
+        let name = req
+            .object
+            .as_ref()
+            .or(req.old_object.as_ref())
+            .and_then(|o| o["metadata"]["name"].as_str())
+            .unwrap_or("Unknown");
+        Denial {
+            code,
+            reason,
+            message: format!(
+                "{resource} {name:?} is forbidden: ValidatingAdmissionPolicy '{}' with binding '{}' denied request: {message}",
+                self.name, self.binding
+            ),
+        }
+    }
+}
+
+impl Rule {
+    fn matches(&self, req: &Request) -> bool {
+        let any = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
+        let r = &req.resource;
+        any(&self.operations, &req.operation)
+            && any(&self.api_groups, &r.group)
+            && any(&self.api_versions, &r.version)
+            && self.resources.iter().any(|spec| {
+                let (res, sub) = spec.split_once('/').unwrap_or((spec, ""));
+                (res == "*" || res == r.resource) && (sub == "*" || sub == r.sub_resource)
+            })
+            && (self.resource_names.is_empty() || self.resource_names.contains(&req.name))
+    }
+}
+
+/// The API server's wording of an expression's evaluation error.
+fn eval_error(expression: &str, e: &ExecutionError) -> String {
+    format!("expression '{expression}' resulted in error: {e}")
+}
+
+fn unsupported(field: &str) -> LoadError {
+    load_err(format!(
+        "{field}: not supported by this evaluator (see the admission-check crate's docs)"
+    ))
+}
+
+fn str_at(v: &Json, pointer: &str) -> Result<String, LoadError> {
+    v.pointer(pointer)
+        .and_then(Json::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| load_err(format!("{}: missing", pointer[1..].replace('/', "."))))
+}
+
+fn items<'a>(v: &'a Json, field: &str) -> &'a [Json] {
+    v[field].as_array().map_or(&[], Vec::as_slice)
+}
+
+fn strings(v: &Json, field: &str) -> Vec<String> {
+    items(v, field)
+        .iter()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+/// JSON as the API server's CEL sees an unstructured object: integers are `int`.
+pub fn to_cel(v: &Json) -> Value {
+    match v {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::Int(i),
+            (None, Some(u)) => Value::UInt(u),
+            _ => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Value::String(Arc::new(s.clone())),
+        Json::Array(a) => Value::List(Arc::new(a.iter().map(to_cel).collect())),
+        Json::Object(o) => Value::Map(Map::from(
+            o.iter()
+                .map(|(k, v)| (Key::from(k.as_str()), to_cel(v)))
+                .collect::<HashMap<_, _>>(),
+        )),
+    }
+}

@@ -1,0 +1,513 @@
+//! `bench`: the project's benchmarks, written to bench/RESULTS.md and bench/results.json.
+//! See docs/bench.md.
+
+mod child;
+mod report;
+mod scenarios;
+mod simagent;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use report::{Machine, Metric, Results};
+use scenarios::Env;
+
+/// Runs the benchmarks (grant latency, a rollout against its physical limit, the operator's
+/// memory and CPU at scale, API requests, the agent's memory) and writes RESULTS.md and
+/// results.json. Build in release mode first: cargo build --release -p operator -p agent -p bench.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Args {
+    /// Small sizes (seconds, not minutes), for a smoke test; figures are not meaningful.
+    #[arg(long)]
+    quick: bool,
+    /// Scenarios to run, comma-separated (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
+    /// Where RESULTS.md and results.json go.
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench"))]
+    out: PathBuf,
+    /// The folder with the update-operator and update-agent binaries (default: this binary's).
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Grant latency: nodes [100; quick 10].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    latency_nodes: Option<u32>,
+    /// Grant latency: samples (one node at a time) [200; quick 20].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    latency_samples: Option<u32>,
+    /// Rollout ratio (simulated agents): nodes [1000; quick 20].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    ratio_nodes: Option<u32>,
+    /// Rollout ratio (simulated agents): --max-rebooting-nodes [25; quick 10].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    ratio_max_rebooting: Option<u32>,
+    /// Rollout with real agents: nodes [100; quick 10].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    rollout_nodes: Option<u32>,
+    /// Rollout with real agents: --max-rebooting-nodes [10; quick 5].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    rollout_max_rebooting: Option<u32>,
+    /// Rollout: workload pods per node [2].
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=100))]
+    rollout_pods_per_node: u32,
+    /// Rollout: seconds an evicted pod takes to go [1].
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=600))]
+    rollout_drain_seconds: u32,
+    /// Rollout: seconds a reboot keeps a node down [2; quick 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=600))]
+    rollout_reboot_seconds: Option<u32>,
+    /// Operator at scale: nodes [5000; quick 50].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    scale_nodes: Option<u32>,
+    /// Operator at scale: pods [100000; quick 500].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    scale_pods: Option<u32>,
+    /// Operator at scale: --max-rebooting-nodes [250; quick 20].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    scale_max_rebooting: Option<u32>,
+    /// Idle windows (API requests while nothing happens; the agent's memory) [60; quick 2].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    idle_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Latency,
+    Ratio,
+    Rollout,
+    Operator,
+    Agent,
+}
+
+fn pick<T>(given: Option<T>, quick: bool, small: T, full: T) -> T {
+    given.unwrap_or(if quick { small } else { full })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let q = args.quick;
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+    };
+    let work = tempfile::tempdir()?;
+    let env = Env {
+        operator: child::binary(&bin_dir, "update-operator")?,
+        agent: child::binary(&bin_dir, "update-agent")?,
+        logs: work.path().to_path_buf(),
+    };
+    let runs = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
+    let idle = Duration::from_secs(pick(args.idle_seconds, q, 2, 60));
+    let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let mut scenarios = BTreeMap::new();
+    let mut notes = Vec::new();
+    let started = Instant::now();
+    let load_at_start = report::load_average();
+    let step = |what: &str| {
+        eprintln!(
+            "bench: {what} ({:.0} s in)",
+            started.elapsed().as_secs_f64()
+        )
+    };
+
+    let latency = if runs(Scenario::Latency) {
+        let (n, s) = (
+            pick(args.latency_nodes, q, 10, 100),
+            pick(args.latency_samples, q, 20, 200),
+        );
+        step(&format!("grant latency: {n} nodes, {s} samples"));
+        let l = scenarios::grant_latency(&env, n, s).await?;
+        notes.push((
+            "Grant latency".to_string(),
+            vec![
+                format!(
+                    "{} samples on {} simulated nodes; the `update-operator` binary with \
+                     `--max-rebooting-nodes {n}` (a slot is always free); one node at a time \
+                     asks (its simulated agent writes `reboot-needed=true`); the figure is the \
+                     time between the watch events `reboot-needed=true` and `reboot-ok=true` \
+                     of one watch of all Nodes.",
+                    l.samples, l.nodes
+                ),
+                format!(
+                    "p50 {} ms, p99 {} ms, max {} ms, mean {} ms.",
+                    l.p50_ms, l.p99_ms, l.max_ms, l.mean_ms
+                ),
+            ],
+        ));
+        scenarios.insert("grant_latency", serde_json::to_value(&l)?);
+        Some(l)
+    } else {
+        None
+    };
+
+    let ratio = if runs(Scenario::Ratio) {
+        let nodes = pick(args.ratio_nodes, q, 20, 1000);
+        let k = pick(args.ratio_max_rebooting, q, 10, 25);
+        step(&format!("rollout ratio: {nodes} nodes, {k} at a time"));
+        let o = scenarios::operator_scale(&env, nodes, 2 * nodes, k, Duration::from_secs(1), true)
+            .await?;
+        let s = o
+            .summary
+            .as_ref()
+            .context("the ratio needs the monitor's summary")?;
+        notes.push((
+            "Rollout ratio".to_string(),
+            vec![
+                format!(
+                    "The `update-operator` binary with `--max-rebooting-nodes {k}` on {nodes} \
+                     nodes with simulated agents (as in the operator scenario below: the real \
+                     agent's decisions, no drain) and reboots of {} s.",
+                    o.reboot_seconds
+                ),
+                format!(
+                    "{} of {} nodes rebooted in {:.1} s; T (mean of drain start -> Ready with a \
+                     new boot ID) {:.2} s; physical limit ceil({}/{k}) x T = {:.1} s; ratio {}; \
+                     most nodes unavailable at once {}; violations: {}.",
+                    s.rebooted,
+                    s.nodes,
+                    s.wall_seconds,
+                    s.node_seconds,
+                    s.rebooted,
+                    s.physical_limit_seconds,
+                    s.ratio.map_or("-".to_string(), |r| format!("{r:.3}")),
+                    s.max_unavailable,
+                    if s.violations.is_empty() {
+                        "none".to_string()
+                    } else {
+                        s.violations.join("; ")
+                    }
+                ),
+            ],
+        ));
+        if let Some(p) = &o.phases {
+            let slot = p.grant_to_drain
+                + p.drain_to_reboot
+                + p.reboot_to_back
+                + p.back_to_release
+                + p.release_to_next_grant;
+            notes.last_mut().expect("just pushed").1.push(format!(
+                "Where a slot's time goes (means over the reboot cycles, from the monitor's \
+                 watch): grant -> reboot-in-progress {:.3} s, -> NotReady {:.3} s, -> Ready with \
+                 a new boot ID {:.3} s, -> released {:.3} s, release -> the next grant of the \
+                 freed slot {:.3} s; {:.2} s per slot and cycle against T = {:.2} s.",
+                p.grant_to_drain,
+                p.drain_to_reboot,
+                p.reboot_to_back,
+                p.back_to_release,
+                p.release_to_next_grant,
+                slot,
+                s.node_seconds
+            ));
+        }
+        scenarios.insert("ratio", serde_json::to_value(&o)?);
+        Some(o)
+    } else {
+        None
+    };
+
+    let rollout = if runs(Scenario::Rollout) {
+        let nodes = pick(args.rollout_nodes, q, 10, 100);
+        let k = pick(args.rollout_max_rebooting, q, 5, 10);
+        let reboot = pick(args.rollout_reboot_seconds, q, 1, 2);
+        step(&format!("rollout: {nodes} nodes, {k} at a time"));
+        let r = scenarios::rollout(
+            nodes,
+            k,
+            args.rollout_pods_per_node,
+            args.rollout_drain_seconds,
+            reboot,
+            idle,
+        )
+        .await?;
+        let s = &r.summary;
+        let per = s.rebooted.max(1) as f64;
+        let mins = r.idle_seconds as f64 / 60.0;
+        notes.push((
+            "Rollout and API requests".to_string(),
+            vec![
+                format!(
+                    "A fleet cluster in one process: the sandbox, {nodes} nodes with {} pods \
+                     each (Deployments of 5 with a PodDisruptionBudget of maxUnavailable 1, \
+                     terminationGracePeriodSeconds {}), reboots of {reboot} s, one real agent \
+                     (`agent::run`) per node restarted across its reboot, the real operator \
+                     (`operator::run`) with `--max-rebooting-nodes {k}`; started in {:.0} s.",
+                    r.pods_per_node, r.drain_seconds, r.start_seconds
+                ),
+                format!(
+                    "{} of {} nodes rebooted in {:.1} s; T (mean drain start -> Ready with a \
+                     new boot ID) {:.2} s; physical limit ceil({}/{k}) x T = {:.1} s; most nodes \
+                     unavailable at once {}; violations: {}.",
+                    s.rebooted,
+                    s.nodes,
+                    s.wall_seconds,
+                    s.node_seconds,
+                    s.rebooted,
+                    s.physical_limit_seconds,
+                    s.max_unavailable,
+                    if s.violations.is_empty() {
+                        "none".to_string()
+                    } else {
+                        s.violations.join("; ")
+                    }
+                ),
+                format!(
+                    "Requests per node reboot, operator: {}.",
+                    r.operator_requests.describe(per)
+                ),
+                format!(
+                    "Requests per node reboot, agents: {}.",
+                    r.agent_requests.describe(per)
+                ),
+                format!(
+                    "Idle: the same cluster for {} s after the rollout (nothing to do); per \
+                     minute, operator: {}; all {nodes} agents: {}. A watch counts once, when \
+                     opened.",
+                    r.idle_seconds,
+                    r.operator_idle.describe(mins),
+                    r.agent_idle.describe(mins)
+                ),
+            ],
+        ));
+        scenarios.insert("rollout", serde_json::to_value(&r)?);
+        Some(r)
+    } else {
+        None
+    };
+
+    let scale = if runs(Scenario::Operator) {
+        let nodes = pick(args.scale_nodes, q, 50, 5000);
+        let pods = pick(args.scale_pods, q, 500, 100_000);
+        let k = pick(args.scale_max_rebooting, q, 20, 250);
+        step(&format!(
+            "operator at scale: {nodes} nodes, {pods} pods, {k} at a time"
+        ));
+        let settle = Duration::from_secs(if q { 1 } else { 5 });
+        let o = scenarios::operator_scale(&env, nodes, pods, k, settle, false).await?;
+        notes.push((
+            "Operator memory and CPU at scale".to_string(),
+            vec![
+                format!(
+                    "The `update-operator` binary as a child process (`--max-rebooting-nodes \
+                     {k}`), against a sandbox on loopback in the bench process with {nodes} \
+                     nodes and {pods} Running pods ({} at the end: a rebooted machine's pods are \
+                     put back as their controllers would). Memory (VmRSS, VmHWM) and CPU \
+                     (utime + stime) from /proc/PID of the operator alone.",
+                    o.pods_at_end
+                ),
+                format!(
+                    "The node side is simulated agents in the bench process: the real agent's \
+                     decisions (`protocol::agent::next_step`) per node on one watch of all \
+                     Nodes, its patches written as the agent writes them, reboots through the \
+                     sandbox's simulated hosts ({} s); drains evict nothing (the operator does \
+                     not see pods; by default it does not watch them).",
+                    o.reboot_seconds
+                ),
+                format!(
+                    "Before the rollout (leading, all nodes listed): RSS {:.1} MiB ({:.1} \
+                     anonymous, {:.1} file-backed), {:.2} CPU s since start. After: RSS {:.1} \
+                     MiB ({:.1} anonymous), peak {:.1} MiB; the rollout took {:.2} CPU s \
+                     ({:.2} ms per node reboot).",
+                    o.idle.rss_mib,
+                    o.idle.anon_rss_mib,
+                    o.idle.file_rss_mib,
+                    o.idle.cpu_seconds,
+                    o.end.rss_mib,
+                    o.end.anon_rss_mib,
+                    o.end.peak_rss_mib,
+                    o.rollout_cpu_seconds,
+                    o.cpu_seconds_per_node_reboot * 1000.0
+                ),
+                format!(
+                    "All {nodes} nodes rebooted and released {:.1} s after the update was \
+                     offered (polled once a second; at this size the bench does not run the \
+                     watch-based monitor, whose work per event grows with the node count).",
+                    o.wall_seconds
+                ),
+                format!(
+                    "Operator requests per node reboot: {}.",
+                    o.requests.describe(f64::from(nodes))
+                ),
+            ],
+        ));
+        scenarios.insert("operator_scale", serde_json::to_value(&o)?);
+        Some(o)
+    } else {
+        None
+    };
+
+    let agent = if runs(Scenario::Agent) {
+        step("agent idle");
+        let a = scenarios::agent_idle(&env, idle, work.path()).await?;
+        notes.push((
+            "Agent idle".to_string(),
+            vec![
+                format!(
+                    "The `update-agent` binary as a child process against a one-node sandbox and \
+                     a private dbus-daemon with fake update_engine (idle) and logind; measured \
+                     after it annotated its node and then {} s with nothing to do: RSS {:.1} \
+                     MiB ({:.1} anonymous, {:.1} file-backed: the executable's and libraries' \
+                     pages), peak {:.1} MiB, {:.2} CPU s in all.",
+                    a.idle_seconds,
+                    a.usage.rss_mib,
+                    a.usage.anon_rss_mib,
+                    a.usage.file_rss_mib,
+                    a.usage.peak_rss_mib,
+                    a.usage.cpu_seconds
+                ),
+                format!(
+                    "Requests per minute while idle: {}.",
+                    a.requests.describe(a.idle_seconds as f64 / 60.0)
+                ),
+            ],
+        ));
+        scenarios.insert("agent_idle", serde_json::to_value(&a)?);
+        Some(a)
+    } else {
+        None
+    };
+
+    let per_reboot = |r: &scenarios::Requests, n: usize| r.total as f64 / n.max(1) as f64;
+    let per_minute = |r: &scenarios::Requests, secs: u64| r.total as f64 * 60.0 / secs as f64;
+    let rn = rollout.as_ref().map_or(0, |r| r.nodes);
+    let an = ratio.as_ref().map_or(0, |o| o.nodes);
+    let sn = scale.as_ref().map_or(0, |o| o.nodes);
+    let metrics = vec![
+        Metric::new(
+            "grant latency p50 (reboot-needed -> reboot-ok)",
+            latency.as_ref().map(|l| l.p50_ms / 1000.0),
+            "s",
+        ),
+        Metric::new(
+            "grant latency p99 (reboot-needed -> reboot-ok)",
+            latency.as_ref().map(|l| l.p99_ms / 1000.0),
+            "s",
+        )
+        .target(1.0),
+        Metric::new(
+            format!("rollout wall time, {an} nodes"),
+            ratio
+                .as_ref()
+                .and_then(|o| o.summary.as_ref().map(|s| s.wall_seconds)),
+            "s",
+        ),
+        Metric::new(
+            format!("rollout physical limit ceil(N/k)·T, {an} nodes"),
+            ratio
+                .as_ref()
+                .and_then(|o| o.summary.as_ref().map(|s| s.physical_limit_seconds)),
+            "s",
+        ),
+        Metric::new(
+            format!("rollout ratio wall / physical limit, {an} nodes"),
+            ratio.as_ref().and_then(|o| o.summary.as_ref()?.ratio),
+            "",
+        )
+        .target(1.05),
+        Metric::new(
+            format!("rollout ratio, {rn} nodes, real agents draining pods under PDBs"),
+            rollout.as_ref().and_then(|r| r.summary.ratio),
+            "",
+        ),
+        Metric::new(
+            format!("operator peak RSS (VmHWM), {sn} nodes, whole rollout"),
+            scale.as_ref().map(|o| o.end.peak_rss_mib),
+            "MiB",
+        )
+        .target(64.0),
+        Metric::new(
+            format!("operator RSS idle, {sn} nodes"),
+            scale.as_ref().map(|o| o.idle.rss_mib),
+            "MiB",
+        ),
+        Metric::new(
+            format!("operator CPU, whole rollout of {sn} nodes"),
+            scale.as_ref().map(|o| o.rollout_cpu_seconds),
+            "s",
+        ),
+        Metric::new(
+            "operator CPU per node reboot",
+            scale
+                .as_ref()
+                .map(|o| o.cpu_seconds_per_node_reboot * 1000.0),
+            "ms",
+        ),
+        Metric::new(
+            "API requests per node reboot, operator",
+            rollout
+                .as_ref()
+                .map(|r| per_reboot(&r.operator_requests, r.summary.rebooted)),
+            "",
+        ),
+        Metric::new(
+            "API requests per node reboot, agent",
+            rollout
+                .as_ref()
+                .map(|r| per_reboot(&r.agent_requests, r.summary.rebooted)),
+            "",
+        ),
+        Metric::new(
+            "API requests per minute idle, operator",
+            rollout
+                .as_ref()
+                .map(|r| per_minute(&r.operator_idle, r.idle_seconds)),
+            "",
+        )
+        .target(0.0),
+        Metric::new(
+            format!("API requests per minute idle, all {rn} agents"),
+            rollout
+                .as_ref()
+                .map(|r| per_minute(&r.agent_idle, r.idle_seconds)),
+            "",
+        )
+        .target(0.0),
+        Metric::new(
+            "API requests per minute idle, update-agent binary",
+            agent
+                .as_ref()
+                .map(|a| per_minute(&a.requests, a.idle_seconds)),
+            "",
+        )
+        .target(0.0),
+        Metric::new(
+            "agent RSS idle (update-agent binary)",
+            agent.as_ref().map(|a| a.usage.rss_mib),
+            "MiB",
+        )
+        .target(10.0),
+    ];
+    let results = Results {
+        machine: Machine::detect(&repo, load_at_start),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        metrics,
+        scenarios,
+        notes,
+    };
+    results.write(&args.out)?;
+    print!("{}", results.markdown());
+    eprintln!(
+        "bench: wrote {} and results.json in {:.0} s",
+        args.out.join("RESULTS.md").display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

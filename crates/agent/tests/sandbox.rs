@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use agent::DrainTimeoutAction;
+use agent::{AgentConfig, DrainTimeoutAction};
 use common::*;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -30,6 +30,23 @@ async fn cluster() -> Sandbox {
         sb.add_node(n, &[]).expect("add node");
     }
     sb
+}
+
+/// Starts node-1's machine and agent and makes an update there need a reboot. Returns the
+/// machine and the node as the agent first annotated it.
+async fn start_needing_reboot(sb: &Sandbox, cfg: AgentConfig) -> (Machine, Node) {
+    let client = sb.client();
+    let machine = Machine::start(sb, "node-1", cfg);
+    let started = wait_node(&client, "node-1", "agent started", |n| {
+        ann(n, keys::STATUS).is_some()
+    })
+    .await;
+    machine.host().offer_update(NEW_VERSION).await;
+    wait_node(&client, "node-1", "reboot-needed", |n| {
+        ann(n, keys::REBOOT_NEEDED) == Some("true")
+    })
+    .await;
+    (machine, started)
 }
 
 /// The lowest number of Ready, non-terminating pods of `app` seen at any event.
@@ -181,16 +198,7 @@ async fn node_cordoned_by_an_admin_stays_cordoned() {
     let client = sb.client();
     // `kubectl cordon node-1` before anything.
     patch_node(&client, "node-1", json!({"spec": {"unschedulable": true}})).await;
-    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(30)));
-    wait_node(&client, "node-1", "agent started", |n| {
-        ann(n, keys::STATUS).is_some()
-    })
-    .await;
-    machine.host().offer_update(NEW_VERSION).await;
-    wait_node(&client, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
-    })
-    .await;
+    let (machine, _) = start_needing_reboot(&sb, config("node-1", Duration::from_secs(30))).await;
     let mut lifecycle = sb.lifecycle();
     grant(&client, "node-1").await;
     let n = wait_node(&client, "node-1", "reboot-in-progress", |n| {
@@ -224,17 +232,8 @@ async fn agent_killed_mid_drain_resumes_and_reboots_once() {
     // One pod per node, none may be unavailable: every eviction is refused for now.
     sb.add_workload("default", "db", 3, Some(0), 1).unwrap();
     wait_ready_pods(&client, "app=db", 3).await;
-    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(60)));
-    let n = wait_node(&client, "node-1", "agent started", |n| {
-        ann(n, keys::STATUS).is_some()
-    })
-    .await;
+    let (machine, n) = start_needing_reboot(&sb, config("node-1", Duration::from_secs(60))).await;
     let first_boot = boot_id(&n);
-    machine.host().offer_update(NEW_VERSION).await;
-    wait_node(&client, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
-    })
-    .await;
     grant(&client, "node-1").await;
     wait_node(&client, "node-1", "draining", |n| {
         unschedulable(n) && ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
@@ -296,16 +295,7 @@ async fn drain_timeout_uncordons_records_and_does_not_reboot() {
     let client = sb.client();
     sb.add_workload("default", "db", 3, Some(0), 1).unwrap();
     wait_ready_pods(&client, "app=db", 3).await;
-    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(1)));
-    wait_node(&client, "node-1", "agent started", |n| {
-        ann(n, keys::STATUS).is_some()
-    })
-    .await;
-    machine.host().offer_update(NEW_VERSION).await;
-    wait_node(&client, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
-    })
-    .await;
+    let (machine, _) = start_needing_reboot(&sb, config("node-1", Duration::from_secs(1))).await;
     grant(&client, "node-1").await;
     wait_node(&client, "node-1", "draining", unschedulable).await;
     let n = wait_node(&client, "node-1", "drain failure recorded", |n| {
@@ -342,16 +332,7 @@ async fn drain_timeout_with_reboot_action_reboots_as_fluo() {
     wait_ready_pods(&client, "app=db", 3).await;
     let mut cfg = config("node-1", Duration::from_secs(1));
     cfg.drain_timeout_action = DrainTimeoutAction::Reboot;
-    let machine = Machine::start(&sb, "node-1", cfg);
-    wait_node(&client, "node-1", "agent started", |n| {
-        ann(n, keys::STATUS).is_some()
-    })
-    .await;
-    machine.host().offer_update(NEW_VERSION).await;
-    wait_node(&client, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
-    })
-    .await;
+    let (machine, _) = start_needing_reboot(&sb, cfg).await;
     let mut lifecycle = sb.lifecycle();
     grant(&client, "node-1").await;
     wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
@@ -381,16 +362,7 @@ async fn pod_without_controller_blocks_the_drain() {
     let client = sb.client();
     bare_pod(&sb).await;
     // A long grace period: the failure must come at once, not by timeout.
-    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(600)));
-    wait_node(&client, "node-1", "agent started", |n| {
-        ann(n, keys::STATUS).is_some()
-    })
-    .await;
-    machine.host().offer_update(NEW_VERSION).await;
-    wait_node(&client, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
-    })
-    .await;
+    let (machine, _) = start_needing_reboot(&sb, config("node-1", Duration::from_secs(600))).await;
     grant(&client, "node-1").await;
     let n = wait_node(&client, "node-1", "drain failure recorded", |n| {
         ann(n, keys::DRAIN_FAILURE).is_some()
@@ -418,16 +390,7 @@ async fn force_drain_evicts_a_pod_without_controller() {
     bare_pod(&sb).await;
     let mut cfg = config("node-1", Duration::from_secs(30));
     cfg.force_drain = true;
-    let machine = Machine::start(&sb, "node-1", cfg);
-    wait_node(&client, "node-1", "agent started", |n| {
-        ann(n, keys::STATUS).is_some()
-    })
-    .await;
-    machine.host().offer_update(NEW_VERSION).await;
-    wait_node(&client, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
-    })
-    .await;
+    let (machine, _) = start_needing_reboot(&sb, cfg).await;
     let mut lifecycle = sb.lifecycle();
     grant(&client, "node-1").await;
     wait_lifecycle(
@@ -450,16 +413,7 @@ async fn malformed_annotation_is_logged_and_not_acted_on() {
     let log = init_logging();
     let sb = cluster().await;
     let client = sb.client();
-    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(30)));
-    wait_node(&client, "node-1", "agent started", |n| {
-        ann(n, keys::STATUS).is_some()
-    })
-    .await;
-    machine.host().offer_update(NEW_VERSION).await;
-    wait_node(&client, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
-    })
-    .await;
+    let (machine, _) = start_needing_reboot(&sb, config("node-1", Duration::from_secs(30))).await;
     // A grant that is not "true".
     set_annotations(&client, "node-1", &[(keys::REBOOT_OK, "yes")]).await;
     common::eventually("a warning naming the node and key", || {
@@ -504,16 +458,7 @@ async fn api_outage_mid_drain_never_causes_a_reboot() {
     let client = sb.client();
     sb.add_workload("default", "db", 3, Some(0), 1).unwrap();
     wait_ready_pods(&client, "app=db", 3).await;
-    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(60)));
-    wait_node(&client, "node-1", "agent started", |n| {
-        ann(n, keys::STATUS).is_some()
-    })
-    .await;
-    machine.host().offer_update(NEW_VERSION).await;
-    wait_node(&client, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
-    })
-    .await;
+    let (machine, _) = start_needing_reboot(&sb, config("node-1", Duration::from_secs(60))).await;
     grant(&client, "node-1").await;
     wait_node(&client, "node-1", "draining", |n| {
         unschedulable(n) && ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
@@ -552,16 +497,7 @@ async fn eviction_conflicts_are_retried_not_taken_for_a_gone_pod() {
     let client = sb.client();
     sb.add_workload("default", "db", 3, Some(1), 1).unwrap();
     wait_ready_pods(&client, "app=db", 3).await;
-    let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(60)));
-    wait_node(&client, "node-1", "agent started", |n| {
-        ann(n, keys::STATUS).is_some()
-    })
-    .await;
-    machine.host().offer_update(NEW_VERSION).await;
-    wait_node(&client, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
-    })
-    .await;
+    let (machine, _) = start_needing_reboot(&sb, config("node-1", Duration::from_secs(60))).await;
     sb.faults().update(|p| {
         p.errors = vec![ErrorRule {
             verb: Some("create".into()),

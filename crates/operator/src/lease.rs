@@ -243,18 +243,28 @@ impl Elector {
             renew_time: Some(MicroTime(Timestamp::now())),
             ..spec
         });
-        // `replace` sends the resourceVersion of our write: any write since is a 409.
+        // The resourceVersion is that of our write: any write since is a 409.
+        match self.replace(&lease, t0).await {
+            Ok(true) => Some(Ok(Attempt::Held(t0))),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Writes `lease` (whose metadata.resourceVersion makes a concurrent change a 409) and
+    /// remembers the result. `false`: 409, someone else wrote it since.
+    async fn replace(&mut self, lease: &Lease, t0: Instant) -> Result<bool, kube::Error> {
         match self
             .api
-            .replace(&self.name, &self.post_params(), &lease)
+            .replace(&self.name, &self.post_params(), lease)
             .await
         {
             Ok(updated) => {
                 self.wrote(updated, t0);
-                Some(Ok(Attempt::Held(t0)))
+                Ok(true)
             }
-            Err(e) if is_conflict(&e) => None,
-            Err(e) => Some(Err(e)),
+            Err(e) if is_conflict(&e) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -322,19 +332,11 @@ impl Elector {
             }),
             ..spec
         });
-        // `replace` sends metadata.resourceVersion: a concurrent change is a 409.
-        match self
-            .api
-            .replace(&self.name, &self.post_params(), &lease)
-            .await
-        {
-            Ok(updated) => {
-                self.wrote(updated, t0);
-                Ok(Attempt::Held(t0))
-            }
-            Err(e) if is_conflict(&e) => Ok(Attempt::Other(holder)),
-            Err(e) => Err(e),
-        }
+        Ok(if self.replace(&lease, t0).await? {
+            Attempt::Held(t0)
+        } else {
+            Attempt::Other(holder)
+        })
     }
 
     /// Empties the Lease if we hold it (client-go's release).

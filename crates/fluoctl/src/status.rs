@@ -475,7 +475,9 @@ pub fn render(st: &Status, now: DateTime<Utc>) -> String {
     ));
     let leader = match (&st.leader, st.lease_exists) {
         (Some(l), _) => l.clone(),
-        (None, true) => "none (the Lease is not held)".into(),
+        (None, true) => {
+            "none (the Lease is not held; the operator leads only while a node needs it)".into()
+        }
         (None, false) => format!(
             "none: no Lease {}/{} (is the update-operator running there?)",
             st.namespace, st.lease

@@ -196,6 +196,16 @@ pub struct Args {
     )]
     pub alert_check_interval: String,
 
+    /// Give up the leader election Lease once no node has needed an operator (none asks for a reboot, holds a slot or carries a record to clear) for this long; replicas then make no API requests until a node needs one. 0s keeps leading while idle, as FLUO does.
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_RELEASE_LEASE_AFTER_IDLE",
+        value_name = "DURATION",
+        default_value = "30s",
+        allow_hyphen_values = true
+    )]
+    pub release_lease_after_idle: String,
+
     /// Name of the leader election Lease (FLUO's lock name by default).
     #[arg(long, env = "UPDATE_OPERATOR_LEASE_NAME", value_name = "NAME", default_value = DEFAULT_LEASE_NAME, allow_hyphen_values = true)]
     pub lease_name: String,
@@ -265,6 +275,7 @@ const LONG_FLAGS: &[&str] = &[
     "alert-firing-only",
     "alertmanager-url",
     "alert-check-interval",
+    "release-lease-after-idle",
     "lease-name",
     "log-format",
     "metrics-address",
@@ -621,6 +632,13 @@ impl Args {
             true,
         )?;
         let alerts = self.alerts(m, alert_check_interval)?;
+        let release_lease_after_idle = duration(
+            "--release-lease-after-idle",
+            "release_lease_after_idle",
+            "UPDATE_OPERATOR_RELEASE_LEASE_AFTER_IDLE",
+            &self.release_lease_after_idle,
+            false,
+        )?;
         let max_rebooting: MaxRebooting = self.max_rebooting_nodes.parse().map_err(|e| {
             FlagError(format!(
                 "{e}{}",
@@ -713,6 +731,10 @@ impl Args {
         };
         config.blocking_pod_selector = blocking_pod_selector;
         config.alerts = alerts;
+        config.release_lease_after_idle = release_lease_after_idle
+            .to_std()
+            .ok()
+            .filter(|d| !d.is_zero());
         Ok(Settings {
             kubeconfig,
             log_format: self.log_format,

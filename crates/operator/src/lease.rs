@@ -20,6 +20,10 @@
 //! - On shutdown the leader's work is stopped first, then the Lease is
 //!   released (holder emptied, duration 1 s, as client-go's
 //!   `ReleaseOnCancel`), so a standby takes over within one retry period.
+//! - With a `wanted` signal ([`crate::work`]), a replica campaigns only while
+//!   some node needs an operator, and a leader whose work ends
+//!   [`WorkEnd::Idle`] releases the Lease the same way: an idle cluster costs
+//!   no renewals.
 //!
 //! kube-lease-manager was not used: its `watch()` keeps reporting leadership
 //! while renewals fail (no renew deadline), a standby sleeps until the old
@@ -35,6 +39,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::PostParams;
 use rand::Rng;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -377,34 +382,68 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(1.0 + rand::rng().random_range(0.0..0.5))
 }
 
+/// How the leader's work ended by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkEnd {
+    /// Nothing left to do: give the Lease up and campaign again when wanted.
+    Idle,
+    /// It saw its leadership end (the renew deadline passed).
+    LeadershipEnded,
+}
+
 /// Why a term as leader ended.
 enum TermEnd {
     Shutdown,
     Lost(&'static str),
-    WorkEnded(anyhow::Result<()>),
+    WorkEnded(anyhow::Result<WorkEnd>),
+}
+
+/// Waits until `wanted` says a leader is wanted; `false` on shutdown. A
+/// signal whose sender is gone counts as always wanted.
+async fn until_wanted(
+    wanted: &mut Option<watch::Receiver<bool>>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let Some(w) = wanted else { return true };
+    let gone = tokio::select! {
+        _ = shutdown.cancelled() => return false,
+        r = w.wait_for(|want| *want) => r.is_err(),
+    };
+    if gone {
+        *wanted = None;
+    }
+    true
 }
 
 /// Campaigns for the Lease until `shutdown`; while leader, runs `work` with a
-/// [`Leadership`] and stops it as soon as leadership ends. Releases the Lease
-/// on shutdown. Returns an error only if `work` fails or panics.
+/// [`Leadership`] and stops it as soon as leadership ends. With `wanted`, it
+/// campaigns only while that says a leader is wanted, and a `work` that ends
+/// [`WorkEnd::Idle`] has the Lease released (without `wanted`, that is an
+/// error: the work must not end). Releases the Lease on shutdown. Returns an
+/// error only if `work` fails or panics.
 pub async fn run_elected<F, Fut>(
     mut elector: Elector,
     shutdown: CancellationToken,
+    mut wanted: Option<watch::Receiver<bool>>,
     mut work: F,
 ) -> anyhow::Result<()>
 where
     F: FnMut(Leadership) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    Fut: Future<Output = anyhow::Result<WorkEnd>> + Send + 'static,
 {
     let timing = elector.timing;
     let mut error_backoff = Duration::from_millis(500);
     let mut last_holder: Option<String> = None;
+    let mut first = true;
     loop {
         // Campaign.
         let acquired_at = loop {
-            if shutdown.is_cancelled() {
+            // A starting replica campaigns once whatever the nodes say, so a new
+            // operator takes a look (and gives the Lease up again if idle).
+            if shutdown.is_cancelled() || (!first && !until_wanted(&mut wanted, &shutdown).await) {
                 return Ok(());
             }
+            first = false;
             let attempt = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => None,
@@ -479,11 +518,29 @@ where
                 }
             }
         };
-        // Stop acting first, then (on shutdown or failure) release.
+        // Stop acting first, then (on shutdown, failure or idleness) release.
         token.cancel();
         let result = match end {
+            TermEnd::WorkEnded(Ok(WorkEnd::Idle)) if wanted.is_some() => {
+                match tokio::time::timeout(Duration::from_secs(5), elector.release()).await {
+                    Ok(Ok(())) => {
+                        info!(lease = %elector.name, "nothing to do: released the lease until a node needs an operator")
+                    }
+                    Ok(Err(e)) => {
+                        warn!(lease = %elector.name, error = %e, "cannot release the idle lease; it expires by itself")
+                    }
+                    Err(_) => {
+                        warn!(lease = %elector.name, "releasing the idle lease timed out; it expires by itself")
+                    }
+                }
+                continue;
+            }
+            TermEnd::WorkEnded(Ok(WorkEnd::LeadershipEnded)) => {
+                warn!(lease = %elector.name, "lost leadership (renew deadline); stopped acting");
+                continue;
+            }
             TermEnd::WorkEnded(r) => {
-                Some(r.and_then(|()| Err(anyhow::anyhow!("the leader's work ended unexpectedly"))))
+                Some(r.and_then(|_| Err(anyhow::anyhow!("the leader's work ended unexpectedly"))))
             }
             TermEnd::Shutdown | TermEnd::Lost(_) => {
                 if tokio::time::timeout(timing.lease_duration, &mut task)

@@ -16,6 +16,7 @@ pub mod lease;
 pub mod metrics;
 pub mod notify;
 mod reconcile;
+pub mod work;
 
 use std::sync::Arc;
 
@@ -28,6 +29,10 @@ pub use lease::{Leadership, LeaseTiming};
 
 /// FLUO's leader election lock name (`leaderElectionResourceName`).
 pub const DEFAULT_LEASE_NAME: &str = "flatcar-linux-update-operator-lock";
+
+/// `--release-lease-after-idle`'s default.
+pub const DEFAULT_RELEASE_LEASE_AFTER_IDLE: std::time::Duration =
+    std::time::Duration::from_secs(30);
 
 /// The field manager our writes are recorded under.
 pub const FIELD_MANAGER: &str = "update-operator";
@@ -58,6 +63,10 @@ pub struct Config {
     pub blocking_pod_selector: Option<protocol::selector::LabelSelector>,
     /// `--prometheus-url` and its companions: active alerts block every new grant.
     pub alerts: Option<alerts::AlertsConfig>,
+    /// `--release-lease-after-idle`: give up the Lease once no node has needed an
+    /// operator for this long, and campaign only while one does ([`work`]);
+    /// `None` keeps campaigning and leading while idle (FLUO's behaviour).
+    pub release_lease_after_idle: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -76,6 +85,7 @@ impl Config {
             notify: None,
             blocking_pod_selector: None,
             alerts: None,
+            release_lease_after_idle: Some(DEFAULT_RELEASE_LEASE_AFTER_IDLE),
         }
     }
 
@@ -145,10 +155,15 @@ pub async fn run(
     // notifications from bounded queues, all polled below next to the election.
     let metrics = cfg.metrics.clone();
     let client = metrics.api.instrument(client);
+    let work_signal: Arc<std::sync::Mutex<Option<work::WorkSignal>>> = Arc::default();
     let server = match cfg.metrics_address {
         Some(addr) => {
-            let (local, serve) =
-                telemetry::server::bind(addr, metrics.registry(), ready_check(&cfg)).await?;
+            let (local, serve) = telemetry::server::bind(
+                addr,
+                metrics.registry(),
+                ready_check(&cfg, work_signal.clone()),
+            )
+            .await?;
             metrics.set_listening(local);
             Some(serve)
         }
@@ -203,24 +218,51 @@ pub async fn run(
         cfg.lease,
         &cfg.field_manager,
     );
+    let (wanted, detector) = match cfg.release_lease_after_idle {
+        Some(_) => {
+            let (signal, run) = work::watch_work(
+                kube::Api::all(client.clone()),
+                Arc::new(cfg.operator.clone()),
+            );
+            *work_signal.lock().unwrap_or_else(|e| e.into_inner()) = Some(signal.clone());
+            (Some(signal.wanted), Some(run))
+        }
+        None => (None, None),
+    };
+    let detector = async move {
+        match detector {
+            Some(d) => d.await,
+            None => std::future::pending().await,
+        }
+    };
     let cfg = Arc::new(cfg);
-    let elected = lease::run_elected(elector, shutdown, move |leadership| {
+    let elected = lease::run_elected(elector, shutdown, wanted, move |leadership| {
         reconcile::lead(client.clone(), cfg.clone(), leadership, reporter.clone())
     });
     tokio::select! {
         r = elected => r,
         () = background => Err(anyhow::anyhow!("the observability tasks ended unexpectedly")),
+        () = detector => Err(anyhow::anyhow!("the node watch for work ended unexpectedly")),
     }
 }
 
-/// `/readyz`: ready while the API server answers (every replica talks to it at least every
-/// leader election retry period), whether or not this replica leads. So a rolling update
-/// of a single-replica Deployment can complete while the old pod still leads.
-fn ready_check(cfg: &Config) -> telemetry::server::ReadyCheck {
+/// `/readyz`: ready while the API server answers (a campaigning replica talks to it at least
+/// every leader election retry period; an idle one keeps its watch of Nodes open), whether
+/// or not this replica leads. So a rolling update of a single-replica Deployment can
+/// complete while the old pod still leads.
+fn ready_check(
+    cfg: &Config,
+    work: Arc<std::sync::Mutex<Option<work::WorkSignal>>>,
+) -> telemetry::server::ReadyCheck {
     let api = cfg.metrics.api.clone();
     let within = (cfg.lease.lease_duration * 2).max(std::time::Duration::from_secs(30));
     Arc::new(move || {
-        if api.answered_within(within) {
+        let watching = work
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(work::WorkSignal::healthy);
+        if api.answered_within(within) || watching {
             Ok(())
         } else {
             Err(format!(

@@ -27,7 +27,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 use protocol::node::NodeView;
-use protocol::operator::{ClusterInputs, Decision, decide_with};
+use protocol::operator::{ClusterInputs, Decision, busy, decide_with};
 use protocol::patch::NodePatch;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 use crate::Config;
 use crate::convert::node_view;
 use crate::events::{Observer, Reporter};
-use crate::lease::Leadership;
+use crate::lease::{Leadership, WorkEnd};
 
 /// How often the cached nodes are decided on again even without events (no
 /// API request is made for it).
@@ -69,6 +69,8 @@ struct RoundResult {
     failed: bool,
     conflict: bool,
     not_leader: bool,
+    /// Nothing to do and no node needs an operator: the Lease may be given up.
+    quiet: bool,
 }
 
 /// Logs each node's malformed values once (again only when the message
@@ -370,6 +372,11 @@ async fn round(
     observer.observe(&views, &nodes, &decision, &cfg.operator, inputs, now);
     let mut result = RoundResult {
         failed: unresolved,
+        quiet: !unresolved
+            && decision.patches.is_empty()
+            && decision.stuck.is_empty()
+            && decision.problems.is_empty()
+            && views.iter().all(|v| !busy(v, &cfg.operator)),
         ..Default::default()
     };
     let by_name: HashMap<&str, &NodeView> = views.iter().map(|v| (v.name.as_str(), v)).collect();
@@ -419,13 +426,14 @@ fn instant_at(t: chrono::DateTime<Utc>) -> Instant {
     Instant::now() + d + Duration::from_millis(20)
 }
 
-/// Runs while `leadership` lasts.
+/// Runs while `leadership` lasts, or until no node has needed an operator for
+/// `--release-lease-after-idle` ([`WorkEnd::Idle`]).
 pub(crate) async fn lead(
     client: kube::Client,
     cfg: Arc<Config>,
     leadership: Leadership,
     reporter: Arc<Reporter>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<WorkEnd> {
     // Leader gauge and election Event now; the leader's gauges are zeroed when it drops.
     let mut observer = Observer::new(reporter);
     let api: Api<Node> = Api::all(client);
@@ -459,11 +467,11 @@ pub(crate) async fn lead(
     let _abort = AbortOnDrop(events);
 
     tokio::select! {
-        _ = leadership.cancelled() => return Ok(()),
+        _ = leadership.cancelled() => return Ok(WorkEnd::LeadershipEnded),
         r = reader.wait_until_ready() => r.map_err(|e| anyhow::anyhow!("node reflector stopped: {e}"))?,
     }
     tokio::select! {
-        _ = leadership.cancelled() => return Ok(()),
+        _ = leadership.cancelled() => return Ok(WorkEnd::LeadershipEnded),
         r = inputs.wait_until_ready() => r?,
     }
     info!(nodes = reader.len(), "watching nodes; deciding");
@@ -471,9 +479,10 @@ pub(crate) async fn lead(
     let mut overlay = Overlay::default();
     let mut problems = ProblemLog::default();
     let mut backoff = MIN_BACKOFF;
+    let mut idle_since: Option<Instant> = None;
     loop {
         if !leadership.may_act() {
-            return Ok(());
+            return Ok(WorkEnd::LeadershipEnded);
         }
         let (result, next_check) = round(
             &api,
@@ -503,14 +512,25 @@ pub(crate) async fn lead(
         if result.conflict {
             wake = wake.min(Instant::now() + CONFLICT_RETRY);
         }
+        match cfg.release_lease_after_idle {
+            Some(after) if result.quiet && !result.failed && !result.conflict => {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= after {
+                    info!(idle_for = ?since.elapsed(), "no node needs an operator; giving up the lease");
+                    return Ok(WorkEnd::Idle);
+                }
+                wake = wake.min(since + after);
+            }
+            _ => idle_since = None,
+        }
         tokio::select! {
-            _ = leadership.cancelled() => return Ok(()),
+            _ = leadership.cancelled() => return Ok(WorkEnd::LeadershipEnded),
             _ = changed.notified() => {}
             _ = tokio::time::sleep_until(wake) => {}
         }
         if let Some(t) = not_before {
             tokio::select! {
-                _ = leadership.cancelled() => return Ok(()),
+                _ = leadership.cancelled() => return Ok(WorkEnd::LeadershipEnded),
                 _ = tokio::time::sleep_until(t) => {}
             }
         }

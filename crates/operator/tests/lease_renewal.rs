@@ -1,5 +1,6 @@
 //! The leader renews its Lease with one update per retry period, and reads it
-//! again only after someone else wrote it (a 409).
+//! again only after someone else wrote it (a 409); it gives the Lease up when
+//! no node needs an operator, and then no replica makes a request.
 
 mod common;
 
@@ -85,4 +86,72 @@ async fn renewals_are_single_updates_and_a_foreign_write_is_read_back() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(lease_requests(&sb, "operator").0, gets_before);
     op.stop().await.unwrap();
+}
+
+/// All requests `user` made so far, from the sandbox's audit.
+fn requests(sb: &Sandbox, user: &str) -> u64 {
+    sb.audit()
+        .counts()
+        .into_iter()
+        .filter(|(e, _)| e.user == user)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cluster_has_no_leader_and_costs_no_requests() {
+    let sb = sandbox().await;
+    sb.add_node("n1", &[]).unwrap();
+    sb.add_node("n2", &[]).unwrap();
+    let admin = sb.client_as("admin").unwrap();
+    let replica = |name: &str| {
+        let mut cfg = operator::Config::new(NAMESPACE, op_config(1));
+        cfg.identity = name.to_string();
+        cfg.lease = fleet::fast_lease();
+        cfg.release_lease_after_idle = Some(Duration::from_secs(1));
+        Replica::start_with(&sb, name, cfg).unwrap()
+    };
+    let a = replica("operator-a");
+    let b = replica("operator-b");
+    // A new replica takes a look, finds nothing to do and gives the Lease up.
+    wait_for_leader(&admin, "operator-a", PATIENCE).await;
+    wait_for("the idle leader to release", PATIENCE, || async {
+        lease_holder(&admin).await.is_none().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = (requests(&sb, "operator-a"), requests(&sb, "operator-b"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        (requests(&sb, "operator-a"), requests(&sb, "operator-b")),
+        before,
+        "requests while idle"
+    );
+
+    // A node asks: one replica leads and grants it; once it is back and
+    // released, the Lease is given up again.
+    mark_reboot_needed(&admin, "n1").await;
+    wait_for("n1 granted", PATIENCE, || async {
+        granted(&get_node(&admin, "n1").await).then_some(())
+    })
+    .await;
+    let leader = lease_holder(&admin)
+        .await
+        .expect("a leader while n1 holds a slot");
+    assert!(leader == "operator-a" || leader == "operator-b", "{leader}");
+    annotate(&admin, "n1", &[(keys::REBOOT_IN_PROGRESS, Some("true"))]).await;
+    mark_rebooted(&admin, "n1").await;
+    wait_for("n1 released", PATIENCE, || async {
+        let n = get_node(&admin, "n1").await;
+        (annotation(&n, keys::REBOOT_OK) == Some("false")
+            && annotation(&n, keys::RELEASED_AT).is_some())
+        .then_some(())
+    })
+    .await;
+    wait_for("the Lease given up again", PATIENCE, || async {
+        lease_holder(&admin).await.is_none().then_some(())
+    })
+    .await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }

@@ -727,5 +727,35 @@ pub fn decide_with(
     }
 }
 
+/// Whether `view` needs an operator to lead: it is [`busy`], or a decision
+/// about it alone would change it. A node that does not is never patched by
+/// [`decide_with`], whatever the other nodes and inputs (property-tested), so
+/// when no node needs one the operator gives up the Lease and stays silent.
+pub fn needs_operator(view: &NodeView, cfg: &OperatorConfig, now: DateTime<Utc>) -> bool {
+    busy(view, cfg) || {
+        let d = decide(std::slice::from_ref(view), cfg, now);
+        !d.patches.is_empty() || !d.stuck.is_empty()
+    }
+}
+
+/// The cheap part of [`needs_operator`]: a managed node that asks for a
+/// reboot, holds a slot, carries a record only a leader clears
+/// (`stuck-since`, `evicted-pods`), or is malformed (the leader reports it).
+/// A decision with no patches, stuck nodes or problems over nodes none of
+/// which is busy means no node needs an operator (property-tested), which
+/// spares the leader a decision per node.
+pub fn busy(view: &NodeView, cfg: &OperatorConfig) -> bool {
+    cfg.manages(view)
+        && match NodeState::parse(view) {
+            Err(_) => true,
+            Ok(s) => {
+                s.reboot_needed
+                    || s.holds_slot()
+                    || s.evicted_pods.is_some()
+                    || s.stuck_since.is_some()
+            }
+        }
+}
+
 #[cfg(test)]
 mod tests;

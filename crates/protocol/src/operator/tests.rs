@@ -55,6 +55,44 @@ fn lbl<'a>(p: &'a NodePatch, k: &str) -> Option<Option<&'a str>> {
 }
 
 #[test]
+fn which_nodes_need_an_operator() {
+    let c = cfg(1);
+    let now = t0();
+    // A node that rebooted and was released keeps its history, and needs nothing.
+    let done = node("done")
+        .ann(keys::REBOOT_NEEDED, "false")
+        .ann(keys::REBOOT_IN_PROGRESS, "false")
+        .time(keys::RELEASED_AT, now - mins(3));
+    assert!(!needs_operator(&node("fresh"), &c, now));
+    assert!(!needs_operator(&done, &c, now));
+    assert!(needs_operator(&needs("n"), &c, now));
+    assert!(needs_operator(&granted("n"), &c, now));
+    // A drain the operator must still withdraw, and a malformed value the leader reports.
+    assert!(needs_operator(
+        &node("a").ann(keys::AGENT_MADE_UNSCHEDULABLE, "true"),
+        &c,
+        now
+    ));
+    assert!(needs_operator(
+        &node("m").ann(keys::REBOOT_NEEDED, "yes"),
+        &c,
+        now
+    ));
+    // Left-over grant bookkeeping a decision would clear.
+    let stale = done.clone().time(keys::GRANTED_AT, now - mins(9));
+    assert_eq!(
+        needs_operator(&stale, &c, now),
+        !decide(std::slice::from_ref(&stale), &c, now)
+            .patches
+            .is_empty()
+    );
+    // Outside --node-selector: never, whatever it says.
+    let mut sel = c.clone();
+    sel.node_selector = Some(LabelSelector::parse("pool=blue").unwrap());
+    assert!(!needs_operator(&needs("n"), &sel, now));
+}
+
+#[test]
 fn max_rebooting_flag() {
     assert_eq!("2".parse(), Ok(MaxRebooting::Count(2)));
     assert_eq!(" 25% ".parse(), Ok(MaxRebooting::Percent(25)));
@@ -1318,5 +1356,38 @@ proptest! {
             rounds += 1;
             prop_assert!(rounds < 4, "no fixpoint: {:?}", d2);
         }
+    }
+
+    #[test]
+    fn quiet_nodes_are_never_patched(
+        (nodes, inputs) in any_cluster(t0()).prop_flat_map(|n| { let k = n.len(); (Just(n), any_inputs(k)) }),
+        c in any_config(),
+        dt in -(7 * 24 * 60i64)..(7 * 24 * 60),
+    ) {
+        let now = t0() + mins(dt);
+        // Among busy nodes: a patch only ever goes to a node that needs an operator.
+        let d = decide_with(&nodes, &c, &inputs, now);
+        for p in &d.patches {
+            let v = nodes.iter().find(|v| v.name == p.node).unwrap();
+            prop_assert!(needs_operator(v, &c, now), "patched a quiet node: {:?} by {:?}", v, p);
+        }
+        for s in &d.stuck {
+            let v = nodes.iter().find(|v| v.name == s.node).unwrap();
+            prop_assert!(needs_operator(v, &c, now));
+        }
+        for pr in &d.problems {
+            let v = nodes.iter().find(|v| v.name == pr.node).unwrap();
+            prop_assert!(needs_operator(v, &c, now));
+        }
+        // The leader's cheap test: an empty decision over nodes none of which is busy.
+        if d.patches.is_empty() && d.stuck.is_empty() && d.problems.is_empty()
+            && nodes.iter().all(|v| !busy(v, &c))
+        {
+            prop_assert!(nodes.iter().all(|v| !needs_operator(v, &c, now)));
+        }
+        // A cluster of quiet nodes: nothing to do at all, so no leader is needed.
+        let quiet: Vec<NodeView> = nodes.iter().filter(|v| !needs_operator(v, &c, now)).cloned().collect();
+        let d = decide_with(&quiet, &c, &inputs, now);
+        prop_assert!(d.patches.is_empty() && d.stuck.is_empty() && d.problems.is_empty(), "{:?}", d);
     }
 }

@@ -31,11 +31,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
       *) echo "unsupported TARGETARCH ${TARGETARCH}" >&2; exit 1 ;; \
     esac; \
     rustup target add "$target"; \
-    RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
-      cargo build --release --locked --target "$target" -p operator -p agent -p fluoctl; \
+    RUSTFLAGS="-C target-feature=+crt-static" \
+      cargo build --profile dist --locked --target "$target" -p operator -p agent -p fluoctl; \
     mkdir -p /out/usr/local/bin; \
     for b in update-operator update-agent fluoctl; do \
-      cp "target/$target/release/$b" /out/usr/local/bin/; \
+      cp "target/$target/dist/$b" /out/usr/local/bin/; \
       file "/out/usr/local/bin/$b" | grep -Eq 'statically linked|static-pie linked' \
         || { echo "$b is not statically linked" >&2; exit 1; }; \
     done

@@ -2,7 +2,7 @@
 //! controllers, the disruption controller (PDB status), garbage collection, and the kubelet's
 //! pod start and graceful termination. Driven by store events, not polling.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::eviction::{self, is_ready, is_terminating, pods};
 use crate::resources::{self, Resource};
-use crate::store::{EventType, Inner, Store, meta, now_rfc3339};
+use crate::store::{EventType, Inner, Key, Store, controller_of, meta, now_rfc3339};
 
 #[derive(Debug, Clone)]
 pub struct SimTiming {
@@ -44,26 +44,23 @@ pub fn node_ready(node: &Value) -> bool {
         })
 }
 
-fn controller_of(obj: &Value) -> Option<(String, String)> {
-    let o = obj
-        .pointer("/metadata/ownerReferences")?
-        .as_array()?
-        .iter()
-        .find(|o| o["controller"] == true)?;
-    Some((
-        o["kind"].as_str()?.to_string(),
-        o["uid"].as_str()?.to_string(),
-    ))
-}
-
+/// What a batch of events left to do. Each entry names what changed, so the work per batch
+/// follows the changes rather than the size of the cluster.
 #[derive(Default)]
 struct Dirty {
     pending_pods: bool,
-    start: BTreeSet<(String, String)>,
-    replicasets: BTreeSet<(String, String)>,
-    deployments: BTreeSet<(String, String)>,
-    daemonsets: bool,
+    start: BTreeSet<Key>,
+    replicasets: BTreeSet<Key>,
+    deployments: BTreeSet<Key>,
+    all_daemonsets: bool,
+    daemonsets: BTreeSet<Key>,
+    /// Namespaces whose every PDB is refreshed (a PDB's expected count follows its pods'
+    /// controllers' scale).
     pdb_namespaces: BTreeSet<String>,
+    /// Pods that changed (before and after), by namespace: the PDBs selecting one of them are
+    /// refreshed.
+    pdb_pods: BTreeMap<String, Vec<Arc<Value>>>,
+    pdbs: BTreeSet<Key>,
     gc_uids: HashSet<String>,
 }
 
@@ -71,7 +68,7 @@ pub async fn run(store: Store, timing: SimTiming) {
     let mut rx = store.subscribe_all();
     let mut dirty = Dirty {
         pending_pods: true,
-        daemonsets: true,
+        all_daemonsets: true,
         ..Default::default()
     };
     resync(&store, &mut dirty);
@@ -103,7 +100,7 @@ pub async fn run(store: Store, timing: SimTiming) {
 fn resync(store: &Store, dirty: &mut Dirty) {
     let st = store.lock();
     dirty.pending_pods = true;
-    dirty.daemonsets = true;
+    dirty.all_daemonsets = true;
     for ((ns, n), _) in st.iter(replicasets(), None) {
         dirty.replicasets.insert((ns.clone(), n.clone()));
     }
@@ -118,6 +115,12 @@ fn resync(store: &Store, dirty: &mut Dirty) {
     }
 }
 
+/// A PDB's expected pod count reads its pods' controllers' `spec.replicas`.
+fn scale_changed(ev: &crate::store::WatchEvent) -> bool {
+    let replicas = |o: &Value| o.pointer("/spec/replicas").cloned();
+    ev.kind != EventType::Modified || ev.old.as_deref().map(replicas) != Some(replicas(&ev.object))
+}
+
 fn note(
     ev: &crate::store::WatchEvent,
     dirty: &mut Dirty,
@@ -129,17 +132,16 @@ fn note(
     let name = meta(o, "name").unwrap_or("").to_string();
     match ev.storage {
         "pods" => {
-            dirty.pdb_namespaces.insert(ns.clone());
+            let changed = dirty.pdb_pods.entry(ns.clone()).or_default();
+            changed.extend(ev.old.iter().cloned());
+            changed.push(o.clone());
             match controller_of(o) {
-                Some((k, _)) if k == "ReplicaSet" => {
-                    if let Some(rs) = o
-                        .pointer("/metadata/ownerReferences/0/name")
-                        .and_then(Value::as_str)
-                    {
-                        dirty.replicasets.insert((ns.clone(), rs.to_string()));
-                    }
+                Some(("ReplicaSet", rs, _)) => {
+                    dirty.replicasets.insert((ns.clone(), rs.to_string()));
                 }
-                Some((k, _)) if k == "DaemonSet" => dirty.daemonsets = true,
+                Some(("DaemonSet", ds, _)) => {
+                    dirty.daemonsets.insert((ns.clone(), ds.to_string()));
+                }
                 _ => {}
             }
             if ev.kind == EventType::Deleted {
@@ -178,8 +180,18 @@ fn note(
             }
         }
         "nodes" => {
-            dirty.pending_pods = true;
-            dirty.daemonsets = true;
+            // Only a node that can take pods can place a pod that found no node before; loads
+            // change with pods, not nodes.
+            if ev.kind != EventType::Deleted && schedulable(o) {
+                dirty.pending_pods = true;
+            }
+            // DaemonSets follow the set of nodes and their labels.
+            fn labels(n: &Value) -> Option<&Value> {
+                n.pointer("/metadata/labels")
+            }
+            if ev.kind != EventType::Modified || ev.old.as_deref().map(labels) != Some(labels(o)) {
+                dirty.all_daemonsets = true;
+            }
             if node_ready(o) {
                 let st = store.lock();
                 for ((pns, pn), p) in st.pods_on_node(&name) {
@@ -190,6 +202,9 @@ fn note(
             }
         }
         "replicasets" => {
+            if scale_changed(ev) {
+                dirty.pdb_namespaces.insert(ns.clone());
+            }
             // The owning Deployment's status follows its ReplicaSet's.
             if let Some(d) = o
                 .pointer("/metadata/ownerReferences/0")
@@ -206,6 +221,9 @@ fn note(
                 dirty.replicasets.insert((ns, name));
             }
         }
+        "statefulsets" if scale_changed(ev) => {
+            dirty.pdb_namespaces.insert(ns);
+        }
         "deployments" => {
             if ev.kind == EventType::Deleted {
                 dirty
@@ -221,10 +239,10 @@ fn note(
                     .gc_uids
                     .insert(meta(o, "uid").unwrap_or("").to_string());
             }
-            dirty.daemonsets = true;
+            dirty.daemonsets.insert((ns, name));
         }
         "poddisruptionbudgets" => {
-            dirty.pdb_namespaces.insert(ns);
+            dirty.pdbs.insert((ns, name));
         }
         _ => {}
     }
@@ -241,8 +259,17 @@ fn process(store: &Store, dirty: &mut Dirty, timing: &SimTiming) {
     for (ns, n) in std::mem::take(&mut dirty.replicasets) {
         reconcile_replicaset(&mut st, &ns, &n);
     }
-    if std::mem::take(&mut dirty.daemonsets) {
-        reconcile_daemonsets(&mut st);
+    if std::mem::take(&mut dirty.all_daemonsets) {
+        dirty.daemonsets = st
+            .iter(daemonsets(), None)
+            .map(|(k, _)| k.clone())
+            .collect();
+    }
+    if !dirty.daemonsets.is_empty() {
+        let node_list: Vec<Arc<Value>> = st.iter(nodes(), None).map(|(_, n)| n.clone()).collect();
+        for (ns, n) in std::mem::take(&mut dirty.daemonsets) {
+            reconcile_daemonset(&mut st, &node_list, &ns, &n);
+        }
     }
     if std::mem::take(&mut dirty.pending_pods) {
         schedule(&mut st);
@@ -269,9 +296,34 @@ fn process(store: &Store, dirty: &mut Dirty, timing: &SimTiming) {
             start_pod(&mut st, &ns, &n, &uid, &node);
         });
     }
+    let mut pdbs = std::mem::take(&mut dirty.pdbs);
     for ns in std::mem::take(&mut dirty.pdb_namespaces) {
-        eviction::refresh_namespace(&mut st, &ns);
+        pdbs.extend(st.iter(eviction::pdbs(), Some(&ns)).map(|(k, _)| k.clone()));
     }
+    for (ns, changed) in std::mem::take(&mut dirty.pdb_pods) {
+        for (k, pdb) in st.iter(eviction::pdbs(), Some(&ns)) {
+            if pdbs.contains(k) {
+                continue;
+            }
+            let Some(sel) = eviction::selector_of(pdb) else {
+                continue;
+            };
+            if changed
+                .iter()
+                .any(|p| sel.matches(p.pointer("/metadata/labels").and_then(Value::as_object)))
+            {
+                pdbs.insert(k.clone());
+            }
+        }
+    }
+    for (ns, n) in pdbs {
+        eviction::refresh(&mut st, &ns, &n);
+    }
+}
+
+/// Ready and not cordoned: a node the scheduler may place pods on.
+fn schedulable(node: &Value) -> bool {
+    node_ready(node) && node.pointer("/spec/unschedulable") != Some(&json!(true))
 }
 
 /// The kubelet starting a pod's containers: Running and Ready, if the pod is still the same one
@@ -329,43 +381,51 @@ fn start_pod(st: &mut Inner, ns: &str, name: &str, uid: &str, node: &str) {
     });
 }
 
+/// Places each unbound pod on the schedulable node (nodeSelector honoured) with the fewest
+/// pods, ties to the first name.
 fn schedule(st: &mut Inner) {
-    let mut load: HashMap<String, usize> = HashMap::new();
-    let mut pending = Vec::new();
-    for ((ns, n), p) in st.iter(pods(), None) {
-        match p
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        {
-            Some(node) => *load.entry(node.to_string()).or_default() += 1,
-            None if !is_terminating(p) => pending.push((ns.clone(), n.clone(), p.clone())),
-            None => {}
-        }
-    }
+    let pending: Vec<(Key, Arc<Value>)> = st
+        .unbound_pods()
+        .map(|(k, p)| (k.clone(), p.clone()))
+        .collect();
     if pending.is_empty() {
         return;
     }
     let candidates: Vec<(String, Arc<Value>)> = st
         .iter(nodes(), None)
-        .filter(|(_, n)| node_ready(n) && n.pointer("/spec/unschedulable") != Some(&json!(true)))
+        .filter(|(_, n)| schedulable(n))
         .map(|((_, name), n)| (name.clone(), n.clone()))
         .collect();
-    for (ns, name, pod) in pending {
-        let selector = pod.pointer("/spec/nodeSelector").and_then(Value::as_object);
-        let best = candidates
-            .iter()
-            .filter(|(_, n)| {
-                selector.is_none_or(|sel| {
+    let mut load: HashMap<String, usize> = candidates
+        .iter()
+        .map(|(name, _)| (name.clone(), st.pod_count_on_node(name)))
+        .collect();
+    // Candidates by (load, name), so a pod without a nodeSelector finds its node without a scan.
+    let mut by_load: BTreeSet<(usize, String)> =
+        load.iter().map(|(n, l)| (*l, n.clone())).collect();
+    for ((ns, name), pod) in pending {
+        let selector = pod
+            .pointer("/spec/nodeSelector")
+            .and_then(Value::as_object)
+            .filter(|sel| !sel.is_empty());
+        let best = match selector {
+            None => by_load.first().map(|(_, n)| n.clone()),
+            Some(sel) => candidates
+                .iter()
+                .filter(|(_, n)| {
                     sel.iter().all(|(k, v)| {
                         n.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v)
                     })
                 })
-            })
-            .min_by_key(|(name, _)| (load.get(name).copied().unwrap_or(0), name.clone()));
-        let Some((node, _)) = best else { continue };
-        *load.entry(node.clone()).or_default() += 1;
-        let node = node.clone();
+                .map(|(name, _)| (load[name], name))
+                .min()
+                .map(|(_, n)| n.clone()),
+        };
+        let Some(node) = best else { continue };
+        let l = load.get_mut(&node).expect("a candidate");
+        by_load.remove(&(*l, node.clone()));
+        *l += 1;
+        by_load.insert((*l, node.clone()));
         let _ = st.modify(pods(), &ns, &name, |v| {
             v["spec"]["nodeName"] = json!(node);
             Ok(())
@@ -405,8 +465,8 @@ fn pod_from_template(owner: &Value, kind: &str, template: &Value, node: Option<&
 }
 
 fn owned_pods(st: &Inner, ns: &str, uid: &str) -> Vec<Arc<Value>> {
-    st.iter(pods(), Some(ns))
-        .filter(|(_, p)| controller_of(p).is_some_and(|(_, u)| u == uid))
+    st.pods_owned_by(uid)
+        .filter(|((n, _), _)| n == ns)
         .map(|(_, p)| p.clone())
         .collect()
 }
@@ -486,7 +546,7 @@ fn reconcile_deployment(st: &mut Inner, ns: &str, name: &str) {
     let rs_name = format!("{name}-{hash}");
     let owned: Vec<Arc<Value>> = st
         .iter(replicasets(), Some(ns))
-        .filter(|(_, r)| controller_of(r).is_some_and(|(_, u)| u == uid))
+        .filter(|(_, r)| controller_of(r).is_some_and(|(_, _, u)| u == uid))
         .map(|(_, r)| r.clone())
         .collect();
     for r in &owned {
@@ -545,86 +605,79 @@ fn reconcile_deployment(st: &mut Inner, ns: &str, name: &str) {
     }
 }
 
-fn reconcile_daemonsets(st: &mut Inner) {
-    let node_list: Vec<Arc<Value>> = st.iter(nodes(), None).map(|(_, n)| n.clone()).collect();
-    let sets: Vec<Arc<Value>> = st
-        .iter(daemonsets(), None)
-        .map(|(_, d)| d.clone())
-        .collect();
-    for ds in sets {
-        let ns = meta(&ds, "namespace").unwrap_or("").to_string();
-        let name = meta(&ds, "name").unwrap_or("").to_string();
-        let uid = meta(&ds, "uid").unwrap_or("").to_string();
-        let template = ds.pointer("/spec/template").cloned().unwrap_or(json!({}));
-        let selector = template
-            .pointer("/spec/nodeSelector")
-            .and_then(Value::as_object)
-            .cloned();
-        let owned = owned_pods(st, &ns, &uid);
-        let mut by_node: HashMap<String, Arc<Value>> = HashMap::new();
-        for p in &owned {
-            let node = p
-                .pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let known = node_list
-                .iter()
-                .any(|n| meta(n, "name") == Some(node.as_str()));
-            if !known {
-                let _ = st.remove(pods(), &ns, meta(p, "name").unwrap_or(""));
-            } else if !is_terminating(p) {
-                by_node.insert(node, p.clone());
-            }
+fn reconcile_daemonset(st: &mut Inner, node_list: &[Arc<Value>], ns: &str, name: &str) {
+    let Some(ds) = st.get(daemonsets(), ns, name) else {
+        return;
+    };
+    let uid = meta(&ds, "uid").unwrap_or("").to_string();
+    let template = ds.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let selector = template
+        .pointer("/spec/nodeSelector")
+        .and_then(Value::as_object)
+        .cloned();
+    let known: HashSet<&str> = node_list.iter().filter_map(|n| meta(n, "name")).collect();
+    // Nodes with a pod of this set, terminating or not: a terminating one is replaced only
+    // once it is gone.
+    let mut covered: HashSet<String> = HashSet::new();
+    for p in owned_pods(st, ns, &uid) {
+        let node = p
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !known.contains(node) {
+            let _ = st.remove(pods(), ns, meta(&p, "name").unwrap_or(""));
+        } else {
+            covered.insert(node.to_string());
         }
-        let mut desired = 0;
-        for n in &node_list {
-            let node = meta(n, "name").unwrap_or("");
-            let fits = selector.as_ref().is_none_or(|sel| {
-                sel.iter()
-                    .all(|(k, v)| n.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v))
-            });
-            if !fits {
-                continue;
-            }
-            desired += 1;
-            if !by_node.contains_key(node)
-                && !owned
-                    .iter()
-                    .any(|p| p.pointer("/spec/nodeName") == Some(&json!(node)))
-            {
-                let _ = st.create(
-                    pods(),
-                    pod_from_template(&ds, "DaemonSet", &template, Some(node)),
-                );
-            }
-        }
-        let owned = owned_pods(st, &ns, &uid);
-        let ready = owned.iter().filter(|p| is_ready(p)).count();
-        let status = json!({
-            "desiredNumberScheduled": desired, "currentNumberScheduled": owned.len(), "numberMisscheduled": 0,
-            "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": owned.len(),
-            "observedGeneration": ds.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+    }
+    let mut desired = 0;
+    for n in node_list {
+        let node = meta(n, "name").unwrap_or("");
+        let fits = selector.as_ref().is_none_or(|sel| {
+            sel.iter()
+                .all(|(k, v)| n.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v))
         });
-        if ds.get("status") != Some(&status) {
-            let _ = st.modify(daemonsets(), &ns, &name, |v| {
-                v["status"] = status;
-                Ok(())
-            });
+        if !fits {
+            continue;
         }
+        desired += 1;
+        if !covered.contains(node) {
+            let _ = st.create(
+                pods(),
+                pod_from_template(&ds, "DaemonSet", &template, Some(node)),
+            );
+        }
+    }
+    let owned = owned_pods(st, ns, &uid);
+    let ready = owned.iter().filter(|p| is_ready(p)).count();
+    let status = json!({
+        "desiredNumberScheduled": desired, "currentNumberScheduled": owned.len(), "numberMisscheduled": 0,
+        "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": owned.len(),
+        "observedGeneration": ds.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+    });
+    if ds.get("status") != Some(&status) {
+        let _ = st.modify(daemonsets(), ns, name, |v| {
+            v["status"] = status;
+            Ok(())
+        });
     }
 }
 
 /// Background-propagation garbage collection of objects whose controller was deleted.
 fn collect_garbage(st: &mut Inner, uids: &HashSet<String>) {
-    for r in [pods(), replicasets()] {
-        let doomed: Vec<(String, String)> = st
-            .iter(r, None)
-            .filter(|(_, o)| controller_of(o).is_some_and(|(_, u)| uids.contains(&u)))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for (ns, n) in doomed {
-            let _ = crate::api::delete_object(st, r, &ns, &n, None);
-        }
+    let doomed: BTreeSet<Key> = uids
+        .iter()
+        .flat_map(|u| st.pods_owned_by(u).map(|(k, _)| k.clone()))
+        .collect();
+    for (ns, n) in doomed {
+        let _ = crate::api::delete_object(st, pods(), &ns, &n, None);
+    }
+    let doomed: Vec<Key> = st
+        .iter(replicasets(), None)
+        .filter(|(_, o)| controller_of(o).is_some_and(|(_, _, u)| uids.contains(u)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for (ns, n) in doomed {
+        let _ = crate::api::delete_object(st, replicasets(), &ns, &n, None);
     }
 }

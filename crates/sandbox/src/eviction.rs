@@ -32,7 +32,7 @@ pub fn is_terminating(pod: &Value) -> bool {
     pod.pointer("/metadata/deletionTimestamp").is_some()
 }
 
-fn selector_of(pdb: &Value) -> Option<LabelSelector> {
+pub fn selector_of(pdb: &Value) -> Option<LabelSelector> {
     // A PDB without a selector selects nothing; `{}` selects every pod in the namespace.
     let sel = pdb.pointer("/spec/selector").filter(|s| !s.is_null())?;
     LabelSelector::from_label_selector_object(sel).ok()
@@ -154,17 +154,6 @@ pub fn refresh(store: &mut Inner, ns: &str, name: &str) {
     }
 }
 
-/// Refreshes every PDB in a namespace.
-pub fn refresh_namespace(store: &mut Inner, ns: &str) {
-    let names: Vec<String> = store
-        .iter(pdbs(), Some(ns))
-        .map(|((_, n), _)| n.clone())
-        .collect();
-    for n in names {
-        refresh(store, ns, &n);
-    }
-}
-
 /// POST pods/{name}/eviction. Checking the budget and deleting the pod happen under one lock,
 /// so two concurrent evictions can never both spend the last allowed disruption.
 pub fn evict(store: &Store, ns: &str, name: &str, body: &Value) -> ApiResult<(StatusCode, Value)> {
@@ -242,6 +231,9 @@ pub fn evict(store: &Store, ns: &str, name: &str, body: &Value) -> ApiResult<(St
         }
     }
     crate::api::delete_object(&mut st, pods(), ns, name, grace)?;
-    refresh_namespace(&mut st, ns);
+    // Only the budget that selects the pod can have changed.
+    if let Some(pdb) = matching.first() {
+        refresh(&mut st, ns, meta(pdb, "name").unwrap_or(""));
+    }
     Ok((StatusCode::CREATED, done()))
 }

@@ -60,6 +60,11 @@ pub struct Inner {
     all_tx: broadcast::Sender<Arc<WatchEvent>>,
     /// Pods by `spec.nodeName`, so a node's pods are found without scanning every pod.
     pods_by_node: HashMap<String, BTreeSet<Key>>,
+    /// Pods the scheduler has to place (no `spec.nodeName`, not terminating), so a scheduling
+    /// pass costs the pending pods, not every pod.
+    unbound_pods: BTreeSet<Key>,
+    /// Pods by their controller's uid, so a controller finds its pods without scanning.
+    pods_by_owner: HashMap<String, BTreeSet<Key>>,
 }
 
 #[derive(Clone)]
@@ -111,6 +116,8 @@ impl Store {
             log_capacity,
             all_tx: broadcast::channel(262_144).0,
             pods_by_node: HashMap::new(),
+            unbound_pods: BTreeSet::new(),
+            pods_by_owner: HashMap::new(),
         };
         Store {
             inner: Arc::new(Mutex::new(inner)),
@@ -132,6 +139,45 @@ const POD_STORAGE: &str = "pods";
 
 fn node_name_of(pod: &Value) -> Option<&str> {
     pod.get("spec")?.get("nodeName")?.as_str()
+}
+
+/// What the scheduler places: no node (an empty `spec.nodeName` is none) and not terminating.
+pub fn is_unbound(pod: &Value) -> bool {
+    node_name_of(pod).is_none_or(str::is_empty)
+        && pod.pointer("/metadata/deletionTimestamp").is_none()
+}
+
+/// The kind, name and uid in the ownerReference with `controller: true`.
+pub fn controller_of(obj: &Value) -> Option<(&str, &str, &str)> {
+    let o = obj
+        .pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|o| o["controller"] == true)?;
+    Some((o["kind"].as_str()?, o["name"].as_str()?, o["uid"].as_str()?))
+}
+
+/// Moves `key` from the set under `was` to the set under `is`, dropping emptied sets.
+fn move_key(
+    index: &mut HashMap<String, BTreeSet<Key>>,
+    key: &Key,
+    was: Option<&str>,
+    is: Option<&str>,
+) {
+    if was == is {
+        return;
+    }
+    if let Some(n) = was
+        && let Some(keys) = index.get_mut(n)
+    {
+        keys.remove(key);
+        if keys.is_empty() {
+            index.remove(n);
+        }
+    }
+    if let Some(n) = is {
+        index.entry(n.to_string()).or_default().insert(key.clone());
+    }
 }
 
 fn key_of(r: &Resource, ns: &str, name: &str) -> Key {
@@ -167,28 +213,54 @@ impl Inner {
             .filter_map(move |k| objects.get_key_value(k))
     }
 
-    /// Keeps [`Inner::pods_on_node`]'s index in step with a pod stored or removed at `key`.
+    /// How many pods are bound to `node`, terminating ones included (the scheduler's load).
+    pub fn pod_count_on_node(&self, node: &str) -> usize {
+        self.pods_by_node.get(node).map_or(0, BTreeSet::len)
+    }
+
+    /// Pods waiting for the scheduler ([`is_unbound`]), in key order.
+    pub fn unbound_pods(&self) -> impl Iterator<Item = (&Key, &Arc<Value>)> + '_ {
+        let objects = &self.buckets[POD_STORAGE].objects;
+        self.unbound_pods
+            .iter()
+            .filter_map(move |k| objects.get_key_value(k))
+    }
+
+    /// The pods whose controller has `uid`, in key order.
+    pub fn pods_owned_by<'a>(
+        &'a self,
+        uid: &str,
+    ) -> impl Iterator<Item = (&'a Key, &'a Arc<Value>)> + 'a {
+        let objects = &self.buckets[POD_STORAGE].objects;
+        self.pods_by_owner
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(move |k| objects.get_key_value(k))
+    }
+
+    /// Keeps the pod indexes ([`Inner::pods_on_node`], [`Inner::unbound_pods`],
+    /// [`Inner::pods_owned_by`]) in step with a pod stored or removed at `key`.
     fn reindex(&mut self, r: &Resource, key: &Key, old: Option<&Value>, new: Option<&Value>) {
         if r.storage != POD_STORAGE {
             return;
         }
-        let (was, is) = (old.and_then(node_name_of), new.and_then(node_name_of));
-        if was == is {
-            return;
-        }
-        if let Some(n) = was
-            && let Some(keys) = self.pods_by_node.get_mut(n)
-        {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.pods_by_node.remove(n);
-            }
-        }
-        if let Some(n) = is {
-            self.pods_by_node
-                .entry(n.to_string())
-                .or_default()
-                .insert(key.clone());
+        move_key(
+            &mut self.pods_by_node,
+            key,
+            old.and_then(node_name_of),
+            new.and_then(node_name_of),
+        );
+        move_key(
+            &mut self.pods_by_owner,
+            key,
+            old.and_then(controller_of).map(|c| c.2),
+            new.and_then(controller_of).map(|c| c.2),
+        );
+        if new.is_some_and(is_unbound) {
+            self.unbound_pods.insert(key.clone());
+        } else {
+            self.unbound_pods.remove(key);
         }
     }
 
@@ -512,8 +584,36 @@ mod tests {
         st.pods_on_node(node).map(|(k, _)| k.clone()).collect()
     }
 
+    /// Every pod index against a scan of every pod.
+    fn check_indexes(st: &Inner) {
+        for n in ["n1", "n2", "n3"] {
+            assert_eq!(indexed(st, n), scanned(st, n), "node {n}");
+            assert_eq!(st.pod_count_on_node(n), scanned(st, n).len(), "node {n}");
+        }
+        let unbound: Vec<Key> = st
+            .iter(pods(), None)
+            .filter(|(_, p)| is_unbound(p))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let indexed: Vec<Key> = st.unbound_pods().map(|(k, _)| k.clone()).collect();
+        assert_eq!(indexed, unbound, "unbound pods");
+        for uid in ["u1", "u2"] {
+            let owned: Vec<Key> = st
+                .iter(pods(), None)
+                .filter(|(_, p)| controller_of(p).is_some_and(|c| c.2 == uid))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let indexed: Vec<Key> = st.pods_owned_by(uid).map(|(k, _)| k.clone()).collect();
+            assert_eq!(indexed, owned, "owner {uid}");
+        }
+    }
+
+    fn owner(uid: &str, controller: bool) -> Value {
+        json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": uid, "uid": uid, "controller": controller}])
+    }
+
     #[test]
-    fn pods_on_node_follows_creates_binds_moves_and_removals() {
+    fn pod_indexes_follow_creates_binds_moves_owners_and_removals() {
         let store = Store::new(100);
         let mut st = store.lock();
         st.create(ns_resource(), json!({"metadata": {"name": "a"}}))
@@ -526,18 +626,26 @@ mod tests {
             ("a", "p3", Some("n2")),
             ("a", "p4", None),
         ] {
-            let mut pod = json!({"metadata": {"name": name, "namespace": ns}, "spec": {}});
+            let mut pod = json!({"metadata": {"name": name, "namespace": ns, "ownerReferences": owner("u1", true)}, "spec": {}});
             if let Some(n) = node {
                 pod["spec"]["nodeName"] = json!(n);
             }
             st.create(pods(), pod).unwrap();
         }
-        let check = |st: &Inner| {
-            for n in ["n1", "n2", "n3"] {
-                assert_eq!(indexed(st, n), scanned(st, n), "node {n}");
-            }
-        };
+        // An empty nodeName is unbound; a pod without a controller is owned by nobody.
+        st.create(
+            pods(),
+            json!({"metadata": {"name": "p5", "namespace": "a", "ownerReferences": owner("u2", false)}, "spec": {"nodeName": ""}}),
+        )
+        .unwrap();
+        let check = check_indexes;
         check(&st);
+        assert_eq!(
+            st.unbound_pods()
+                .map(|(k, _)| k.1.as_str())
+                .collect::<Vec<_>>(),
+            ["p4", "p5"]
+        );
         assert_eq!(
             indexed(&st, "n1"),
             vec![("a".into(), "p2".into()), ("b".into(), "p1".into())]
@@ -569,6 +677,20 @@ mod tests {
         })
         .unwrap();
         check(&st);
+        // Adopted by another controller; a terminating unbound pod is not the scheduler's.
+        st.modify(pods(), "a", "p3", |v| {
+            v["metadata"]["ownerReferences"] = owner("u2", true);
+            Ok(())
+        })
+        .unwrap();
+        check(&st);
+        st.modify(pods(), "a", "p5", |v| {
+            v["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            Ok(())
+        })
+        .unwrap();
+        check(&st);
+        assert_eq!(st.unbound_pods().count(), 1, "p1 only");
         st.remove(pods(), "a", "p2").unwrap();
         check(&st);
         assert_eq!(indexed(&st, "n1"), vec![("a".into(), "p3".into())]);

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::child::{ChildProc, Usage};
-use crate::simagent::SimAgents;
+use crate::simagent::{SimAgents, Step};
 
 /// The operator's Lease namespace in every scenario.
 const NAMESPACE: &str = fleet::cluster::NAMESPACE;
@@ -86,6 +86,7 @@ async fn wait_for(
     let mut changes = monitor.changes();
     let (mut last_change, mut last_shown) = (start, start);
     loop {
+        let taken = Instant::now();
         let snap = monitor.snapshot();
         if done(&snap) {
             return Ok(snap);
@@ -105,10 +106,17 @@ async fn wait_for(
             eprintln!("bench:   {what}: {}", phases(&snap));
             last_shown = now;
         }
+        // A snapshot copies every node's track: at 1,000 nodes, taking one on every change
+        // was a quarter of the bench process's CPU, which the operator and the sandbox then
+        // lacked. When to stop waiting changes no time measured (those are the monitor's),
+        // so this loop spends at most about a tenth of the time on it.
+        drop(snap);
+        let pause = taken.elapsed() * 9;
         if let Ok(Ok(())) =
             tokio::time::timeout(Duration::from_millis(500), changes.changed()).await
         {
             last_change = Instant::now();
+            tokio::time::sleep(pause).await;
         }
     }
 }
@@ -457,6 +465,10 @@ pub struct OperatorScale {
     pub summary: Option<Summary>,
     /// Where a reboot slot's time goes; with a monitor only.
     pub phases: Option<Phases>,
+    /// Where the whole wall time goes; with a monitor only.
+    pub timeline: Option<Timeline>,
+    /// The simulated agents' share of a slot's time; with a monitor only.
+    pub agent_side: Option<AgentSide>,
     pub requests: Requests,
 }
 
@@ -512,6 +524,127 @@ impl Phases {
     }
 }
 
+/// The rollout's milestones as the monitor saw them, in seconds since the clock's start:
+/// the first `reboot-needed=true` (before it the operator has nothing to do).
+#[derive(Debug, Serialize)]
+pub struct Timeline {
+    /// The update offered to every node at once -> the first `reboot-needed=true`: the
+    /// simulated agents' reaction (about 2,000 patches at once), not counted in the wall time.
+    pub offer_to_first_needed: f64,
+    /// The last node's `reboot-needed=true`.
+    pub all_needed: f64,
+    pub first_grant: f64,
+    /// The k-th grant: every slot taken.
+    pub slots_full: f64,
+    pub last_grant: f64,
+    /// The last node Ready with a new boot ID.
+    pub last_back: f64,
+    /// The last release: the end of the wall time.
+    pub last_release: f64,
+}
+
+impl Timeline {
+    fn compute(snap: &Snapshot, max_rebooting: usize, offered: f64) -> Option<Timeline> {
+        let times = |f: &dyn Fn(&fleet::Cycle) -> Option<f64>| {
+            let mut v: Vec<f64> = snap
+                .nodes
+                .iter()
+                .flat_map(|n| &n.cycles)
+                .filter_map(f)
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let needed = times(&|c| c.needed);
+        let grants = times(&|c| c.granted);
+        let start = *needed.first()?;
+        let r = |t: f64| round3(t - start);
+        Some(Timeline {
+            offer_to_first_needed: round3(start - offered),
+            all_needed: r(*needed.last()?),
+            first_grant: r(*grants.first()?),
+            slots_full: r(grants[max_rebooting.clamp(1, grants.len()) - 1]),
+            last_grant: r(*grants.last()?),
+            last_back: r(*times(&|c| c.back).last()?),
+            last_release: r(*times(&|c| c.released).last()?),
+        })
+    }
+}
+
+/// A slot's steps split at the simulated agents' own moments (their stamps, on the
+/// monitor's clock): what the node side takes, and what the watches and the operator take.
+/// Means over the nodes, in seconds.
+#[derive(Debug, Serialize)]
+pub struct AgentSide {
+    /// The monitor sees `reboot-ok=true` -> the agent's watch delivers it (the two watches'
+    /// delivery differs; negative: the agent saw it first).
+    pub grant_seen: f64,
+    /// The agent sees the grant -> its `reboot-in-progress=true` patch returns.
+    pub mark_in_progress: f64,
+    /// That patch returns -> the monitor sees it (watch delivery).
+    pub in_progress_seen: f64,
+    /// The monitor sees the node Ready with a new boot ID -> the agent sees it.
+    pub back_seen: f64,
+    /// The agent sees itself back -> its `reboot-in-progress=false` patch returns.
+    pub mark_done: f64,
+    /// That patch returns -> the monitor sees the release: the operator's watch delivers
+    /// the agent's write, the operator decides and patches, the monitor's watch delivers.
+    pub operator_release: f64,
+}
+
+impl AgentSide {
+    fn compute(snap: &Snapshot, stamps: &[(String, Step, f64)]) -> Option<AgentSide> {
+        // Each node's first closed cycle and its stamps of that cycle.
+        let mut by_node: BTreeMap<&str, BTreeMap<&'static str, f64>> = BTreeMap::new();
+        for (n, step, t) in stamps {
+            let key = match step {
+                Step::GrantSeen => "grant",
+                Step::MarkedInProgress => "in_progress",
+                Step::RebootAsked => "reboot",
+                Step::BackSeen => "back",
+                Step::MarkedDone => "done",
+            };
+            by_node.entry(n).or_default().entry(key).or_insert(*t);
+        }
+        let mut sums = [0.0f64; 6];
+        let mut count = 0usize;
+        for node in &snap.nodes {
+            let (Some(c), Some(st)) = (
+                node.cycles.iter().find(|c| c.is_closed()),
+                by_node.get(node.name.as_str()),
+            ) else {
+                continue;
+            };
+            let get = |k: &str| st.get(k).copied();
+            let spans = || {
+                Some([
+                    get("grant")? - c.granted?,
+                    get("in_progress")? - get("grant")?,
+                    c.drain_start? - get("in_progress")?,
+                    get("back")? - c.back?,
+                    get("done")? - get("back")?,
+                    c.released? - get("done")?,
+                ])
+            };
+            if let Some(spans) = spans() {
+                for (s, v) in sums.iter_mut().zip(spans) {
+                    *s += v;
+                }
+                count += 1;
+            }
+        }
+        let m = |i: usize| round3(sums[i] / count as f64);
+        (count > 0).then(|| AgentSide {
+            grant_seen: m(0),
+            mark_in_progress: m(1),
+            in_progress_seen: m(2),
+            back_seen: m(3),
+            mark_done: m(4),
+            operator_release: m(5),
+        })
+    }
+}
+
 /// `count` bare Running pods bound to `node`, as a kubelet would report them.
 fn add_pods(store: &sandbox::Store, node: &str, count: u32) -> anyhow::Result<()> {
     let pods = sandbox::eviction::pods();
@@ -531,16 +664,17 @@ fn add_pods(store: &sandbox::Store, node: &str, count: u32) -> anyhow::Result<()
 
 /// `update-operator` (the binary, alone in its process) through a whole rollout of `nodes`
 /// simulated nodes carrying `pods` pods; the node side is [`SimAgents`].
+#[allow(clippy::too_many_arguments)]
 pub async fn operator_scale(
     env: &Env,
     nodes: u32,
     pods: u32,
     max_rebooting: u32,
+    reboot: Duration,
     settle: Duration,
     with_monitor: bool,
 ) -> anyhow::Result<OperatorScale> {
     let names = node_names(nodes);
-    let reboot = Duration::from_secs(1);
     let sb = sandbox_with_nodes(&names, reboot).await?;
     let per_node = move |i: usize| pods / nodes + u32::from((i as u32) < pods % nodes);
     for (i, n) in names.iter().enumerate() {
@@ -553,7 +687,7 @@ pub async fn operator_scale(
     } else {
         None
     };
-    let _agents = SimAgents::start(&sb, &names, "sim-agents")?;
+    let agents = SimAgents::start(&sb, &names, "sim-agents")?;
     let started = |v: &NodeView| v.annotation(keys::REBOOT_NEEDED).is_some();
     wait_nodes(&sb, None, Duration::from_secs(300), "agents start", started).await?;
     // A rebooted machine's pods were removed by the sandbox; their controllers would put
@@ -627,7 +761,24 @@ pub async fn operator_scale(
     let phases = snap
         .as_ref()
         .and_then(|s| Phases::compute(s, max_rebooting as usize));
-    let summary = snap.map(|s| Summary::compute(&s, max_rebooting as usize, t0, true));
+    let (timeline, agent_side) = match (&snap, &monitor, t0) {
+        (Some(s), Some(m), Some(t0)) => {
+            // The agents' stamps on the monitor's clock.
+            let origin = Instant::now() - Duration::from_secs_f64(m.now());
+            let stamps: Vec<(String, Step, f64)> = agents
+                .stamps()
+                .into_iter()
+                .map(|(n, step, at)| (n, step, at.saturating_duration_since(origin).as_secs_f64()))
+                .collect();
+            (
+                Timeline::compute(s, max_rebooting as usize, t0),
+                AgentSide::compute(s, &stamps),
+            )
+        }
+        _ => (None, None),
+    };
+    // The clock starts at the first `reboot-needed=true`, as Timeline says why.
+    let summary = snap.map(|s| Summary::compute(&s, max_rebooting as usize, None, true));
     let rollout_cpu = round3(end.cpu_seconds - idle.cpu_seconds);
     let operator_user = |u: &str| u != "sim-agents" && u != "monitor";
     Ok(OperatorScale {
@@ -643,6 +794,8 @@ pub async fn operator_scale(
         wall_seconds,
         summary,
         phases,
+        timeline,
+        agent_side,
         requests: Requests::between(&c0, &c1, operator_user),
     })
 }

@@ -9,8 +9,8 @@
 //! every node event out to), and the operator cannot tell the difference on the wire.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use host::Host;
@@ -20,6 +20,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use protocol::agent::{AgentInput, AgentStep, next_step};
 use protocol::hostinfo::HostInfo;
 use protocol::k8s::node_view;
+use protocol::keys;
 use sandbox::{Sandbox, SimHost};
 use serde_json::json;
 use tokio::sync::watch;
@@ -33,9 +34,28 @@ fn rv_of(n: &Node) -> u64 {
         .unwrap_or(0)
 }
 
+/// A moment of a simulated agent's reboot cycle, on this process's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A view of its node with `reboot-ok=true` arrived while the agent had not started.
+    GrantSeen,
+    /// Its patch setting `reboot-in-progress=true` returned.
+    MarkedInProgress,
+    /// The host's reboot call returned (the machine is going down).
+    RebootAsked,
+    /// A view of its node Ready with a new boot ID arrived.
+    BackSeen,
+    /// Its patch setting `reboot-in-progress=false` after the reboot returned.
+    MarkedDone,
+}
+
+/// What every simulated agent did when: (node, step, instant).
+pub type Stamps = Arc<Mutex<Vec<(String, Step, Instant)>>>;
+
 /// The simulated agents of a set of nodes. Dropping it stops them.
 pub struct SimAgents {
     tasks: Vec<JoinHandle<()>>,
+    stamps: Stamps,
 }
 
 impl SimAgents {
@@ -43,6 +63,7 @@ impl SimAgents {
     /// `user` in the sandbox's audit record.
     pub fn start(sb: &Sandbox, nodes: &[String], user: &str) -> anyhow::Result<SimAgents> {
         let client = sb.client_as(user)?;
+        let stamps = Stamps::default();
         let mut senders = HashMap::new();
         let mut tasks = Vec::new();
         for name in nodes {
@@ -51,7 +72,12 @@ impl SimAgents {
                 .ok_or_else(|| anyhow::anyhow!("node {name} was not added with add_node"))?;
             let (tx, rx) = watch::channel::<Option<Arc<Node>>>(None);
             senders.insert(name.clone(), tx);
-            tasks.push(tokio::spawn(node_agent(Api::all(client.clone()), host, rx)));
+            tasks.push(tokio::spawn(node_agent(
+                Api::all(client.clone()),
+                host,
+                rx,
+                stamps.clone(),
+            )));
         }
         let api: Api<Node> = Api::all(client);
         tasks.push(tokio::spawn(async move {
@@ -65,7 +91,12 @@ impl SimAgents {
                 }
             }
         }));
-        Ok(SimAgents { tasks })
+        Ok(SimAgents { tasks, stamps })
+    }
+
+    /// Every step taken so far.
+    pub fn stamps(&self) -> Vec<(String, Step, Instant)> {
+        self.stamps.lock().expect("stamps").clone()
     }
 }
 
@@ -78,10 +109,23 @@ impl Drop for SimAgents {
 }
 
 /// One node's agent: evaluates on every newer view of its node and every host status.
-async fn node_agent(api: Api<Node>, host: SimHost, mut views: watch::Receiver<Option<Arc<Node>>>) {
+async fn node_agent(
+    api: Api<Node>,
+    host: SimHost,
+    mut views: watch::Receiver<Option<Arc<Node>>>,
+    stamps: Stamps,
+) {
     let Ok(mut statuses) = host.status_updates().await else {
         return;
     };
+    let stamp = |node: &str, step| {
+        stamps
+            .lock()
+            .expect("stamps")
+            .push((node.to_string(), step, Instant::now()));
+    };
+    // A grant is new once `reboot-ok` was seen not "true" (the previous one withdrawn).
+    let (mut awaiting_grant, mut marked_in_progress) = (false, false);
     let mut node: Option<Arc<Node>> = None;
     let mut drained = false;
     // The boot ID the machine went down with: nothing runs until it is back with another.
@@ -115,10 +159,17 @@ async fn node_agent(api: Api<Node>, host: SimHost, mut views: watch::Receiver<Op
                 continue;
             }
             // Back up: a new agent process starts, with the new os-release.
+            stamp(&v.name, Step::BackSeen);
             down_with = None;
             drained = false;
             info = HostInfo::from_files(Some(&host.os_release()), None, None);
         }
+        let v = node_view(&current);
+        let ok = v.annotation(keys::REBOOT_OK) == Some(keys::TRUE);
+        if awaiting_grant && ok {
+            stamp(&v.name, Step::GrantSeen);
+        }
+        awaiting_grant = !ok;
         // Act until the decision is to wait, as the agent's shell does.
         let mut current = current;
         for _ in 0..20 {
@@ -147,12 +198,24 @@ async fn node_agent(api: Api<Node>, host: SimHost, mut views: watch::Receiver<Op
                     let written = api
                         .patch(&view.name, &PatchParams::default(), &Patch::Merge(&body))
                         .await;
+                    let applied = written.is_ok();
                     let fresh = match written {
                         Ok(n) => Ok(n),
                         // Changed since: decide again on a fresh read.
                         Err(kube::Error::Api(s)) if s.code == 409 => api.get(&view.name).await,
                         Err(e) => Err(e),
                     };
+                    let in_progress = p.annotations.get(keys::REBOOT_IN_PROGRESS);
+                    if applied && in_progress == Some(&Some(keys::TRUE.to_string())) {
+                        marked_in_progress = true;
+                        stamp(&view.name, Step::MarkedInProgress);
+                    } else if applied
+                        && marked_in_progress
+                        && in_progress == Some(&Some(keys::FALSE.to_string()))
+                    {
+                        marked_in_progress = false;
+                        stamp(&view.name, Step::MarkedDone);
+                    }
                     match fresh {
                         Ok(n) => {
                             let n = Arc::new(n);
@@ -168,6 +231,7 @@ async fn node_agent(api: Api<Node>, host: SimHost, mut views: watch::Receiver<Op
                 AgentStep::Drain => drained = true,
                 AgentStep::Reboot => {
                     if host.reboot().await.is_ok() {
+                        stamp(&view.name, Step::RebootAsked);
                         down_with = Some(view.boot_id.clone());
                     }
                     break;

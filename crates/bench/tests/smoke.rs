@@ -69,6 +69,12 @@ fn quick_bench_writes_every_metric() {
     // Every reboot happened and was counted.
     assert_eq!(json["scenarios"]["rollout"]["summary"]["rebooted"], 10);
     assert_eq!(json["scenarios"]["ratio"]["summary"]["rebooted"], 20);
+    assert_eq!(
+        json["scenarios"]["ratio_long_reboots"]["summary"]["rebooted"],
+        20
+    );
+    assert!(json["scenarios"]["ratio"]["timeline"]["last_release"].as_f64() > Some(0.0));
+    assert!(json["scenarios"]["ratio"]["agent_side"]["mark_done"].as_f64() > Some(0.0));
     assert_eq!(json["scenarios"]["operator_scale"]["nodes"], 50);
     assert!(
         json["scenarios"]["operator_scale"]["wall_seconds"]

@@ -219,6 +219,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.rollout_drain_seconds,
             reboot,
             idle,
+            // --quick: seconds, not the production 30 s.
+            if q {
+                Duration::from_secs(2)
+            } else {
+                operator::DEFAULT_RELEASE_LEASE_AFTER_IDLE
+            },
         )
         .await?;
         let s = &r.summary;
@@ -261,9 +267,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     r.agent_requests.describe(per)
                 ),
                 format!(
-                    "Idle: the same cluster for {} s after the rollout (nothing to do); per \
-                     minute, operator: {}; all {nodes} agents: {}. A watch counts once, when \
-                     opened.",
+                    "After the rollout the operator gave its Lease up {:.1} s after the last \
+                     node was done (`--release-lease-after-idle` {} s), with these requests \
+                     in between: {}.",
+                    r.lease_released_seconds,
+                    r.release_lease_after_idle_seconds,
+                    r.operator_winding_down.describe(1.0)
+                ),
+                format!(
+                    "Idle: the same cluster for {} s from then (nothing to do, no leader); \
+                     per minute, operator: {}; all {nodes} agents: {}. A watch counts once, \
+                     when opened.",
                     r.idle_seconds,
                     r.operator_idle.describe(mins),
                     r.agent_idle.describe(mins)

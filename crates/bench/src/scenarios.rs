@@ -192,21 +192,24 @@ fn spawn_operator(env: &Env, sb: &Sandbox, max: u32, tag: &str) -> anyhow::Resul
     )
 }
 
+/// Whether some replica holds the operator's Lease (read from the store: no request).
+fn lease_held(sb: &Sandbox) -> bool {
+    let leases = sandbox::resources::find("coordination.k8s.io", "v1", "leases").expect("leases");
+    sb.store()
+        .lock()
+        .get(leases, NAMESPACE, operator::DEFAULT_LEASE_NAME)
+        .is_some_and(|l| {
+            l.pointer("/spec/holderIdentity")
+                .and_then(|v| v.as_str())
+                .is_some_and(|h| !h.is_empty())
+        })
+}
+
 /// Waits until some replica holds the operator's Lease.
 async fn wait_leader(sb: &Sandbox, child: &mut ChildProc) -> anyhow::Result<()> {
-    let leases = sandbox::resources::find("coordination.k8s.io", "v1", "leases").expect("leases");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let held = sb
-            .store()
-            .lock()
-            .get(leases, NAMESPACE, operator::DEFAULT_LEASE_NAME)
-            .is_some_and(|l| {
-                l.pointer("/spec/holderIdentity")
-                    .and_then(|v| v.as_str())
-                    .is_some_and(|h| !h.is_empty())
-            });
-        if held {
+        if lease_held(sb) {
             return Ok(());
         }
         child.check_running()?;
@@ -374,7 +377,12 @@ pub struct Rollout {
     /// During the rollout (update offered -> every node done).
     pub operator_requests: Requests,
     pub agent_requests: Requests,
-    /// While nothing happens, over `idle_seconds` after the rollout.
+    /// From every node done until the operator gave its Lease up
+    /// (`--release-lease-after-idle`), and its requests in that time.
+    pub release_lease_after_idle_seconds: u64,
+    pub lease_released_seconds: f64,
+    pub operator_winding_down: Requests,
+    /// While nothing happens, over `idle_seconds` after the Lease was given up.
     pub idle_seconds: u64,
     pub operator_idle: Requests,
     pub agent_idle: Requests,
@@ -389,6 +397,7 @@ pub async fn rollout(
     drain_seconds: u32,
     reboot_seconds: u32,
     idle: Duration,
+    release_lease_after_idle: Duration,
 ) -> anyhow::Result<Rollout> {
     let spec = ClusterSpec {
         nodes,
@@ -402,6 +411,7 @@ pub async fn rollout(
     let sb = Sandbox::start(spec.sandbox_options(([127, 0, 0, 1], 0).into())).await?;
     let mut cfg = operator::Config::new(NAMESPACE, fleet::op_config(max_rebooting));
     cfg.identity = "update-operator".into();
+    cfg.release_lease_after_idle = Some(release_lease_after_idle);
     let cluster = Cluster::start(sb, &spec, cfg)
         .await
         .context("starting the fleet cluster")?;
@@ -422,7 +432,18 @@ pub async fn rollout(
     .await?;
     let c1 = cluster.sandbox.audit().counts();
     let summary = Summary::compute(&snap, max_rebooting as usize, Some(t0), true);
-    // Let the last writes land before the idle window opens.
+    // The operator gives its Lease up once no node has needed it for a while; the idle
+    // window opens then (and at least 2 s after the last writes).
+    let done = Instant::now();
+    let patience = release_lease_after_idle + Duration::from_secs(60);
+    while lease_held(&cluster.sandbox) {
+        anyhow::ensure!(
+            done.elapsed() < patience,
+            "the operator still held its Lease {patience:?} after the rollout"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lease_released_seconds = round3(done.elapsed().as_secs_f64());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let i0 = cluster.sandbox.audit().counts();
     tokio::time::sleep(idle).await;
@@ -437,6 +458,9 @@ pub async fn rollout(
         summary,
         operator_requests: Requests::between(&c0, &c1, is_operator),
         agent_requests: Requests::between(&c0, &c1, is_agent),
+        release_lease_after_idle_seconds: release_lease_after_idle.as_secs(),
+        lease_released_seconds,
+        operator_winding_down: Requests::between(&c1, &i0, is_operator),
         idle_seconds: idle.as_secs(),
         operator_idle: Requests::between(&i0, &i1, is_operator),
         agent_idle: Requests::between(&i0, &i1, is_agent),

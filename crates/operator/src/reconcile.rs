@@ -298,7 +298,11 @@ async fn apply_one(
     let body = body(patch, resource_version);
     debug!(node = %patch.node, patch = %body, "patching node");
     match tokio::time::timeout(left, api.patch(&patch.node, params, &Patch::Merge(&body))).await {
-        Ok(Ok(node)) => Outcome::Applied(Box::new(node)),
+        // Slimmed at once: a phase holds every answer until all its patches are done.
+        Ok(Ok(mut node)) => {
+            slim(&mut node);
+            Outcome::Applied(Box::new(node))
+        }
         Ok(Err(kube::Error::Api(s))) if s.code == 409 => Outcome::Conflict,
         Ok(Err(kube::Error::Api(s))) if s.code == 404 => Outcome::Gone,
         // A 5xx (e.g. 504 after a storage timeout) may still have been applied.

@@ -4,7 +4,7 @@
 //! - [`server`]: `/metrics` (OpenMetrics text), `/healthz` and `/readyz` over HTTP (axum);
 //! - [`api`]: `fluo_api_errors_total{verb}`, counted by wrapping the `kube::Client`, which
 //!   also tells whether the API server answers (the operator's readiness);
-//! - [`events`]: Kubernetes Events through kube-runtime's `Recorder`, best effort, from a
+//! - [`events`]: Kubernetes Events as kube-runtime's `Recorder` writes them, best effort, from a
 //!   bounded queue: writing an Event never blocks or fails the caller.
 //!
 //! Nothing here is global: every binary (and every in-process replica in tests) has its own

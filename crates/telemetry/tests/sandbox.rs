@@ -138,3 +138,105 @@ async fn events_are_written_in_the_background_and_failures_never_block() {
     assert!(sink.dropped() >= 7, "{}", sink.dropped());
     assert!(!sink.flush(Duration::from_millis(200)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeats_patch_one_events_series_until_it_expires() {
+    let sb = sandbox().await;
+    sb.add_node("n1", &[]).unwrap();
+    let reporter = Reporter {
+        controller: "test-controller".into(),
+        instance: None,
+    };
+    let ttl = Duration::from_millis(1500);
+    let (sink, driver) = events::channel(sb.client(), reporter, 8);
+    let driver = tokio::spawn(driver.with_series_ttl(ttl).run());
+    let api = Api::<Event>::namespaced(sb.client(), "default");
+    let of = |reason: &'static str| {
+        let api = api.clone();
+        async move {
+            let mut v: Vec<Event> = api
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .collect();
+            v.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
+            v
+        }
+    };
+    let publish = |reason: &str, note: &str| {
+        sink.publish(
+            node_ref("n1", None),
+            EventType::Normal,
+            reason,
+            "Test",
+            note,
+        )
+    };
+
+    publish("Again", "first");
+    publish("Again", "second");
+    publish("Again", "third");
+    publish("Other", "other");
+    assert!(sink.flush(Duration::from_secs(10)).await);
+    let again = of("Again").await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    let ev = &again[0];
+    assert!(ev.metadata.name.as_deref().unwrap().starts_with("n1."));
+    assert_eq!(ev.note.as_deref(), Some("first"));
+    assert_eq!(ev.reporting_instance.as_deref(), Some("test-controller"));
+    let series = ev.series.as_ref().expect("a series");
+    assert_eq!(series.count, 3);
+    assert!(series.last_observed_time.0 >= ev.event_time.as_ref().unwrap().0);
+    assert_eq!(of("Other").await.len(), 1);
+
+    // Past the TTL a repeat starts a new Event.
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    publish("Again", "fourth");
+    assert!(sink.flush(Duration::from_secs(10)).await);
+    let again = of("Again").await;
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert_eq!(again[1].note.as_deref(), Some("fourth"));
+    assert!(again[1].series.is_none());
+
+    // The Event deleted meanwhile: the repeat creates it afresh rather than failing.
+    api.delete(
+        again[1].metadata.name.as_deref().unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    publish("Again", "fifth");
+    assert!(sink.flush(Duration::from_secs(10)).await);
+    let again = of("Again").await;
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert_eq!(again[1].note.as_deref(), Some("fifth"));
+
+    // Namespaced objects get their Events in their namespace.
+    let ns = k8s_openapi::api::core::v1::Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some("work".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::all(sb.client())
+        .create(&Default::default(), &ns)
+        .await
+        .unwrap();
+    let mut pod = node_ref("p1", None);
+    pod.kind = Some("Pod".into());
+    pod.namespace = Some("work".into());
+    sink.publish(pod, EventType::Warning, "PodThing", "Test", "x");
+    assert!(sink.flush(Duration::from_secs(10)).await);
+    let in_ns = Api::<Event>::namespaced(sb.client(), "work")
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(in_ns.items.len(), 1);
+    assert_eq!(in_ns.items[0].type_.as_deref(), Some("Warning"));
+    drop(sink);
+    driver.await.unwrap();
+}

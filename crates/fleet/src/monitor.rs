@@ -322,15 +322,7 @@ impl Monitor {
     ) -> anyhow::Result<Monitor> {
         let origin = Instant::now();
         let started_at = chrono::Utc::now();
-        let state = Arc::new(Mutex::new(State {
-            views: BTreeMap::new(),
-            tracks: BTreeMap::new(),
-            peaks: Peaks::default(),
-            concurrency: vec![(0.0, 0)],
-            holders: 0,
-            granted: 0,
-            disrupted: BTreeSet::new(),
-        }));
+        let state = Arc::new(Mutex::new(State::new()));
         let excluded: BTreeSet<String> = cordoned_by_admin.iter().map(|s| s.to_string()).collect();
         let (changes_tx, changes) = tokio::sync::watch::channel(0u64);
         let st = state.clone();
@@ -435,6 +427,19 @@ fn unavailable(v: &NodeView, excluded: &BTreeSet<String>) -> bool {
 }
 
 impl State {
+    /// No nodes yet; the concurrency line starts at 0.
+    fn new() -> State {
+        State {
+            views: BTreeMap::new(),
+            tracks: BTreeMap::new(),
+            peaks: Peaks::default(),
+            concurrency: vec![(0.0, 0)],
+            holders: 0,
+            granted: 0,
+            disrupted: BTreeSet::new(),
+        }
+    }
+
     /// Adds `v` to the counts (`sign` 1) or takes it out (-1).
     fn count(&mut self, v: &NodeView, excluded: &BTreeSet<String>, sign: isize) {
         let step = |n: &mut usize, on: bool| {
@@ -562,15 +567,7 @@ mod tests {
             ..v
         };
         let excluded: BTreeSet<String> = ["admin".to_string()].into();
-        let mut s = State {
-            views: BTreeMap::new(),
-            tracks: BTreeMap::new(),
-            peaks: Peaks::default(),
-            concurrency: vec![(0.0, 0)],
-            holders: 0,
-            granted: 0,
-            disrupted: BTreeSet::new(),
-        };
+        let mut s = State::new();
         let steps: Vec<(&str, Option<NodeView>)> = vec![
             ("a", Some(view(&[(keys::REBOOT_OK, T)], false, true, "b1"))),
             (

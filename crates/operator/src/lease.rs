@@ -344,6 +344,20 @@ impl Elector {
         })
     }
 
+    /// [`Elector::release`] within 5 s, logging the outcome with `reason` (a Lease not
+    /// released runs out by itself).
+    async fn release_logged(&mut self, reason: &str) {
+        match tokio::time::timeout(Duration::from_secs(5), self.release()).await {
+            Ok(Ok(())) => info!(lease = %self.name, reason, "released the lease"),
+            Ok(Err(e)) => {
+                warn!(lease = %self.name, reason, error = %e, "cannot release the lease; it runs out by itself")
+            }
+            Err(_) => {
+                warn!(lease = %self.name, reason, "releasing the lease timed out; it runs out by itself")
+            }
+        }
+    }
+
     /// Empties the Lease if we hold it (client-go's release).
     pub async fn release(&mut self) -> Result<(), kube::Error> {
         self.written = None;
@@ -522,17 +536,9 @@ where
         token.cancel();
         let result = match end {
             TermEnd::WorkEnded(Ok(WorkEnd::Idle)) if wanted.is_some() => {
-                match tokio::time::timeout(Duration::from_secs(5), elector.release()).await {
-                    Ok(Ok(())) => {
-                        info!(lease = %elector.name, "nothing to do: released the lease until a node needs an operator")
-                    }
-                    Ok(Err(e)) => {
-                        warn!(lease = %elector.name, error = %e, "cannot release the idle lease; it expires by itself")
-                    }
-                    Err(_) => {
-                        warn!(lease = %elector.name, "releasing the idle lease timed out; it expires by itself")
-                    }
-                }
+                elector
+                    .release_logged("nothing to do until a node needs an operator")
+                    .await;
                 continue;
             }
             TermEnd::WorkEnded(Ok(WorkEnd::LeadershipEnded)) => {
@@ -557,12 +563,7 @@ where
                 None
             }
         };
-        match tokio::time::timeout(Duration::from_secs(5), elector.release()).await {
-            Ok(Ok(())) => info!(lease = %elector.name, "released the lease"),
-            Ok(Err(e)) => warn!(lease = %elector.name, error = %e, "cannot release the lease"),
-            Err(_) => warn!(lease = %elector.name, "releasing the lease timed out"),
-        }
-        debug!("leader term ended");
+        elector.release_logged("leader term ended").await;
         return result.unwrap_or(Ok(()));
     }
 }

@@ -155,7 +155,17 @@ pub async fn run(
     // notifications from bounded queues, all polled below next to the election.
     let metrics = cfg.metrics.clone();
     let client = metrics.api.instrument(client);
-    let work_signal: Arc<std::sync::Mutex<Option<work::WorkSignal>>> = Arc::default();
+    // Nothing runs until polled below; /readyz reads its watch's health.
+    let (work_signal, detector) = match cfg.release_lease_after_idle {
+        Some(_) => {
+            let (signal, run) = work::watch_work(
+                kube::Api::all(client.clone()),
+                Arc::new(cfg.operator.clone()),
+            );
+            (Some(signal), Some(run))
+        }
+        None => (None, None),
+    };
     let server = match cfg.metrics_address {
         Some(addr) => {
             let (local, serve) = telemetry::server::bind(
@@ -218,17 +228,6 @@ pub async fn run(
         cfg.lease,
         &cfg.field_manager,
     );
-    let (wanted, detector) = match cfg.release_lease_after_idle {
-        Some(_) => {
-            let (signal, run) = work::watch_work(
-                kube::Api::all(client.clone()),
-                Arc::new(cfg.operator.clone()),
-            );
-            *work_signal.lock().unwrap_or_else(|e| e.into_inner()) = Some(signal.clone());
-            (Some(signal.wanted), Some(run))
-        }
-        None => (None, None),
-    };
     let detector = async move {
         match detector {
             Some(d) => d.await,
@@ -236,6 +235,7 @@ pub async fn run(
         }
     };
     let cfg = Arc::new(cfg);
+    let wanted = work_signal.map(|s| s.wanted);
     let elected = lease::run_elected(elector, shutdown, wanted, move |leadership| {
         reconcile::lead(client.clone(), cfg.clone(), leadership, reporter.clone())
     });
@@ -250,18 +250,11 @@ pub async fn run(
 /// every leader election retry period; an idle one keeps its watch of Nodes open), whether
 /// or not this replica leads. So a rolling update of a single-replica Deployment can
 /// complete while the old pod still leads.
-fn ready_check(
-    cfg: &Config,
-    work: Arc<std::sync::Mutex<Option<work::WorkSignal>>>,
-) -> telemetry::server::ReadyCheck {
+fn ready_check(cfg: &Config, work: Option<work::WorkSignal>) -> telemetry::server::ReadyCheck {
     let api = cfg.metrics.api.clone();
     let within = (cfg.lease.lease_duration * 2).max(std::time::Duration::from_secs(30));
     Arc::new(move || {
-        let watching = work
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(work::WorkSignal::healthy);
+        let watching = work.as_ref().is_some_and(work::WorkSignal::healthy);
         if api.answered_within(within) || watching {
             Ok(())
         } else {

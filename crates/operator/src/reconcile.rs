@@ -411,7 +411,8 @@ async fn round(
     observer.observe(views, &nodes, &decision, &cfg.operator, inputs, now);
     let mut result = RoundResult {
         failed: unresolved,
-        quiet: !unresolved
+        quiet: cfg.release_lease_after_idle.is_some()
+            && !unresolved
             && decision.patches.is_empty()
             && decision.stuck.is_empty()
             && decision.problems.is_empty()
@@ -479,11 +480,7 @@ pub(crate) async fn lead(
     };
     let (reader, writer) = reflector::store::<Node>();
     let changed = Arc::new(Notify::new());
-    // Only the managed nodes (the decision filters them again).
-    let node_watch = match &cfg.operator.node_selector {
-        Some(sel) => watcher::Config::default().labels(&sel.to_string()),
-        None => watcher::Config::default(),
-    };
+    let node_watch = crate::work::node_watch(&cfg.operator);
     let inputs = crate::inputs::Inputs::start(&api.clone().into_client(), &cfg, changed.clone());
     let events = {
         let changed = changed.clone();

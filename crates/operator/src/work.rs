@@ -51,6 +51,14 @@ impl Wanting {
     }
 }
 
+/// The watch of the managed nodes only (`--node-selector`; decisions filter them again).
+pub(crate) fn node_watch(cfg: &OperatorConfig) -> watcher::Config {
+    match &cfg.node_selector {
+        Some(sel) => watcher::Config::default().labels(&sel.to_string()),
+        None => watcher::Config::default(),
+    }
+}
+
 /// What the replicas' campaign loop reads: whether a leader is wanted now,
 /// and whether the watch behind it is healthy (for `/readyz`).
 #[derive(Clone)]
@@ -80,10 +88,7 @@ pub fn watch_work(
         wanted: rx,
         healthy: healthy.clone(),
     };
-    let config = match &cfg.node_selector {
-        Some(sel) => watcher::Config::default().labels(&sel.to_string()),
-        None => watcher::Config::default(),
-    };
+    let config = node_watch(&cfg);
     let run = async move {
         let mut wanting = Wanting::default();
         let mut listed = false;

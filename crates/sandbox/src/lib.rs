@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod eviction;
 pub mod faults;
+pub mod identity;
 pub mod resources;
 pub mod selector;
 pub mod sim;

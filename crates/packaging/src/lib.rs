@@ -51,3 +51,21 @@ pub fn run(cmd: &mut Command) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A workspace binary (`update-operator`, `update-agent`, `fluoctl`) of the same build as the
+/// running test: test executables live in `<target>/<profile>/deps/`, binaries one level up.
+/// `cargo nextest run --workspace` builds them; a narrower run must build them first.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in <target>/<profile>/deps");
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is not built: run the whole suite (scripts/test) or `cargo build -p operator -p agent -p fluoctl` first",
+        bin.display()
+    );
+    bin
+}

@@ -32,24 +32,55 @@ fn workspace_version() -> String {
         .expect("workspace version")
 }
 
-/// One request to tests/helm_render.py.
+/// tests/helm_render.py, running: one Helm session (releases live as long as it does).
+struct Helm {
+    child: std::process::Child,
+    answers: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Helm {
+    fn start() -> Helm {
+        let script = repo_root().join("crates/packaging/tests/helm_render.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python runs");
+        let stdout = child.stdout.take().unwrap();
+        Helm {
+            child,
+            answers: std::io::BufRead::lines(std::io::BufReader::new(stdout)),
+        }
+    }
+
+    fn ask(&mut self, request: Value) -> Value {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{request}").unwrap();
+        stdin.flush().unwrap();
+        let line = self.answers.next().and_then(Result::ok).unwrap_or_else(|| {
+            panic!(
+                "helm_render.py died (its error is above; is helm-python-sdk installed in target/tools/venv? scripts/setup installs it)"
+            )
+        });
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+}
+
+impl Drop for Helm {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// One request, in the test process's shared session (loading Helm takes a while; when the
+/// process ends, the session sees its input close and ends too).
 fn helm(request: Value) -> Value {
-    let script = repo_root().join("crates/packaging/tests/helm_render.py");
-    let mut child = Command::new(python())
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python runs");
-    serde_json::to_writer(child.stdin.take().unwrap(), &request).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "helm_render.py failed (is helm-python-sdk installed in target/tools/venv? scripts/setup installs it):\n{stderr}"
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"))
+    static SESSION: std::sync::Mutex<Option<Helm>> = std::sync::Mutex::new(None);
+    let mut session = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+    session.get_or_insert_with(Helm::start).ask(request)
 }
 
 fn yaml_docs(text: &str) -> Vec<Value> {
@@ -1237,4 +1268,173 @@ async fn the_default_render_applies_to_the_sandbox_with_kubectl() {
     assert!(ok, "second kubectl apply -f failed:\n{err}\n{out}");
     assert!(out.lines().all(|l| l.ends_with(" unchanged")), "{out}");
     assert_eq!(out.lines().count(), objs.len(), "{out}");
+}
+
+/// The real `helm install`, `helm upgrade` and `helm uninstall` (Helm v4's actions, through the
+/// SDK) against the sandbox's API server, checked with the real kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_upgrade_and_uninstall_against_the_sandbox() {
+    let sb = sandbox::Sandbox::start(sandbox::Options {
+        pod_start: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await
+    .expect("sandbox starts");
+    for n in ["node-1", "node-2"] {
+        sb.add_node(n, &[]).expect("node");
+    }
+    let k = Kubectl {
+        server: sb.url(),
+        cache: tempfile::tempdir().unwrap(),
+    };
+    let kk = &k;
+    let get = |args: &[&str]| -> Option<Value> {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let (ok, out, err) = tokio::task::block_in_place(|| kk.run(&a));
+        if ok {
+            Some(serde_json::from_str(&out).unwrap())
+        } else {
+            assert!(
+                err.contains("NotFound") || err.contains("not found"),
+                "kubectl {a:?}: {err}"
+            );
+            None
+        }
+    };
+    let operator = || get(&["get", "deployment", OPERATOR, "-n", "reboot-coordinator"]);
+    let policy = || {
+        get(&[
+            "get",
+            "validatingadmissionpolicy",
+            "flatcar-linux-update-agent-own-node",
+        ])
+    };
+
+    let mut helm = Helm::start();
+    let url = sb.url();
+    let mut ask = |action: &str, values: Value| {
+        tokio::task::block_in_place(|| {
+            helm.ask(json!({
+                "action": action,
+                "server": url,
+                "chart": repo_root().join(CHART),
+                "values": values,
+                "name": RELEASE,
+                // Helm's record; the objects go to namespace.name.
+                "namespace": "default",
+            }))
+        })
+    };
+    let release = |answer: Value| {
+        assert_eq!(answer["ok"], true, "{answer}");
+        answer["release"].clone()
+    };
+
+    // helm install: the chart creates its namespace and everything in it.
+    let r = release(ask("install", json!({})));
+    assert_eq!(
+        (r["revision"].clone(), r["status"].clone()),
+        (json!(1), json!("deployed")),
+        "{r}"
+    );
+    assert_eq!(r["app_version"], workspace_version().as_str());
+    let deployment = operator().expect("the operator's Deployment");
+    assert_eq!(
+        deployment["metadata"]["annotations"]["meta.helm.sh/release-name"],
+        RELEASE
+    );
+    assert_eq!(
+        deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "Helm"
+    );
+    assert_eq!(
+        args(&deployment["spec"]["template"]["spec"]),
+        ["--metrics-address=0.0.0.0:8080"]
+    );
+    assert!(policy().is_some());
+    let ns = get(&["get", "namespace", "reboot-coordinator"]).expect("namespace");
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+    let mut agents = 0;
+    for _ in 0..200 {
+        let pods = get(&[
+            "get",
+            "pods",
+            "-n",
+            "reboot-coordinator",
+            "-l",
+            "app=flatcar-linux-update-agent",
+        ])
+        .unwrap();
+        agents = pods["items"].as_array().unwrap().len();
+        if agents == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(agents, 2, "an agent on each node");
+
+    // helm upgrade: new flags reach the pods' args, a disabled object is deleted.
+    let r = release(ask(
+        "upgrade",
+        json!({
+            "operator": {"flags": {"maxRebootingNodes": 2, "rebootWindow": ["Mon-Fri 02:00-05:00"]}},
+            "agent": {"flags": {"drainTimeoutAction": "reboot"}},
+            "admission": {"enabled": false},
+        }),
+    ));
+    assert_eq!(
+        (r["revision"].clone(), r["status"].clone()),
+        (json!(2), json!("deployed")),
+        "{r}"
+    );
+    let deployment = operator().expect("the operator's Deployment");
+    assert_eq!(
+        args(&deployment["spec"]["template"]["spec"]),
+        [
+            "--metrics-address=0.0.0.0:8080",
+            "--max-rebooting-nodes=2",
+            "--reboot-window=Mon-Fri 02:00-05:00"
+        ]
+    );
+    let ds = get(&["get", "daemonset", AGENT, "-n", "reboot-coordinator"]).unwrap();
+    assert_eq!(
+        args(&ds["spec"]["template"]["spec"]),
+        [
+            "--metrics-address=0.0.0.0:8080",
+            "--drain-timeout-action=reboot"
+        ]
+    );
+    assert!(
+        policy().is_none(),
+        "admission.enabled=false deletes the policy"
+    );
+
+    // A value the schema refuses fails the upgrade and changes nothing.
+    let answer = ask(
+        "upgrade",
+        json!({"operator": {"flags": {"maxRebootingNodes": "all"}}}),
+    );
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("/operator/flags/maxRebootingNodes"),
+        "{answer}"
+    );
+    assert_eq!(
+        operator().unwrap()["metadata"]["resourceVersion"],
+        deployment["metadata"]["resourceVersion"]
+    );
+
+    // helm uninstall removes what it installed.
+    let r = release(ask("uninstall", json!(null)));
+    assert_eq!(r["status"], "uninstalled", "{r}");
+    assert!(operator().is_none());
+    assert!(get(&["get", "clusterrole", OPERATOR]).is_none());
+    assert!(get(&["get", "daemonset", AGENT, "-n", "reboot-coordinator"]).is_none());
 }

@@ -1438,3 +1438,138 @@ async fn helm_install_upgrade_and_uninstall_against_the_sandbox() {
     assert!(get(&["get", "clusterrole", OPERATOR]).is_none());
     assert!(get(&["get", "daemonset", AGENT, "-n", "reboot-coordinator"]).is_none());
 }
+
+/// A cluster installed with `kubectl apply -k deploy/` (or FLUO's, taken over that way first)
+/// moves to Helm as docs/deploy.md says: mark the objects as the release's, then `helm
+/// install` adopts them instead of refusing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_adopts_a_kustomize_install() {
+    let sb = sandbox::Sandbox::start(sandbox::Options {
+        pod_start: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await
+    .expect("sandbox starts");
+    sb.add_node("node-1", &[]).expect("node");
+    let k = Kubectl {
+        server: sb.url(),
+        cache: tempfile::tempdir().unwrap(),
+    };
+    let deploy = repo_root().join("deploy");
+    let (ok, out, err) =
+        tokio::task::block_in_place(|| k.run(&["apply", "-k", deploy.to_str().unwrap()]));
+    assert!(ok, "kubectl apply -k deploy/: {err}{out}");
+
+    let mut helm = Helm::start();
+    let mut install = || {
+        tokio::task::block_in_place(|| {
+            helm.ask(json!({
+                "action": "install",
+                "server": sb.url(),
+                "chart": repo_root().join(CHART),
+                "values": {},
+                "name": "reboot-coordinator",
+                "namespace": "default",
+            }))
+        })
+    };
+    // Without the marks Helm refuses to take objects it did not create.
+    let answer = install();
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be imported into the current release"),
+        "{answer}"
+    );
+
+    // docs/deploy.md's commands, with the real kubectl.
+    let (ok, objects, err) =
+        tokio::task::block_in_place(|| k.run(&["kustomize", deploy.to_str().unwrap()]));
+    assert!(ok, "{err}");
+    for args in [
+        vec![
+            "annotate",
+            "-f",
+            "-",
+            "--overwrite",
+            "meta.helm.sh/release-name=reboot-coordinator",
+            "meta.helm.sh/release-namespace=default",
+        ],
+        vec![
+            "label",
+            "-f",
+            "-",
+            "--overwrite",
+            "app.kubernetes.io/managed-by=Helm",
+        ],
+    ] {
+        let mut cmd = Command::new(tool("kubectl", "kubernetes-client"));
+        cmd.arg("--server")
+            .arg(sb.url())
+            .arg("--cache-dir")
+            .arg(k.cache.path())
+            .args(&args)
+            .env("KUBECONFIG", "/dev/null")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), objects.as_bytes()).unwrap();
+        let out = tokio::task::block_in_place(|| child.wait_with_output()).unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let answer = install();
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["release"]["status"], "deployed");
+    // Every object is now the release's, with the chart's labels and image.
+    for obj in render(json!({})) {
+        let (api_version, kind, name, ns) = key(&obj);
+        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        let resource = if group.is_empty() {
+            kind.to_lowercase()
+        } else {
+            format!("{}.{group}", kind.to_lowercase())
+        };
+        let mut a = vec!["get", resource.as_str(), name.as_str(), "-o", "json"];
+        if let Some(ns) = ns.as_deref() {
+            a.extend(["-n", ns]);
+        }
+        let (ok, out, err) = tokio::task::block_in_place(|| k.run(&a));
+        assert!(ok, "{err}");
+        let live: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            live["metadata"]["annotations"]["meta.helm.sh/release-name"], "reboot-coordinator",
+            "{kind}/{name}"
+        );
+        assert_eq!(
+            live["metadata"]["labels"]["helm.sh/chart"],
+            format!("reboot-coordinator-{}", workspace_version()),
+            "{kind}/{name}"
+        );
+    }
+    let (_, out, _) = tokio::task::block_in_place(|| {
+        k.run(&[
+            "get",
+            "deployment",
+            OPERATOR,
+            "-n",
+            "reboot-coordinator",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+    });
+    assert_eq!(
+        out,
+        format!(
+            "ghcr.io/flatcar-reboot-coordinator/reboot-coordinator:{}",
+            workspace_version()
+        )
+    );
+}

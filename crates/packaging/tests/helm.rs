@@ -1097,6 +1097,10 @@ fn bad_values_are_refused_naming_them() {
             json!({"operator": {"resources": {"limits": {"memory": "lots"}}}}),
             "/operator/resources/limits/memory",
         ),
+        (
+            json!({"agent": {"resources": {"requests": {"memory": "64mi"}}}}),
+            "/agent/resources/requests/memory",
+        ),
     ];
     for (values, names) in cases {
         let err = try_render(values.clone())

@@ -2,8 +2,9 @@
 //! SDK as a shared library, PyPI `helm-python-sdk`, through tests/helm_render.py): it lints
 //! clean; its default render is `kubectl kustomize deploy/` plus exactly the differences
 //! docs/deploy.md lists; every value changes what it should and nothing else; the schema
-//! refuses bad values naming them; the rendered flags are accepted by the real binaries; and
-//! the real `kubectl apply -f` installs the render into the sandbox.
+//! refuses bad values naming them; the rendered flags are accepted by the real binaries; the
+//! real `kubectl apply -f` installs the render into the sandbox; and Helm's own install,
+//! upgrade and uninstall run against the sandbox, also over a kustomize install.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
@@ -1175,14 +1176,53 @@ struct Kubectl {
 }
 
 impl Kubectl {
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
-        run(Command::new(tool("kubectl", "kubernetes-client"))
-            .arg("--server")
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(tool("kubectl", "kubernetes-client"));
+        cmd.arg("--server")
             .arg(&self.server)
             .arg("--cache-dir")
             .arg(self.cache.path())
             .args(args)
-            .env("KUBECONFIG", "/dev/null"))
+            .env("KUBECONFIG", "/dev/null");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        run(&mut self.command(args))
+    }
+
+    /// Runs kubectl with `input` on its stdin (`-f -`); panics if it fails.
+    fn pipe(&self, args: &[&str], input: &str) {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The stored version of a rendered object, by `kubectl get -o json`.
+    fn get_as_stored(&self, obj: &Value) -> Value {
+        let (api_version, kind, name, ns) = key(obj);
+        let resource = match api_version.rsplit_once('/') {
+            Some((group, _)) => format!("{}.{group}", kind.to_lowercase()),
+            None => kind.to_lowercase(),
+        };
+        let mut args = vec!["get", resource.as_str(), name.as_str(), "-o", "json"];
+        if let Some(ns) = ns.as_deref() {
+            args.extend(["-n", ns]);
+        }
+        let (ok, out, err) = self.run(&args);
+        assert!(ok, "kubectl {args:?}: {err}");
+        serde_json::from_str(&out).expect("JSON")
     }
 }
 
@@ -1214,20 +1254,8 @@ async fn the_default_render_applies_to_the_sandbox_with_kubectl() {
 
     // Every rendered object is stored as rendered.
     for obj in &objs {
-        let (api_version, kind, name, ns) = key(obj);
-        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-        let resource = if group.is_empty() {
-            kind.to_lowercase()
-        } else {
-            format!("{}.{group}", kind.to_lowercase())
-        };
-        let mut a = vec!["get", resource.as_str(), name.as_str(), "-o", "json"];
-        if let Some(ns) = ns.as_deref() {
-            a.extend(["-n", ns]);
-        }
-        let (ok, out, err) = tokio::task::block_in_place(|| kk.run(&a));
-        assert!(ok, "kubectl get {resource} {name}: {err}");
-        let live: Value = serde_json::from_str(&out).expect("JSON");
+        let live = tokio::task::block_in_place(|| kk.get_as_stored(obj));
+        let (_, kind, name, _) = key(obj);
         if let Err(diff) = contained(obj, &live, &format!("{kind}/{name}")) {
             panic!("stored object differs from the rendered one: {diff}");
         }
@@ -1492,62 +1520,37 @@ async fn helm_adopts_a_kustomize_install() {
     let (ok, objects, err) =
         tokio::task::block_in_place(|| k.run(&["kustomize", deploy.to_str().unwrap()]));
     assert!(ok, "{err}");
-    for args in [
-        vec![
-            "annotate",
-            "-f",
-            "-",
-            "--overwrite",
-            "meta.helm.sh/release-name=reboot-coordinator",
-            "meta.helm.sh/release-namespace=default",
-        ],
-        vec![
-            "label",
-            "-f",
-            "-",
-            "--overwrite",
-            "app.kubernetes.io/managed-by=Helm",
-        ],
-    ] {
-        let mut cmd = Command::new(tool("kubectl", "kubernetes-client"));
-        cmd.arg("--server")
-            .arg(sb.url())
-            .arg("--cache-dir")
-            .arg(k.cache.path())
-            .args(&args)
-            .env("KUBECONFIG", "/dev/null")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), objects.as_bytes()).unwrap();
-        let out = tokio::task::block_in_place(|| child.wait_with_output()).unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+    tokio::task::block_in_place(|| {
+        k.pipe(
+            &[
+                "annotate",
+                "-f",
+                "-",
+                "--overwrite",
+                "meta.helm.sh/release-name=reboot-coordinator",
+                "meta.helm.sh/release-namespace=default",
+            ],
+            &objects,
         );
-    }
+        k.pipe(
+            &[
+                "label",
+                "-f",
+                "-",
+                "--overwrite",
+                "app.kubernetes.io/managed-by=Helm",
+            ],
+            &objects,
+        );
+    });
 
     let answer = install();
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(answer["release"]["status"], "deployed");
     // Every object is now the release's, with the chart's labels and image.
     for obj in render(json!({})) {
-        let (api_version, kind, name, ns) = key(&obj);
-        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-        let resource = if group.is_empty() {
-            kind.to_lowercase()
-        } else {
-            format!("{}.{group}", kind.to_lowercase())
-        };
-        let mut a = vec!["get", resource.as_str(), name.as_str(), "-o", "json"];
-        if let Some(ns) = ns.as_deref() {
-            a.extend(["-n", ns]);
-        }
-        let (ok, out, err) = tokio::task::block_in_place(|| k.run(&a));
-        assert!(ok, "{err}");
-        let live: Value = serde_json::from_str(&out).unwrap();
+        let live = tokio::task::block_in_place(|| k.get_as_stored(&obj));
+        let (_, kind, name, _) = key(&obj);
         assert_eq!(
             live["metadata"]["annotations"]["meta.helm.sh/release-name"], "reboot-coordinator",
             "{kind}/{name}"

@@ -48,7 +48,10 @@ impl Proc {
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .unwrap_or_else(|e| panic!("{bin} starts (install Debian's package): {e}"));
+            .unwrap_or_else(|e| {
+                // The binaries are named as their Debian packages.
+                panic!("{bin} does not start ({e}): apt-get install {bin} (scripts/setup installs every tool the tests need)")
+            });
         Proc { name, child, log }
     }
 

@@ -2,6 +2,8 @@
 //! run. A missing tool fails the test with the package that provides it (`scripts/setup`
 //! installs them all); nothing is skipped.
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

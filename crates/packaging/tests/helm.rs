@@ -3,15 +3,16 @@
 //! clean; its default render is `kubectl kustomize deploy/` plus exactly the differences
 //! docs/deploy.md lists; every value changes what it should and nothing else; the schema
 //! refuses bad values naming them; the rendered flags are accepted by the real binaries; the
-//! real `kubectl apply -f` installs the render into the sandbox; and Helm's own install,
-//! upgrade and uninstall run against the sandbox, also over a kustomize install.
+//! real `kubectl apply -f` installs the render into the sandbox; Helm's own install, upgrade
+//! and uninstall run against the sandbox, also over a kustomize install; and the real
+//! binaries, started as the chart's containers say with non-default values, roll an update out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use packaging::cluster::yaml_docs;
 use packaging::{binary, python, repo_root, run, tool};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 const RELEASE: &str = "rc";
@@ -82,13 +83,6 @@ fn helm(request: Value) -> Value {
     static SESSION: std::sync::Mutex<Option<Helm>> = std::sync::Mutex::new(None);
     let mut session = SESSION.lock().unwrap_or_else(|e| e.into_inner());
     session.get_or_insert_with(Helm::start).ask(request)
-}
-
-fn yaml_docs(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|d| Value::deserialize(d).expect("valid YAML"))
-        .filter(|v| !v.is_null())
-        .collect()
 }
 
 /// The chart rendered as `helm install` would (release "rc", `--namespace default`, which
@@ -1579,4 +1573,181 @@ async fn helm_adopts_a_kustomize_install() {
             workspace_version()
         )
     );
+}
+
+/// The chart rendered with non-default values runs a rollout: the real update-operator and
+/// an update-agent per node, started with exactly the rendered containers' command, args and
+/// environment (packaging::cluster), over the sandbox. Each value shows its effect: the
+/// namespace and Lease name, two nodes picked at once, no reboot before the hook annotation,
+/// JSON logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_runs_from_the_chart_rendered_with_non_default_flags() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Node;
+    use kube::Api;
+    use kube::api::{Patch, PatchParams};
+    use packaging::cluster::{Cluster, Runtime};
+    use protocol::keys;
+
+    const VERSION: &str = "4152.0.0";
+    const HOOK: &str = "example.com/backup-done";
+    let objs = render(json!({
+        "namespace": {"name": "fluo-system"},
+        "operator": {"flags": {
+            "maxRebootingNodes": 2,
+            "beforeRebootAnnotations": [HOOK],
+            "leaseName": "reboot-lock",
+            "releaseLeaseAfterIdle": "0s",
+            "logFormat": "json",
+        }},
+        "agent": {"flags": {"gracePeriod": "2m", "drainTimeoutAction": "reboot", "logFormat": "json"}},
+    }));
+    let nodes = ["node-1", "node-2", "node-3"];
+    let mut cluster = Cluster::start(Runtime::Host, &objs, &nodes).await;
+    let api: Api<Node> = Api::all(cluster.sandbox.client());
+    let get = |name: &'static str| {
+        let api = api.clone();
+        async move { api.get(name).await.expect("get node") }
+    };
+    let label = |n: &Node, k: &str| n.metadata.labels.as_ref().and_then(|l| l.get(k)).cloned();
+    let ann = |n: &Node, k: &str| {
+        n.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(k))
+            .cloned()
+    };
+    let tr = Some(keys::TRUE.to_string());
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut ready = true;
+        for n in nodes {
+            ready &= ann(&get(n).await, keys::STATUS).as_deref() == Some("UPDATE_STATUS_IDLE");
+        }
+        if ready {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agents never reported:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for n in nodes {
+        cluster.sandbox.host(n).unwrap().offer_update(VERSION).await;
+    }
+
+    // maxRebootingNodes=2: two nodes are picked, and wait for the before-reboot hook.
+    let picked = |all: &[Node]| -> Vec<String> {
+        all.iter()
+            .filter(|n| label(n, keys::BEFORE_REBOOT) == tr)
+            .map(|n| n.metadata.name.clone().unwrap())
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut all = Vec::new();
+        for n in nodes {
+            all.push(get(n).await);
+        }
+        if picked(&all).len() == 2 {
+            break;
+        }
+        assert!(picked(&all).len() < 3, "more than maxRebootingNodes picked");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "two nodes never picked:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // beforeRebootAnnotations: without the hook's annotation, no grant and no reboot.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut all = Vec::new();
+    for n in nodes {
+        all.push(get(n).await);
+    }
+    assert_eq!(picked(&all).len(), 2, "still two picked");
+    for n in &all {
+        assert_ne!(
+            ann(n, keys::REBOOT_OK),
+            tr,
+            "granted before the hook: {:?}",
+            n.metadata.name
+        );
+    }
+    for n in nodes {
+        assert_eq!(cluster.reboot_calls(n), 0, "{n} rebooted before its hook");
+    }
+
+    // The hook: annotate every picked node, until the rollout is done.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut done = true;
+        for n in nodes {
+            let node = get(n).await;
+            if label(&node, keys::BEFORE_REBOOT) == tr && ann(&node, HOOK) != tr {
+                let patch = json!({"metadata": {"annotations": {HOOK: "true"}}});
+                api.patch(n, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .expect("annotate");
+            }
+            done &= label(&node, keys::LABEL_VERSION).as_deref() == Some(VERSION)
+                && ann(&node, keys::REBOOT_NEEDED).as_deref() == Some(keys::FALSE)
+                && ann(&node, keys::REBOOT_OK) != tr
+                && ann(&node, keys::REBOOT_IN_PROGRESS) != tr
+                && node.spec.as_ref().and_then(|s| s.unschedulable) != Some(true);
+        }
+        if done {
+            break;
+        }
+        assert!(
+            cluster.all_running(),
+            "a container exited:\n{}",
+            cluster.logs()
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rollout did not finish:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for n in nodes {
+        assert_eq!(cluster.reboot_calls(n), 1, "{n}:\n{}", cluster.logs());
+    }
+
+    // namespace.name and leaseName: the leader holds Lease fluo-system/reboot-lock.
+    let leases: Api<Lease> = Api::namespaced(cluster.sandbox.client(), "fluo-system");
+    let lease = leases
+        .get("reboot-lock")
+        .await
+        .expect("the operator's Lease");
+    assert!(
+        lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .is_some_and(|h| !h.is_empty())
+    );
+
+    // logFormat=json, for both: every line of their logs is a JSON object.
+    let logs = cluster.logs();
+    let mut seen = BTreeSet::new();
+    for section in logs.split("--- ").filter(|s| !s.is_empty()) {
+        let (name, body) = section.split_once('\n').unwrap_or((section, ""));
+        let program = if name.starts_with("update-operator") {
+            "operator"
+        } else {
+            "agent"
+        };
+        for line in body.lines().filter(|l| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {line}"));
+            assert!(v["level"].is_string(), "{name}: {line}");
+            seen.insert(program);
+        }
+    }
+    assert_eq!(seen, BTreeSet::from(["operator", "agent"]), "{logs}");
 }

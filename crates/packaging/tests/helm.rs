@@ -376,227 +376,47 @@ fn every_flag_of_both_binaries_is_a_value() {
 }
 
 /// (component, value key, value, the args it adds).
+#[rustfmt::skip]
 fn flag_cases() -> Vec<(&'static str, &'static str, Value, Vec<&'static str>)> {
     vec![
-        (
-            "operator",
-            "rebootWindowStart",
-            json!("Mon 14:00"),
-            vec!["--reboot-window-start=Mon 14:00"],
-        ),
-        (
-            "operator",
-            "rebootWindowLength",
-            json!("2h"),
-            vec!["--reboot-window-length=2h"],
-        ),
-        (
-            "operator",
-            "beforeRebootAnnotations",
-            json!(["example.com/drained", "example.com/backed-up"]),
-            vec![
-                "--before-reboot-annotations=example.com/drained",
-                "--before-reboot-annotations=example.com/backed-up",
-            ],
-        ),
-        (
-            "operator",
-            "afterRebootAnnotations",
-            json!(["example.com/healthy"]),
-            vec!["--after-reboot-annotations=example.com/healthy"],
-        ),
-        (
-            "operator",
-            "maxRebootingNodes",
-            json!(2),
-            vec!["--max-rebooting-nodes=2"],
-        ),
-        (
-            "operator",
-            "maxRebootingNodes",
-            json!("25%"),
-            vec!["--max-rebooting-nodes=25%"],
-        ),
-        (
-            "operator",
-            "rebootWindow",
-            json!(["Mon-Fri 02:00-05:00", "Sat,Sun 22:00-24:00"]),
-            vec![
-                "--reboot-window=Mon-Fri 02:00-05:00",
-                "--reboot-window=Sat,Sun 22:00-24:00",
-            ],
-        ),
-        (
-            "operator",
-            "rebootWindowTimezone",
-            json!("Europe/Berlin"),
-            vec!["--reboot-window-timezone=Europe/Berlin"],
-        ),
-        (
-            "operator",
-            "maxRebootingNodesPerZone",
-            json!("50%"),
-            vec!["--max-rebooting-nodes-per-zone=50%"],
-        ),
-        (
-            "operator",
-            "zoneLabel",
-            json!("example.com/rack"),
-            vec!["--zone-label=example.com/rack"],
-        ),
-        (
-            "operator",
-            "nodeSelector",
-            json!("role=worker,zone in (a,b)"),
-            vec!["--node-selector=role=worker,zone in (a,b)"],
-        ),
-        (
-            "operator",
-            "minRebootInterval",
-            json!("15m"),
-            vec!["--min-reboot-interval=15m"],
-        ),
-        (
-            "operator",
-            "rebootTimeout",
-            json!("1h"),
-            vec!["--reboot-timeout=1h"],
-        ),
-        (
-            "operator",
-            "blockingPodSelector",
-            json!("app=backup"),
-            vec!["--blocking-pod-selector=app=backup"],
-        ),
-        (
-            "operator",
-            "prometheusUrl",
-            json!("http://prometheus.monitoring:9090"),
-            vec!["--prometheus-url=http://prometheus.monitoring:9090"],
-        ),
-        (
-            "operator",
-            "alertFilterRegexp",
-            json!("^(RebootRequired|Watchdog)$"),
-            vec!["--alert-filter-regexp=^(RebootRequired|Watchdog)$"],
-        ),
-        (
-            "operator",
-            "alertFilterMatchOnly",
-            json!(true),
-            vec!["--alert-filter-match-only=true"],
-        ),
-        (
-            "operator",
-            "alertFilterMatchOnly",
-            json!(false),
-            vec!["--alert-filter-match-only=false"],
-        ),
-        (
-            "operator",
-            "alertFiringOnly",
-            json!(true),
-            vec!["--alert-firing-only=true"],
-        ),
-        (
-            "operator",
-            "alertmanagerUrl",
-            json!("http://alertmanager.monitoring:9093"),
-            vec!["--alertmanager-url=http://alertmanager.monitoring:9093"],
-        ),
-        (
-            "operator",
-            "alertCheckInterval",
-            json!("1m"),
-            vec!["--alert-check-interval=1m"],
-        ),
-        (
-            "operator",
-            "releaseLeaseAfterIdle",
-            json!("0s"),
-            vec!["--release-lease-after-idle=0s"],
-        ),
-        (
-            "operator",
-            "leaseName",
-            json!("reboot-lock"),
-            vec!["--lease-name=reboot-lock"],
-        ),
-        (
-            "operator",
-            "logFormat",
-            json!("json"),
-            vec!["--log-format=json"],
-        ),
-        (
-            "operator",
-            "notifyUrl",
-            json!("https://hooks.example.com/reboots"),
-            vec!["--notify-url=https://hooks.example.com/reboots"],
-        ),
-        (
-            "agent",
-            "gracePeriod",
-            json!(900),
-            vec!["--grace-period=900"],
-        ),
-        (
-            "agent",
-            "gracePeriod",
-            json!(10_000_000),
-            vec!["--grace-period=10000000"],
-        ),
-        (
-            "agent",
-            "gracePeriod",
-            json!("15m"),
-            vec!["--grace-period=15m"],
-        ),
-        (
-            "agent",
-            "forceDrain",
-            json!(true),
-            vec!["--force-drain=true"],
-        ),
-        (
-            "agent",
-            "podRecoveryTimeout",
-            json!("20m"),
-            vec!["--pod-recovery-timeout=20m"],
-        ),
-        (
-            "agent",
-            "dbusAddress",
-            json!("unix:path=/run/dbus/system_bus_socket"),
-            vec!["--dbus-address=unix:path=/run/dbus/system_bus_socket"],
-        ),
-        (
-            "agent",
-            "drainTimeoutAction",
-            json!("reboot"),
-            vec!["--drain-timeout-action=reboot"],
-        ),
-        (
-            "agent",
-            "osReleasePath",
-            json!("/usr/lib/os-release"),
-            vec!["--os-release-path=/usr/lib/os-release"],
-        ),
-        (
-            "agent",
-            "updateConfPaths",
-            json!(["/usr/share/flatcar/update.conf", "/etc/flatcar/update.conf"]),
-            vec![
-                "--update-conf-paths=/usr/share/flatcar/update.conf",
-                "--update-conf-paths=/etc/flatcar/update.conf",
-            ],
-        ),
-        (
-            "agent",
-            "logFormat",
-            json!("json"),
-            vec!["--log-format=json"],
-        ),
+        ("operator", "rebootWindowStart", json!("Mon 14:00"), vec!["--reboot-window-start=Mon 14:00"]),
+        ("operator", "rebootWindowLength", json!("2h"), vec!["--reboot-window-length=2h"]),
+        ("operator", "beforeRebootAnnotations", json!(["example.com/drained", "example.com/backed-up"]),
+            vec!["--before-reboot-annotations=example.com/drained", "--before-reboot-annotations=example.com/backed-up"]),
+        ("operator", "afterRebootAnnotations", json!(["example.com/healthy"]), vec!["--after-reboot-annotations=example.com/healthy"]),
+        ("operator", "maxRebootingNodes", json!(2), vec!["--max-rebooting-nodes=2"]),
+        ("operator", "maxRebootingNodes", json!("25%"), vec!["--max-rebooting-nodes=25%"]),
+        ("operator", "rebootWindow", json!(["Mon-Fri 02:00-05:00", "Sat,Sun 22:00-24:00"]),
+            vec!["--reboot-window=Mon-Fri 02:00-05:00", "--reboot-window=Sat,Sun 22:00-24:00"]),
+        ("operator", "rebootWindowTimezone", json!("Europe/Berlin"), vec!["--reboot-window-timezone=Europe/Berlin"]),
+        ("operator", "maxRebootingNodesPerZone", json!("50%"), vec!["--max-rebooting-nodes-per-zone=50%"]),
+        ("operator", "zoneLabel", json!("example.com/rack"), vec!["--zone-label=example.com/rack"]),
+        ("operator", "nodeSelector", json!("role=worker,zone in (a,b)"), vec!["--node-selector=role=worker,zone in (a,b)"]),
+        ("operator", "minRebootInterval", json!("15m"), vec!["--min-reboot-interval=15m"]),
+        ("operator", "rebootTimeout", json!("1h"), vec!["--reboot-timeout=1h"]),
+        ("operator", "blockingPodSelector", json!("app=backup"), vec!["--blocking-pod-selector=app=backup"]),
+        ("operator", "prometheusUrl", json!("http://prometheus.monitoring:9090"), vec!["--prometheus-url=http://prometheus.monitoring:9090"]),
+        ("operator", "alertFilterRegexp", json!("^(RebootRequired|Watchdog)$"), vec!["--alert-filter-regexp=^(RebootRequired|Watchdog)$"]),
+        ("operator", "alertFilterMatchOnly", json!(true), vec!["--alert-filter-match-only=true"]),
+        ("operator", "alertFilterMatchOnly", json!(false), vec!["--alert-filter-match-only=false"]),
+        ("operator", "alertFiringOnly", json!(true), vec!["--alert-firing-only=true"]),
+        ("operator", "alertmanagerUrl", json!("http://alertmanager.monitoring:9093"), vec!["--alertmanager-url=http://alertmanager.monitoring:9093"]),
+        ("operator", "alertCheckInterval", json!("1m"), vec!["--alert-check-interval=1m"]),
+        ("operator", "releaseLeaseAfterIdle", json!("0s"), vec!["--release-lease-after-idle=0s"]),
+        ("operator", "leaseName", json!("reboot-lock"), vec!["--lease-name=reboot-lock"]),
+        ("operator", "logFormat", json!("json"), vec!["--log-format=json"]),
+        ("operator", "notifyUrl", json!("https://hooks.example.com/reboots"), vec!["--notify-url=https://hooks.example.com/reboots"]),
+        ("agent", "gracePeriod", json!(900), vec!["--grace-period=900"]),
+        ("agent", "gracePeriod", json!(10_000_000), vec!["--grace-period=10000000"]),
+        ("agent", "gracePeriod", json!("15m"), vec!["--grace-period=15m"]),
+        ("agent", "forceDrain", json!(true), vec!["--force-drain=true"]),
+        ("agent", "podRecoveryTimeout", json!("20m"), vec!["--pod-recovery-timeout=20m"]),
+        ("agent", "dbusAddress", json!("unix:path=/run/dbus/system_bus_socket"), vec!["--dbus-address=unix:path=/run/dbus/system_bus_socket"]),
+        ("agent", "drainTimeoutAction", json!("reboot"), vec!["--drain-timeout-action=reboot"]),
+        ("agent", "osReleasePath", json!("/usr/lib/os-release"), vec!["--os-release-path=/usr/lib/os-release"]),
+        ("agent", "updateConfPaths", json!(["/usr/share/flatcar/update.conf", "/etc/flatcar/update.conf"]),
+            vec!["--update-conf-paths=/usr/share/flatcar/update.conf", "--update-conf-paths=/etc/flatcar/update.conf"]),
+        ("agent", "logFormat", json!("json"), vec!["--log-format=json"]),
     ]
 }
 
@@ -977,125 +797,39 @@ fn toggles_remove_the_admission_and_monitoring_objects() {
 
 #[test]
 fn bad_values_are_refused_naming_them() {
+    #[rustfmt::skip]
     let cases = [
-        (
-            json!({"operater": {}}),
-            "additional properties 'operater' not allowed",
-        ),
-        (
-            json!({"operator": {"flags": {"rebootWindowStar": "Mon 14:00"}}}),
-            "'rebootWindowStar' not allowed",
-        ),
-        (
-            json!({"operator": {"replicas": "two"}}),
-            "/operator/replicas",
-        ),
-        (
-            json!({"operator": {"flags": {"rebootWindowStart": "Mun 14:00"}}}),
-            "/operator/flags/rebootWindowStart",
-        ),
-        (
-            json!({"operator": {"flags": {"rebootWindowStart": "Mon 24:00"}}}),
-            "/operator/flags/rebootWindowStart",
-        ),
-        (
-            json!({"operator": {"flags": {"rebootWindowLength": "2 hours"}}}),
-            "/operator/flags/rebootWindowLength",
-        ),
-        (
-            json!({"operator": {"flags": {"rebootWindow": ["Mon-Fri 02:00-05:00", "weekends"]}}}),
-            "/operator/flags/rebootWindow/1",
-        ),
-        (
-            json!({"operator": {"flags": {"rebootWindow": "Mon-Fri 02:00-05:00"}}}),
-            "/operator/flags/rebootWindow",
-        ),
-        (
-            json!({"operator": {"flags": {"maxRebootingNodes": 0}}}),
-            "/operator/flags/maxRebootingNodes",
-        ),
-        (
-            json!({"operator": {"flags": {"maxRebootingNodes": "150%"}}}),
-            "/operator/flags/maxRebootingNodes",
-        ),
-        (
-            json!({"operator": {"flags": {"beforeRebootAnnotations": ["not a name"]}}}),
-            "/operator/flags/beforeRebootAnnotations/0",
-        ),
-        (
-            json!({"operator": {"flags": {"prometheusUrl": "prometheus:9090"}}}),
-            "/operator/flags/prometheusUrl",
-        ),
-        (
-            json!({"operator": {"flags": {"alertFiringOnly": "yes"}}}),
-            "/operator/flags/alertFiringOnly",
-        ),
-        (
-            json!({"operator": {"flags": {"leaseName": "Lock_1"}}}),
-            "/operator/flags/leaseName",
-        ),
-        (
-            json!({"operator": {"flags": {"logFormat": "xml"}}}),
-            "/operator/flags/logFormat",
-        ),
-        (
-            json!({"agent": {"flags": {"gracePeriod": 0}}}),
-            "/agent/flags/gracePeriod",
-        ),
-        (
-            json!({"agent": {"flags": {"gracePeriod": 1.5}}}),
-            "/agent/flags/gracePeriod",
-        ),
-        (
-            json!({"agent": {"flags": {"podRecoveryTimeout": "10 min"}}}),
-            "/agent/flags/podRecoveryTimeout",
-        ),
-        (
-            json!({"agent": {"flags": {"drainTimeoutAction": "drain"}}}),
-            "/agent/flags/drainTimeoutAction",
-        ),
-        (
-            json!({"agent": {"flags": {"osReleasePath": "etc/os-release"}}}),
-            "/agent/flags/osReleasePath",
-        ),
-        (
-            json!({"agent": {"flags": {"forceDrain": "true"}}}),
-            "/agent/flags/forceDrain",
-        ),
-        (
-            json!({"agent": {"affinity": {}}}),
-            "additional properties 'affinity' not allowed",
-        ),
-        (
-            json!({"agent": {"tolerations": [{"operator": "Exist"}]}}),
-            "/agent/tolerations/0/operator",
-        ),
-        (
-            json!({"agent": {"metricsPort": 70000}}),
-            "/agent/metricsPort",
-        ),
+        (json!({"operater": {}}), "additional properties 'operater' not allowed"),
+        (json!({"operator": {"flags": {"rebootWindowStar": "Mon 14:00"}}}), "'rebootWindowStar' not allowed"),
+        (json!({"operator": {"replicas": "two"}}), "/operator/replicas"),
+        (json!({"operator": {"flags": {"rebootWindowStart": "Mun 14:00"}}}), "/operator/flags/rebootWindowStart"),
+        (json!({"operator": {"flags": {"rebootWindowStart": "Mon 24:00"}}}), "/operator/flags/rebootWindowStart"),
+        (json!({"operator": {"flags": {"rebootWindowLength": "2 hours"}}}), "/operator/flags/rebootWindowLength"),
+        (json!({"operator": {"flags": {"rebootWindow": ["Mon-Fri 02:00-05:00", "weekends"]}}}), "/operator/flags/rebootWindow/1"),
+        (json!({"operator": {"flags": {"rebootWindow": "Mon-Fri 02:00-05:00"}}}), "/operator/flags/rebootWindow"),
+        (json!({"operator": {"flags": {"maxRebootingNodes": 0}}}), "/operator/flags/maxRebootingNodes"),
+        (json!({"operator": {"flags": {"maxRebootingNodes": "150%"}}}), "/operator/flags/maxRebootingNodes"),
+        (json!({"operator": {"flags": {"beforeRebootAnnotations": ["not a name"]}}}), "/operator/flags/beforeRebootAnnotations/0"),
+        (json!({"operator": {"flags": {"prometheusUrl": "prometheus:9090"}}}), "/operator/flags/prometheusUrl"),
+        (json!({"operator": {"flags": {"alertFiringOnly": "yes"}}}), "/operator/flags/alertFiringOnly"),
+        (json!({"operator": {"flags": {"leaseName": "Lock_1"}}}), "/operator/flags/leaseName"),
+        (json!({"operator": {"flags": {"logFormat": "xml"}}}), "/operator/flags/logFormat"),
+        (json!({"agent": {"flags": {"gracePeriod": 0}}}), "/agent/flags/gracePeriod"),
+        (json!({"agent": {"flags": {"gracePeriod": 1.5}}}), "/agent/flags/gracePeriod"),
+        (json!({"agent": {"flags": {"podRecoveryTimeout": "10 min"}}}), "/agent/flags/podRecoveryTimeout"),
+        (json!({"agent": {"flags": {"drainTimeoutAction": "drain"}}}), "/agent/flags/drainTimeoutAction"),
+        (json!({"agent": {"flags": {"osReleasePath": "etc/os-release"}}}), "/agent/flags/osReleasePath"),
+        (json!({"agent": {"flags": {"forceDrain": "true"}}}), "/agent/flags/forceDrain"),
+        (json!({"agent": {"affinity": {}}}), "additional properties 'affinity' not allowed"),
+        (json!({"agent": {"tolerations": [{"operator": "Exist"}]}}), "/agent/tolerations/0/operator"),
+        (json!({"agent": {"metricsPort": 70000}}), "/agent/metricsPort"),
         (json!({"image": {"digest": "sha256:abc"}}), "/image/digest"),
         (json!({"image": {"tag": "v1 beta"}}), "/image/tag"),
-        (
-            json!({"image": {"pullPolicy": "Sometimes"}}),
-            "/image/pullPolicy",
-        ),
-        (
-            json!({"namespace": {"name": "Reboot_Coordinator"}}),
-            "/namespace/name",
-        ),
-        (
-            json!({"admission": {"enabled": "no"}}),
-            "/admission/enabled",
-        ),
-        (
-            json!({"operator": {"resources": {"limits": {"memory": "lots"}}}}),
-            "/operator/resources/limits/memory",
-        ),
-        (
-            json!({"agent": {"resources": {"requests": {"memory": "64mi"}}}}),
-            "/agent/resources/requests/memory",
-        ),
+        (json!({"image": {"pullPolicy": "Sometimes"}}), "/image/pullPolicy"),
+        (json!({"namespace": {"name": "Reboot_Coordinator"}}), "/namespace/name"),
+        (json!({"admission": {"enabled": "no"}}), "/admission/enabled"),
+        (json!({"operator": {"resources": {"limits": {"memory": "lots"}}}}), "/operator/resources/limits/memory"),
+        (json!({"agent": {"resources": {"requests": {"memory": "64mi"}}}}), "/agent/resources/requests/memory"),
     ];
     for (values, names) in cases {
         let err = try_render(values.clone())

@@ -1,10 +1,10 @@
 //! The evaluator itself, on small policies: the API server's order and fallbacks, so that
 //! node_policy.rs's verdicts mean what the API server would answer.
 
-use admission_check::{Decision, Denial, Policy, Request, Resource, UserInfo};
+use admission::{Decision, Denial, Policy, Request, Resource, UserInfo};
 use serde_json::{Value as Json, json};
 
-fn policy(spec: Json, actions: Json) -> Result<Policy, admission_check::LoadError> {
+fn policy(spec: Json, actions: Json) -> Result<Policy, admission::LoadError> {
     let mut full = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
@@ -37,12 +37,13 @@ fn update(user: &str, old: Json, new: Json) -> Request {
 }
 
 fn denied(code: u16, reason: &str, message: &str) -> Decision {
+    let cause = format!("ValidatingAdmissionPolicy 'p' with binding 'b' denied request: {message}");
     Decision::Denied(Denial {
         code,
         reason: reason.into(),
-        message: format!(
-            "nodes \"n\" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: {message}"
-        ),
+        message: format!("nodes \"n\" is forbidden: {cause}"),
+        name: "n".into(),
+        cause,
     })
 }
 

@@ -530,45 +530,47 @@ impl Policy {
     }
 
     /// The API server's denial of `req` by this policy with `reason` (empty: `Invalid`) and
-    /// `message`; also what a policy that cannot be evaluated at all gives under `Fail`.
+    /// `message`.
     pub fn denial(&self, req: &Request, reason: String, message: &str) -> Denial {
-        let reason = if reason.is_empty() {
-            "Invalid".to_string()
-        } else {
-            reason
-        };
-        let code = reason_code(&reason).unwrap_or(422);
-        // admission.NewForbidden: the group/resource without subresource, and the request's
-        // name, else the object's.
-        let r = &req.resource;
-        let resource = if r.group.is_empty() {
-            r.resource.clone()
-        } else {
-            format!("{}.{}", r.resource, r.group)
-        };
-        let object_name = |field: &str| {
-            req.object
-                .as_ref()
-                .and_then(|o| o["metadata"][field].as_str())
-                .filter(|n| !n.is_empty())
-        };
-        let name = Some(req.name.as_str())
+        denial(&self.name, &self.binding, req, &reason, message)
+    }
+}
+
+/// The API server's denial of `req` by `policy` with `binding`, with `reason` (empty:
+/// `Invalid`) and `message`; also how a policy that cannot be compiled denies under
+/// `failurePolicy: Fail`.
+pub fn denial(policy: &str, binding: &str, req: &Request, reason: &str, message: &str) -> Denial {
+    let reason = if reason.is_empty() { "Invalid" } else { reason }.to_string();
+    let code = reason_code(&reason).unwrap_or(422);
+    // admission.NewForbidden: the group/resource without subresource, and the request's
+    // name, else the object's.
+    let r = &req.resource;
+    let resource = if r.group.is_empty() {
+        r.resource.clone()
+    } else {
+        format!("{}.{}", r.resource, r.group)
+    };
+    let object_name = |field: &str| {
+        req.object
+            .as_ref()
+            .and_then(|o| o["metadata"][field].as_str())
             .filter(|n| !n.is_empty())
-            .or_else(|| object_name("name"))
-            .or_else(|| object_name("generateName"))
-            .unwrap_or("Unknown")
-            .to_string();
-        let cause = format!(
-            "ValidatingAdmissionPolicy '{}' with binding '{}' denied request: {message}",
-            self.name, self.binding
-        );
-        Denial {
-            code,
-            reason,
-            message: format!("{resource} {name:?} is forbidden: {cause}"),
-            name,
-            cause,
-        }
+    };
+    let name = Some(req.name.as_str())
+        .filter(|n| !n.is_empty())
+        .or_else(|| object_name("name"))
+        .or_else(|| object_name("generateName"))
+        .unwrap_or("Unknown")
+        .to_string();
+    let cause = format!(
+        "ValidatingAdmissionPolicy '{policy}' with binding '{binding}' denied request: {message}"
+    );
+    Denial {
+        code,
+        reason,
+        message: format!("{resource} {name:?} is forbidden: {cause}"),
+        name,
+        cause,
     }
 }
 

@@ -25,6 +25,7 @@ pub struct ApiState {
     pub faults: Faults,
     pub bookmark_interval: Duration,
     pub audit: crate::audit::Audit,
+    pub admission: crate::admission::Policies,
 }
 
 pub type Shared = Arc<ApiState>;
@@ -83,21 +84,60 @@ async fn handle(
     if let Injected::Error(e) = injected {
         return e.into_response();
     }
-    let result = match verb {
+    if verb == "watch" {
+        return watch(st.clone(), req, query);
+    }
+    // Without authentication every request is served as kube-apiserver's old insecure port
+    // served it: as `system:unsecured`, a member of system:masters.
+    let who = crate::identity::UserInfo {
+        username: "system:unsecured".into(),
+        groups: vec!["system:masters".into(), "system:authenticated".into()],
+        ..Default::default()
+    };
+    let (result, warnings) = crate::admission::scope(who, || match verb {
         "get" => get(&st, &req, &headers, &query),
         "list" => list(&st, &req, &headers, &query),
-        "watch" => return watch(st.clone(), req, query),
         "create" => create(&st, &req, &headers, &body, &query),
-        "update" => update(&st, &req, &headers, &body),
+        "update" => update(&st, &req, &headers, &body, &query),
         "patch" => patch(&st, &req, &headers, &body, &query),
         "delete" => delete(&st, &req, &body, &query),
         "deletecollection" => delete_collection(&st, &req, &query),
         _ => Err(ApiError::method_not_allowed()),
-    };
-    match result {
+    });
+    let mut resp = match result {
         Ok((code, v)) => json_response(code, &v),
         Err(e) => e.into_response(),
-    }
+    };
+    crate::admission::add_warning_headers(&mut resp, &warnings);
+    resp
+}
+
+/// The ValidatingAdmissionPolicy check of a write (crate::admission).
+fn admit(
+    st: &ApiState,
+    store: &crate::store::Inner,
+    operation: &'static str,
+    req: &Req,
+    object: Option<&Value>,
+    old_object: Option<&Value>,
+    q: &HashMap<String, String>,
+) -> ApiResult<()> {
+    let name = req
+        .name
+        .as_deref()
+        .or_else(|| object.and_then(|o| meta(o, "name")))
+        .unwrap_or("");
+    st.admission.admit(
+        store,
+        &crate::admission::Write {
+            operation,
+            req,
+            name,
+            object,
+            old_object,
+            dry_run: q.contains_key("dryRun"),
+        },
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -467,6 +507,7 @@ fn create(
 ) -> ApiResult<(StatusCode, Value)> {
     if req.sub.as_deref() == Some("eviction") {
         let v = body_json(headers, body)?;
+        admit(st, &st.store.lock(), "CREATE", req, Some(&v), None, q)?;
         return eviction::evict(
             &st.store,
             req.ns.as_deref().unwrap_or(""),
@@ -481,10 +522,12 @@ fn create(
     check_type(req, &v)?;
     prepare_metadata(req, &mut v)?;
     defaults(req.res, &mut v);
+    let mut store = st.store.lock();
+    admit(st, &store, "CREATE", req, Some(&v), None, q)?;
     if q.contains_key("dryRun") {
         return Ok((StatusCode::CREATED, v));
     }
-    let obj = st.store.lock().create(req.res, v)?;
+    let obj = store.create(req.res, v)?;
     Ok((StatusCode::CREATED, view(req.res, &obj)))
 }
 
@@ -532,6 +575,7 @@ fn update(
     req: &Req,
     headers: &HeaderMap,
     body: &Bytes,
+    q: &HashMap<String, String>,
 ) -> ApiResult<(StatusCode, Value)> {
     let mut v = body_json(headers, body)?;
     check_type(req, &v)?;
@@ -542,6 +586,15 @@ fn update(
         .get(req.res, ns_or_empty(req), name)
         .ok_or_else(|| ApiError::not_found(req.res.group, req.res.plural, name))?;
     keep_other_half(req, &old, &mut v);
+    admit(
+        st,
+        &store,
+        "UPDATE",
+        req,
+        Some(&v),
+        Some(&view(req.res, &old)),
+        q,
+    )?;
     let obj = store.replace(req.res, ns_or_empty(req), name, v)?;
     Ok((StatusCode::OK, view(req.res, &obj)))
 }
@@ -624,6 +677,7 @@ fn patch(
                     if let Some(m) = v["metadata"].as_object_mut() {
                         m.remove("resourceVersion");
                     }
+                    admit(st, &store, "CREATE", req, Some(&v), None, q)?;
                     let obj = store.create(req.res, v)?;
                     return Ok((StatusCode::CREATED, view(req.res, &obj)));
                 }
@@ -688,6 +742,15 @@ fn patch(
         ));
     }
     keep_other_half(req, &old, &mut new);
+    admit(
+        st,
+        &store,
+        "UPDATE",
+        req,
+        Some(&new),
+        Some(&view(req.res, &old)),
+        q,
+    )?;
     if q.contains_key("dryRun") {
         return Ok((StatusCode::OK, new));
     }
@@ -737,6 +800,15 @@ fn delete(
             return Err(ApiError::conflict(req.res.group, req.res.plural, name));
         }
     }
+    admit(
+        st,
+        &store,
+        "DELETE",
+        req,
+        None,
+        Some(&view(req.res, &obj)),
+        q,
+    )?;
     let gone = delete_object(&mut store, req.res, ns_or_empty(req), name, grace)?;
     Ok((StatusCode::OK, view(req.res, &gone)))
 }
@@ -829,6 +901,16 @@ fn delete_collection(
         .filter(|(_, o)| filter.matches(o))
         .map(|(k, _)| k.clone())
         .collect();
+    // Every object is admitted before any is deleted, so a refusal deletes nothing.
+    for (ns, name) in &keys {
+        let one = Req {
+            ns: (!ns.is_empty()).then(|| ns.clone()),
+            name: Some(name.clone()),
+            ..req.clone()
+        };
+        let old = store.get(req.res, ns, name).map(|o| view(req.res, &o));
+        admit(st, &store, "DELETE", &one, None, old.as_ref(), q)?;
+    }
     let mut items = Vec::new();
     for (ns, name) in keys {
         if let Ok(o) = delete_object(&mut store, req.res, &ns, &name, grace) {

@@ -3,6 +3,7 @@
 //!
 //! It knows nothing about the reboot protocol's annotations: it is a Kubernetes, not a helper.
 
+pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod controllers;
@@ -91,6 +92,7 @@ impl Sandbox {
             faults: faults::Faults::new(opts.seed),
             bookmark_interval: opts.bookmark_interval,
             audit: audit::Audit::default(),
+            admission: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await

@@ -1,0 +1,255 @@
+//! kube-apiserver's ValidatingAdmissionPolicy plugin: every create, update, patch and delete,
+//! and every subresource write a policy's rules name (`nodes/status`, `pods/eviction`), is
+//! checked against the ValidatingAdmissionPolicies and bindings stored in the sandbox, with the
+//! `admission` crate's CEL evaluator. Denials and warnings are worded as the API server words
+//! them; policies are checked when written, so a policy the evaluator cannot run faithfully is
+//! refused at `kubectl apply` rather than half-enforced.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use admission::{Decision, FailurePolicy, Policy, Request};
+use axum::http::HeaderValue;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use crate::api::Req;
+use crate::error::{ApiError, ApiResult};
+use crate::identity::UserInfo;
+use crate::resources::{self, Resource};
+use crate::store::{Inner, meta};
+
+const GROUP: &str = "admissionregistration.k8s.io";
+
+tokio::task_local! {
+    /// The request being served: who it is from, and the warnings admission gives it. The
+    /// handlers are synchronous and run inside [`scope`], as kube-apiserver's admission reads
+    /// both from the request's context.
+    static REQUEST: Scope;
+}
+
+struct Scope {
+    user: UserInfo,
+    warnings: RefCell<Vec<String>>,
+}
+
+/// Runs `f` (one request's handler) as `user`; returns its result and admission's warnings.
+pub fn scope<T>(user: UserInfo, f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    let scope = Scope {
+        user,
+        warnings: RefCell::new(Vec::new()),
+    };
+    REQUEST.sync_scope(scope, || {
+        let out = f();
+        let warnings = REQUEST.with(|s| s.warnings.take());
+        (out, warnings)
+    })
+}
+
+/// Adds `warnings` as kube-apiserver sends them: one `Warning: 299 - "TEXT"` header each,
+/// which kubectl prints as `Warning: TEXT`.
+pub fn add_warning_headers(resp: &mut Response, warnings: &[String]) {
+    for w in warnings {
+        let mut quoted = String::with_capacity(w.len() + 2);
+        quoted.push('"');
+        for c in w.chars() {
+            if c == '"' || c == '\\' {
+                quoted.push('\\');
+            }
+            // Header values cannot hold control characters; the API server drops them too.
+            if !c.is_control() {
+                quoted.push(c);
+            }
+        }
+        quoted.push('"');
+        if let Ok(v) = HeaderValue::from_bytes(format!("299 - {quoted}").as_bytes()) {
+            resp.headers_mut().append("Warning", v);
+        }
+    }
+}
+
+/// Compiled policies, by binding name, kept while neither object changes.
+#[derive(Default)]
+pub struct Policies {
+    compiled: Mutex<HashMap<String, Compiled>>,
+}
+
+struct Compiled {
+    /// uid and resourceVersion of the policy, then of the binding.
+    versions: [String; 4],
+    policy: Arc<Result<Policy, String>>,
+    failure_policy: FailurePolicy,
+}
+
+/// The write being admitted.
+pub struct Write<'a> {
+    /// `CREATE`, `UPDATE` (PUT and PATCH) or `DELETE`.
+    pub operation: &'static str,
+    pub req: &'a Req,
+    /// The object's name (the pod's for `pods/eviction`); empty for a create without one.
+    pub name: &'a str,
+    /// After the write (for CREATE and UPDATE); for an eviction, the Eviction.
+    pub object: Option<&'a Value>,
+    /// What is stored (for UPDATE and DELETE).
+    pub old_object: Option<&'a Value>,
+    pub dry_run: bool,
+}
+
+impl Policies {
+    /// Admits `w` or refuses it as the API server's ValidatingAdmissionPolicy plugin does. Also
+    /// refuses a policy or binding that the evaluator cannot enforce, naming the field.
+    pub fn admit(&self, store: &Inner, w: &Write) -> ApiResult<()> {
+        check_definition(w)?;
+        // As in kube-apiserver, writes to admission configuration are never subject to
+        // policies, so a broken policy can always be fixed or deleted.
+        if w.req.res.group == GROUP {
+            return Ok(());
+        }
+        let bindings =
+            resources::find(GROUP, "v1", "validatingadmissionpolicybindings").expect("served");
+        let policies = resources::find(GROUP, "v1", "validatingadmissionpolicies").expect("served");
+        if store.iter(bindings, None).next().is_none() {
+            return Ok(());
+        }
+        let request = request(w);
+        let mut warnings = Vec::new();
+        let mut live = Vec::new();
+        let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, binding) in store.iter(bindings, None) {
+            let binding_name = meta(binding, "name").unwrap_or("").to_string();
+            let policy_name = binding
+                .pointer("/spec/policyName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            // A binding to a policy that does not exist (yet) does nothing.
+            let Some(policy) = store.get(policies, "", policy_name) else {
+                continue;
+            };
+            let versions = [
+                meta(&policy, "uid").unwrap_or("").to_string(),
+                meta(&policy, "resourceVersion").unwrap_or("").to_string(),
+                meta(binding, "uid").unwrap_or("").to_string(),
+                meta(binding, "resourceVersion").unwrap_or("").to_string(),
+            ];
+            live.push(binding_name.clone());
+            let entry = compiled
+                .entry(binding_name.clone())
+                .or_insert_with(|| compile(&policy, binding, versions.clone()));
+            if entry.versions != versions {
+                *entry = compile(&policy, binding, versions);
+            }
+            let decision = match entry.policy.as_ref() {
+                Ok(p) => p.evaluate(&request),
+                // Stored without going through the API (the API refuses it): the API server
+                // treats a policy it cannot compile as failing to evaluate.
+                Err(e) if entry.failure_policy == FailurePolicy::Fail => {
+                    Decision::Denied(admission::denial(
+                        policy_name,
+                        &binding_name,
+                        &request,
+                        "Invalid",
+                        &format!("the policy cannot be evaluated: {e}"),
+                    ))
+                }
+                Err(_) => Decision::NotMatched,
+            };
+            match decision {
+                Decision::NotMatched => {}
+                Decision::Admitted { warnings: w } => warnings.extend(w),
+                Decision::Denied(d) => {
+                    add_warnings(warnings);
+                    let r = w.req.res;
+                    let code = d.code;
+                    let reason = match d.reason.as_str() {
+                        "Forbidden" => "Forbidden",
+                        "Unauthorized" => "Unauthorized",
+                        "RequestEntityTooLarge" => "RequestEntityTooLarge",
+                        _ => "Invalid",
+                    };
+                    return Err(ApiError::new(code, reason, d.message).with_details(json!({
+                        "name": d.name, "group": r.group, "kind": r.plural,
+                        "causes": [{"message": d.cause}],
+                    })));
+                }
+            }
+        }
+        compiled.retain(|name, _| live.contains(name));
+        add_warnings(warnings);
+        Ok(())
+    }
+}
+
+fn add_warnings(warnings: Vec<String>) {
+    if warnings.is_empty() {
+        return;
+    }
+    let _ = REQUEST.try_with(|s| s.warnings.borrow_mut().extend(warnings));
+}
+
+fn compile(policy: &Value, binding: &Value, versions: [String; 4]) -> Compiled {
+    let failure_policy = match policy
+        .pointer("/spec/failurePolicy")
+        .and_then(Value::as_str)
+    {
+        Some("Ignore") => FailurePolicy::Ignore,
+        _ => FailurePolicy::Fail,
+    };
+    Compiled {
+        versions,
+        policy: Arc::new(Policy::new(policy, binding).map_err(|e| e.to_string())),
+        failure_policy,
+    }
+}
+
+/// Policies and bindings are refused when written if the evaluator cannot enforce them.
+fn check_definition(w: &Write) -> ApiResult<()> {
+    let r = w.req.res;
+    if r.group != GROUP || w.req.sub.is_some() || w.operation == "DELETE" {
+        return Ok(());
+    }
+    let Some(obj) = w.object else { return Ok(()) };
+    let checked = match r.kind {
+        "ValidatingAdmissionPolicy" => admission::validate_policy(obj),
+        "ValidatingAdmissionPolicyBinding" => admission::validate_binding(obj),
+        _ => Ok(()),
+    };
+    checked.map_err(|e| {
+        ApiError::invalid(
+            &format!("{}.{GROUP}", r.kind),
+            meta(obj, "name").unwrap_or(w.name),
+            e.to_string(),
+        )
+    })
+}
+
+fn request(w: &Write) -> Request {
+    let r: &Resource = w.req.res;
+    let user = REQUEST.try_with(|s| s.user.clone()).unwrap_or_default();
+    Request {
+        operation: w.operation.to_string(),
+        resource: admission::Resource {
+            group: r.group.to_string(),
+            version: r.version.to_string(),
+            resource: r.plural.to_string(),
+            sub_resource: w.req.sub.clone().unwrap_or_default(),
+            // The kind sent to pods/eviction (its group, policy, is not modelled).
+            kind: if w.req.sub.as_deref() == Some("eviction") {
+                "Eviction".into()
+            } else {
+                r.kind.to_string()
+            },
+        },
+        name: w.name.to_string(),
+        namespace: w.req.ns.clone().unwrap_or_default(),
+        user: admission::UserInfo {
+            username: user.username,
+            uid: user.uid,
+            groups: user.groups,
+            extra: user.extra,
+        },
+        object: w.object.cloned(),
+        old_object: w.old_object.cloned(),
+        dry_run: w.dry_run,
+    }
+}

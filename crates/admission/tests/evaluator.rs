@@ -263,3 +263,127 @@ fn policies_it_cannot_evaluate_faithfully_are_refused_naming_the_field() {
         "no ValidatingAdmissionPolicyBinding in the file"
     );
 }
+
+#[test]
+fn the_bindings_match_resources_narrow_the_policy() {
+    let spec = json!({
+        "matchConstraints": {
+            "resourceRules": [{"apiGroups": [""], "apiVersions": ["*"], "operations": ["UPDATE"],
+                "resources": ["nodes", "nodes/status"]}],
+            "excludeResourceRules": [{"apiGroups": [""], "apiVersions": ["*"],
+                "operations": ["*"], "resources": ["nodes"], "resourceNames": ["skip"]}],
+        },
+        "validations": [{"expression": "false", "message": "hit"}],
+    });
+    let mut full =
+        json!({"kind": "ValidatingAdmissionPolicy", "metadata": {"name": "p"}, "spec": spec});
+    let only_status = json!({"kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "b"},
+        "spec": {"policyName": "p", "validationActions": ["Deny"], "matchResources": {
+            "resourceRules": [{"apiGroups": [""], "apiVersions": ["*"], "operations": ["*"],
+                "resources": ["nodes/status"]}]}}});
+    let p = Policy::new(&full, &only_status).expect("policy");
+    let r = update("u", node("n", json!({})), node("n", json!({})));
+    assert_eq!(
+        p.evaluate(&r),
+        Decision::NotMatched,
+        "the binding takes only nodes/status"
+    );
+    let mut status = r.clone();
+    status.resource = Resource::nodes().subresource("status");
+    assert!(matches!(p.evaluate(&status), Decision::Denied(_)));
+
+    // Without matchResources, the policy's constraints alone, less its exclusions.
+    let b = json!({"kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "b"},
+        "spec": {"policyName": "p", "validationActions": ["Deny"]}});
+    let p = Policy::new(&full, &b).expect("policy");
+    assert_eq!(p.evaluate(&r), denied(422, "Invalid", "hit"));
+    let skip = update("u", node("skip", json!({})), node("skip", json!({})));
+    assert_eq!(p.evaluate(&skip), Decision::NotMatched, "excluded by name");
+
+    // A `Namespaced` rule never matches a cluster-scoped Node.
+    full["spec"]["matchConstraints"]["resourceRules"][0]["scope"] = json!("Namespaced");
+    let p = Policy::new(&full, &b).expect("policy");
+    assert_eq!(p.evaluate(&r), Decision::NotMatched);
+}
+
+#[test]
+fn a_denial_names_the_request_then_the_object() {
+    let p = deny(json!({
+        "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["*"],
+            "operations": ["*"], "resources": ["configmaps"]}]},
+        "validations": [{"expression": "request.dryRun == false", "message": "dry", "reason": "Forbidden"}],
+    }));
+    let cm = |md: Json| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": md});
+    let mut r = update("u", cm(json!({})), cm(json!({"generateName": "gen-"})));
+    r.resource = Resource {
+        resource: "configmaps".into(),
+        kind: "ConfigMap".into(),
+        ..Resource::nodes()
+    };
+    r.operation = "CREATE".into();
+    r.old_object = None;
+    r.namespace = "default".into();
+    r.dry_run = true;
+    let Decision::Denied(d) = p.evaluate(&r) else {
+        panic!("a dry run is denied by this policy");
+    };
+    assert_eq!((d.code, d.name.as_str()), (403, "gen-"));
+    assert_eq!(
+        d.message,
+        "configmaps \"gen-\" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: dry"
+    );
+    assert_eq!(
+        d.cause,
+        "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: dry"
+    );
+    // A DELETE has no object: the request's name.
+    r.operation = "DELETE".into();
+    r.object = None;
+    r.old_object = Some(cm(json!({"name": "old"})));
+    r.name = "old".into();
+    let Decision::Denied(d) = p.evaluate(&r) else {
+        panic!("denied");
+    };
+    assert_eq!(d.name, "old");
+}
+
+#[test]
+fn what_the_api_server_refuses_in_a_policy_or_binding_is_refused() {
+    let err = |spec: Json, actions: Json| policy(spec, actions).err().expect("refused").to_string();
+    let ok = json!({"validations": [{"expression": "true"}]});
+    assert!(
+        err(
+            json!({"validations": [{"expression": "false", "reason": "Teapot"}]}),
+            json!(["Deny"])
+        )
+        .starts_with("spec.validations[0].reason: \"Teapot\" is not one of")
+    );
+    assert!(
+        err(ok.clone(), json!(["Deny", "Warn"]))
+            .starts_with("binding spec.validationActions: Deny and Warn together")
+    );
+    assert!(
+        err(json!({"matchConstraints": {"resourceRules": []}, "validations": [{"expression": "true"}]}), json!(["Deny"]))
+            .starts_with("spec.matchConstraints.resourceRules: Required value")
+    );
+    for sel in ["namespaceSelector", "objectSelector"] {
+        let mut spec = ok.clone();
+        spec["matchConstraints"] = json!({"resourceRules": [{"apiGroups": [""], "apiVersions": ["*"],
+            "operations": ["*"], "resources": ["nodes"]}], sel: {"matchLabels": {"a": "b"}}});
+        assert_eq!(
+            err(spec, json!(["Deny"])),
+            format!(
+                "spec.matchConstraints.{sel}: not supported by this evaluator (see the admission crate's docs); leave it out"
+            )
+        );
+    }
+    // An empty selector is the default, which matches everything.
+    let mut spec = ok.clone();
+    spec["matchConstraints"] = json!({"resourceRules": [{"apiGroups": [""], "apiVersions": ["*"],
+        "operations": ["*"], "resources": ["nodes"]}], "namespaceSelector": {}, "objectSelector": {}});
+    assert!(policy(spec, json!(["Deny"])).is_ok());
+    assert!(admission::validate_binding(&json!({"metadata": {"name": "b"},
+        "spec": {"policyName": "p", "validationActions": ["Warn"],
+            "matchResources": {"objectSelector": {"matchExpressions": [{"key": "a", "operator": "Exists"}]}}}}))
+        .is_err_and(|e| e.to_string().starts_with("binding spec.matchResources.objectSelector: not supported")));
+}

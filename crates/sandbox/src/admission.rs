@@ -253,3 +253,169 @@ fn request(w: &Write) -> Request {
         dry_run: w.dry_run,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The shipped policy (deploy/admission/) on the sandbox's write path, with the users
+    //! authentication would hand it.
+    use super::*;
+    use crate::store::Store;
+
+    const POLICY: &str = "flatcar-linux-update-agent-own-node";
+    const PREFIX: &str = "flatcar-linux-update.v1.flatcar-linux.net/";
+
+    fn shipped(store: &Store) {
+        let text = include_str!("../../../deploy/admission/node-policy.yaml");
+        let mut st = store.lock();
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let v: Value = serde::Deserialize::deserialize(doc).expect("YAML");
+            let r = resources::by_kind(
+                "admissionregistration.k8s.io/v1",
+                v["kind"].as_str().unwrap(),
+            )
+            .expect("served");
+            st.create(r, v).expect("stored");
+        }
+    }
+
+    fn node(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "spec": {"podCIDR": "10.0.0.0/24"}})
+    }
+
+    fn service_account(name: &str, node: Option<&str>) -> UserInfo {
+        let mut u = UserInfo {
+            username: format!("system:serviceaccount:reboot-coordinator:{name}"),
+            uid: "6f1d2c3b-0000-4000-8000-000000000001".into(),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                "system:serviceaccounts:reboot-coordinator".into(),
+                "system:authenticated".into(),
+            ],
+            ..Default::default()
+        };
+        if let Some(n) = node {
+            u.extra.insert(
+                "authentication.kubernetes.io/node-name".into(),
+                vec![n.into()],
+            );
+        }
+        u
+    }
+
+    fn agent_on(node: &str) -> UserInfo {
+        service_account("flatcar-linux-update-agent", Some(node))
+    }
+
+    /// `user` merge-patching `node` with `patch`, through [`Policies::admit`].
+    fn patch_as(store: &Store, user: UserInfo, node: &str, patch: Value) -> ApiResult<()> {
+        let policies = Policies::default();
+        let r = resources::find("", "v1", "nodes").expect("served");
+        let st = store.lock();
+        let old = st.get(r, "", node).expect("node");
+        let mut new = (*old).clone();
+        json_patch::merge(&mut new, &patch);
+        let req = Req {
+            res: r,
+            ns: None,
+            name: Some(node.into()),
+            sub: None,
+        };
+        let w = Write {
+            operation: "UPDATE",
+            req: &req,
+            name: node,
+            object: Some(&new),
+            old_object: Some(&old),
+            dry_run: false,
+        };
+        scope(user, || policies.admit(&st, &w)).0
+    }
+
+    fn cluster() -> Store {
+        let store = Store::new(100);
+        shipped(&store);
+        let r = resources::find("", "v1", "nodes").expect("served");
+        for n in ["node-a", "node-b"] {
+            store.lock().create(r, node(n)).expect("node");
+        }
+        store
+    }
+
+    fn annotate(key: &str) -> Value {
+        json!({"metadata": {"annotations": {key: "true"}}})
+    }
+
+    #[test]
+    fn the_agent_may_annotate_only_its_own_node_with_our_keys() {
+        let store = cluster();
+        let ours = format!("{PREFIX}reboot-needed");
+        patch_as(&store, agent_on("node-a"), "node-a", annotate(&ours))
+            .expect("its own node, our key");
+        let e = patch_as(&store, agent_on("node-a"), "node-b", annotate(&ours))
+            .expect_err("another node");
+        assert_eq!((e.code, e.reason), (403, "Forbidden"));
+        assert_eq!(
+            e.message,
+            format!(
+                "nodes \"node-b\" is forbidden: ValidatingAdmissionPolicy '{POLICY}' with binding '{POLICY}' denied request: the update-agent of node \"node-a\" may not modify node \"node-b\""
+            )
+        );
+        let details = e.details.expect("details");
+        assert_eq!(details["name"], "node-b");
+        assert_eq!(details["kind"], "nodes");
+        assert!(
+            details["causes"][0]["message"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("ValidatingAdmissionPolicy '")),
+            "{details}"
+        );
+        let e = patch_as(
+            &store,
+            agent_on("node-a"),
+            "node-a",
+            json!({"metadata": {"labels": {"team": "x"}}}),
+        )
+        .expect_err("a foreign label");
+        assert!(
+            e.message.ends_with(
+                "denied request: the update-agent may change only flatcar-linux-update.v1.flatcar-linux.net/ labels"
+            ),
+            "{}",
+            e.message
+        );
+        let e = patch_as(
+            &store,
+            service_account("flatcar-linux-update-agent", None),
+            "node-a",
+            annotate(&ours),
+        )
+        .expect_err("a token without the node claim");
+        assert!(
+            e.message
+                .contains("has no authentication.kubernetes.io/node-name claim"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn others_are_not_matched() {
+        let store = cluster();
+        let operator = service_account("flatcar-linux-update-operator-sa", None);
+        patch_as(&store, operator, "node-b", annotate("anything")).expect("the operator");
+        let admin = UserInfo {
+            username: "admin".into(),
+            groups: vec!["system:masters".into()],
+            ..Default::default()
+        };
+        patch_as(
+            &store,
+            admin,
+            "node-b",
+            json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
+        )
+        .expect("an admin");
+    }
+}

@@ -153,6 +153,8 @@ pub struct Request {
     pub old_object: Option<Json>,
     /// `?dryRun=All`: admission runs, nothing is stored.
     pub dry_run: bool,
+    /// The request's Namespace object (`namespaceObject`); `None` for cluster-scoped ones.
+    pub namespace_object: Option<Json>,
 }
 
 impl Request {
@@ -175,6 +177,7 @@ impl Request {
             object: Some(new),
             old_object: Some(old),
             dry_run: false,
+            namespace_object: None,
         }
     }
 
@@ -418,7 +421,7 @@ impl Policy {
         ctx.add_variable_from_value("oldObject", or_null(&req.old_object));
         ctx.add_variable_from_value("request", to_cel(&req.to_json()));
         ctx.add_variable_from_value("params", Value::Null);
-        ctx.add_variable_from_value("namespaceObject", Value::Null);
+        ctx.add_variable_from_value("namespaceObject", or_null(&req.namespace_object));
 
         // All conditions are evaluated: a false one wins over an error in another.
         let mut condition_errors = Vec::new();

@@ -112,7 +112,7 @@ impl Policies {
         if store.iter(bindings, None).next().is_none() {
             return Ok(());
         }
-        let request = request(w);
+        let request = request(store, w);
         let mut warnings = Vec::new();
         let mut live = Vec::new();
         let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
@@ -223,7 +223,7 @@ fn check_definition(w: &Write) -> ApiResult<()> {
     })
 }
 
-fn request(w: &Write) -> Request {
+fn request(store: &Inner, w: &Write) -> Request {
     let r: &Resource = w.req.res;
     let user = REQUEST.try_with(|s| s.user.clone()).unwrap_or_default();
     Request {
@@ -251,6 +251,12 @@ fn request(w: &Write) -> Request {
         object: w.object.cloned(),
         old_object: w.old_object.cloned(),
         dry_run: w.dry_run,
+        namespace_object: w
+            .req
+            .ns
+            .as_deref()
+            .and_then(|ns| store.get(crate::store::ns_resource(), "", ns))
+            .map(|o| (*o).clone()),
     }
 }
 

@@ -85,7 +85,7 @@ async fn locked_configmaps(sb: &sandbox::Sandbox) {
                     "expression": "has(object.metadata.labels) ? object.metadata.labels : {}"}],
                 "validations": [{
                     "expression": "!('locked' in variables.labels)",
-                    "messageExpression": "'configmap ' + object.metadata.name + ' may not be locked by ' + request.operation",
+                    "messageExpression": "'configmap ' + object.metadata.name + ' may not be locked by ' + request.operation + ' in ' + namespaceObject.metadata.name",
                     "reason": "Forbidden",
                 }],
             }),
@@ -103,7 +103,7 @@ async fn create_update_and_every_patch_are_admitted_after_the_change() {
     locked_configmaps(&sb).await;
 
     let (code, body) = post(&sb, CMS, &cm("x", json!({"locked": "yes"}))).await;
-    let cause = format!("{LOCKED} x may not be locked by CREATE");
+    let cause = format!("{LOCKED} x may not be locked by CREATE in default");
     assert_eq!(
         (code, body),
         (403, denial(403, "Forbidden", "configmaps", "x", &cause))
@@ -114,7 +114,7 @@ async fn create_update_and_every_patch_are_admitted_after_the_change() {
     let (code, body) = post(&sb, CMS, &cm("x", json!({"open": "yes"}))).await;
     assert_eq!(code, 201, "{body}");
 
-    let update_cause = format!("{LOCKED} x may not be locked by UPDATE");
+    let update_cause = format!("{LOCKED} x may not be locked by UPDATE in default");
     let refused = denial(403, "Forbidden", "configmaps", "x", &update_cause);
     let path = format!("{CMS}/x");
     let locked = cm("x", json!({"locked": "1"}));
@@ -160,7 +160,7 @@ async fn create_update_and_every_patch_are_admitted_after_the_change() {
         &cm("y", json!({"locked": "1"})),
     )
     .await;
-    let create_cause = format!("{LOCKED} y may not be locked by CREATE");
+    let create_cause = format!("{LOCKED} y may not be locked by CREATE in default");
     assert_eq!(
         (code, body),
         (

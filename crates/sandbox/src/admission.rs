@@ -16,34 +16,23 @@ use serde_json::{Value, json};
 
 use crate::api::Req;
 use crate::error::{ApiError, ApiResult};
-use crate::identity::UserInfo;
 use crate::resources::{self, Resource};
 use crate::store::{Inner, meta};
 
 const GROUP: &str = "admissionregistration.k8s.io";
 
 tokio::task_local! {
-    /// The request being served: who it is from, and the warnings admission gives it. The
-    /// handlers are synchronous and run inside [`scope`], as kube-apiserver's admission reads
-    /// both from the request's context.
-    static REQUEST: Scope;
+    /// The warnings admission gives the request being served. The handlers are synchronous
+    /// and run inside [`collect_warnings`], as kube-apiserver's admission adds warnings to the
+    /// request's context.
+    static WARNINGS: RefCell<Vec<String>>;
 }
 
-struct Scope {
-    user: UserInfo,
-    warnings: RefCell<Vec<String>>,
-}
-
-/// Runs `f` (one request's handler) as `user`; returns its result and admission's warnings.
-pub fn scope<T>(user: UserInfo, f: impl FnOnce() -> T) -> (T, Vec<String>) {
-    let scope = Scope {
-        user,
-        warnings: RefCell::new(Vec::new()),
-    };
-    REQUEST.sync_scope(scope, || {
+/// Runs `f` (one request's handler); returns its result and admission's warnings.
+pub fn collect_warnings<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    WARNINGS.sync_scope(RefCell::new(Vec::new()), || {
         let out = f();
-        let warnings = REQUEST.with(|s| s.warnings.take());
-        (out, warnings)
+        (out, WARNINGS.with(RefCell::take))
     })
 }
 
@@ -184,7 +173,7 @@ fn add_warnings(warnings: Vec<String>) {
     if warnings.is_empty() {
         return;
     }
-    let _ = REQUEST.try_with(|s| s.warnings.borrow_mut().extend(warnings));
+    let _ = WARNINGS.try_with(|w| w.borrow_mut().extend(warnings));
 }
 
 fn compile(policy: &Value, binding: &Value, versions: [String; 4]) -> Compiled {
@@ -225,7 +214,7 @@ fn check_definition(w: &Write) -> ApiResult<()> {
 
 fn request(store: &Inner, w: &Write) -> Request {
     let r: &Resource = w.req.res;
-    let user = REQUEST.try_with(|s| s.user.clone()).unwrap_or_default();
+    let user = w.req.user.clone();
     Request {
         operation: w.operation.to_string(),
         resource: admission::Resource {
@@ -265,6 +254,7 @@ mod tests {
     //! The shipped policy (deploy/admission/) on the sandbox's write path, with the users
     //! authentication would hand it.
     use super::*;
+    use crate::identity::{AGENT_SA, NAMESPACE, UserInfo};
     use crate::store::Store;
 
     const POLICY: &str = "flatcar-linux-update-agent-own-node";
@@ -290,30 +280,6 @@ mod tests {
             "spec": {"podCIDR": "10.0.0.0/24"}})
     }
 
-    fn service_account(name: &str, node: Option<&str>) -> UserInfo {
-        let mut u = UserInfo {
-            username: format!("system:serviceaccount:reboot-coordinator:{name}"),
-            uid: "6f1d2c3b-0000-4000-8000-000000000001".into(),
-            groups: vec![
-                "system:serviceaccounts".into(),
-                "system:serviceaccounts:reboot-coordinator".into(),
-                "system:authenticated".into(),
-            ],
-            ..Default::default()
-        };
-        if let Some(n) = node {
-            u.extra.insert(
-                "authentication.kubernetes.io/node-name".into(),
-                vec![n.into()],
-            );
-        }
-        u
-    }
-
-    fn agent_on(node: &str) -> UserInfo {
-        service_account("flatcar-linux-update-agent", Some(node))
-    }
-
     /// `user` merge-patching `node` with `patch`, through [`Policies::admit`].
     fn patch_as(store: &Store, user: UserInfo, node: &str, patch: Value) -> ApiResult<()> {
         let policies = Policies::default();
@@ -327,6 +293,7 @@ mod tests {
             ns: None,
             name: Some(node.into()),
             sub: None,
+            user,
         };
         let w = Write {
             operation: "UPDATE",
@@ -336,7 +303,7 @@ mod tests {
             old_object: Some(&old),
             dry_run: false,
         };
-        scope(user, || policies.admit(&st, &w)).0
+        policies.admit(&st, &w)
     }
 
     fn cluster() -> Store {
@@ -357,9 +324,9 @@ mod tests {
     fn the_agent_may_annotate_only_its_own_node_with_our_keys() {
         let store = cluster();
         let ours = format!("{PREFIX}reboot-needed");
-        patch_as(&store, agent_on("node-a"), "node-a", annotate(&ours))
+        patch_as(&store, UserInfo::agent("node-a"), "node-a", annotate(&ours))
             .expect("its own node, our key");
-        let e = patch_as(&store, agent_on("node-a"), "node-b", annotate(&ours))
+        let e = patch_as(&store, UserInfo::agent("node-a"), "node-b", annotate(&ours))
             .expect_err("another node");
         assert_eq!((e.code, e.reason), (403, "Forbidden"));
         assert_eq!(
@@ -379,7 +346,7 @@ mod tests {
         );
         let e = patch_as(
             &store,
-            agent_on("node-a"),
+            UserInfo::agent("node-a"),
             "node-a",
             json!({"metadata": {"labels": {"team": "x"}}}),
         )
@@ -393,7 +360,7 @@ mod tests {
         );
         let e = patch_as(
             &store,
-            service_account("flatcar-linux-update-agent", None),
+            UserInfo::service_account(NAMESPACE, AGENT_SA),
             "node-a",
             annotate(&ours),
         )
@@ -409,13 +376,9 @@ mod tests {
     #[test]
     fn others_are_not_matched() {
         let store = cluster();
-        let operator = service_account("flatcar-linux-update-operator-sa", None);
-        patch_as(&store, operator, "node-b", annotate("anything")).expect("the operator");
-        let admin = UserInfo {
-            username: "admin".into(),
-            groups: vec!["system:masters".into()],
-            ..Default::default()
-        };
+        patch_as(&store, UserInfo::operator(), "node-b", annotate("anything"))
+            .expect("the operator");
+        let admin = UserInfo::admin();
         patch_as(
             &store,
             admin,

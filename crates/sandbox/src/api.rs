@@ -12,9 +12,11 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::authz::{self, Attributes, ResourceAttributes};
 use crate::error::{ApiError, ApiResult};
 use crate::events::view;
 use crate::faults::{Faults, Injected};
+use crate::identity::{self, UserInfo};
 use crate::resources::{self, RESOURCES, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{EventType, Store, WatchEvent, meta, now_rfc3339};
@@ -26,6 +28,8 @@ pub struct ApiState {
     pub bookmark_interval: Duration,
     pub audit: crate::audit::Audit,
     pub admission: crate::admission::Policies,
+    pub tokens: crate::identity::Tokens,
+    pub authz: crate::authz::Mode,
 }
 
 pub type Shared = Arc<ApiState>;
@@ -55,24 +59,36 @@ async fn handle(
                 .collect()
         })
         .unwrap_or_default();
-    match discovery(&path) {
-        Some(Ok(v)) if method == Method::GET => return json_response(StatusCode::OK, &v),
-        Some(Ok(_)) => return ApiError::method_not_allowed().into_response(),
-        Some(Err(e)) => return e.into_response(),
-        None => {}
+    let user = match request_user(&st, &headers) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(r) = discovery(&path) {
+        let attrs = Attributes {
+            verb: method.as_str().to_ascii_lowercase(),
+            resource: None,
+            path: uri.path().to_string(),
+        };
+        if !authz::allowed(st.authz, &user, &attrs) {
+            return authz::forbidden(&user, &attrs).into_response();
+        }
+        match r {
+            Ok(v) if method == Method::GET => return json_response(StatusCode::OK, &v),
+            Ok(_) => return ApiError::method_not_allowed().into_response(),
+            Err(e) => return e.into_response(),
+        }
     }
-    let req = match parse_path(&path) {
+    let mut req = match parse_path(&path) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    req.user = user;
     let verb = verb_of(&method, &req, &query);
-    let user = headers
-        .get("x-sandbox-user")
-        .or_else(|| headers.get(header::USER_AGENT))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    st.audit.record(&user, verb, &req);
+    st.audit.record(&req.user.username, verb, &req);
+    let attrs = req.attributes(verb);
+    if !authz::allowed(st.authz, &req.user, &attrs) {
+        return authz::forbidden(&req.user, &attrs).into_response();
+    }
     let res_name = match &req.sub {
         Some(s) => format!("{}/{s}", req.res.plural),
         None => req.res.plural.to_string(),
@@ -87,14 +103,7 @@ async fn handle(
     if verb == "watch" {
         return watch(st.clone(), req, query);
     }
-    // Without authentication every request is served as kube-apiserver's old insecure port
-    // served it: as `system:unsecured`, a member of system:masters.
-    let who = crate::identity::UserInfo {
-        username: "system:unsecured".into(),
-        groups: vec!["system:masters".into(), "system:authenticated".into()],
-        ..Default::default()
-    };
-    let (result, warnings) = crate::admission::scope(who, || match verb {
+    let (result, warnings) = crate::admission::collect_warnings(|| match verb {
         "get" => get(&st, &req, &headers, &query),
         "list" => list(&st, &req, &headers, &query),
         "create" => create(&st, &req, &headers, &body, &query),
@@ -146,6 +155,70 @@ pub struct Req {
     pub ns: Option<String>,
     pub name: Option<String>,
     pub sub: Option<String>,
+    /// Who sent the request, after authentication and impersonation.
+    pub user: UserInfo,
+}
+
+impl Req {
+    pub fn attributes(&self, verb: &str) -> Attributes {
+        Attributes {
+            verb: verb.to_string(),
+            resource: Some(ResourceAttributes {
+                group: self.res.group.to_string(),
+                resource: self.res.plural.to_string(),
+                subresource: self.sub.clone().unwrap_or_default(),
+                namespace: self.ns.clone().unwrap_or_default(),
+                name: self.name.clone().unwrap_or_default(),
+            }),
+            path: String::new(),
+        }
+    }
+}
+
+/// The requester: its token's identity, or whom it impersonates once every piece of the
+/// impersonation is authorized (verb `impersonate`, as kube-apiserver checks it).
+fn request_user(st: &ApiState, headers: &HeaderMap) -> ApiResult<UserInfo> {
+    let user = identity::authenticate(&st.tokens, headers)?;
+    let Some(imp) = identity::Impersonation::from_headers(headers)? else {
+        return Ok(user);
+    };
+    let mut checks = Vec::new();
+    let target = imp.user.clone().unwrap_or_default();
+    let sa = target
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|s| s.split_once(':'));
+    checks.push(match sa {
+        Some((ns, name)) => ("", "serviceaccounts", "", ns, name.to_string()),
+        None => ("", "users", "", "", target.clone()),
+    });
+    for g in &imp.groups {
+        checks.push(("", "groups", "", "", g.clone()));
+    }
+    if let Some(uid) = &imp.uid {
+        checks.push(("authentication.k8s.io", "uids", "", "", uid.clone()));
+    }
+    for (k, vs) in &imp.extra {
+        for v in vs {
+            checks.push(("authentication.k8s.io", "userextras", k, "", v.clone()));
+        }
+    }
+    for (group, resource, sub, ns, name) in checks {
+        let attrs = Attributes {
+            verb: "impersonate".into(),
+            resource: Some(ResourceAttributes {
+                group: group.into(),
+                resource: resource.into(),
+                subresource: sub.to_string(),
+                namespace: ns.into(),
+                name,
+            }),
+            path: String::new(),
+        };
+        if !authz::allowed(st.authz, &user, &attrs) {
+            return Err(authz::forbidden(&user, &attrs));
+        }
+    }
+    Ok(imp.user())
 }
 
 fn verb_of(method: &Method, req: &Req, q: &HashMap<String, String>) -> &'static str {
@@ -181,6 +254,7 @@ fn parse_path(path: &str) -> ApiResult<Req> {
             ns: ns.map(str::to_string),
             name: name.map(str::to_string),
             sub: sub.map(str::to_string),
+            user: UserInfo::default(),
         };
     let r = match rest {
         [p] => req(find(p)?, None, None, None),

@@ -457,8 +457,84 @@ async fn kubectl_apply_k_installs_the_shipped_policy() {
     let out = k.ok(&["apply", "-k", dir.to_str().unwrap()]).await;
     assert!(out.contains("validatingadmissionpolicy.admissionregistration.k8s.io/flatcar-linux-update-agent-own-node created"), "{out}");
     assert!(out.contains("validatingadmissionpolicybinding.admissionregistration.k8s.io/flatcar-linux-update-agent-own-node created"), "{out}");
-    // It loads (every expression compiles) and applies to the agent only: anyone else's write
-    // is not matched.
+    // It loads (every expression compiles) and applies to the agent only: an anonymous
+    // write is not matched.
     let out = k.ok(&["label", "node", "node-1", "team=a"]).await;
     assert!(out.contains("node/node-1 labeled"), "{out}");
+}
+
+const PREFIX: &str = "flatcar-linux-update.v1.flatcar-linux.net/";
+const OWN_NODE: &str = "flatcar-linux-update-agent-own-node";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_kubeconfigs_under_the_shipped_policy() {
+    let sb = sandbox(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    sb.write_kubeconfig_dir(dir.path(), &["node-1", "node-2"])
+        .expect("kubeconfigs");
+    let admin = Kubectl::with_kubeconfig(&dir.path().join("admin"));
+    let agent = Kubectl::with_kubeconfig(&dir.path().join("update-agent-node-1"));
+    let operator = Kubectl::with_kubeconfig(&dir.path().join("update-operator"));
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/admission");
+    admin.ok(&["apply", "-k", deploy.to_str().unwrap()]).await;
+
+    // Its own node, our keys, and a cordon: admitted.
+    let needed = format!("{PREFIX}reboot-needed=true");
+    let out = agent.ok(&["annotate", "node", "node-1", &needed]).await;
+    assert!(out.contains("node/node-1 annotated"), "{out}");
+    let label = format!("{PREFIX}reboot-needed=true");
+    agent.ok(&["label", "node", "node-1", &label]).await;
+    let out = agent.ok(&["cordon", "node-1"]).await;
+    assert!(out.contains("node/node-1 cordoned"), "{out}");
+
+    // Another node: refused with the policy's message, as kubectl shows a Forbidden Status.
+    let (ok, _, err) = agent.run(&["annotate", "node", "node-2", &needed]).await;
+    assert!(!ok, "another node is refused");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "Error from server (Forbidden): nodes \"node-2\" is forbidden: ValidatingAdmissionPolicy '{OWN_NODE}' with binding '{OWN_NODE}' denied request: the update-agent of node \"node-1\" may not modify node \"node-2\""
+        )
+    );
+    // A label outside our prefix on its own node: refused.
+    let (ok, _, err) = agent.run(&["label", "node", "node-1", "team=a"]).await;
+    assert!(!ok, "a foreign label is refused");
+    assert!(
+        err.contains(&format!(
+            "denied request: the update-agent may change only {PREFIX} labels"
+        )),
+        "{err}"
+    );
+    // A taint is refused too.
+    let (ok, _, err) = agent
+        .run(&["taint", "node", "node-1", "k=v:NoSchedule"])
+        .await;
+    assert!(!ok, "a taint is refused");
+    assert!(
+        err.contains(
+            "denied request: the update-agent may change only spec.unschedulable in a Node's spec"
+        ),
+        "{err}"
+    );
+
+    // The operator's writes are not the policy's business.
+    let ok_key = format!("{PREFIX}reboot-ok=true");
+    operator.ok(&["annotate", "node", "node-2", &ok_key]).await;
+    operator.ok(&["label", "node", "node-2", "team=b"]).await;
+
+    let node1 = admin.json(&["get", "node", "node-1"]).await;
+    assert_eq!(
+        node1["metadata"]["annotations"][format!("{PREFIX}reboot-needed")],
+        "true"
+    );
+    assert_eq!(node1["spec"]["unschedulable"], true);
+    assert!(node1["metadata"]["labels"].get("team").is_none(), "{node1}");
+    let node2 = admin.json(&["get", "node", "node-2"]).await;
+    let annotations = &node2["metadata"]["annotations"];
+    assert!(
+        annotations.get(format!("{PREFIX}reboot-needed")).is_none(),
+        "{node2}"
+    );
+    assert_eq!(annotations[format!("{PREFIX}reboot-ok")], "true");
+    assert_eq!(node2["metadata"]["labels"]["team"], "b");
 }

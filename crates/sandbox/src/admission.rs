@@ -101,7 +101,10 @@ impl Policies {
         if store.iter(bindings, None).next().is_none() {
             return Ok(());
         }
-        let request = request(store, w);
+        // The objects are copied in only once a policy's rules match: most writes (pods,
+        // events, leases) match none.
+        let mut request = request(w);
+        let mut with_objects = false;
         let mut warnings = Vec::new();
         let mut live = Vec::new();
         let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
@@ -127,6 +130,15 @@ impl Policies {
                 .or_insert_with(|| compile(&policy, binding, versions.clone()));
             if entry.versions != versions {
                 *entry = compile(&policy, binding, versions);
+            }
+            if let Ok(p) = entry.policy.as_ref()
+                && !p.matches(&request)
+            {
+                continue;
+            }
+            if !with_objects {
+                add_objects(&mut request, store, w);
+                with_objects = true;
             }
             let decision = match entry.policy.as_ref() {
                 Ok(p) => p.evaluate(&request),
@@ -212,7 +224,8 @@ fn check_definition(w: &Write) -> ApiResult<()> {
     })
 }
 
-fn request(store: &Inner, w: &Write) -> Request {
+/// The request without its objects (see [`add_objects`]).
+fn request(w: &Write) -> Request {
     let r: &Resource = w.req.res;
     let user = w.req.user.clone();
     Request {
@@ -237,16 +250,23 @@ fn request(store: &Inner, w: &Write) -> Request {
             groups: user.groups,
             extra: user.extra,
         },
-        object: w.object.cloned(),
-        old_object: w.old_object.cloned(),
+        object: None,
+        old_object: None,
         dry_run: w.dry_run,
-        namespace_object: w
-            .req
-            .ns
-            .as_deref()
-            .and_then(|ns| store.get(crate::store::ns_resource(), "", ns))
-            .map(|o| (*o).clone()),
+        namespace_object: None,
     }
+}
+
+/// `object`, `oldObject` and `namespaceObject`.
+fn add_objects(request: &mut Request, store: &Inner, w: &Write) {
+    request.object = w.object.cloned();
+    request.old_object = w.old_object.cloned();
+    request.namespace_object = w
+        .req
+        .ns
+        .as_deref()
+        .and_then(|ns| store.get(crate::store::ns_resource(), "", ns))
+        .map(|o| (*o).clone());
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@
 //! of a denial and of a warning.
 //!
 //! Not modelled, and rejected when a policy uses it (so nothing passes here that the API server
-//! would treat differently): `paramKind`/`paramRef`, non-empty namespace and object selectors,
-//! `auditAnnotations`. `matchPolicy: Equivalent` matches only the version asked for. Also not modelled:
+//! would treat differently): `paramKind`/`paramRef`, `auditAnnotations`. Namespace and object
+//! selectors are matched as the API server matches them. `matchPolicy: Equivalent` matches only the version asked for. Also not modelled:
 //! type-checking at creation, the cost budget, Kubernetes' own CEL libraries (quantity, ip,
 //! url, authorizer, ...: an expression using one fails to evaluate here) and list-type-aware
 //! equality (a list marked `x-kubernetes-list-type: map` or `set` compares ignoring order in
@@ -83,6 +83,24 @@ struct Validation {
 struct MatchResources {
     rules: Vec<Rule>,
     exclude: Vec<Rule>,
+    /// `None`: everything (absent or `{}`).
+    namespace_selector: Option<Selector>,
+    object_selector: Option<Selector>,
+}
+
+/// A metav1.LabelSelector: every `matchLabels` pair and every expression must hold.
+#[derive(Debug)]
+struct Selector {
+    match_labels: Vec<(String, String)>,
+    expressions: Vec<(String, SelectorOp, Vec<String>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SelectorOp {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
 }
 
 #[derive(Debug)]
@@ -405,6 +423,16 @@ impl Policy {
         self.failure_policy
     }
 
+    /// Whether [`Policy::matches`] reads `object`, `oldObject` or `namespaceObject` (a
+    /// namespace or object selector); otherwise a request without them is matched the same.
+    pub fn matches_on_objects(&self) -> bool {
+        self.constraints.uses_objects()
+            || self
+                .binding_match
+                .as_ref()
+                .is_some_and(|m| m.uses_objects())
+    }
+
     /// Whether `req` is one this policy and binding apply to, before any CEL runs.
     pub fn matches(&self, req: &Request) -> bool {
         self.constraints.matches(req) && self.binding_match.as_ref().is_none_or(|m| m.matches(req))
@@ -650,12 +678,6 @@ pub fn validate_binding(binding: &Json) -> Result<(), LoadError> {
 }
 
 fn match_resources(m: &Json, field: &str) -> Result<MatchResources, LoadError> {
-    for sel in ["namespaceSelector", "objectSelector"] {
-        let v = &m[sel];
-        if !(v.is_null() || v.as_object().is_some_and(|m| m.is_empty())) {
-            return Err(unsupported(&format!("{field}.{sel}")));
-        }
-    }
     let rules = |list: &str| {
         items(m, list)
             .iter()
@@ -681,15 +703,141 @@ fn match_resources(m: &Json, field: &str) -> Result<MatchResources, LoadError> {
     Ok(MatchResources {
         rules: rules("resourceRules")?,
         exclude: rules("excludeResourceRules")?,
+        namespace_selector: selector(
+            &m["namespaceSelector"],
+            &format!("{field}.namespaceSelector"),
+        )?,
+        object_selector: selector(&m["objectSelector"], &format!("{field}.objectSelector"))?,
     })
 }
 
+fn selector(v: &Json, field: &str) -> Result<Option<Selector>, LoadError> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let Some(fields) = v.as_object() else {
+        return Err(load_err(format!(
+            "{field}: must be a label selector object"
+        )));
+    };
+    if let Some(k) = fields
+        .keys()
+        .find(|k| !["matchLabels", "matchExpressions"].contains(&k.as_str()))
+    {
+        return Err(load_err(format!(
+            "{field}: unknown field {k:?}; a label selector has matchLabels and matchExpressions"
+        )));
+    }
+    let mut match_labels = Vec::new();
+    if let Some(labels) = v.get("matchLabels").filter(|l| !l.is_null()) {
+        let labels = labels
+            .as_object()
+            .ok_or_else(|| load_err(format!("{field}.matchLabels: must be a map of strings")))?;
+        for (k, val) in labels {
+            let val = val
+                .as_str()
+                .ok_or_else(|| load_err(format!("{field}.matchLabels.{k}: must be a string")))?;
+            match_labels.push((k.clone(), val.to_string()));
+        }
+    }
+    let mut expressions = Vec::new();
+    for (i, e) in items(v, "matchExpressions").iter().enumerate() {
+        let at = format!("{field}.matchExpressions[{i}]");
+        let key = str_at(e, "/key").map_err(|_| load_err(format!("{at}.key: missing")))?;
+        let op = match e["operator"].as_str() {
+            Some("In") => SelectorOp::In,
+            Some("NotIn") => SelectorOp::NotIn,
+            Some("Exists") => SelectorOp::Exists,
+            Some("DoesNotExist") => SelectorOp::DoesNotExist,
+            other => {
+                return Err(load_err(format!(
+                    "{at}.operator: {:?} is not one of In, NotIn, Exists, DoesNotExist",
+                    other.unwrap_or("")
+                )));
+            }
+        };
+        let values = strings(e, "values");
+        let needs_values = matches!(op, SelectorOp::In | SelectorOp::NotIn);
+        if needs_values == values.is_empty() {
+            return Err(load_err(format!(
+                "{at}.values: {}",
+                if needs_values {
+                    "must be non-empty for In and NotIn"
+                } else {
+                    "must be empty for Exists and DoesNotExist"
+                }
+            )));
+        }
+        expressions.push((key, op, values));
+    }
+    if match_labels.is_empty() && expressions.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Selector {
+        match_labels,
+        expressions,
+    }))
+}
+
+impl Selector {
+    fn matches(&self, labels: Option<&serde_json::Map<String, Json>>) -> bool {
+        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Json::as_str);
+        self.match_labels.iter().all(|(k, v)| get(k) == Some(v))
+            && self.expressions.iter().all(|(k, op, values)| {
+                let have = get(k);
+                match op {
+                    SelectorOp::In => have.is_some_and(|h| values.iter().any(|v| v == h)),
+                    SelectorOp::NotIn => have.is_none_or(|h| !values.iter().any(|v| v == h)),
+                    SelectorOp::Exists => have.is_some(),
+                    SelectorOp::DoesNotExist => have.is_none(),
+                }
+            })
+    }
+}
+
+fn labels_of(o: Option<&Json>) -> Option<&serde_json::Map<String, Json>> {
+    o.and_then(|o| o.pointer("/metadata/labels"))
+        .and_then(Json::as_object)
+}
+
 impl MatchResources {
-    /// Not excluded, and matched by a rule (no rules: every request, as in a binding).
+    /// Not excluded, and matched by a rule (no rules: every request, as in a binding), and by
+    /// both selectors.
     fn matches(&self, req: &Request) -> bool {
         !self.exclude.iter().any(|r| r.matches(req))
             && (self.rules.is_empty() || self.rules.iter().any(|r| r.matches(req)))
+            && self
+                .namespace_selector
+                .as_ref()
+                .is_none_or(|s| namespace_matches(s, req))
+            && self.object_selector.as_ref().is_none_or(|s| {
+                // The object after the request or the one before it.
+                s.matches(labels_of(req.object.as_ref()))
+                    || (req.old_object.is_some() && s.matches(labels_of(req.old_object.as_ref())))
+            })
     }
+
+    fn uses_objects(&self) -> bool {
+        self.namespace_selector.is_some() || self.object_selector.is_some()
+    }
+}
+
+/// The API server's namespace matcher: a cluster-scoped request (other than for a Namespace)
+/// always matches; a Namespace is matched by its own labels (the new ones on create and
+/// update); anything else by its namespace's.
+fn namespace_matches(s: &Selector, req: &Request) -> bool {
+    let r = &req.resource;
+    if r.group.is_empty() && r.resource == "namespaces" {
+        let own = match req.operation.as_str() {
+            "CREATE" | "UPDATE" if r.sub_resource.is_empty() => req.object.as_ref(),
+            _ => req.old_object.as_ref(),
+        };
+        return s.matches(labels_of(own));
+    }
+    if req.namespace.is_empty() {
+        return true;
+    }
+    s.matches(labels_of(req.namespace_object.as_ref()))
 }
 
 impl Rule {

@@ -366,24 +366,91 @@ fn what_the_api_server_refuses_in_a_policy_or_binding_is_refused() {
         err(json!({"matchConstraints": {"resourceRules": []}, "validations": [{"expression": "true"}]}), json!(["Deny"]))
             .starts_with("spec.matchConstraints.resourceRules: Required value")
     );
-    for sel in ["namespaceSelector", "objectSelector"] {
+    for (sel, want) in [
+        (
+            json!({"matchExpressions": [{"key": "a", "operator": "Near", "values": ["b"]}]}),
+            "spec.matchConstraints.objectSelector.matchExpressions[0].operator: \"Near\" is not one of In, NotIn, Exists, DoesNotExist",
+        ),
+        (
+            json!({"matchExpressions": [{"key": "a", "operator": "In"}]}),
+            "spec.matchConstraints.objectSelector.matchExpressions[0].values: must be non-empty for In and NotIn",
+        ),
+        (
+            json!({"matchLabel": {"a": "b"}}),
+            "spec.matchConstraints.objectSelector: unknown field \"matchLabel\"; a label selector has matchLabels and matchExpressions",
+        ),
+    ] {
         let mut spec = ok.clone();
         spec["matchConstraints"] = json!({"resourceRules": [{"apiGroups": [""], "apiVersions": ["*"],
-            "operations": ["*"], "resources": ["nodes"]}], sel: {"matchLabels": {"a": "b"}}});
-        assert_eq!(
-            err(spec, json!(["Deny"])),
-            format!(
-                "spec.matchConstraints.{sel}: not supported by this evaluator (see the admission crate's docs); leave it out"
-            )
-        );
+            "operations": ["*"], "resources": ["nodes"]}], "objectSelector": sel});
+        assert_eq!(err(spec, json!(["Deny"])), want);
     }
-    // An empty selector is the default, which matches everything.
-    let mut spec = ok.clone();
-    spec["matchConstraints"] = json!({"resourceRules": [{"apiGroups": [""], "apiVersions": ["*"],
-        "operations": ["*"], "resources": ["nodes"]}], "namespaceSelector": {}, "objectSelector": {}});
-    assert!(policy(spec, json!(["Deny"])).is_ok());
-    assert!(admission::validate_binding(&json!({"metadata": {"name": "b"},
+    assert!(
+        admission::validate_binding(&json!({"metadata": {"name": "b"},
         "spec": {"policyName": "p", "validationActions": ["Warn"],
-            "matchResources": {"objectSelector": {"matchExpressions": [{"key": "a", "operator": "Exists"}]}}}}))
-        .is_err_and(|e| e.to_string().starts_with("binding spec.matchResources.objectSelector: not supported")));
+            "paramRef": {"name": "x"}}}))
+        .is_err_and(|e| e
+            .to_string()
+            .starts_with("binding spec.paramRef: not supported"))
+    );
+}
+
+#[test]
+fn namespace_and_object_selectors_match_as_the_api_server_matches() {
+    let full = json!({"kind": "ValidatingAdmissionPolicy", "metadata": {"name": "p"}, "spec": {
+        "matchConstraints": {
+            "resourceRules": [{"apiGroups": [""], "apiVersions": ["*"], "operations": ["*"],
+                "resources": ["configmaps", "namespaces", "nodes"]}],
+            "namespaceSelector": {"matchLabels": {"env": "prod"}},
+            "objectSelector": {"matchExpressions": [
+                {"key": "tier", "operator": "NotIn", "values": ["test"]},
+                {"key": "skip", "operator": "DoesNotExist"},
+            ]},
+        },
+        "validations": [{"expression": "false", "message": "hit"}],
+    }});
+    let b = json!({"kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "b"},
+        "spec": {"policyName": "p", "validationActions": ["Deny"]}});
+    let p = Policy::new(&full, &b).expect("policy");
+    assert!(p.matches_on_objects());
+    let obj = |kind: &str, labels: Json| json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "o", "labels": labels}});
+    let req = |resource: &str, ns: &str, ns_labels: Json, labels: Json| {
+        let mut r = update("u", obj("X", labels.clone()), obj("X", labels));
+        r.resource = Resource {
+            resource: resource.into(),
+            ..Resource::nodes()
+        };
+        r.namespace = ns.into();
+        r.namespace_object = (!ns.is_empty()).then(|| obj("Namespace", ns_labels));
+        r
+    };
+    let hit = |r: &Request| matches!(p.evaluate(r), Decision::Denied(_));
+    let prod = json!({"env": "prod"});
+    assert!(hit(&req("configmaps", "a", prod.clone(), json!({}))));
+    assert!(
+        !hit(&req("configmaps", "a", json!({"env": "dev"}), json!({}))),
+        "namespace labels"
+    );
+    assert!(
+        !hit(&req(
+            "configmaps",
+            "a",
+            prod.clone(),
+            json!({"tier": "test"})
+        )),
+        "NotIn"
+    );
+    assert!(
+        !hit(&req("configmaps", "a", prod.clone(), json!({"skip": ""}))),
+        "DoesNotExist"
+    );
+    // A cluster-scoped object is never exempted by the namespace selector...
+    assert!(hit(&req("nodes", "", Json::Null, json!({}))));
+    // ...but a Namespace is matched by its own labels.
+    assert!(hit(&req("namespaces", "", Json::Null, prod.clone())));
+    assert!(!hit(&req("namespaces", "", Json::Null, json!({}))));
+    // The object before the request matches too.
+    let mut r = req("configmaps", "a", prod, json!({"tier": "test"}));
+    r.old_object = Some(obj("X", json!({})));
+    assert!(hit(&r), "the old object's labels match");
 }

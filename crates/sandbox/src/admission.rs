@@ -131,10 +131,14 @@ impl Policies {
             if entry.versions != versions {
                 *entry = compile(&policy, binding, versions);
             }
-            if let Ok(p) = entry.policy.as_ref()
-                && !p.matches(&request)
-            {
-                continue;
+            if let Ok(p) = entry.policy.as_ref() {
+                if p.matches_on_objects() && !with_objects {
+                    add_objects(&mut request, store, w);
+                    with_objects = true;
+                }
+                if !p.matches(&request) {
+                    continue;
+                }
             }
             if !with_objects {
                 add_objects(&mut request, store, w);

@@ -323,20 +323,20 @@ async fn evaluation_errors_follow_the_failure_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_the_evaluator_cannot_enforce_are_refused_when_written() {
     let sb = sandbox(0).await;
-    let selector = policy(
-        "sel",
+    let params = policy(
+        "params",
         json!({
-            "matchConstraints": {"resourceRules": rules(&["CREATE"], &["pods"])["resourceRules"],
-                "objectSelector": {"matchLabels": {"a": "b"}}},
+            "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+            "matchConstraints": rules(&["CREATE"], &["pods"]),
             "validations": [{"expression": "true"}],
         }),
     );
-    let (code, body) = post(&sb, VAP, &selector).await;
+    let (code, body) = post(&sb, VAP, &params).await;
     assert_eq!(code, 422, "{body}");
     assert_eq!(body["reason"], "Invalid");
     assert_eq!(
         body["message"],
-        "ValidatingAdmissionPolicy.admissionregistration.k8s.io \"sel\" is invalid: spec.matchConstraints.objectSelector: not supported by this evaluator (see the admission crate's docs); leave it out"
+        "ValidatingAdmissionPolicy.admissionregistration.k8s.io \"params\" is invalid: spec.paramKind: not supported by this evaluator (see the admission crate's docs); leave it out"
     );
     let bad_cel = policy(
         "cel",
@@ -537,4 +537,51 @@ async fn agents_kubeconfigs_under_the_shipped_policy() {
     );
     assert_eq!(annotations[format!("{PREFIX}reboot-ok")], "true");
     assert_eq!(node2["metadata"]["labels"]["team"], "b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_and_object_selectors_pick_what_is_checked() {
+    let sb = sandbox(0).await;
+    for (ns, env) in [("prod", "prod"), ("dev", "dev")] {
+        let body = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {"env": env}}});
+        assert_eq!(post(&sb, "/api/v1/namespaces", &body).await.0, 201);
+    }
+    let mut p = policy(
+        "prod-only",
+        json!({
+            "matchConstraints": rules(&["CREATE"], &["configmaps"]),
+            "validations": [{"expression": "false", "message": "checked"}],
+        }),
+    );
+    p["spec"]["matchConstraints"]["namespaceSelector"] = json!({"matchLabels": {"env": "prod"}});
+    let mut b = binding("prod-only", "prod-only", &["Deny"]);
+    b["spec"]["matchResources"] = json!({"objectSelector": {"matchExpressions": [
+        {"key": "exempt", "operator": "DoesNotExist"}]}});
+    install(&sb, p, b).await;
+    let create = |ns: &str, name: &str, labels: Value| {
+        let mut o = cm(name, labels);
+        o["metadata"]["namespace"] = json!(ns);
+        o
+    };
+    let (code, body) = post(
+        &sb,
+        "/api/v1/namespaces/prod/configmaps",
+        &create("prod", "a", json!({})),
+    )
+    .await;
+    assert_eq!(code, 422, "in a prod namespace: {body}");
+    let (code, body) = post(
+        &sb,
+        "/api/v1/namespaces/dev/configmaps",
+        &create("dev", "a", json!({})),
+    )
+    .await;
+    assert_eq!(code, 201, "not in a prod namespace: {body}");
+    let exempt = create("prod", "b", json!({"exempt": "yes"}));
+    let (code, body) = post(&sb, "/api/v1/namespaces/prod/configmaps", &exempt).await;
+    assert_eq!(
+        code, 201,
+        "exempted by the binding's object selector: {body}"
+    );
 }

@@ -20,7 +20,7 @@ use crate::identity::{self, UserInfo};
 use crate::resources::{self, RESOURCES, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{EventType, Store, WatchEvent, meta, now_rfc3339};
-use crate::{eviction, strategic, table};
+use crate::{eviction, reviews, strategic, table};
 
 pub struct ApiState {
     pub store: Store,
@@ -69,7 +69,7 @@ async fn handle(
             resource: None,
             path: uri.path().to_string(),
         };
-        if !authz::allowed(st.authz, &user, &attrs) {
+        if !authz::allowed(st.authz, &st.store, &user, &attrs) {
             return authz::forbidden(&user, &attrs).into_response();
         }
         match r {
@@ -77,6 +77,31 @@ async fn handle(
             Ok(_) => return ApiError::method_not_allowed().into_response(),
             Err(e) => return e.into_response(),
         }
+    }
+    if let Some((group, plural, kind)) = reviews::route(&path) {
+        if method != Method::POST {
+            return ApiError::method_not_allowed().into_response();
+        }
+        let attrs = Attributes {
+            verb: "create".into(),
+            resource: Some(ResourceAttributes {
+                group: group.into(),
+                resource: plural.into(),
+                ..Default::default()
+            }),
+            path: String::new(),
+        };
+        if !authz::allowed(st.authz, &st.store, &user, &attrs) {
+            return authz::forbidden(&user, &attrs).into_response();
+        }
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        return match reviews::create(&st, &user, kind, content_type, &body) {
+            Ok((code, v)) => json_response(code, &v),
+            Err(e) => e.into_response(),
+        };
     }
     let mut req = match parse_path(&path) {
         Ok(r) => r,
@@ -86,7 +111,7 @@ async fn handle(
     let verb = verb_of(&method, &req, &query);
     st.audit.record(&req.user.username, verb, &req);
     let attrs = req.attributes(verb);
-    if !authz::allowed(st.authz, &req.user, &attrs) {
+    if !authz::allowed(st.authz, &st.store, &req.user, &attrs) {
         return authz::forbidden(&req.user, &attrs).into_response();
     }
     let res_name = match &req.sub {
@@ -214,7 +239,7 @@ fn request_user(st: &ApiState, headers: &HeaderMap) -> ApiResult<UserInfo> {
             }),
             path: String::new(),
         };
-        if !authz::allowed(st.authz, &user, &attrs) {
+        if !authz::allowed(st.authz, &st.store, &user, &attrs) {
             return Err(authz::forbidden(&user, &attrs));
         }
     }
@@ -295,9 +320,13 @@ fn discovery(path: &str) -> Option<ApiResult<Value>> {
         }),
         ["apis"] => json!({
             "kind": "APIGroupList", "apiVersion": "v1",
-            "groups": resources::groups().iter().map(|(g, v)| group_json(g, v)).collect::<Vec<_>>()
+            "groups": resources::groups().iter().chain(reviews::GROUPS).map(|(g, v)| group_json(g, v)).collect::<Vec<_>>()
         }),
-        ["apis", g] => match resources::groups().iter().find(|(gg, _)| gg == g) {
+        ["apis", g] => match resources::groups()
+            .iter()
+            .chain(reviews::GROUPS)
+            .find(|(gg, _)| gg == g)
+        {
             Some((g, v)) => {
                 let mut j = group_json(g, v);
                 j["kind"] = json!("APIGroup");
@@ -307,6 +336,7 @@ fn discovery(path: &str) -> Option<ApiResult<Value>> {
             None => return Some(Err(ApiError::no_such_resource())),
         },
         ["api", "v1"] => resource_list("", "v1"),
+        ["apis", g, v] if reviews::GROUPS.contains(&(*g, *v)) => reviews::resource_list(g, v)?,
         ["apis", g, v] => {
             if !resources::groups().contains(&(*g, *v)) {
                 return Some(Err(ApiError::no_such_resource()));

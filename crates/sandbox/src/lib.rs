@@ -14,6 +14,7 @@ pub mod eviction;
 pub mod faults;
 pub mod identity;
 pub mod resources;
+pub mod reviews;
 pub mod selector;
 pub mod sim;
 pub mod store;
@@ -35,6 +36,15 @@ pub use faults::{ErrorRule, FaultPlan};
 pub use identity::UserInfo;
 pub use sim::{NodeLifecycle, SimHost};
 pub use store::Store;
+
+/// deploy/core's namespace, service accounts and RBAC, compiled in so the sandbox enforces the
+/// policy users install.
+pub const SHIPPED_RBAC: &[&str] = &[
+    include_str!("../../../deploy/core/00-namespace.yaml"),
+    include_str!("../../../deploy/core/update-operator-sa.yaml"),
+    include_str!("../../../deploy/core/update-agent-sa.yaml"),
+    include_str!("../../../deploy/core/rbac.yaml"),
+];
 
 /// How the sandbox is started.
 #[derive(Debug, Clone)]
@@ -97,6 +107,9 @@ impl Sandbox {
                 )
                 .map_err(|e| anyhow::anyhow!(e.message))?;
             }
+        }
+        if opts.authorization == authz::Mode::Rbac {
+            authz::bootstrap(&store).map_err(|e| anyhow::anyhow!(e.message))?;
         }
         let state = Arc::new(api::ApiState {
             store: store.clone(),
@@ -363,6 +376,28 @@ impl Sandbox {
             .create(r, obj)
             .map_err(|e| anyhow::anyhow!(e.message))?;
         Ok((*created).clone())
+    }
+
+    /// Creates every object of a multi-document YAML text, as `kubectl create -f` would.
+    pub fn create_yaml(&self, text: &str) -> anyhow::Result<()> {
+        use serde::Deserialize;
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let obj = Value::deserialize(doc).context("YAML document")?;
+            if !obj.is_null() {
+                self.create(obj)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the RBAC this repository ships (deploy/core: the namespace, both service
+    /// accounts, the Roles, ClusterRoles and bindings), as `kubectl apply -k deploy/` would.
+    /// Enforced when the sandbox runs with [`authz::Mode::Rbac`].
+    pub fn load_shipped_rbac(&self) -> anyhow::Result<()> {
+        for text in SHIPPED_RBAC {
+            self.create_yaml(text)?;
+        }
+        Ok(())
     }
 
     /// Waits until every workload has all its pods and every pod runs Ready, or the timeout passes.

@@ -1,6 +1,7 @@
-//! The real agent under the shipped admission policy (deploy/admission/), enforced by the
-//! sandbox, authenticated as its own service account's projected token: a whole update,
-//! drain and reboot goes through, while the same identity cannot touch another node.
+//! The real agent under the shipped RBAC (deploy/core) and admission policy
+//! (deploy/admission), both enforced by the sandbox, authenticated as its own service
+//! account's projected token: a whole update, drain and reboot goes through, while the same
+//! identity cannot touch another node.
 
 mod common;
 
@@ -11,33 +12,28 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use protocol::keys;
 use protocol::update_engine::UPDATE_STATUS_UPDATED_NEED_REBOOT;
-use sandbox::{NodeLifecycle, Sandbox, UserInfo};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use sandbox::authz::Mode;
+use sandbox::{NodeLifecycle, Options, Sandbox, UserInfo};
+use serde_json::json;
 
 const POLICY: &str = "flatcar-linux-update-agent-own-node";
-
-/// Stores deploy/admission/node-policy.yaml's policy and binding.
-fn install_policy(sb: &Sandbox) {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/admission/node-policy.yaml"
-    ))
-    .expect("deploy/admission/node-policy.yaml");
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        sb.create(Value::deserialize(doc).expect("YAML"))
-            .expect("stored");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_reboot_passes_the_policy_and_other_nodes_are_refused() {
     init_logging();
-    let sb = sandbox().await;
+    let sb = Sandbox::start(Options {
+        pod_start: Duration::from_millis(100),
+        reboot_duration: Duration::from_millis(500),
+        authorization: Mode::Rbac,
+        ..Options::default()
+    })
+    .await
+    .expect("sandbox");
     for n in ["node-1", "node-2"] {
         sb.add_node(n, &[]).expect("add node");
     }
-    install_policy(&sb);
+    sb.load_shipped_rbac().expect("deploy/core RBAC");
+    sb.load_shipped_admission().expect("deploy/admission");
     let client = sb.client();
     sb.add_workload("default", "web", 4, Some(1), 1).unwrap();
     wait_ready_pods(&client, "app=web", 4).await;

@@ -46,6 +46,9 @@ pub const SHIPPED_RBAC: &[&str] = &[
     include_str!("../../../deploy/core/rbac.yaml"),
 ];
 
+/// The admission policy this repository ships (deploy/admission).
+pub const SHIPPED_ADMISSION: &str = include_str!("../../../deploy/admission/node-policy.yaml");
+
 /// How the sandbox is started.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -398,6 +401,13 @@ impl Sandbox {
             self.create_yaml(text)?;
         }
         Ok(())
+    }
+
+    /// Loads the admission policy this repository ships (deploy/admission: an agent may write
+    /// only its own Node, and there only our keys and a cordon), as `kubectl apply -k
+    /// deploy/admission/` would. Enforced on every write from then on (crate::admission).
+    pub fn load_shipped_admission(&self) -> anyhow::Result<()> {
+        self.create_yaml(SHIPPED_ADMISSION)
     }
 
     /// Waits until every workload has all its pods and every pod runs Ready, or the timeout passes.

@@ -466,9 +466,19 @@ async fn kubectl_apply_k_installs_the_shipped_policy() {
 const PREFIX: &str = "flatcar-linux-update.v1.flatcar-linux.net/";
 const OWN_NODE: &str = "flatcar-linux-update-agent-own-node";
 
+/// Acceptance of issue 13, through the real kubectl with the written kubeconfigs, under the
+/// shipped RBAC and the policy applied with `kubectl apply -k deploy/admission`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_kubeconfigs_under_the_shipped_policy() {
-    let sb = sandbox(2).await;
+    let sb = common::sandbox_with(
+        2,
+        sandbox::Options {
+            authorization: sandbox::authz::Mode::Rbac,
+            ..Default::default()
+        },
+    )
+    .await;
+    sb.load_shipped_rbac().expect("deploy/core RBAC");
     let dir = tempfile::tempdir().unwrap();
     sb.write_kubeconfig_dir(dir.path(), &["node-1", "node-2"])
         .expect("kubeconfigs");

@@ -265,6 +265,31 @@ fn request(w: &Write) -> Request {
 fn add_objects(request: &mut Request, store: &Inner, w: &Write) {
     request.object = w.object.cloned();
     request.old_object = w.old_object.cloned();
+    // As kube-apiserver's BeforeUpdate does before admission (the store does it when
+    // writing): an update cannot change these, so a PUT that leaves them out keeps them.
+    if let (Some(new), Some(old)) = (request.object.as_mut(), w.old_object)
+        && w.operation == "UPDATE"
+        && new.get("metadata").is_some_and(Value::is_object)
+    {
+        for f in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match old["metadata"].get(f) {
+                Some(v) => new["metadata"][f] = v.clone(),
+                None => {
+                    if let Some(m) = new["metadata"].as_object_mut() {
+                        m.remove(f);
+                    }
+                }
+            }
+        }
+    }
     request.namespace_object = w
         .req
         .ns
@@ -312,6 +337,7 @@ mod tests {
         let old = st.get(r, "", node).expect("node");
         let mut new = (*old).clone();
         json_patch::merge(&mut new, &patch);
+        // JSON merge patch's null removes a field: how a PUT body that leaves it out looks.
         let req = Req {
             res: r,
             ns: None,
@@ -392,6 +418,26 @@ mod tests {
         assert!(
             e.message
                 .contains("has no authentication.kubernetes.io/node-name claim"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn an_update_that_leaves_out_what_it_cannot_change_keeps_it() {
+        let store = cluster();
+        let ours = format!("{PREFIX}reboot-needed");
+        let put = json!({"metadata": {"uid": null, "creationTimestamp": null,
+            "annotations": {ours: "true"}}});
+        patch_as(&store, UserInfo::agent("node-a"), "node-a", put)
+            .expect("uid and creationTimestamp are kept, as kube-apiserver's BeforeUpdate does");
+        let owner = json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "Node",
+            "name": "node-b", "uid": "x"}]}});
+        let e = patch_as(&store, UserInfo::agent("node-a"), "node-a", owner)
+            .expect_err("other metadata is still checked");
+        assert!(
+            e.message
+                .ends_with("the update-agent may not change a Node's metadata other than labels and annotations"),
             "{}",
             e.message
         );

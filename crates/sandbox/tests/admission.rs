@@ -457,6 +457,24 @@ async fn kubectl_apply_k_installs_the_shipped_policy() {
     let out = k.ok(&["apply", "-k", dir.to_str().unwrap()]).await;
     assert!(out.contains("validatingadmissionpolicy.admissionregistration.k8s.io/flatcar-linux-update-agent-own-node created"), "{out}");
     assert!(out.contains("validatingadmissionpolicybinding.admissionregistration.k8s.io/flatcar-linux-update-agent-own-node created"), "{out}");
+    let out = k.ok(&["get", "validatingadmissionpolicies"]).await;
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "VALIDATIONS", "PARAMKIND", "AGE"],
+        "{out}"
+    );
+    assert_eq!(lines[1][..3], [OWN_NODE, "6", "<unset>"], "{out}");
+    let out = k.ok(&["get", "validatingadmissionpolicybindings"]).await;
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["NAME", "POLICYNAME", "PARAMREF", "AGE"], "{out}");
+    assert_eq!(lines[1][..3], [OWN_NODE, OWN_NODE, "<unset>"], "{out}");
     // It loads (every expression compiles) and applies to the agent only: an anonymous
     // write is not matched.
     let out = k.ok(&["label", "node", "node-1", "team=a"]).await;

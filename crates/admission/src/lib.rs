@@ -4,19 +4,20 @@
 //! and the tests evaluate `deploy/admission/` with it directly.
 //!
 //! Like the API server: the policy's `matchConstraints` and the binding's `matchResources`
-//! (`resourceRules`, `excludeResourceRules`), then `matchConditions` (one `false` skips the
-//! policy; otherwise an error applies `failurePolicy`), then `variables` and `validations`
-//! (with `message`, `messageExpression` and `reason`), the binding's `validationActions`, the
-//! `request`, `object`, `oldObject` and `variables` activations, and the API server's wording
-//! of a denial and of a warning.
+//! (`resourceRules`, `excludeResourceRules`, namespace and object selectors), then
+//! `matchConditions` (one `false` skips the policy; otherwise an error applies
+//! `failurePolicy`), then `variables` and `validations` (with `message`, `messageExpression` and
+//! `reason`), the binding's `validationActions`, the `request`, `object`, `oldObject`,
+//! `namespaceObject` and `variables` activations, and the API server's wording of a denial and
+//! of a warning.
 //!
 //! Not modelled, and rejected when a policy uses it (so nothing passes here that the API server
-//! would treat differently): `paramKind`/`paramRef`, `auditAnnotations`. Namespace and object
-//! selectors are matched as the API server matches them. `matchPolicy: Equivalent` matches only the version asked for. Also not modelled:
-//! type-checking at creation, the cost budget, Kubernetes' own CEL libraries (quantity, ip,
-//! url, authorizer, ...: an expression using one fails to evaluate here) and list-type-aware
-//! equality (a list marked `x-kubernetes-list-type: map` or `set` compares ignoring order in
-//! Kubernetes, in order here).
+//! would treat differently): `paramKind`/`paramRef`, `auditAnnotations`. `matchPolicy:
+//! Equivalent` matches only the version asked for. Also not modelled: type-checking at
+//! creation, the cost budget, Kubernetes' own CEL libraries (quantity, ip, url, authorizer,
+//! ...: an expression using one fails to evaluate here) and list-type-aware equality (a list
+//! marked `x-kubernetes-list-type: map` or `set` compares ignoring order in Kubernetes, in
+//! order here).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use admission::{Decision, FailurePolicy, Policy, Request};
 use axum::http::HeaderValue;
@@ -46,7 +46,7 @@ pub fn add_warning_headers(resp: &mut Response, warnings: &[String]) {
             if c == '"' || c == '\\' {
                 quoted.push('\\');
             }
-            // Header values cannot hold control characters; the API server drops them too.
+            // Header values cannot hold control characters.
             if !c.is_control() {
                 quoted.push(c);
             }
@@ -67,7 +67,7 @@ pub struct Policies {
 struct Compiled {
     /// uid and resourceVersion of the policy, then of the binding.
     versions: [String; 4],
-    policy: Arc<Result<Policy, String>>,
+    policy: Result<Policy, String>,
     failure_policy: FailurePolicy,
 }
 
@@ -202,7 +202,7 @@ fn compile(policy: &Value, binding: &Value, versions: [String; 4]) -> Compiled {
     };
     Compiled {
         versions,
-        policy: Arc::new(Policy::new(policy, binding).map_err(|e| e.to_string())),
+        policy: Policy::new(policy, binding).map_err(|e| e.to_string()),
         failure_policy,
     }
 }

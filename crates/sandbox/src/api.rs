@@ -146,8 +146,9 @@ async fn handle(
     resp
 }
 
-/// The ValidatingAdmissionPolicy check of a write (crate::admission).
-fn admit(
+/// The ValidatingAdmissionPolicy check of a write (crate::admission); every handler that
+/// stores or deletes calls it before the store does.
+pub(crate) fn admit(
     st: &ApiState,
     store: &crate::store::Inner,
     operation: &'static str,

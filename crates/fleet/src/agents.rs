@@ -28,16 +28,11 @@ pub fn agent_config(node: &str, host: &SimHost) -> AgentConfig {
     c
 }
 
-/// A client of the sandbox as `user` (shown in its audit record), configured as
-/// `update-agent` configures its own: kube's built-in retry of 429/503 is off,
+/// A client of the sandbox authenticated as `user` (its bearer token), configured
+/// as `update-agent` configures its own: kube's built-in retry of 429/503 is off,
 /// the agent's loops retry with backoff themselves.
-pub fn agent_client(sb: &Sandbox, user: &str) -> anyhow::Result<kube::Client> {
-    let mut config = kube::Config::new(sb.url().parse()?);
-    config.headers.push((
-        http::header::HeaderName::from_static("x-sandbox-user"),
-        http::HeaderValue::from_str(user)?,
-    ));
-    config.read_timeout = Some(Duration::from_secs(330));
+pub fn agent_client(sb: &Sandbox, user: &sandbox::UserInfo) -> anyhow::Result<kube::Client> {
+    let mut config = sb.config_for(user)?;
     config.default_retry = false;
     Ok(kube::Client::try_from(config)?)
 }
@@ -105,7 +100,7 @@ impl Fleet {
                     .host(n)
                     .ok_or_else(|| anyhow::anyhow!("node {n} was not added with add_node"))?;
                 let mut m = Member {
-                    client: agent_client(sb, &format!("agent-{n}"))?,
+                    client: agent_client(sb, &sandbox::UserInfo::masters(&format!("agent-{n}")))?,
                     host,
                     running: None,
                     starts: 0,

@@ -12,19 +12,24 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::authz::{self, Attributes, ResourceAttributes};
 use crate::error::{ApiError, ApiResult};
 use crate::events::view;
 use crate::faults::{Faults, Injected};
+use crate::identity::{self, UserInfo};
 use crate::resources::{self, RESOURCES, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{EventType, Store, WatchEvent, meta, now_rfc3339};
-use crate::{eviction, strategic, table};
+use crate::{eviction, reviews, strategic, table};
 
 pub struct ApiState {
     pub store: Store,
     pub faults: Faults,
     pub bookmark_interval: Duration,
     pub audit: crate::audit::Audit,
+    pub admission: crate::admission::Policies,
+    pub tokens: crate::identity::Tokens,
+    pub authz: crate::authz::Mode,
 }
 
 pub type Shared = Arc<ApiState>;
@@ -54,24 +59,61 @@ async fn handle(
                 .collect()
         })
         .unwrap_or_default();
-    match discovery(&path) {
-        Some(Ok(v)) if method == Method::GET => return json_response(StatusCode::OK, &v),
-        Some(Ok(_)) => return ApiError::method_not_allowed().into_response(),
-        Some(Err(e)) => return e.into_response(),
-        None => {}
+    let user = match request_user(&st, &headers) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(r) = discovery(&path) {
+        let attrs = Attributes {
+            verb: method.as_str().to_ascii_lowercase(),
+            resource: None,
+            path: uri.path().to_string(),
+        };
+        if !authz::allowed(st.authz, &st.store, &user, &attrs) {
+            return authz::forbidden(&user, &attrs).into_response();
+        }
+        match r {
+            Ok(v) if method == Method::GET => return json_response(StatusCode::OK, &v),
+            Ok(_) => return ApiError::method_not_allowed().into_response(),
+            Err(e) => return e.into_response(),
+        }
     }
-    let req = match parse_path(&path) {
+    if let Some((group, plural, kind)) = reviews::route(&path) {
+        if method != Method::POST {
+            return ApiError::method_not_allowed().into_response();
+        }
+        let attrs = Attributes {
+            verb: "create".into(),
+            resource: Some(ResourceAttributes {
+                group: group.into(),
+                resource: plural.into(),
+                ..Default::default()
+            }),
+            path: String::new(),
+        };
+        if !authz::allowed(st.authz, &st.store, &user, &attrs) {
+            return authz::forbidden(&user, &attrs).into_response();
+        }
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        return match reviews::create(&st, &user, kind, content_type, &body) {
+            Ok((code, v)) => json_response(code, &v),
+            Err(e) => e.into_response(),
+        };
+    }
+    let mut req = match parse_path(&path) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    req.user = user;
     let verb = verb_of(&method, &req, &query);
-    let user = headers
-        .get("x-sandbox-user")
-        .or_else(|| headers.get(header::USER_AGENT))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    st.audit.record(&user, verb, &req);
+    st.audit.record(&req.user.username, verb, &req);
+    let attrs = req.attributes(verb);
+    if !authz::allowed(st.authz, &st.store, &req.user, &attrs) {
+        return authz::forbidden(&req.user, &attrs).into_response();
+    }
     let res_name = match &req.sub {
         Some(s) => format!("{}/{s}", req.res.plural),
         None => req.res.plural.to_string(),
@@ -83,21 +125,54 @@ async fn handle(
     if let Injected::Error(e) = injected {
         return e.into_response();
     }
-    let result = match verb {
+    if verb == "watch" {
+        return watch(st.clone(), req, query);
+    }
+    let (result, warnings) = crate::admission::collect_warnings(|| match verb {
         "get" => get(&st, &req, &headers, &query),
         "list" => list(&st, &req, &headers, &query),
-        "watch" => return watch(st.clone(), req, query),
         "create" => create(&st, &req, &headers, &body, &query),
-        "update" => update(&st, &req, &headers, &body),
+        "update" => update(&st, &req, &headers, &body, &query),
         "patch" => patch(&st, &req, &headers, &body, &query),
         "delete" => delete(&st, &req, &body, &query),
         "deletecollection" => delete_collection(&st, &req, &query),
         _ => Err(ApiError::method_not_allowed()),
-    };
-    match result {
+    });
+    let mut resp = match result {
         Ok((code, v)) => json_response(code, &v),
         Err(e) => e.into_response(),
-    }
+    };
+    crate::admission::add_warning_headers(&mut resp, &warnings);
+    resp
+}
+
+/// The ValidatingAdmissionPolicy check of a write (crate::admission); every handler that
+/// stores or deletes calls it before the store does.
+pub(crate) fn admit(
+    st: &ApiState,
+    store: &crate::store::Inner,
+    operation: &'static str,
+    req: &Req,
+    object: Option<&Value>,
+    old_object: Option<&Value>,
+    q: &HashMap<String, String>,
+) -> ApiResult<()> {
+    let name = req
+        .name
+        .as_deref()
+        .or_else(|| object.and_then(|o| meta(o, "name")))
+        .unwrap_or("");
+    st.admission.admit(
+        store,
+        &crate::admission::Write {
+            operation,
+            req,
+            name,
+            object,
+            old_object,
+            dry_run: q.contains_key("dryRun"),
+        },
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +181,70 @@ pub struct Req {
     pub ns: Option<String>,
     pub name: Option<String>,
     pub sub: Option<String>,
+    /// Who sent the request, after authentication and impersonation.
+    pub user: UserInfo,
+}
+
+impl Req {
+    pub fn attributes(&self, verb: &str) -> Attributes {
+        Attributes {
+            verb: verb.to_string(),
+            resource: Some(ResourceAttributes {
+                group: self.res.group.to_string(),
+                resource: self.res.plural.to_string(),
+                subresource: self.sub.clone().unwrap_or_default(),
+                namespace: self.ns.clone().unwrap_or_default(),
+                name: self.name.clone().unwrap_or_default(),
+            }),
+            path: String::new(),
+        }
+    }
+}
+
+/// The requester: its token's identity, or whom it impersonates once every piece of the
+/// impersonation is authorized (verb `impersonate`, as kube-apiserver checks it).
+fn request_user(st: &ApiState, headers: &HeaderMap) -> ApiResult<UserInfo> {
+    let user = identity::authenticate(&st.tokens, headers)?;
+    let Some(imp) = identity::Impersonation::from_headers(headers)? else {
+        return Ok(user);
+    };
+    let mut checks = Vec::new();
+    let target = imp.user.clone().unwrap_or_default();
+    let sa = target
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|s| s.split_once(':'));
+    checks.push(match sa {
+        Some((ns, name)) => ("", "serviceaccounts", "", ns, name.to_string()),
+        None => ("", "users", "", "", target.clone()),
+    });
+    for g in &imp.groups {
+        checks.push(("", "groups", "", "", g.clone()));
+    }
+    if let Some(uid) = &imp.uid {
+        checks.push(("authentication.k8s.io", "uids", "", "", uid.clone()));
+    }
+    for (k, vs) in &imp.extra {
+        for v in vs {
+            checks.push(("authentication.k8s.io", "userextras", k, "", v.clone()));
+        }
+    }
+    for (group, resource, sub, ns, name) in checks {
+        let attrs = Attributes {
+            verb: "impersonate".into(),
+            resource: Some(ResourceAttributes {
+                group: group.into(),
+                resource: resource.into(),
+                subresource: sub.to_string(),
+                namespace: ns.into(),
+                name,
+            }),
+            path: String::new(),
+        };
+        if !authz::allowed(st.authz, &st.store, &user, &attrs) {
+            return Err(authz::forbidden(&user, &attrs));
+        }
+    }
+    Ok(imp.user())
 }
 
 fn verb_of(method: &Method, req: &Req, q: &HashMap<String, String>) -> &'static str {
@@ -141,6 +280,7 @@ fn parse_path(path: &str) -> ApiResult<Req> {
             ns: ns.map(str::to_string),
             name: name.map(str::to_string),
             sub: sub.map(str::to_string),
+            user: UserInfo::default(),
         };
     let r = match rest {
         [p] => req(find(p)?, None, None, None),
@@ -181,9 +321,13 @@ fn discovery(path: &str) -> Option<ApiResult<Value>> {
         }),
         ["apis"] => json!({
             "kind": "APIGroupList", "apiVersion": "v1",
-            "groups": resources::groups().iter().map(|(g, v)| group_json(g, v)).collect::<Vec<_>>()
+            "groups": resources::groups().iter().chain(reviews::GROUPS).map(|(g, v)| group_json(g, v)).collect::<Vec<_>>()
         }),
-        ["apis", g] => match resources::groups().iter().find(|(gg, _)| gg == g) {
+        ["apis", g] => match resources::groups()
+            .iter()
+            .chain(reviews::GROUPS)
+            .find(|(gg, _)| gg == g)
+        {
             Some((g, v)) => {
                 let mut j = group_json(g, v);
                 j["kind"] = json!("APIGroup");
@@ -193,6 +337,7 @@ fn discovery(path: &str) -> Option<ApiResult<Value>> {
             None => return Some(Err(ApiError::no_such_resource())),
         },
         ["api", "v1"] => resource_list("", "v1"),
+        ["apis", g, v] if reviews::GROUPS.contains(&(*g, *v)) => reviews::resource_list(g, v)?,
         ["apis", g, v] => {
             if !resources::groups().contains(&(*g, *v)) {
                 return Some(Err(ApiError::no_such_resource()));
@@ -467,6 +612,7 @@ fn create(
 ) -> ApiResult<(StatusCode, Value)> {
     if req.sub.as_deref() == Some("eviction") {
         let v = body_json(headers, body)?;
+        admit(st, &st.store.lock(), "CREATE", req, Some(&v), None, q)?;
         return eviction::evict(
             &st.store,
             req.ns.as_deref().unwrap_or(""),
@@ -481,10 +627,12 @@ fn create(
     check_type(req, &v)?;
     prepare_metadata(req, &mut v)?;
     defaults(req.res, &mut v);
+    let mut store = st.store.lock();
+    admit(st, &store, "CREATE", req, Some(&v), None, q)?;
     if q.contains_key("dryRun") {
         return Ok((StatusCode::CREATED, v));
     }
-    let obj = st.store.lock().create(req.res, v)?;
+    let obj = store.create(req.res, v)?;
     Ok((StatusCode::CREATED, view(req.res, &obj)))
 }
 
@@ -532,6 +680,7 @@ fn update(
     req: &Req,
     headers: &HeaderMap,
     body: &Bytes,
+    q: &HashMap<String, String>,
 ) -> ApiResult<(StatusCode, Value)> {
     let mut v = body_json(headers, body)?;
     check_type(req, &v)?;
@@ -542,6 +691,15 @@ fn update(
         .get(req.res, ns_or_empty(req), name)
         .ok_or_else(|| ApiError::not_found(req.res.group, req.res.plural, name))?;
     keep_other_half(req, &old, &mut v);
+    admit(
+        st,
+        &store,
+        "UPDATE",
+        req,
+        Some(&v),
+        Some(&view(req.res, &old)),
+        q,
+    )?;
     let obj = store.replace(req.res, ns_or_empty(req), name, v)?;
     Ok((StatusCode::OK, view(req.res, &obj)))
 }
@@ -624,6 +782,7 @@ fn patch(
                     if let Some(m) = v["metadata"].as_object_mut() {
                         m.remove("resourceVersion");
                     }
+                    admit(st, &store, "CREATE", req, Some(&v), None, q)?;
                     let obj = store.create(req.res, v)?;
                     return Ok((StatusCode::CREATED, view(req.res, &obj)));
                 }
@@ -688,6 +847,15 @@ fn patch(
         ));
     }
     keep_other_half(req, &old, &mut new);
+    admit(
+        st,
+        &store,
+        "UPDATE",
+        req,
+        Some(&new),
+        Some(&view(req.res, &old)),
+        q,
+    )?;
     if q.contains_key("dryRun") {
         return Ok((StatusCode::OK, new));
     }
@@ -737,6 +905,15 @@ fn delete(
             return Err(ApiError::conflict(req.res.group, req.res.plural, name));
         }
     }
+    admit(
+        st,
+        &store,
+        "DELETE",
+        req,
+        None,
+        Some(&view(req.res, &obj)),
+        q,
+    )?;
     let gone = delete_object(&mut store, req.res, ns_or_empty(req), name, grace)?;
     Ok((StatusCode::OK, view(req.res, &gone)))
 }
@@ -829,6 +1006,16 @@ fn delete_collection(
         .filter(|(_, o)| filter.matches(o))
         .map(|(k, _)| k.clone())
         .collect();
+    // Every object is admitted before any is deleted, so a refusal deletes nothing.
+    for (ns, name) in &keys {
+        let one = Req {
+            ns: (!ns.is_empty()).then(|| ns.clone()),
+            name: Some(name.clone()),
+            ..req.clone()
+        };
+        let old = store.get(req.res, ns, name).map(|o| view(req.res, &o));
+        admit(st, &store, "DELETE", &one, None, old.as_ref(), q)?;
+    }
     let mut items = Vec::new();
     for (ns, name) in keys {
         if let Ok(o) = delete_object(&mut store, req.res, &ns, &name, grace) {

@@ -8,7 +8,7 @@ use crate::api::Req;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AuditEntry {
-    /// The `X-Sandbox-User` header, else the User-Agent.
+    /// The authenticated (or impersonated) username.
     pub user: String,
     pub verb: String,
     pub group: String,

@@ -3,8 +3,10 @@
 //!
 //! It knows nothing about the reboot protocol's annotations: it is a Kubernetes, not a helper.
 
+pub mod admission;
 pub mod api;
 pub mod audit;
+pub mod authz;
 pub mod controllers;
 pub mod error;
 pub mod events;
@@ -12,11 +14,13 @@ pub mod eviction;
 pub mod faults;
 pub mod identity;
 pub mod resources;
+pub mod reviews;
 pub mod selector;
 pub mod sim;
 pub mod store;
 pub mod strategic;
 pub mod table;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,14 +33,29 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::{ErrorRule, FaultPlan};
+pub use identity::UserInfo;
 pub use sim::{NodeLifecycle, SimHost};
 pub use store::Store;
+
+/// deploy/core's namespace, service accounts and RBAC, compiled in so the sandbox enforces the
+/// policy users install.
+pub const SHIPPED_RBAC: &[&str] = &[
+    include_str!("../../../deploy/core/00-namespace.yaml"),
+    include_str!("../../../deploy/core/update-operator-sa.yaml"),
+    include_str!("../../../deploy/core/update-agent-sa.yaml"),
+    include_str!("../../../deploy/core/rbac.yaml"),
+];
+
+/// The admission policy this repository ships (deploy/admission).
+pub const SHIPPED_ADMISSION: &str = include_str!("../../../deploy/admission/node-policy.yaml");
 
 /// How the sandbox is started.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Address to listen on; port 0 picks a free one.
+    /// Address to serve plain HTTP on; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// Address to serve HTTPS on, with the sandbox's own CA; port 0 picks a free one.
+    pub tls_listen: SocketAddr,
     /// Seed for fault injection and simulated randomness.
     pub seed: u64,
     /// Watch events kept per resource; a watch from further back gets 410 Gone.
@@ -47,17 +66,21 @@ pub struct Options {
     pub pod_start: Duration,
     /// How long a simulated reboot keeps a node NotReady.
     pub reboot_duration: Duration,
+    /// The authorizer; see [`authz::Mode`].
+    pub authorization: authz::Mode,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             seed: 1,
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(1),
             pod_start: Duration::from_millis(300),
             reboot_duration: Duration::from_secs(1),
+            authorization: authz::Mode::default(),
         }
     }
 }
@@ -65,6 +88,8 @@ impl Default for Options {
 /// A running sandbox. Dropping it stops the server and the simulation.
 pub struct Sandbox {
     addr: SocketAddr,
+    tls_addr: SocketAddr,
+    ca_pem: String,
     state: api::Shared,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -86,24 +111,37 @@ impl Sandbox {
                 .map_err(|e| anyhow::anyhow!(e.message))?;
             }
         }
+        if opts.authorization == authz::Mode::Rbac {
+            authz::bootstrap(&store).map_err(|e| anyhow::anyhow!(e.message))?;
+        }
         let state = Arc::new(api::ApiState {
             store: store.clone(),
             faults: faults::Faults::new(opts.seed),
             bookmark_interval: opts.bookmark_interval,
             audit: audit::Audit::default(),
+            admission: Default::default(),
+            tokens: identity::Tokens::default(),
+            authz: opts.authorization,
         });
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
         let addr = listener.local_addr()?;
+        let tls_listener = tokio::net::TcpListener::bind(opts.tls_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", opts.tls_listen))?;
+        let tls_addr = tls_listener.local_addr()?;
+        let tls = tls::Tls::generate()?;
         let cancel = CancellationToken::new();
         let app = api::router(state.clone());
         let c = cancel.clone();
+        let plain = app.clone();
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
+            let _ = axum::serve(listener, plain)
                 .with_graceful_shutdown(async move { c.cancelled().await })
                 .await;
         });
+        let tls_server = tokio::spawn(tls::serve(tls_listener, tls.config, app, cancel.clone()));
         let ctrl = tokio::spawn(controllers::run(
             store.clone(),
             controllers::SimTiming {
@@ -112,48 +150,145 @@ impl Sandbox {
         ));
         let sim = Arc::new(sim::Sim::new(store.clone(), opts.reboot_duration));
         let kubeconfig = tempfile::tempdir()?;
-        std::fs::write(
-            kubeconfig.path().join("config"),
-            kubeconfig_yaml(&format!("http://{addr}")),
-        )?;
-        Ok(Sandbox {
+        let sb = Sandbox {
             addr,
+            tls_addr,
+            ca_pem: tls.ca_pem,
             state,
             cancel,
-            tasks: vec![server, ctrl],
+            tasks: vec![server, tls_server, ctrl],
             sim,
             kubeconfig,
-        })
+        };
+        sb.write_kubeconfig_for(&UserInfo::admin(), &sb.kubeconfig_path())?;
+        Ok(sb)
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// The API server's URL, for `kubectl --server`.
+    /// The plain-HTTP URL, for `kubectl --server` (anonymous: kubectl sends credentials
+    /// only over TLS).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig file pointing at this sandbox.
+    /// The HTTPS endpoint's address.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls_addr
+    }
+
+    /// The HTTPS URL; its certificate is signed by [`Sandbox::ca_pem`].
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.tls_addr)
+    }
+
+    /// The sandbox's CA certificate (PEM), generated at start.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Writes what a pod running as `user` finds in `/var/run/secrets/kubernetes.io/serviceaccount`
+    /// into `dir` (created if missing): `token`, `ca.crt` and `namespace`. Returns the
+    /// environment a pod gets with it, `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT`,
+    /// naming this sandbox's HTTPS endpoint. With both, kube-rs's in-cluster configuration
+    /// (`kube::Config::incluster`) talks to the sandbox as `user`.
+    pub fn service_account_dir(
+        &self,
+        user: &UserInfo,
+        dir: &Path,
+    ) -> std::io::Result<Vec<(String, String)>> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("token"), self.token(user))?;
+        std::fs::write(dir.join("ca.crt"), &self.ca_pem)?;
+        let ns = user.service_account_name().map_or("default", |(ns, _)| ns);
+        std::fs::write(dir.join("namespace"), ns)?;
+        Ok(vec![
+            (
+                "KUBERNETES_SERVICE_HOST".into(),
+                self.tls_addr.ip().to_string(),
+            ),
+            (
+                "KUBERNETES_SERVICE_PORT".into(),
+                self.tls_addr.port().to_string(),
+            ),
+        ])
+    }
+
+    /// A kubeconfig file pointing at this sandbox, as the admin ([`UserInfo::admin`]).
     pub fn kubeconfig_path(&self) -> PathBuf {
         self.kubeconfig.path().join("config")
     }
 
-    /// A kube client for this sandbox. `user` shows in the audit record (X-Sandbox-User), so
-    /// tests can tell the operator's requests from an agent's.
-    pub fn client_as(&self, user: &str) -> anyhow::Result<kube::Client> {
-        let mut config = kube::Config::new(self.url().parse()?);
-        config.headers.push((
-            axum::http::header::HeaderName::from_static("x-sandbox-user"),
-            axum::http::HeaderValue::from_str(user)?,
-        ));
-        config.read_timeout = Some(Duration::from_secs(330));
-        Ok(kube::Client::try_from(config)?)
+    /// The bearer token of `user`: the same identity always gets the same token.
+    pub fn token(&self, user: &UserInfo) -> String {
+        self.state.tokens.issue(user)
     }
 
+    /// A kube client authenticated as `user` (its bearer token).
+    pub fn client_for(&self, user: &UserInfo) -> anyhow::Result<kube::Client> {
+        Ok(kube::Client::try_from(self.config_for(user)?)?)
+    }
+
+    /// The kube config [`Sandbox::client_for`] uses, for callers that change settings: the
+    /// plain-HTTP endpoint (cheaper than TLS for the many clients of a test) with the token.
+    pub fn config_for(&self, user: &UserInfo) -> anyhow::Result<kube::Config> {
+        let mut config = kube::Config::new(self.url().parse()?);
+        config.auth_info.token = Some(self.token(user).into());
+        config.read_timeout = Some(Duration::from_secs(330));
+        Ok(config)
+    }
+
+    /// A kube client as a test user named `user` in `system:masters` ([`UserInfo::masters`]):
+    /// allowed everything, and told apart from other clients in the audit record.
+    pub fn client_as(&self, user: &str) -> anyhow::Result<kube::Client> {
+        self.client_for(&UserInfo::masters(user))
+    }
+
+    /// A client as the test user `test` in `system:masters`.
     pub fn client(&self) -> kube::Client {
         self.client_as("test").expect("client for a local sandbox")
+    }
+
+    /// Writes a kubeconfig that authenticates as `user` to `path`: the HTTPS endpoint with
+    /// the sandbox's CA inline, and `user`'s bearer token.
+    pub fn write_kubeconfig_for(&self, user: &UserInfo, path: &Path) -> std::io::Result<()> {
+        use base64::Engine;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        let token = self.token(user);
+        let server = self.https_url();
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: sandbox\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\ncontexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n    user: sandbox\n    namespace: default\ncurrent-context: sandbox\nusers:\n- name: sandbox\n  user:\n    token: {token}\n"
+            ),
+        )
+    }
+
+    /// Writes one kubeconfig per identity into `dir` (created if missing): `admin`,
+    /// `update-operator` and `update-agent-<node>` for each of `nodes`. Returns the paths.
+    pub fn write_kubeconfig_dir<S: AsRef<str>>(
+        &self,
+        dir: &Path,
+        nodes: &[S],
+    ) -> std::io::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let mut ids = vec![
+            ("admin".to_string(), UserInfo::admin()),
+            ("update-operator".to_string(), UserInfo::operator()),
+        ];
+        for n in nodes {
+            let n = n.as_ref();
+            ids.push((format!("update-agent-{n}"), UserInfo::agent(n)));
+        }
+        let mut out = Vec::new();
+        for (file, user) in ids {
+            let p = dir.join(file);
+            self.write_kubeconfig_for(&user, &p)?;
+            out.push(p);
+        }
+        Ok(out)
     }
 
     pub fn store(&self) -> &Store {
@@ -246,6 +381,35 @@ impl Sandbox {
         Ok((*created).clone())
     }
 
+    /// Creates every object of a multi-document YAML text, as `kubectl create -f` would.
+    pub fn create_yaml(&self, text: &str) -> anyhow::Result<()> {
+        use serde::Deserialize;
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let obj = Value::deserialize(doc).context("YAML document")?;
+            if !obj.is_null() {
+                self.create(obj)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the RBAC this repository ships (deploy/core: the namespace, both service
+    /// accounts, the Roles, ClusterRoles and bindings), as `kubectl apply -k deploy/` would.
+    /// Enforced when the sandbox runs with [`authz::Mode::Rbac`].
+    pub fn load_shipped_rbac(&self) -> anyhow::Result<()> {
+        for text in SHIPPED_RBAC {
+            self.create_yaml(text)?;
+        }
+        Ok(())
+    }
+
+    /// Loads the admission policy this repository ships (deploy/admission: an agent may write
+    /// only its own Node, and there only our keys and a cordon), as `kubectl apply -k
+    /// deploy/admission/` would. Enforced on every write from then on (crate::admission).
+    pub fn load_shipped_admission(&self) -> anyhow::Result<()> {
+        self.create_yaml(SHIPPED_ADMISSION)
+    }
+
     /// Waits until every workload has all its pods and every pod runs Ready, or the timeout passes.
     pub async fn wait_pods_ready(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -295,7 +459,7 @@ impl Drop for Sandbox {
     }
 }
 
-/// A kubeconfig for a plain-HTTP server with no credentials.
+/// A kubeconfig for a plain-HTTP server with no credentials (an anonymous client).
 pub fn kubeconfig_yaml(server: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: sandbox\n  cluster:\n    server: {server}\ncontexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n    user: sandbox\n    namespace: default\ncurrent-context: sandbox\nusers:\n- name: sandbox\n  user: {{}}\n"

@@ -387,6 +387,38 @@ fn columns(kind: &str) -> Vec<Col> {
                 "Route service traffic to pods with label keys and values matching this selector.",
             ),
         ],
+        "ValidatingAdmissionPolicy" => vec![
+            NAME,
+            (
+                "Validations",
+                "integer",
+                0,
+                "Validations indicates the number of validation rules defined in this configuration",
+            ),
+            (
+                "ParamKind",
+                "string",
+                0,
+                "ParamKind specifies the kind of resources used to parameterize this policy",
+            ),
+            AGE,
+        ],
+        "ValidatingAdmissionPolicyBinding" => vec![
+            NAME,
+            (
+                "PolicyName",
+                "string",
+                0,
+                "PolicyName indicates the policy definition which the policy binding binded to",
+            ),
+            (
+                "ParamRef",
+                "string",
+                0,
+                "ParamRef indicates the param resource which sets the configration param",
+            ),
+            AGE,
+        ],
         _ => vec![NAME, AGE],
     };
     match kind {
@@ -519,6 +551,40 @@ impl Printer<'_> {
                 ]
             }
             "Service" => self.service(),
+            "ValidatingAdmissionPolicy" => {
+                let param_kind = match self.obj.pointer("/spec/paramKind") {
+                    Some(pk) if !pk.is_null() => format!(
+                        "{}/{}",
+                        pk["apiVersion"].as_str().unwrap_or(""),
+                        pk["kind"].as_str().unwrap_or("")
+                    ),
+                    _ => "<unset>".into(),
+                };
+                vec![
+                    self.name(),
+                    (self.arr("/spec/validations").len() as i64).into(),
+                    param_kind.into(),
+                    self.age(),
+                ]
+            }
+            "ValidatingAdmissionPolicyBinding" => {
+                // The API server's printer; it cannot tell a cluster-scoped param, so `*/`.
+                let param_ref = match self.obj.pointer("/spec/paramRef") {
+                    Some(pr) if pr["name"].as_str().is_some_and(|n| !n.is_empty()) => {
+                        match pr["namespace"].as_str().filter(|ns| !ns.is_empty()) {
+                            Some(ns) => format!("{ns}/{}", pr["name"].as_str().unwrap_or("")),
+                            None => format!("*/{}", pr["name"].as_str().unwrap_or("")),
+                        }
+                    }
+                    _ => "<unset>".into(),
+                };
+                vec![
+                    self.name(),
+                    self.s("/spec/policyName").into(),
+                    param_ref.into(),
+                    self.age(),
+                ]
+            }
             _ => vec![self.name(), self.age()],
         }
     }

@@ -46,10 +46,25 @@ pub async fn raw(
     content_type: &str,
     body: &str,
 ) -> (u16, String) {
+    raw_with(addr, method, path, &[("Content-Type", content_type)], body).await
+}
+
+/// [`raw`] with the given headers.
+pub async fn raw_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let headers: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: sandbox\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: sandbox\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.expect("write");
@@ -75,32 +90,48 @@ pub async fn raw(
 pub struct Kubectl {
     pub server: String,
     pub cache: tempfile::TempDir,
+    /// When set, kubectl reads server and credentials from it instead of `--server`.
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 impl Kubectl {
+    /// kubectl with `--server` and no credentials: an anonymous client.
     pub fn new(sb: &sandbox::Sandbox) -> Kubectl {
         Kubectl {
             server: sb.url(),
             cache: tempfile::tempdir().unwrap(),
+            kubeconfig: None,
+        }
+    }
+
+    /// kubectl with a kubeconfig, e.g. one of `Sandbox::write_kubeconfig_dir`'s.
+    pub fn with_kubeconfig(path: &std::path::Path) -> Kubectl {
+        Kubectl {
+            server: String::new(),
+            cache: tempfile::tempdir().unwrap(),
+            kubeconfig: Some(path.to_path_buf()),
         }
     }
 
     /// Runs kubectl; returns (success, stdout, stderr).
     pub async fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = tokio::time::timeout(
-            Duration::from_secs(60),
-            tokio::process::Command::new("kubectl")
-                .arg("--server")
-                .arg(&self.server)
-                .arg("--cache-dir")
+        let out = tokio::time::timeout(Duration::from_secs(60), {
+            let mut c = tokio::process::Command::new("kubectl");
+            match &self.kubeconfig {
+                Some(k) => c.env("KUBECONFIG", k),
+                None => c
+                    .arg("--server")
+                    .arg(&self.server)
+                    .env("KUBECONFIG", "/dev/null"),
+            };
+            c.arg("--cache-dir")
                 .arg(self.cache.path())
                 .args(args)
-                .env("KUBECONFIG", "/dev/null")
-                .output(),
-        )
+                .output()
+        })
         .await
         .expect("kubectl finished in time")
-        .expect("kubectl runs");
+        .expect("kubectl runs (Debian package kubectl, v1.33)");
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into(),

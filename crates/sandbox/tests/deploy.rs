@@ -630,10 +630,7 @@ async fn kubectl_apply_k_installs_everything_into_the_sandbox() {
     for n in ["node-1", "node-2"] {
         sb.add_node(n, &[]).expect("node");
     }
-    let k = Kubectl {
-        server: sb.url(),
-        cache: tempfile::tempdir().unwrap(),
-    };
+    let k = Kubectl::new(&sb);
     let dir = deploy_dir();
     let dir = dir.to_str().unwrap();
 
@@ -814,10 +811,7 @@ async fn kubectl_apply_k_takes_over_a_fluo_install() {
     })
     .await
     .expect("sandbox starts");
-    let k = Kubectl {
-        server: sb.url(),
-        cache: tempfile::tempdir().unwrap(),
-    };
+    let k = Kubectl::new(&sb);
     let tmp = tempfile::tempdir().unwrap();
     // One JSON document per object (JSON is YAML); kubectl validates each against the
     // server's OpenAPI, where a v1 List has no schema.

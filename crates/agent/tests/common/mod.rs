@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use protocol::keys;
-use sandbox::{NodeLifecycle, Options, Sandbox, SimHost};
+use sandbox::{NodeLifecycle, Options, Sandbox, SimHost, UserInfo};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -244,7 +244,13 @@ fn spawn_agent(
 impl Machine {
     /// Starts the agent of `node` (added to `sb` before).
     pub fn start(sb: &Sandbox, node: &str, cfg: AgentConfig) -> Machine {
-        let client = sb.client_as(&format!("agent-{node}")).expect("client");
+        Machine::start_as(sb, node, cfg, &UserInfo::masters(&format!("agent-{node}")))
+    }
+
+    /// [`Machine::start`] with the agent authenticated as `user`, e.g. its own service
+    /// account's projected token ([`UserInfo::agent`]).
+    pub fn start_as(sb: &Sandbox, node: &str, cfg: AgentConfig, user: &UserInfo) -> Machine {
+        let client = sb.client_for(user).expect("client");
         let host = sb.host(node).expect("a simulated node");
         let state = Arc::new(Mutex::new(MachineState {
             agent: Some(spawn_agent(&client, &host, &cfg)),

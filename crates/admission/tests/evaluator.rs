@@ -1,10 +1,10 @@
 //! The evaluator itself, on small policies: the API server's order and fallbacks, so that
 //! node_policy.rs's verdicts mean what the API server would answer.
 
-use admission_check::{Decision, Denial, Policy, Request, Resource, UserInfo};
+use admission::{Decision, Denial, Policy, Request, Resource, UserInfo};
 use serde_json::{Value as Json, json};
 
-fn policy(spec: Json, actions: Json) -> Result<Policy, admission_check::LoadError> {
+fn policy(spec: Json, actions: Json) -> Result<Policy, admission::LoadError> {
     let mut full = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
@@ -37,12 +37,13 @@ fn update(user: &str, old: Json, new: Json) -> Request {
 }
 
 fn denied(code: u16, reason: &str, message: &str) -> Decision {
+    let cause = format!("ValidatingAdmissionPolicy 'p' with binding 'b' denied request: {message}");
     Decision::Denied(Denial {
         code,
         reason: reason.into(),
-        message: format!(
-            "nodes \"n\" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: {message}"
-        ),
+        message: format!("nodes \"n\" is forbidden: {cause}"),
+        name: "n".into(),
+        cause,
     })
 }
 
@@ -261,4 +262,195 @@ fn policies_it_cannot_evaluate_faithfully_are_refused_naming_the_field() {
         e.to_string(),
         "no ValidatingAdmissionPolicyBinding in the file"
     );
+}
+
+#[test]
+fn the_bindings_match_resources_narrow_the_policy() {
+    let spec = json!({
+        "matchConstraints": {
+            "resourceRules": [{"apiGroups": [""], "apiVersions": ["*"], "operations": ["UPDATE"],
+                "resources": ["nodes", "nodes/status"]}],
+            "excludeResourceRules": [{"apiGroups": [""], "apiVersions": ["*"],
+                "operations": ["*"], "resources": ["nodes"], "resourceNames": ["skip"]}],
+        },
+        "validations": [{"expression": "false", "message": "hit"}],
+    });
+    let mut full =
+        json!({"kind": "ValidatingAdmissionPolicy", "metadata": {"name": "p"}, "spec": spec});
+    let only_status = json!({"kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "b"},
+        "spec": {"policyName": "p", "validationActions": ["Deny"], "matchResources": {
+            "resourceRules": [{"apiGroups": [""], "apiVersions": ["*"], "operations": ["*"],
+                "resources": ["nodes/status"]}]}}});
+    let p = Policy::new(&full, &only_status).expect("policy");
+    let r = update("u", node("n", json!({})), node("n", json!({})));
+    assert_eq!(
+        p.evaluate(&r),
+        Decision::NotMatched,
+        "the binding takes only nodes/status"
+    );
+    let mut status = r.clone();
+    status.resource = Resource::nodes().subresource("status");
+    assert!(matches!(p.evaluate(&status), Decision::Denied(_)));
+
+    // Without matchResources, the policy's constraints alone, less its exclusions.
+    let b = json!({"kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "b"},
+        "spec": {"policyName": "p", "validationActions": ["Deny"]}});
+    let p = Policy::new(&full, &b).expect("policy");
+    assert_eq!(p.evaluate(&r), denied(422, "Invalid", "hit"));
+    let skip = update("u", node("skip", json!({})), node("skip", json!({})));
+    assert_eq!(p.evaluate(&skip), Decision::NotMatched, "excluded by name");
+
+    // A `Namespaced` rule never matches a cluster-scoped Node.
+    full["spec"]["matchConstraints"]["resourceRules"][0]["scope"] = json!("Namespaced");
+    let p = Policy::new(&full, &b).expect("policy");
+    assert_eq!(p.evaluate(&r), Decision::NotMatched);
+}
+
+#[test]
+fn a_denial_names_the_request_then_the_object() {
+    let p = deny(json!({
+        "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["*"],
+            "operations": ["*"], "resources": ["configmaps"]}]},
+        "validations": [{"expression": "request.dryRun == false", "message": "dry", "reason": "Forbidden"}],
+    }));
+    let cm = |md: Json| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": md});
+    let mut r = update("u", cm(json!({})), cm(json!({"generateName": "gen-"})));
+    r.resource = Resource {
+        resource: "configmaps".into(),
+        kind: "ConfigMap".into(),
+        ..Resource::nodes()
+    };
+    r.operation = "CREATE".into();
+    r.old_object = None;
+    r.namespace = "default".into();
+    r.dry_run = true;
+    let Decision::Denied(d) = p.evaluate(&r) else {
+        panic!("a dry run is denied by this policy");
+    };
+    assert_eq!((d.code, d.name.as_str()), (403, "gen-"));
+    assert_eq!(
+        d.message,
+        "configmaps \"gen-\" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: dry"
+    );
+    assert_eq!(
+        d.cause,
+        "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: dry"
+    );
+    // A DELETE has no object: the request's name.
+    r.operation = "DELETE".into();
+    r.object = None;
+    r.old_object = Some(cm(json!({"name": "old"})));
+    r.name = "old".into();
+    let Decision::Denied(d) = p.evaluate(&r) else {
+        panic!("denied");
+    };
+    assert_eq!(d.name, "old");
+}
+
+#[test]
+fn what_the_api_server_refuses_in_a_policy_or_binding_is_refused() {
+    let err = |spec: Json, actions: Json| policy(spec, actions).err().expect("refused").to_string();
+    let ok = json!({"validations": [{"expression": "true"}]});
+    assert!(
+        err(
+            json!({"validations": [{"expression": "false", "reason": "Teapot"}]}),
+            json!(["Deny"])
+        )
+        .starts_with("spec.validations[0].reason: \"Teapot\" is not one of")
+    );
+    assert!(
+        err(ok.clone(), json!(["Deny", "Warn"]))
+            .starts_with("binding spec.validationActions: Deny and Warn together")
+    );
+    assert!(
+        err(json!({"matchConstraints": {"resourceRules": []}, "validations": [{"expression": "true"}]}), json!(["Deny"]))
+            .starts_with("spec.matchConstraints.resourceRules: Required value")
+    );
+    for (sel, want) in [
+        (
+            json!({"matchExpressions": [{"key": "a", "operator": "Near", "values": ["b"]}]}),
+            "spec.matchConstraints.objectSelector.matchExpressions[0].operator: \"Near\" is not one of In, NotIn, Exists, DoesNotExist",
+        ),
+        (
+            json!({"matchExpressions": [{"key": "a", "operator": "In"}]}),
+            "spec.matchConstraints.objectSelector.matchExpressions[0].values: must be non-empty for In and NotIn",
+        ),
+        (
+            json!({"matchLabel": {"a": "b"}}),
+            "spec.matchConstraints.objectSelector: unknown field \"matchLabel\"; a label selector has matchLabels and matchExpressions",
+        ),
+    ] {
+        let mut spec = ok.clone();
+        spec["matchConstraints"] = json!({"resourceRules": [{"apiGroups": [""], "apiVersions": ["*"],
+            "operations": ["*"], "resources": ["nodes"]}], "objectSelector": sel});
+        assert_eq!(err(spec, json!(["Deny"])), want);
+    }
+    assert!(
+        admission::validate_binding(&json!({"metadata": {"name": "b"},
+        "spec": {"policyName": "p", "validationActions": ["Warn"],
+            "paramRef": {"name": "x"}}}))
+        .is_err_and(|e| e
+            .to_string()
+            .starts_with("binding spec.paramRef: not supported"))
+    );
+}
+
+#[test]
+fn namespace_and_object_selectors_match_as_the_api_server_matches() {
+    let full = json!({"kind": "ValidatingAdmissionPolicy", "metadata": {"name": "p"}, "spec": {
+        "matchConstraints": {
+            "resourceRules": [{"apiGroups": [""], "apiVersions": ["*"], "operations": ["*"],
+                "resources": ["configmaps", "namespaces", "nodes"]}],
+            "namespaceSelector": {"matchLabels": {"env": "prod"}},
+            "objectSelector": {"matchExpressions": [
+                {"key": "tier", "operator": "NotIn", "values": ["test"]},
+                {"key": "skip", "operator": "DoesNotExist"},
+            ]},
+        },
+        "validations": [{"expression": "false", "message": "hit"}],
+    }});
+    let b = json!({"kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "b"},
+        "spec": {"policyName": "p", "validationActions": ["Deny"]}});
+    let p = Policy::new(&full, &b).expect("policy");
+    assert!(p.matches_on_objects());
+    let obj = |kind: &str, labels: Json| json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "o", "labels": labels}});
+    let req = |resource: &str, ns: &str, ns_labels: Json, labels: Json| {
+        let mut r = update("u", obj("X", labels.clone()), obj("X", labels));
+        r.resource = Resource {
+            resource: resource.into(),
+            ..Resource::nodes()
+        };
+        r.namespace = ns.into();
+        r.namespace_object = (!ns.is_empty()).then(|| obj("Namespace", ns_labels));
+        r
+    };
+    let hit = |r: &Request| matches!(p.evaluate(r), Decision::Denied(_));
+    let prod = json!({"env": "prod"});
+    assert!(hit(&req("configmaps", "a", prod.clone(), json!({}))));
+    assert!(
+        !hit(&req("configmaps", "a", json!({"env": "dev"}), json!({}))),
+        "namespace labels"
+    );
+    assert!(
+        !hit(&req(
+            "configmaps",
+            "a",
+            prod.clone(),
+            json!({"tier": "test"})
+        )),
+        "NotIn"
+    );
+    assert!(
+        !hit(&req("configmaps", "a", prod.clone(), json!({"skip": ""}))),
+        "DoesNotExist"
+    );
+    // A cluster-scoped object is never exempted by the namespace selector...
+    assert!(hit(&req("nodes", "", Json::Null, json!({}))));
+    // ...but a Namespace is matched by its own labels.
+    assert!(hit(&req("namespaces", "", Json::Null, prod.clone())));
+    assert!(!hit(&req("namespaces", "", Json::Null, json!({}))));
+    // The object before the request matches too.
+    let mut r = req("configmaps", "a", prod, json!({"tier": "test"}));
+    r.old_object = Some(obj("X", json!({})));
+    assert!(hit(&r), "the old object's labels match");
 }

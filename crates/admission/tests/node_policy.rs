@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use admission_check::{Decision, Denial, Policy, Request, Resource, UserInfo};
+use admission::{Decision, Denial, Policy, Request, Resource, UserInfo};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use protocol::agent::{AgentInput, AgentStep, next_step};
@@ -158,12 +158,15 @@ fn decide(
 }
 
 fn forbidden(node: &str, message: &str) -> Decision {
+    let cause = format!(
+        "ValidatingAdmissionPolicy '{POLICY}' with binding '{POLICY}' denied request: {message}"
+    );
     Decision::Denied(Denial {
         code: 403,
         reason: "Forbidden".into(),
-        message: format!(
-            "nodes \"{node}\" is forbidden: ValidatingAdmissionPolicy '{POLICY}' with binding '{POLICY}' denied request: {message}"
-        ),
+        message: format!("nodes \"{node}\" is forbidden: {cause}"),
+        name: node.to_string(),
+        cause,
     })
 }
 

@@ -1,22 +1,23 @@
 //! Evaluates a ValidatingAdmissionPolicy and its binding on an admission request the way the
 //! Kubernetes API server does (k8s.io/apiserver, `admission/plugin/policy/validating`), with the
-//! `cel` crate as the CEL implementation. There is no real API server on the development
-//! machines, so this is how `deploy/admission/` is tested: the tests run every expression of
-//! the policy on requests built from real Node objects.
+//! `cel` crate as the CEL implementation. The sandbox enforces policies with it on every write,
+//! and the tests evaluate `deploy/admission/` with it directly.
 //!
-//! Like the API server: `matchConstraints.resourceRules`, then `matchConditions` (one `false`
-//! skips the policy; otherwise an error applies `failurePolicy`), then `variables` and
-//! `validations` (with `message`, `messageExpression` and `reason`), the binding's
-//! `validationActions`, the `request`, `object`, `oldObject` and `variables` activations, and
-//! the API server's wording of a denial.
+//! Like the API server: the policy's `matchConstraints` and the binding's `matchResources`
+//! (`resourceRules`, `excludeResourceRules`, namespace and object selectors), then
+//! `matchConditions` (one `false` skips the policy; otherwise an error applies
+//! `failurePolicy`), then `variables` and `validations` (with `message`, `messageExpression` and
+//! `reason`), the binding's `validationActions`, the `request`, `object`, `oldObject`,
+//! `namespaceObject` and `variables` activations, and the API server's wording of a denial and
+//! of a warning.
 //!
 //! Not modelled, and rejected when a policy uses it (so nothing passes here that the API server
-//! would treat differently): `paramKind`/`paramRef`, namespace and object selectors,
-//! `excludeResourceRules`, `auditAnnotations`, binding `matchResources`. Also not modelled:
-//! type-checking at creation, the cost budget, Kubernetes' own CEL libraries (quantity, ip,
-//! url, authorizer, ...: an expression using one fails to evaluate here) and list-type-aware
-//! equality (a list marked `x-kubernetes-list-type: map` or `set` compares ignoring order in
-//! Kubernetes, in order here).
+//! would treat differently): `paramKind`/`paramRef`, `auditAnnotations`. `matchPolicy:
+//! Equivalent` matches only the version asked for. Also not modelled: type-checking at
+//! creation, the cost budget, Kubernetes' own CEL libraries (quantity, ip, url, authorizer,
+//! ...: an expression using one fails to evaluate here) and list-type-aware equality (a list
+//! marked `x-kubernetes-list-type: map` or `set` compares ignoring order in Kubernetes, in
+//! order here).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -55,7 +56,9 @@ pub struct Policy {
     binding: String,
     failure_policy: FailurePolicy,
     actions: Vec<Action>,
-    rules: Vec<Rule>,
+    constraints: MatchResources,
+    /// The binding's `matchResources`, when it narrows the policy's.
+    binding_match: Option<MatchResources>,
     match_conditions: Vec<Named>,
     variables: Vec<Named>,
     validations: Vec<Validation>,
@@ -76,8 +79,35 @@ struct Validation {
     reason: Option<String>,
 }
 
+/// `matchConstraints` / `matchResources`: what a request must be for the policy to apply.
+#[derive(Debug, Default)]
+struct MatchResources {
+    rules: Vec<Rule>,
+    exclude: Vec<Rule>,
+    /// `None`: everything (absent or `{}`).
+    namespace_selector: Option<Selector>,
+    object_selector: Option<Selector>,
+}
+
+/// A metav1.LabelSelector: every `matchLabels` pair and every expression must hold.
+#[derive(Debug)]
+struct Selector {
+    match_labels: Vec<(String, String)>,
+    expressions: Vec<(String, SelectorOp, Vec<String>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SelectorOp {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
 #[derive(Debug)]
 struct Rule {
+    /// `Cluster`, `Namespaced` or `*` (the default).
+    scope: String,
     operations: Vec<String>,
     api_groups: Vec<String>,
     api_versions: Vec<String>,
@@ -140,6 +170,10 @@ pub struct Request {
     pub object: Option<Json>,
     /// The object before it (`None` for CREATE).
     pub old_object: Option<Json>,
+    /// `?dryRun=All`: admission runs, nothing is stored.
+    pub dry_run: bool,
+    /// The request's Namespace object (`namespaceObject`); `None` for cluster-scoped ones.
+    pub namespace_object: Option<Json>,
 }
 
 impl Request {
@@ -161,6 +195,8 @@ impl Request {
             user,
             object: Some(new),
             old_object: Some(old),
+            dry_run: false,
+            namespace_object: None,
         }
     }
 
@@ -191,7 +227,7 @@ impl Request {
             "requestResource": gvr,
             "operation": self.operation,
             "userInfo": user,
-            "dryRun": false,
+            "dryRun": self.dry_run,
         });
         // A PATCH reaches admission as an UPDATE with UpdateOptions.
         let options = match self.operation.as_str() {
@@ -236,6 +272,12 @@ pub struct Denial {
     pub reason: String,
     /// The Status message, e.g. `nodes "a" is forbidden: ValidatingAdmissionPolicy ...`.
     pub message: String,
+    /// The Status `details.name`: the request's name, else the object's (or its
+    /// `generateName`), else `Unknown`.
+    pub name: String,
+    /// The Status' one `details.causes[].message`: `ValidatingAdmissionPolicy 'P' with binding
+    /// 'B' denied request: MESSAGE`.
+    pub cause: String,
 }
 
 /// The longest messageExpression result the API server uses (celconfig).
@@ -265,11 +307,11 @@ impl Policy {
     /// A policy and its binding, as JSON objects.
     pub fn new(policy: &Json, binding: &Json) -> Result<Policy, LoadError> {
         let name = str_at(policy, "/metadata/name")?;
-        let binding_name = str_at(binding, "/metadata/name")?;
-        let bound = str_at(binding, "/spec/policyName")?;
-        if bound != name {
+        let b = parse_binding(binding)?;
+        if b.policy_name != name {
             return Err(load_err(format!(
-                "binding {binding_name}: spec.policyName is {bound:?}, the policy is {name:?}"
+                "binding {}: spec.policyName is {:?}, the policy is {name:?}",
+                b.name, b.policy_name
             )));
         }
         let spec = &policy["spec"];
@@ -278,19 +320,11 @@ impl Policy {
                 return Err(unsupported(&format!("spec.{field}")));
             }
         }
-        for field in ["namespaceSelector", "objectSelector"] {
-            let sel = &spec["matchConstraints"][field];
-            if !(sel.is_null() || sel.as_object().is_some_and(|m| m.is_empty())) {
-                return Err(unsupported(&format!("spec.matchConstraints.{field}")));
-            }
-        }
-        if !spec["matchConstraints"]["excludeResourceRules"].is_null() {
-            return Err(unsupported("spec.matchConstraints.excludeResourceRules"));
-        }
-        for field in ["paramRef", "matchResources"] {
-            if !binding["spec"][field].is_null() {
-                return Err(unsupported(&format!("binding spec.{field}")));
-            }
+        let constraints = match_resources(&spec["matchConstraints"], "spec.matchConstraints")?;
+        if constraints.rules.is_empty() {
+            return Err(load_err(
+                "spec.matchConstraints.resourceRules: Required value: the API server requires at least one rule",
+            ));
         }
         let failure_policy = match spec["failurePolicy"].as_str() {
             None | Some("Fail") => FailurePolicy::Fail,
@@ -301,33 +335,6 @@ impl Policy {
                 )));
             }
         };
-        let actions = items(&binding["spec"], "validationActions")
-            .iter()
-            .map(|a| match a.as_str() {
-                Some("Deny") => Ok(Action::Deny),
-                Some("Warn") => Ok(Action::Warn),
-                Some("Audit") => Ok(Action::Audit),
-                _ => Err(load_err(format!(
-                    "binding spec.validationActions: {a} is not one of Deny, Warn, Audit"
-                ))),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if actions.is_empty() {
-            return Err(load_err(
-                "binding spec.validationActions: empty; the API server requires at least one",
-            ));
-        }
-        let rules = items(&spec["matchConstraints"], "resourceRules")
-            .iter()
-            .map(|r| Rule {
-                operations: strings(r, "operations"),
-                api_groups: strings(r, "apiGroups"),
-                api_versions: strings(r, "apiVersions"),
-                resources: strings(r, "resources"),
-                resource_names: strings(r, "resourceNames"),
-            })
-            .collect();
-
         // Kubernetes' CEL environment has cel-go's strings extension besides the standard
         // library.
         let mut env = Env::stdlib();
@@ -368,12 +375,20 @@ impl Policy {
                     Some(src) => Some(compile(&format!("{field}.messageExpression"), src)?),
                     None => None,
                 };
+                let reason = item["reason"].as_str().map(str::to_string);
+                if let Some(r) = &reason
+                    && reason_code(r).is_none()
+                {
+                    return Err(load_err(format!(
+                        "{field}.reason: {r:?} is not one of Unauthorized, Forbidden, Invalid, RequestEntityTooLarge"
+                    )));
+                }
                 Ok(Validation {
                     program: compile(&format!("{field}.expression"), &expression)?,
                     expression,
                     message: item["message"].as_str().map(str::to_string),
                     message_expression,
-                    reason: item["reason"].as_str().map(str::to_string),
+                    reason,
                 })
             })
             .collect::<Result<Vec<_>, LoadError>>()?;
@@ -382,10 +397,11 @@ impl Policy {
         }
         Ok(Policy {
             name,
-            binding: binding_name,
+            binding: b.name,
             failure_policy,
-            actions,
-            rules,
+            actions: b.actions,
+            constraints,
+            binding_match: b.match_resources,
             match_conditions,
             variables,
             validations,
@@ -398,9 +414,34 @@ impl Policy {
         &self.name
     }
 
+    /// The binding's `metadata.name`.
+    pub fn binding(&self) -> &str {
+        &self.binding
+    }
+
+    /// `spec.failurePolicy`.
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.failure_policy
+    }
+
+    /// Whether [`Policy::matches`] reads `object`, `oldObject` or `namespaceObject` (a
+    /// namespace or object selector); otherwise a request without them is matched the same.
+    pub fn matches_on_objects(&self) -> bool {
+        self.constraints.uses_objects()
+            || self
+                .binding_match
+                .as_ref()
+                .is_some_and(|m| m.uses_objects())
+    }
+
+    /// Whether `req` is one this policy and binding apply to, before any CEL runs.
+    pub fn matches(&self, req: &Request) -> bool {
+        self.constraints.matches(req) && self.binding_match.as_ref().is_none_or(|m| m.matches(req))
+    }
+
     /// What the API server does with `req` under this policy and binding.
     pub fn evaluate(&self, req: &Request) -> Decision {
-        if !self.rules.iter().any(|r| r.matches(req)) {
+        if !self.matches(req) {
             return Decision::NotMatched;
         }
         let mut ctx = Context::with_env(Arc::clone(&self.env));
@@ -409,7 +450,7 @@ impl Policy {
         ctx.add_variable_from_value("oldObject", or_null(&req.old_object));
         ctx.add_variable_from_value("request", to_cel(&req.to_json()));
         ctx.add_variable_from_value("params", Value::Null);
-        ctx.add_variable_from_value("namespaceObject", Value::Null);
+        ctx.add_variable_from_value("namespaceObject", or_null(&req.namespace_object));
 
         // All conditions are evaluated: a false one wins over an error in another.
         let mut condition_errors = Vec::new();
@@ -442,10 +483,7 @@ impl Policy {
                     Action::Deny => {
                         deny.get_or_insert_with(|| (reason.clone(), message.clone()));
                     }
-                    Action::Warn => warnings.push(format!(
-                        "Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {message}",
-                        self.name, self.binding
-                    )),
+                    Action::Warn => warnings.push(self.warning(&message)),
                     Action::Audit => {}
                 }
             }
@@ -515,42 +553,305 @@ impl Policy {
         }
     }
 
-    fn denial(&self, req: &Request, reason: String, message: &str) -> Denial {
-        let code = match reason.as_str() {
-            "Forbidden" => 403,
-            "Unauthorized" => 401,
-            "RequestEntityTooLarge" => 413,
-            _ => 422,
-        };
-        // admission.NewForbidden: the group/resource without subresource, and the object's name.
-        let r = &req.resource;
-        let resource = if r.group.is_empty() {
-            r.resource.clone()
-        } else {
-            format!("{}.{}", r.resource, r.group)
-        };
-        let name = req
-            .object
+    /// A `Warn` action's warning, as the API server words it.
+    pub fn warning(&self, message: &str) -> String {
+        format!(
+            "Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {message}",
+            self.name, self.binding
+        )
+    }
+
+    /// The API server's denial of `req` by this policy with `reason` (empty: `Invalid`) and
+    /// `message`.
+    pub fn denial(&self, req: &Request, reason: String, message: &str) -> Denial {
+        denial(&self.name, &self.binding, req, &reason, message)
+    }
+}
+
+/// The API server's denial of `req` by `policy` with `binding`, with `reason` (empty:
+/// `Invalid`) and `message`; also how a policy that cannot be compiled denies under
+/// `failurePolicy: Fail`.
+pub fn denial(policy: &str, binding: &str, req: &Request, reason: &str, message: &str) -> Denial {
+    let reason = if reason.is_empty() { "Invalid" } else { reason }.to_string();
+    let code = reason_code(&reason).unwrap_or(422);
+    // admission.NewForbidden: the group/resource without subresource, and the request's
+    // name, else the object's.
+    let r = &req.resource;
+    let resource = if r.group.is_empty() {
+        r.resource.clone()
+    } else {
+        format!("{}.{}", r.resource, r.group)
+    };
+    let object_name = |field: &str| {
+        req.object
             .as_ref()
-            .or(req.old_object.as_ref())
-            .and_then(|o| o["metadata"]["name"].as_str())
-            .unwrap_or("Unknown");
-        Denial {
-            code,
-            reason,
-            message: format!(
-                "{resource} {name:?} is forbidden: ValidatingAdmissionPolicy '{}' with binding '{}' denied request: {message}",
-                self.name, self.binding
-            ),
+            .and_then(|o| o["metadata"][field].as_str())
+            .filter(|n| !n.is_empty())
+    };
+    let name = Some(req.name.as_str())
+        .filter(|n| !n.is_empty())
+        .or_else(|| object_name("name"))
+        .or_else(|| object_name("generateName"))
+        .unwrap_or("Unknown")
+        .to_string();
+    let cause = format!(
+        "ValidatingAdmissionPolicy '{policy}' with binding '{binding}' denied request: {message}"
+    );
+    Denial {
+        code,
+        reason,
+        message: format!("{resource} {name:?} is forbidden: {cause}"),
+        name,
+        cause,
+    }
+}
+
+/// The HTTP code of a validation's `reason` (reasonToCode); `None` for one the API refuses.
+fn reason_code(reason: &str) -> Option<u16> {
+    match reason {
+        "Forbidden" => Some(403),
+        "Unauthorized" => Some(401),
+        "RequestEntityTooLarge" => Some(413),
+        "Invalid" => Some(422),
+        _ => None,
+    }
+}
+
+/// A ValidatingAdmissionPolicyBinding's fields.
+struct Binding {
+    name: String,
+    policy_name: String,
+    actions: Vec<Action>,
+    match_resources: Option<MatchResources>,
+}
+
+fn parse_binding(binding: &Json) -> Result<Binding, LoadError> {
+    let name = str_at(binding, "/metadata/name")?;
+    let policy_name = str_at(binding, "/spec/policyName")?;
+    if !binding["spec"]["paramRef"].is_null() {
+        return Err(unsupported("binding spec.paramRef"));
+    }
+    let actions = items(&binding["spec"], "validationActions")
+        .iter()
+        .map(|a| match a.as_str() {
+            Some("Deny") => Ok(Action::Deny),
+            Some("Warn") => Ok(Action::Warn),
+            Some("Audit") => Ok(Action::Audit),
+            _ => Err(load_err(format!(
+                "binding spec.validationActions: {a} is not one of Deny, Warn, Audit"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if actions.is_empty() {
+        return Err(load_err(
+            "binding spec.validationActions: empty; the API server requires at least one",
+        ));
+    }
+    if actions.contains(&Action::Deny) && actions.contains(&Action::Warn) {
+        return Err(load_err(
+            "binding spec.validationActions: Deny and Warn together are refused by the API server (a denied request needs no warning)",
+        ));
+    }
+    let match_resources = match &binding["spec"]["matchResources"] {
+        Json::Null => None,
+        m => Some(match_resources(m, "binding spec.matchResources")?),
+    };
+    Ok(Binding {
+        name,
+        policy_name,
+        actions,
+        match_resources,
+    })
+}
+
+/// Checks a ValidatingAdmissionPolicy object as the sandbox's API refuses it on create and
+/// update: every expression compiles and nothing unsupported is used.
+pub fn validate_policy(policy: &Json) -> Result<(), LoadError> {
+    let name = str_at(policy, "/metadata/name")?;
+    let binding = json!({"metadata": {"name": "-"},
+        "spec": {"policyName": name, "validationActions": ["Deny"]}});
+    Policy::new(policy, &binding).map(|_| ())
+}
+
+/// Checks a ValidatingAdmissionPolicyBinding object the same way.
+pub fn validate_binding(binding: &Json) -> Result<(), LoadError> {
+    parse_binding(binding).map(|_| ())
+}
+
+fn match_resources(m: &Json, field: &str) -> Result<MatchResources, LoadError> {
+    let rules = |list: &str| {
+        items(m, list)
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let scope = r["scope"].as_str().unwrap_or("*").to_string();
+                if !["*", "Cluster", "Namespaced"].contains(&scope.as_str()) {
+                    return Err(load_err(format!(
+                        "{field}.{list}[{i}].scope: {scope:?} is not one of \"*\", \"Cluster\", \"Namespaced\""
+                    )));
+                }
+                Ok(Rule {
+                    scope,
+                    operations: strings(r, "operations"),
+                    api_groups: strings(r, "apiGroups"),
+                    api_versions: strings(r, "apiVersions"),
+                    resources: strings(r, "resources"),
+                    resource_names: strings(r, "resourceNames"),
+                })
+            })
+            .collect::<Result<Vec<_>, LoadError>>()
+    };
+    Ok(MatchResources {
+        rules: rules("resourceRules")?,
+        exclude: rules("excludeResourceRules")?,
+        namespace_selector: selector(
+            &m["namespaceSelector"],
+            &format!("{field}.namespaceSelector"),
+        )?,
+        object_selector: selector(&m["objectSelector"], &format!("{field}.objectSelector"))?,
+    })
+}
+
+fn selector(v: &Json, field: &str) -> Result<Option<Selector>, LoadError> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let Some(fields) = v.as_object() else {
+        return Err(load_err(format!(
+            "{field}: must be a label selector object"
+        )));
+    };
+    if let Some(k) = fields
+        .keys()
+        .find(|k| !["matchLabels", "matchExpressions"].contains(&k.as_str()))
+    {
+        return Err(load_err(format!(
+            "{field}: unknown field {k:?}; a label selector has matchLabels and matchExpressions"
+        )));
+    }
+    let mut match_labels = Vec::new();
+    if let Some(labels) = v.get("matchLabels").filter(|l| !l.is_null()) {
+        let labels = labels
+            .as_object()
+            .ok_or_else(|| load_err(format!("{field}.matchLabels: must be a map of strings")))?;
+        for (k, val) in labels {
+            let val = val
+                .as_str()
+                .ok_or_else(|| load_err(format!("{field}.matchLabels.{k}: must be a string")))?;
+            match_labels.push((k.clone(), val.to_string()));
         }
     }
+    let mut expressions = Vec::new();
+    for (i, e) in items(v, "matchExpressions").iter().enumerate() {
+        let at = format!("{field}.matchExpressions[{i}]");
+        let key = str_at(e, "/key").map_err(|_| load_err(format!("{at}.key: missing")))?;
+        let op = match e["operator"].as_str() {
+            Some("In") => SelectorOp::In,
+            Some("NotIn") => SelectorOp::NotIn,
+            Some("Exists") => SelectorOp::Exists,
+            Some("DoesNotExist") => SelectorOp::DoesNotExist,
+            other => {
+                return Err(load_err(format!(
+                    "{at}.operator: {:?} is not one of In, NotIn, Exists, DoesNotExist",
+                    other.unwrap_or("")
+                )));
+            }
+        };
+        let values = strings(e, "values");
+        let needs_values = matches!(op, SelectorOp::In | SelectorOp::NotIn);
+        if needs_values == values.is_empty() {
+            return Err(load_err(format!(
+                "{at}.values: {}",
+                if needs_values {
+                    "must be non-empty for In and NotIn"
+                } else {
+                    "must be empty for Exists and DoesNotExist"
+                }
+            )));
+        }
+        expressions.push((key, op, values));
+    }
+    if match_labels.is_empty() && expressions.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Selector {
+        match_labels,
+        expressions,
+    }))
+}
+
+impl Selector {
+    fn matches(&self, labels: Option<&serde_json::Map<String, Json>>) -> bool {
+        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Json::as_str);
+        self.match_labels.iter().all(|(k, v)| get(k) == Some(v))
+            && self.expressions.iter().all(|(k, op, values)| {
+                let have = get(k);
+                match op {
+                    SelectorOp::In => have.is_some_and(|h| values.iter().any(|v| v == h)),
+                    SelectorOp::NotIn => have.is_none_or(|h| !values.iter().any(|v| v == h)),
+                    SelectorOp::Exists => have.is_some(),
+                    SelectorOp::DoesNotExist => have.is_none(),
+                }
+            })
+    }
+}
+
+fn labels_of(o: Option<&Json>) -> Option<&serde_json::Map<String, Json>> {
+    o.and_then(|o| o.pointer("/metadata/labels"))
+        .and_then(Json::as_object)
+}
+
+impl MatchResources {
+    /// Not excluded, and matched by a rule (no rules: every request, as in a binding), and by
+    /// both selectors.
+    fn matches(&self, req: &Request) -> bool {
+        !self.exclude.iter().any(|r| r.matches(req))
+            && (self.rules.is_empty() || self.rules.iter().any(|r| r.matches(req)))
+            && self
+                .namespace_selector
+                .as_ref()
+                .is_none_or(|s| namespace_matches(s, req))
+            && self.object_selector.as_ref().is_none_or(|s| {
+                // The object after the request or the one before it.
+                s.matches(labels_of(req.object.as_ref()))
+                    || (req.old_object.is_some() && s.matches(labels_of(req.old_object.as_ref())))
+            })
+    }
+
+    fn uses_objects(&self) -> bool {
+        self.namespace_selector.is_some() || self.object_selector.is_some()
+    }
+}
+
+/// The API server's namespace matcher: a cluster-scoped request (other than for a Namespace)
+/// always matches; a Namespace is matched by its own labels (the new ones on create and
+/// update); anything else by its namespace's.
+fn namespace_matches(s: &Selector, req: &Request) -> bool {
+    let r = &req.resource;
+    if r.group.is_empty() && r.resource == "namespaces" {
+        let own = match req.operation.as_str() {
+            "CREATE" | "UPDATE" if r.sub_resource.is_empty() => req.object.as_ref(),
+            _ => req.old_object.as_ref(),
+        };
+        return s.matches(labels_of(own));
+    }
+    if req.namespace.is_empty() {
+        return true;
+    }
+    s.matches(labels_of(req.namespace_object.as_ref()))
 }
 
 impl Rule {
     fn matches(&self, req: &Request) -> bool {
         let any = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
         let r = &req.resource;
-        any(&self.operations, &req.operation)
+        let scoped = match self.scope.as_str() {
+            "Cluster" => req.namespace.is_empty(),
+            "Namespaced" => !req.namespace.is_empty(),
+            _ => true,
+        };
+        scoped
+            && any(&self.operations, &req.operation)
             && any(&self.api_groups, &r.group)
             && any(&self.api_versions, &r.version)
             && self.resources.iter().any(|spec| {
@@ -568,7 +869,7 @@ fn eval_error(expression: &str, e: &ExecutionError) -> String {
 
 fn unsupported(field: &str) -> LoadError {
     load_err(format!(
-        "{field}: not supported by this evaluator (see the admission-check crate's docs)"
+        "{field}: not supported by this evaluator (see the admission crate's docs); leave it out"
     ))
 }
 

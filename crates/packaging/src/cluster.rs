@@ -7,6 +7,12 @@
 //! container is killed when its node goes down and started again when it is up, as the
 //! kubelet would.
 //!
+//! The sandbox authorizes with RBAC and enforces the manifests' admission policy; each
+//! container is its pod's service account (an agent's token carries its node's name): in
+//! runc through the in-cluster path a pod has (the service-account folder and
+//! `KUBERNETES_SERVICE_HOST`/`PORT`, over HTTPS), on the host through a kubeconfig with the
+//! same token.
+//!
 //! What a pod would get and a process here cannot is said where it is substituted:
 //! - every pod has its own network namespace, so `--metrics-address` is moved to a free
 //!   loopback port (runc runs here only without a network namespace);
@@ -23,6 +29,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use host::Host;
 use host::testing::{FakeLogind, FakeUpdateEngine, TestBus};
+use sandbox::identity::{NODE_NAME_EXTRA, POD_NAME_EXTRA, UserInfo};
 use sandbox::{NodeLifecycle, Sandbox, SimHost};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -220,11 +227,74 @@ impl Drop for Container {
     }
 }
 
-/// How to reach the API server from a container.
+/// How a container reaches the API server, as its pod's service account.
 #[derive(Debug, Clone)]
-pub struct ApiAccess {
-    /// A kubeconfig file (mounted read-only at /var/run/kubeconfig in runc).
-    pub kubeconfig: PathBuf,
+enum ApiAccess {
+    /// What a pod gets: the service account's folder (`token`, `ca.crt`, `namespace`)
+    /// mounted at its fixed path, and `KUBERNETES_SERVICE_HOST`/`PORT` naming the sandbox's
+    /// HTTPS endpoint. The binaries use their in-cluster configuration, as in a pod.
+    InCluster {
+        dir: PathBuf,
+        env: Vec<(String, String)>,
+    },
+    /// A kubeconfig with the same token and CA: a process on the host cannot have the
+    /// service-account folder at its fixed path.
+    Kubeconfig(PathBuf),
+}
+
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The identity kube-apiserver gives the pod of `workload` on `node`: its service
+/// account, with the node's and the pod's names as a projected token carries them.
+fn identity(workload: &Value, node: Option<&str>) -> UserInfo {
+    let namespace = workload["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default");
+    let account = workload["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default");
+    let mut user = UserInfo::service_account(namespace, account);
+    if let Some(node) = node {
+        let pod = format!(
+            "{}-{node}",
+            workload["metadata"]["name"].as_str().unwrap_or("")
+        );
+        user.extra.insert(NODE_NAME_EXTRA.into(), vec![node.into()]);
+        user.extra.insert(POD_NAME_EXTRA.into(), vec![pod]);
+    }
+    user
+}
+
+/// Writes what the container of `workload` on `node` needs to reach the API server.
+fn access_for(
+    sandbox: &Sandbox,
+    runtime: &Runtime,
+    dir: &Path,
+    workload: &Value,
+    node: Option<&str>,
+) -> ApiAccess {
+    let user = identity(workload, node);
+    let name = format!(
+        "{}-{}",
+        workload["metadata"]["name"].as_str().unwrap_or(""),
+        node.unwrap_or("pod")
+    );
+    match runtime {
+        Runtime::Runc { .. } => {
+            let dir = dir.join("serviceaccounts").join(name);
+            let env = sandbox
+                .service_account_dir(&user, &dir)
+                .expect("service account folder");
+            ApiAccess::InCluster { dir, env }
+        }
+        Runtime::Host => {
+            let path = dir.join(format!("{name}.kubeconfig"));
+            sandbox
+                .write_kubeconfig_for(&user, &path)
+                .expect("kubeconfig");
+            ApiAccess::Kubeconfig(path)
+        }
+    }
 }
 
 struct Launcher {
@@ -280,8 +350,15 @@ impl Launcher {
                 }
                 cmd.env_clear()
                     .envs(spec.env.iter().map(|(k, v)| (k, v)))
-                    .env("KUBECONFIG", &access.kubeconfig)
                     .env("RUST_LOG", "info");
+                match access {
+                    ApiAccess::Kubeconfig(path) => {
+                        cmd.env("KUBECONFIG", path);
+                    }
+                    ApiAccess::InCluster { .. } => {
+                        unreachable!("a process on the host uses a kubeconfig")
+                    }
+                }
                 let child = cmd
                     .stdin(Stdio::null())
                     .stdout(out.try_clone().unwrap())
@@ -351,7 +428,9 @@ fn runc_config(
         .filter_map(|e| e.as_str().map(String::from))
         .collect();
     env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
-    env.push("KUBECONFIG=/var/run/kubeconfig".into());
+    if let ApiAccess::InCluster { env: service, .. } = access {
+        env.extend(service.iter().map(|(k, v)| format!("{k}={v}")));
+    }
     env.push("RUST_LOG=info".into());
     p["env"] = json!(env);
     if let Some(uid) = spec.uid {
@@ -377,7 +456,12 @@ fn runc_config(
         }
         json!({"destination": dst, "type": "bind", "source": src, "options": options})
     };
-    mounts.push(bind("/var/run/kubeconfig", &access.kubeconfig, true));
+    match access {
+        ApiAccess::InCluster { dir, .. } => mounts.push(bind(SERVICE_ACCOUNT_DIR, dir, true)),
+        ApiAccess::Kubeconfig(_) => {
+            unreachable!("a runc container gets the service account folder")
+        }
+    }
     for (mount_path, volume) in &spec.mounts {
         let src = host_files
             .get(volume)
@@ -470,6 +554,7 @@ struct Node {
     bus: NodeBus,
     /// hostPath volume name -> the simulated host's file or directory.
     files: HashMap<String, PathBuf>,
+    access: ApiAccess,
     agent: Option<Container>,
     starts: u32,
 }
@@ -479,7 +564,7 @@ pub struct Cluster {
     pub sandbox: Sandbox,
     launcher: Arc<Launcher>,
     workloads: Workloads,
-    access: ApiAccess,
+    operator_access: ApiAccess,
     nodes: Arc<Mutex<HashMap<String, Node>>>,
     operator: Option<Container>,
     follower: JoinHandle<()>,
@@ -487,13 +572,16 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a sandbox with `nodes`, applies `manifests` to it with `kubectl apply`, and
-    /// starts the operator and an agent on every node as the manifests' workloads say.
+    /// Starts a sandbox with `nodes` that authorizes with RBAC, applies `manifests` to it
+    /// as the admin with `kubectl apply` (their RBAC and admission policy included), and
+    /// starts the operator and an agent on every node as the manifests' workloads say, each
+    /// as its pod's service account: what the manifests do not grant is refused.
     pub async fn start(runtime: Runtime, manifests: &[Value], nodes: &[&str]) -> Cluster {
         let workloads = Workloads::from_manifests(manifests);
         let sandbox = Sandbox::start(sandbox::Options {
             pod_start: Duration::from_millis(50),
             reboot_duration: Duration::from_secs(1),
+            authorization: sandbox::authz::Mode::Rbac,
             ..Default::default()
         })
         .await
@@ -507,9 +595,6 @@ impl Cluster {
             runc_root,
             next_id: Mutex::new(0),
         });
-        let access = ApiAccess {
-            kubeconfig: sandbox.kubeconfig_path(),
-        };
         // A simulated pod has no process to end early on SIGTERM: it would take the whole
         // default grace period (30 s) on every drain. The real binaries exit at once.
         let mut manifests = manifests.to_vec();
@@ -519,7 +604,14 @@ impl Cluster {
                 spec["terminationGracePeriodSeconds"] = json!(1);
             }
         }
-        apply(&access.kubeconfig, &manifests);
+        apply(&sandbox.kubeconfig_path(), &manifests);
+        let operator_access = access_for(
+            &sandbox,
+            &launcher.runtime,
+            dir.path(),
+            &workloads.operator,
+            None,
+        );
         let agent_spec = spec_of(&workloads.agent, None);
         let mut members = HashMap::new();
         for name in nodes {
@@ -548,12 +640,20 @@ impl Cluster {
                 };
                 files.insert(volume.clone(), path);
             }
+            let access = access_for(
+                &sandbox,
+                &launcher.runtime,
+                dir.path(),
+                &workloads.agent,
+                Some(name),
+            );
             members.insert(
                 name.to_string(),
                 Node {
                     host,
                     bus,
                     files,
+                    access,
                     agent: None,
                     starts: 0,
                 },
@@ -564,12 +664,8 @@ impl Cluster {
         // up starts it again.
         let mut lifecycle = sandbox.lifecycle();
         let follower = tokio::spawn({
-            let (nodes, launcher, access, agent) = (
-                nodes.clone(),
-                launcher.clone(),
-                access.clone(),
-                workloads.agent.clone(),
-            );
+            let (nodes, launcher, agent) =
+                (nodes.clone(), launcher.clone(), workloads.agent.clone());
             async move {
                 while let Ok(ev) = lifecycle.recv().await {
                     let mut g = nodes.lock().unwrap();
@@ -581,7 +677,7 @@ impl Cluster {
                         }
                         NodeLifecycle::Up(n) => {
                             if let Some(node) = g.get_mut(&n) {
-                                start_agent(&launcher, &agent, &access, &n, node);
+                                start_agent(&launcher, &agent, &n, node);
                             }
                         }
                     }
@@ -591,20 +687,20 @@ impl Cluster {
         let operator = launcher.start(
             "update-operator",
             spec_of(&workloads.operator, None),
-            &access,
+            &operator_access,
             &HashMap::new(),
         );
         {
             let mut g = nodes.lock().unwrap();
             for (name, node) in g.iter_mut() {
-                start_agent(&launcher, &workloads.agent, &access, name, node);
+                start_agent(&launcher, &workloads.agent, name, node);
             }
         }
         Cluster {
             sandbox,
             launcher,
             workloads,
-            access,
+            operator_access,
             nodes,
             operator: Some(operator),
             follower,
@@ -661,7 +757,7 @@ impl Cluster {
         self.operator = Some(self.launcher.start(
             "update-operator",
             spec_of(&self.workloads.operator, None),
-            &self.access,
+            &self.operator_access,
             &HashMap::new(),
         ));
     }
@@ -708,13 +804,7 @@ fn apply(kubeconfig: &Path, objects: &[Value]) {
     );
 }
 
-fn start_agent(
-    launcher: &Launcher,
-    agent: &Value,
-    access: &ApiAccess,
-    name: &str,
-    node: &mut Node,
-) {
+fn start_agent(launcher: &Launcher, agent: &Value, name: &str, node: &mut Node) {
     node.agent = None;
     // The host booted its installed version: its os-release says so.
     if let Some(f) = node.files.values().find(|f| f.ends_with("os-release")) {
@@ -723,7 +813,7 @@ fn start_agent(
     node.agent = Some(launcher.start(
         &format!("update-agent-{name}"),
         spec_of(agent, Some(name)),
-        access,
+        &node.access,
         &node.files,
     ));
     node.starts += 1;

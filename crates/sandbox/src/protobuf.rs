@@ -223,6 +223,33 @@ fn json_name(desc: &MessageDescriptor, proto_name: &str) -> String {
     }
 }
 
+/// Go structs embedded with `json:",inline"`: a field of their own in protobuf, their fields
+/// spread into the parent's in JSON. The test `json_names_match_the_kubernetes_schemas` finds
+/// every one reachable from the served kinds.
+const INLINE: &[(&str, &str)] = &[
+    ("api.core.v1.Probe", "handler"),
+    ("api.core.v1.Volume", "volumeSource"),
+    ("api.core.v1.EphemeralContainer", "ephemeralContainerCommon"),
+    ("api.core.v1.SecretKeySelector", "localObjectReference"),
+    ("api.core.v1.ConfigMapKeySelector", "localObjectReference"),
+    ("api.core.v1.SecretEnvSource", "localObjectReference"),
+    ("api.core.v1.ConfigMapEnvSource", "localObjectReference"),
+    ("api.core.v1.SecretProjection", "localObjectReference"),
+    ("api.core.v1.ConfigMapProjection", "localObjectReference"),
+    ("api.core.v1.ConfigMapVolumeSource", "localObjectReference"),
+    (
+        "api.admissionregistration.v1.NamedRuleWithOperations",
+        "ruleWithOperations",
+    ),
+    ("api.admissionregistration.v1.RuleWithOperations", "rule"),
+];
+
+fn inline(desc: &MessageDescriptor, field: &str) -> bool {
+    INLINE
+        .iter()
+        .any(|(m, f)| *f == field && *m == desc.full_name())
+}
+
 fn time_json(msg: &dyn MessageDyn, micro: bool) -> Result<Option<Value>, String> {
     let d = msg.descriptor_dyn();
     let int = |n: &str| {
@@ -301,6 +328,13 @@ fn message_json(msg: &dyn MessageDyn) -> Result<Option<Value>, String> {
     for f in desc.fields() {
         let name = json_name(&desc, f.name());
         match f.runtime_field_type() {
+            RuntimeFieldType::Singular(_) if inline(&desc, f.name()) => {
+                if let Some(ReflectValueRef::Message(m)) = f.get_singular(msg)
+                    && let Some(Value::Object(fields)) = message_json(&*m)?
+                {
+                    out.extend(fields);
+                }
+            }
             RuntimeFieldType::Singular(_) => {
                 let Some(v) = f.get_singular(msg) else {
                     continue;
@@ -453,6 +487,16 @@ fn from_json(desc: &MessageDescriptor, v: &Value) -> Result<Box<dyn MessageDyn>,
         .ok_or_else(|| format!("{} must be an object, not {v}", desc.name()))?;
     let mut msg = desc.new_instance();
     for f in desc.fields() {
+        if inline(desc, f.name())
+            && let RuntimeType::Message(m) = f.singular_runtime_type()
+        {
+            // The parent's JSON holds the embedded struct's fields; it takes those it has.
+            let sub = from_json(&m, v)?;
+            if m.fields().any(|sf| sf.has_field(&*sub)) {
+                f.set_singular_field(&mut *msg, ReflectValueBox::Message(sub));
+            }
+            continue;
+        }
         let Some(val) = obj.get(&json_name(desc, f.name())) else {
             continue;
         };
@@ -551,4 +595,181 @@ pub fn not_acceptable() -> ApiError {
         "NotAcceptable",
         "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(v: Value) {
+        let bytes = encode(&v).expect("a built-in kind").expect("encodes");
+        assert_eq!(&bytes[..4], MAGIC);
+        let back = decode(&bytes).expect("decodes");
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn objects_survive_protobuf_with_kubernetes_json_rules() {
+        round_trip(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": "web-1", "namespace": "shop", "uid": "u-1", "resourceVersion": "42",
+                "labels": {"app": "web", "empty": ""},
+                "creationTimestamp": "2026-01-02T03:04:05Z",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-abc", "uid": "u-0", "controller": true}],
+                "managedFields": [{"manager": "kubectl", "operation": "Apply", "time": "2026-01-02T03:04:05Z",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {".": {}}}}}],
+            },
+            "spec": {
+                "nodeName": "node-1", "terminationGracePeriodSeconds": 30,
+                "containers": [{
+                    "name": "web", "image": "nginx:1", "args": ["-g", ""],
+                    "ports": [{"containerPort": 8080, "protocol": "TCP", "name": "http"}],
+                    "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}},
+                    "readinessProbe": {"httpGet": {"path": "/", "port": "http"}},
+                    "livenessProbe": {"tcpSocket": {"port": 8080}},
+                }],
+                "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
+            },
+            "status": {
+                "phase": "Running", "startTime": "2026-01-02T03:04:06Z",
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-02T03:04:07Z"}],
+                "containerStatuses": [{"name": "web", "image": "nginx:1", "imageID": "sha", "ready": false, "restartCount": 0,
+                    "state": {"running": {"startedAt": "2026-01-02T03:04:06Z"}}}],
+            },
+        }));
+        round_trip(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s", "namespace": "shop"},
+            "type": "Opaque", "data": {"password": "aHVudGVyMg==", "none": ""},
+        }));
+        round_trip(json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "default"},
+            "eventTime": "2026-01-02T03:04:05.123456Z", "reason": "Rebooted", "action": "Reboot",
+            "reportingController": "kubelet", "reportingInstance": "node-1", "type": "Normal",
+            "regarding": {"kind": "Node", "name": "node-1"},
+        }));
+        // Fields whose proto names are the Go names (Expression) map to their JSON names.
+        round_trip(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": "p"},
+            "spec": {
+                "failurePolicy": "Fail",
+                "variables": [{"name": "node", "expression": "object.metadata.name"}],
+                "validations": [{"expression": "true", "message": "no"}],
+            },
+        }));
+        round_trip(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "shop", "generation": 2},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": 1}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "x"}]}},
+            },
+        }));
+    }
+
+    /// Every field of every message reachable from the served kinds has, under the JSON name
+    /// we give it, a property in k8s-openapi's schema of the same type.
+    #[test]
+    fn json_names_match_the_kubernetes_schemas() {
+        let mut defs = Map::new();
+        for (g, v) in crate::resources::groups().into_iter().chain([("", "v1")]) {
+            if let Value::Object(m) = crate::openapi::schemas(g, v) {
+                defs.extend(m);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut todo: Vec<MessageDescriptor> = crate::resources::RESOURCES
+            .iter()
+            .filter_map(|r| message(&r.api_version(), r.kind))
+            .collect();
+        let mut checked = 0;
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d.full_name().to_string()) {
+                continue;
+            }
+            let props = defs
+                .get(&format!("io.k8s.{}", d.full_name()))
+                .and_then(|s| s.get("properties"))
+                .and_then(Value::as_object);
+            // The message's fields as JSON sees them: embedded structs' fields spread in.
+            let mut fields: Vec<(MessageDescriptor, protobuf::reflect::FieldDescriptor)> =
+                d.fields().map(|f| (d.clone(), f)).collect();
+            let mut i = 0;
+            while i < fields.len() {
+                let (owner, f) = fields[i].clone();
+                if inline(&owner, f.name())
+                    && let RuntimeType::Message(m) = f.singular_runtime_type()
+                {
+                    fields.extend(m.fields().map(|sf| (m.clone(), sf)));
+                }
+                i += 1;
+            }
+            for (owner, f) in fields {
+                if inline(&owner, f.name()) {
+                    continue;
+                }
+                let name = json_name(&owner, f.name());
+                if let Some(props) = props {
+                    assert!(
+                        props.contains_key(&name),
+                        "{}.{} is {name:?} in JSON, which the schema of {} does not have",
+                        owner.full_name(),
+                        f.name(),
+                        d.full_name()
+                    );
+                    checked += 1;
+                }
+                let t = match f.runtime_field_type() {
+                    RuntimeFieldType::Singular(t) | RuntimeFieldType::Repeated(t) => t,
+                    RuntimeFieldType::Map(_, t) => t,
+                };
+                if let RuntimeType::Message(m) = t {
+                    todo.push(m);
+                }
+            }
+        }
+        assert!(checked > 900, "only {checked} fields checked");
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_what_is_wrong() {
+        let e = decode(b"{\"kind\":\"Pod\"}").unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(e.message.contains("expected prefix"), "{}", e.message);
+        let e = decode(b"k8s\0\xff\xff\xff").unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(
+            e.message.contains("invalid protobuf envelope"),
+            "{}",
+            e.message
+        );
+        let unknown_kind = envelope("v1", "Gizmo", Vec::new()).unwrap();
+        let e = decode(&unknown_kind).unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(
+            e.message
+                .contains("no kind \"Gizmo\" is registered for version \"v1\""),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        assert_eq!(wanted(None), Wanted::Json);
+        assert_eq!(
+            wanted(Some("application/vnd.kubernetes.protobuf,application/json")),
+            Wanted::Json
+        );
+        assert_eq!(
+            wanted(Some("application/vnd.kubernetes.protobuf")),
+            Wanted::Protobuf
+        );
+        assert_eq!(wanted(Some("text/html")), Wanted::Neither);
+    }
 }

@@ -736,6 +736,9 @@ fn patch(
 fn delete_options(body: &Bytes, q: &HashMap<String, String>) -> ApiResult<(Option<i64>, Value)> {
     let opts: Value = if body.is_empty() {
         json!({})
+    } else if body.starts_with(b"k8s\0") {
+        // A protobuf DeleteOptions: its magic cannot begin a JSON document.
+        crate::protobuf::decode(body)?
     } else {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?

@@ -116,6 +116,33 @@ async fn kubectl_create_sends_protobuf_and_it_is_stored_as_json() {
     assert_eq!(svc["spec"]["ports"][0]["port"], 80);
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
 
+    // `kubectl run` sends a protobuf Pod, which the simulated kubelet starts.
+    k.ok(&[
+        "run",
+        "p",
+        "-n",
+        "foo",
+        "--image=x",
+        "--labels=role=one-off",
+    ])
+    .await;
+    assert!(
+        eventually(10, || {
+            sb.store()
+                .lock()
+                .get(
+                    sandbox::resources::find("", "v1", "pods").unwrap(),
+                    "foo",
+                    "p",
+                )
+                .is_some_and(|p| {
+                    p["status"]["phase"] == "Running"
+                        && p["metadata"]["labels"]["role"] == "one-off"
+                })
+        })
+        .await
+    );
+
     // Existing names are refused as the real server words it, whatever the body's encoding.
     let (ok, _, err) = k.run(&["create", "namespace", "foo"]).await;
     assert!(
@@ -299,6 +326,47 @@ async fn protobuf_responses_errors_and_unsupported_types() {
     )
     .await;
     assert_eq!(code, 406, "{}", String::from_utf8_lossy(&body));
+
+    // A protobuf DeleteOptions is honoured: grace 0 removes a running pod at once.
+    sb.create(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"containers": [{"name": "a", "image": "x"}]},
+        "status": {"phase": "Pending"},
+    }))
+    .unwrap();
+    let pods = sandbox::resources::find("", "v1", "pods").unwrap();
+    assert!(
+        eventually(10, || sb
+            .store()
+            .lock()
+            .get(pods, "default", "p")
+            .is_some_and(|p| p["status"]["phase"] == "Running"))
+        .await
+    );
+    let mut opts = k8s_rs_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions::new();
+    opts.set_gracePeriodSeconds(0);
+    let mut env = Unknown::new();
+    env.typeMeta
+        .mut_or_insert_default()
+        .set_apiVersion("v1".into());
+    env.typeMeta
+        .mut_or_insert_default()
+        .set_kind("DeleteOptions".into());
+    env.set_raw(opts.write_to_bytes().unwrap());
+    let mut pb = b"k8s\0".to_vec();
+    pb.extend(env.write_to_bytes().unwrap());
+    let (code, _, body) = raw_bytes(
+        addr,
+        "DELETE",
+        "/api/v1/namespaces/default/pods/p",
+        PB,
+        "application/json",
+        &pb,
+    )
+    .await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(sb.store().lock().get(pods, "default", "p").is_none());
 
     // A protobuf watch: length-prefixed frames of WatchEvents wrapping enveloped objects.
     let (code, ct, body) = raw_bytes(

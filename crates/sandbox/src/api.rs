@@ -235,12 +235,12 @@ fn discovery(path: &str) -> Option<ApiResult<Value>> {
             let mut paths = serde_json::Map::new();
             paths.insert(
                 "api/v1".into(),
-                json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=sandbox"}),
+                json!({"serverRelativeURL": format!("/openapi/v3/api/v1?hash={}", crate::openapi::hash("", "v1"))}),
             );
             for (g, v) in resources::groups() {
                 paths.insert(
                     format!("apis/{g}/{v}"),
-                    json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash=sandbox")}),
+                    json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash={}", crate::openapi::hash(g, v))}),
                 );
             }
             json!({"paths": paths})

@@ -6,6 +6,10 @@
 use k8s_openapi::api::{
     admissionregistration, apps, autoscaling, coordination, core, events, policy, rbac,
 };
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::LazyLock;
+
 use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
@@ -65,8 +69,40 @@ fn kinds(group: &str, version: &str, g: &mut SchemaGenerator) -> Vec<(&'static s
     }
 }
 
+/// Each served group-version's schemas, made once: they depend only on the build.
+static SCHEMAS: LazyLock<HashMap<(String, String), (Value, String)>> = LazyLock::new(|| {
+    let mut out = HashMap::new();
+    for (g, v) in crate::resources::groups().into_iter().chain([("", "v1")]) {
+        let s = generate(g, v);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        s.to_string().hash(&mut h);
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        out.insert(
+            (g.to_string(), v.to_string()),
+            (s, format!("{:016X}", h.finish())),
+        );
+    }
+    out
+});
+
 /// `components.schemas` of the group-version's OpenAPI v3 document.
 pub fn schemas(group: &str, version: &str) -> Value {
+    SCHEMAS
+        .get(&(group.to_string(), version.to_string()))
+        .map(|(s, _)| s.clone())
+        .unwrap_or_else(|| json!({}))
+}
+
+/// The `hash` of the document's URL in `/openapi/v3`: kubectl caches a document by it, so it
+/// changes with the schemas (a cache from an older sandbox is not used for a newer one).
+pub fn hash(group: &str, version: &str) -> String {
+    SCHEMAS
+        .get(&(group.to_string(), version.to_string()))
+        .map(|(_, h)| h.clone())
+        .unwrap_or_default()
+}
+
+fn generate(group: &str, version: &str) -> Value {
     let mut g = SchemaSettings::openapi3().into_generator();
     let mut marked = kinds(group, version, &mut g)
         .into_iter()

@@ -646,6 +646,19 @@ async fn kubectl_explain_and_strict_apply() {
         let out = k.ok(&["explain", kind]).await;
         assert!(out.contains("metadata\t<ObjectMeta>"), "{kind}: {out}");
     }
+    // Documents are addressed by a hash of their content, which kubectl's cache keys on.
+    let index: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "--raw", "/openapi/v3"]).await).unwrap();
+    let url = index["paths"]["api/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap();
+    let hash = url.split_once("?hash=").unwrap().1;
+    assert_eq!(hash.len(), 16, "{url}");
+    let doc: serde_json::Value = serde_json::from_str(&k.ok(&["get", "--raw", url]).await).unwrap();
+    assert_eq!(
+        doc["components"]["schemas"]["io.k8s.api.core.v1.Node"]["x-kubernetes-group-version-kind"],
+        json!([{"group": "", "version": "v1", "kind": "Node"}])
+    );
     let (ok, _, err) = k.run(&["explain", "node.spec.nope"]).await;
     assert!(
         !ok && err.contains("field \"nope\" does not exist"),

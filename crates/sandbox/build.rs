@@ -19,6 +19,8 @@ fn main() {
         "api/rbac/v1",
         "api/admissionregistration/v1",
         "api/autoscaling/v1",
+        "api/authorization/v1",
+        "api/authentication/v1",
     ]
     .iter()
     .map(|p| format!("proto/{p}/generated.proto"))

@@ -3,18 +3,18 @@
 //! The wire format is the `k8s\0` magic, then a `runtime.Unknown` envelope holding the kind,
 //! the apiVersion and the object's own message. The messages are decoded and encoded by
 //! rust-protobuf's dynamic messages, from the descriptors of Kubernetes' own .proto files
-//! (proto/, compiled by build.rs), so no wire handling is written here; what is written here
-//! is the mapping between those messages
-//! and the JSON the rest of the sandbox stores, with Kubernetes' JSON rules where they differ
-//! from protobuf's: Time and MicroTime are RFC 3339 strings, IntOrString is a number or a
-//! string, Quantity a string, RawExtension and FieldsV1 embedded JSON, int64 a JSON number,
-//! bytes base64, and Go's omitempty for strings (gogo-protobuf writes every non-pointer
-//! string, even empty, and kube-apiserver's JSON would drop it).
+//! (proto/, compiled by build.rs), so no wire handling is written here. What is written here
+//! is the mapping between those messages and the JSON the rest of the sandbox stores, with
+//! Kubernetes' JSON rules where they differ from protobuf's: Time and MicroTime are RFC 3339
+//! strings, IntOrString is a number or a string, Quantity a string, RawExtension and FieldsV1
+//! embedded JSON, int64 a JSON number, bytes base64, Go structs embedded with
+//! `json:",inline"` spread into their parent, and Go's omitempty for strings (gogo-protobuf
+//! writes every non-pointer string, even empty, and kube-apiserver's JSON would drop it).
+
+use std::sync::LazyLock;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use std::sync::LazyLock;
-
 use protobuf::descriptor::FileDescriptorSet;
 use protobuf::reflect::{
     FileDescriptor, MessageDescriptor, ReflectValueBox, ReflectValueRef, RuntimeFieldType,
@@ -64,6 +64,9 @@ fn package(api_version: &str) -> Option<&'static str> {
         "rbac.authorization.k8s.io/v1" => "api.rbac.v1",
         "admissionregistration.k8s.io/v1" => "api.admissionregistration.v1",
         "autoscaling/v1" => "api.autoscaling.v1",
+        // SelfSubjectAccessReview (`kubectl auth can-i`), SelfSubjectReview (`auth whoami`).
+        "authorization.k8s.io/v1" => "api.authorization.v1",
+        "authentication.k8s.io/v1" => "api.authentication.v1",
         "meta.k8s.io/v1" => META,
         _ => return None,
     })
@@ -163,11 +166,10 @@ fn encode_as(
 
 /// The magic and the `runtime.Unknown` around one encoded object.
 fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Result<Vec<u8>, String> {
-    let unknown = from_json(
+    let mut unknown = from_json(
         &runtime("Unknown"),
         &json!({"typeMeta": {"apiVersion": api_version, "kind": kind}}),
     )?;
-    let mut unknown = unknown;
     set(
         &runtime("Unknown"),
         &mut *unknown,
@@ -661,6 +663,12 @@ mod tests {
             },
         }));
         round_trip(json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "metadata": {},
+            "spec": {"resourceAttributes": {"verb": "patch", "resource": "nodes", "name": "node-1"}},
+            "status": {"allowed": false, "reason": "no RBAC rule allows it"},
+        }));
+        round_trip(json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "d", "namespace": "shop", "generation": 2},
             "spec": {
@@ -682,10 +690,26 @@ mod tests {
                 defs.extend(m);
             }
         }
+        // And the review kinds kubectl's `auth` commands send.
+        let mut g = schemars::generate::SchemaSettings::openapi3().into_generator();
+        use k8s_openapi::api::{authentication, authorization};
+        g.subschema_for::<authorization::v1::SelfSubjectAccessReview>();
+        g.subschema_for::<authorization::v1::SelfSubjectRulesReview>();
+        g.subschema_for::<authentication::v1::SelfSubjectReview>();
+        defs.extend(g.take_definitions(true));
         let mut seen = std::collections::HashSet::new();
         let mut todo: Vec<MessageDescriptor> = crate::resources::RESOURCES
             .iter()
             .filter_map(|r| message(&r.api_version(), r.kind))
+            .chain(
+                [
+                    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"),
+                    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"),
+                    ("authentication.k8s.io/v1", "SelfSubjectReview"),
+                ]
+                .into_iter()
+                .map(|(av, k)| message(av, k).expect("compiled in")),
+            )
             .collect();
         let mut checked = 0;
         while let Some(d) = todo.pop() {

@@ -143,6 +143,23 @@ async fn kubectl_create_sends_protobuf_and_it_is_stored_as_json() {
         .await
     );
 
+    // `kubectl expose` reads the Deployment's selector and sends a protobuf Service.
+    let out = k
+        .ok(&[
+            "expose",
+            "deployment",
+            "d2",
+            "-n",
+            "foo",
+            "--port=80",
+            "--target-port=8080",
+        ])
+        .await;
+    assert!(out.contains("service/d2 exposed"), "{out}");
+    let svc = k.json(&["get", "service", "d2", "-n", "foo"]).await;
+    assert_eq!(svc["spec"]["selector"], json!({"app": "d2"}));
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+
     // Existing names are refused as the real server words it, whatever the body's encoding.
     let (ok, _, err) = k.run(&["create", "namespace", "foo"]).await;
     assert!(
@@ -667,16 +684,19 @@ async fn kubectl_explain_and_strict_apply() {
 
     // Strict validation still lets a valid manifest through, twice (create, then change).
     let manifest = k.cache.path().join("d.yaml");
-    let deploy = |replicas: u32| {
+    let deploy = |replicas: u32, containers: &str| {
         format!(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: default\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: api}}\n  template:\n    metadata:\n      labels: {{app: api}}\n    spec:\n      containers:\n      - name: api\n        image: x\n        ports:\n        - containerPort: 80\n"
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: default\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: api}}\n  template:\n    metadata:\n      labels: {{app: api}}\n    spec:\n      containers:\n{containers}"
         )
     };
-    std::fs::write(&manifest, deploy(1)).unwrap();
+    let two = "      - name: api\n        image: x\n        ports:\n        - containerPort: 80\n      - name: side\n        image: s:1\n";
+    let one = "      - name: side\n        image: s:2\n        env:\n        - {name: MODE, value: fast}\n";
+    std::fs::write(&manifest, deploy(1, two)).unwrap();
     let path = manifest.to_str().unwrap();
     let out = k.ok(&["apply", "--validate=strict", "-f", path]).await;
     assert!(out.contains("deployment.apps/api created"), "{out}");
-    std::fs::write(&manifest, deploy(2)).unwrap();
+    // The next apply drops one container and changes the other: the list is merged by name.
+    std::fs::write(&manifest, deploy(2, one)).unwrap();
     let out = k.ok(&["apply", "--validate=strict", "-f", path]).await;
     assert!(out.contains("deployment.apps/api configured"), "{out}");
     let d = Api::<Deployment>::namespaced(sb.client(), "default")
@@ -685,5 +705,12 @@ async fn kubectl_explain_and_strict_apply() {
         .unwrap();
     let spec = d.spec.unwrap();
     assert_eq!(spec.replicas, Some(2));
-    assert_eq!(spec.template.spec.unwrap().containers.len(), 1);
+    let containers = spec.template.spec.unwrap().containers;
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(containers[0].name, "side");
+    assert_eq!(containers[0].image.as_deref(), Some("s:2"));
+    assert_eq!(
+        containers[0].env.as_ref().unwrap()[0].value.as_deref(),
+        Some("fast")
+    );
 }

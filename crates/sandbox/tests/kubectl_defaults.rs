@@ -522,11 +522,24 @@ async fn kubectl_scale_deployments_and_replicasets() {
         .await;
     assert!(out.contains("scaled"), "{out}");
 
-    // Invalid sizes are refused with the field named.
-    let (ok, _, err) = k
-        .run(&["scale", "deploy", "web", "-n", "shop", "--replicas=-1"])
-        .await;
-    assert!(!ok, "{err}");
+    // A stale resourceVersion is a conflict, as for any write (kubectl checks its
+    // --resource-version itself, so this goes over raw HTTP).
+    let (code, body) = common::raw(
+        sb.addr(),
+        "PUT",
+        "/apis/apps/v1/namespaces/shop/deployments/web/scale",
+        "application/json",
+        r#"{"apiVersion":"autoscaling/v1","kind":"Scale","metadata":{"name":"web","namespace":"shop","resourceVersion":"1"},"spec":{"replicas":3}}"#,
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains("Operation cannot be fulfilled on deployments.apps")
+            && body.contains(r#""reason":"Conflict""#),
+        "{body}"
+    );
+
+    // Invalid sizes are refused with the field named (kubectl refuses them before asking).
     let (code, body) = common::raw(
         sb.addr(),
         "PATCH",

@@ -39,6 +39,20 @@ fn log_text(st: &ApiState, req: &Req, q: &HashMap<String, String>) -> ApiResult<
     let tail = parse_num(q, "tailLines")?;
     let limit_bytes = parse_num(q, "limitBytes")?;
     let timestamps = q.get("timestamps").is_some_and(|t| t == "true");
+    let since = match (parse_num(q, "sinceSeconds")?, q.get("sinceTime")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "at most one of sinceTime or sinceSeconds may be specified",
+            ));
+        }
+        (Some(s), None) => Some(chrono::Utc::now() - chrono::Duration::seconds(s)),
+        (None, Some(t)) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| ApiError::bad_request(format!("sinceTime: invalid time {t:?}: {e}")))?
+                .with_timezone(&chrono::Utc),
+        ),
+        (None, None) => None,
+    };
     let pod = st
         .store
         .lock()
@@ -110,12 +124,14 @@ fn log_text(st: &ApiState, req: &Req, q: &HashMap<String, String>) -> ApiResult<
         let skip = lines.len().saturating_sub(t as usize);
         lines.drain(..skip);
     }
-    let stamp = chrono::DateTime::parse_from_rfc3339(started)
-        .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-        })
-        .unwrap_or_else(|_| started.to_string());
+    let started_at = chrono::DateTime::parse_from_rfc3339(started)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| ApiError::internal(format!("pod {name} has a bad startedAt: {e}")))?;
+    // Every line was written when the container started.
+    if since.is_some_and(|s| started_at < s) {
+        lines.clear();
+    }
+    let stamp = started_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let mut text: String = lines
         .iter()
         .map(|l| {

@@ -591,6 +591,29 @@ async fn kubectl_logs_of_simulated_pods() {
         .as_str()
         .unwrap()
         .to_string();
+    // Lines are as old as the container: a window that starts later holds none.
+    let since = (chrono::Utc::now() + chrono::Duration::seconds(5)).to_rfc3339();
+    let out = k
+        .ok(&["logs", &pod, "-n", "shop", &format!("--since-time={since}")])
+        .await;
+    assert_eq!(out, "");
+    let out = k.ok(&["logs", &pod, "-n", "shop", "--since=1h"]).await;
+    assert_eq!(out.lines().count(), 3, "{out}");
+
+    // kube-rs' log call.
+    let pods: Api<Pod> = Api::namespaced(sb.client(), "shop");
+    let text = pods
+        .logs(
+            &pod,
+            &kube::api::LogParams {
+                container: Some("app".into()),
+                tail_lines: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(text.lines().collect::<Vec<_>>(), lines[1..].to_vec());
     let (ok, _, err) = k.run(&["logs", &pod, "-n", "shop", "-c", "nope"]).await;
     assert!(
         !ok && err.contains(&format!("container nope is not valid for pod {pod}")),

@@ -132,10 +132,16 @@ async fn handle(
     if let Injected::Error(e) = injected {
         return e.into_response();
     }
+    if req.sub.as_deref() == Some("log") {
+        return crate::logs::handle(&st, verb, &req, &query);
+    }
     if verb == "watch" {
-        return watch(st.clone(), req, query);
+        return watch(st.clone(), req, query, &headers);
     }
     let (result, warnings) = crate::admission::collect_warnings(|| match verb {
+        _ if req.sub.as_deref() == Some("scale") => {
+            crate::scale::handle(&st, verb, &req, &headers, &body, &query)
+        }
         "get" => get(&st, &req, &headers, &query),
         "list" => list(&st, &req, &headers, &query),
         "create" => create(&st, &req, &headers, &body, &query),
@@ -145,10 +151,7 @@ async fn handle(
         "deletecollection" => delete_collection(&st, &req, &query),
         _ => Err(ApiError::method_not_allowed()),
     });
-    let mut resp = match result {
-        Ok((code, v)) => json_response(code, &v),
-        Err(e) => e.into_response(),
-    };
+    let mut resp = respond(&headers, result);
     crate::admission::add_warning_headers(&mut resp, &warnings);
     resp
 }
@@ -180,6 +183,33 @@ pub(crate) fn admit(
             dry_run: q.contains_key("dryRun"),
         },
     )
+}
+
+/// The body in the media type the client asked for (see [`crate::protobuf::wanted`]).
+fn respond(headers: &HeaderMap, result: ApiResult<(StatusCode, Value)>) -> Response {
+    use crate::protobuf::{Wanted, wanted};
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
+    let (code, v) = match (wanted(accept), result) {
+        (Wanted::Json, Ok((code, v))) => return json_response(code, &v),
+        (Wanted::Json, Err(e)) => return e.into_response(),
+        (Wanted::Neither, _) => return crate::protobuf::not_acceptable().into_response(),
+        (Wanted::Protobuf, Ok(ok)) => ok,
+        (Wanted::Protobuf, Err(e)) => (
+            StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            e.status(),
+        ),
+    };
+    match crate::protobuf::encode(&v) {
+        Some(Ok(body)) => (
+            code,
+            [(header::CONTENT_TYPE, crate::protobuf::MEDIA_TYPE)],
+            body,
+        )
+            .into_response(),
+        Some(Err(e)) => ApiError::internal(format!("encoding as protobuf: {e}")).into_response(),
+        // Custom resources have no protobuf form; kube-apiserver refuses the Accept.
+        None => crate::protobuf::not_acceptable().into_response(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -313,7 +343,9 @@ fn parse_path(path: &str) -> ApiResult<Req> {
         return Err(ApiError::no_such_resource());
     }
     if let Some(s) = &r.sub {
-        let ok = (s == "status" && r.res.has_status) || (s == "eviction" && r.res.kind == "Pod");
+        let ok = (s == "status" && r.res.has_status)
+            || (matches!(s.as_str(), "eviction" | "log") && r.res.kind == "Pod")
+            || (s == "scale" && crate::scale::has_scale(r.res));
         if !ok {
             return Err(ApiError::no_such_resource());
         }
@@ -363,12 +395,12 @@ fn discovery(path: &str) -> Option<ApiResult<Value>> {
             let mut paths = serde_json::Map::new();
             paths.insert(
                 "api/v1".into(),
-                json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=sandbox"}),
+                json!({"serverRelativeURL": format!("/openapi/v3/api/v1?hash={}", crate::openapi::hash("", "v1"))}),
             );
             for (g, v) in resources::groups() {
                 paths.insert(
                     format!("apis/{g}/{v}"),
-                    json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash=sandbox")}),
+                    json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash={}", crate::openapi::hash(g, v))}),
                 );
             }
             json!({"paths": paths})
@@ -383,8 +415,9 @@ fn discovery(path: &str) -> Option<ApiResult<Value>> {
     Some(Ok(v))
 }
 
-/// A minimal OpenAPI v3 document for one group-version: no schemas, but the write operations
-/// declare the `fieldValidation` parameter, which is what kubectl checks before `apply`.
+/// The OpenAPI v3 document of one group-version: the served kinds' schemas (for `kubectl
+/// explain`), and write operations that declare the `fieldValidation` parameter, which is what
+/// kubectl checks before `apply`.
 fn openapi_v3(group: &str, version: &str) -> Value {
     let mut paths = serde_json::Map::new();
     for r in RESOURCES
@@ -410,7 +443,7 @@ fn openapi_v3(group: &str, version: &str) -> Value {
             json!({"put": op("put"), "patch": op("patch")}),
         );
     }
-    json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": paths, "components": {"schemas": {}}})
+    json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": paths, "components": {"schemas": crate::openapi::schemas(group, version)}})
 }
 
 fn group_json(g: &str, v: &str) -> Value {
@@ -431,7 +464,11 @@ fn resource_list(group: &str, version: &str) -> Value {
         if r.has_status {
             out.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
         }
+        if crate::scale::has_scale(r) {
+            out.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+        }
         if r.kind == "Pod" {
+            out.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
             out.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
         }
     }
@@ -577,7 +614,7 @@ fn list(
     ))
 }
 
-fn body_json(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
+pub(crate) fn body_json(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|c| c.to_str().ok())
@@ -588,6 +625,7 @@ fn body_json(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
             .map_err(|e| ApiError::bad_request(format!("invalid JSON in request body: {e}")))?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid YAML in request body: {e}")))?,
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body)?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !v.is_object() {
@@ -881,6 +919,9 @@ fn patch(
 fn delete_options(body: &Bytes, q: &HashMap<String, String>) -> ApiResult<(Option<i64>, Value)> {
     let opts: Value = if body.is_empty() {
         json!({})
+    } else if body.starts_with(b"k8s\0") {
+        // A protobuf DeleteOptions: its magic cannot begin a JSON document.
+        crate::protobuf::decode(body)?
     } else {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
@@ -1070,7 +1111,29 @@ fn filtered(
     }
 }
 
-fn watch(st: Shared, req: Req, q: HashMap<String, String>) -> Response {
+fn watch(st: Shared, req: Req, q: HashMap<String, String>, headers: &HeaderMap) -> Response {
+    use crate::protobuf::{Wanted, wanted};
+    let proto = match wanted(headers.get(header::ACCEPT).and_then(|a| a.to_str().ok())) {
+        Wanted::Json => false,
+        Wanted::Protobuf if crate::protobuf::built_in(&req.res.api_version()) => true,
+        _ => return crate::protobuf::not_acceptable().into_response(),
+    };
+    // Newline-delimited JSON events, or length-prefixed protobuf frames.
+    let watch_line = move |t: &str, o: &Value| -> Bytes {
+        if proto {
+            Bytes::from(crate::protobuf::watch_frame(t, o).unwrap_or_else(|e| {
+                tracing::error!("watch event as protobuf: {e}");
+                Vec::new()
+            }))
+        } else {
+            watch_line(t, o)
+        }
+    };
+    let content_type = if proto {
+        "application/vnd.kubernetes.protobuf;stream=watch"
+    } else {
+        "application/json"
+    };
     let filter = match Filter::from_query(&q) {
         Ok(f) => f,
         Err(e) => return e.into_response(),
@@ -1110,11 +1173,7 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>) -> Response {
             Err(e) => {
                 // kube-apiserver answers a too-old watch with 200 and an ERROR event.
                 let body = watch_line("ERROR", &e.status());
-                return (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    body,
-                )
+                return (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body)
                     .into_response();
             }
         };
@@ -1210,7 +1269,7 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>) -> Response {
     };
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type)
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| ApiError::internal("response").into_response())
 }

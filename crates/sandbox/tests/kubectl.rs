@@ -246,7 +246,7 @@ async fn events_and_leases() {
     let leases: Api<Lease> = Api::namespaced(sb.client(), "reboot-coordinator");
     let (ok, _, err) = k.run(&["get", "lease", "-n", "reboot-coordinator"]).await;
     assert!(ok, "{err}");
-    // `kubectl create namespace` would send protobuf, which the sandbox does not decode; apply sends JSON.
+    // apply sends JSON (kubectl create sends protobuf: see kubectl_defaults.rs).
     let manifest = k.cache.path().join("ns.yaml");
     std::fs::write(
         &manifest,

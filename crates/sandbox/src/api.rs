@@ -109,9 +109,21 @@ async fn handle(
     req.user = user;
     let verb = verb_of(&method, &req, &query);
     st.audit.record(&req.user.username, verb, &req);
-    let attrs = req.attributes(verb);
+    let mut attrs = req.attributes(verb);
+    if let (Some(r), "list" | "watch") = (attrs.resource.as_mut(), verb) {
+        // As kube-apiserver's RequestInfo: a list or watch of one name (fieldSelector
+        // metadata.name=X) is authorized as that name, so resourceNames can allow it.
+        if let Some(name) = query
+            .get("fieldSelector")
+            .and_then(|f| authz::exact_name(f))
+        {
+            r.name = name;
+        }
+    }
     if !authz::allowed(st.authz, &st.store, &req.user, &attrs) {
-        return authz::forbidden(&req.user, &attrs).into_response();
+        let e = authz::forbidden(&req.user, &attrs);
+        tracing::debug!(message = %e.message, "sandbox: forbidden");
+        return e.into_response();
     }
     let res_name = match &req.sub {
         Some(s) => format!("{}/{s}", req.res.plural),

@@ -43,6 +43,16 @@ pub struct ResourceAttributes {
     pub name: String,
 }
 
+/// The name a field selector requires exactly (`metadata.name=X` or `==X` among its terms).
+pub fn exact_name(field_selector: &str) -> Option<String> {
+    field_selector.split(',').find_map(|term| {
+        let v = term.trim().strip_prefix("metadata.name")?.trim_start();
+        let v = v.strip_prefix("==").or_else(|| v.strip_prefix('='))?;
+        let v = v.trim();
+        (!v.is_empty() && !v.contains('/') && v != "." && v != "..").then(|| v.to_string())
+    })
+}
+
 /// Whether `user` may do what `attrs` describe.
 pub fn allowed(mode: Mode, store: &Store, user: &UserInfo, attrs: &Attributes) -> bool {
     decide(mode, store, user, attrs).is_some()

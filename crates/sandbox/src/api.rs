@@ -108,7 +108,7 @@ async fn handle(
     };
     req.user = user;
     let verb = verb_of(&method, &req, &query);
-    st.audit.record(&req.user.username, verb, &req);
+    st.audit.record(&req.user, verb, &req);
     let mut attrs = req.attributes(verb);
     if let (Some(r), "list" | "watch") = (attrs.resource.as_mut(), verb) {
         // As kube-apiserver's RequestInfo: a list or watch of one name (fieldSelector

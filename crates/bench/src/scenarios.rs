@@ -416,8 +416,11 @@ pub async fn rollout(
         .await
         .context("starting the fleet cluster")?;
     let start_seconds = round3(t.elapsed().as_secs_f64());
-    let is_operator = |u: &str| u == "update-operator";
-    let is_agent = |u: &str| u.starts_with("agent-");
+    // The cluster runs them as their service accounts (deploy/'s RBAC is enforced).
+    let operator_user = sandbox::UserInfo::operator().username;
+    let agent_user = sandbox::UserInfo::agent("").username;
+    let is_operator = |u: &str| u == operator_user;
+    let is_agent = |u: &str| u == agent_user;
     let c0 = cluster.sandbox.audit().counts();
     let t0 = cluster.monitor.now();
     cluster.offer_updates(NEW_VERSION).await;

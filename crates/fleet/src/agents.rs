@@ -72,8 +72,9 @@ fn start_member(name: &str, m: &mut Member, make_config: &MakeConfig) {
 }
 
 impl Fleet {
-    /// Starts an agent on each of `nodes` (added with `Sandbox::add_node`), as
-    /// user `agent-<node>` in the audit record. Panics on a node the sandbox
+    /// Starts an agent on each of `nodes` (added with `Sandbox::add_node`), each
+    /// authenticated as the agent's service account with its node's name
+    /// ([`sandbox::UserInfo::agent`]), as its pod's projected token carries it. Panics on a node the sandbox
     /// does not simulate; see [`Fleet::try_start`].
     pub fn start<S: AsRef<str>>(
         sb: &Sandbox,
@@ -100,7 +101,7 @@ impl Fleet {
                     .host(n)
                     .ok_or_else(|| anyhow::anyhow!("node {n} was not added with add_node"))?;
                 let mut m = Member {
-                    client: agent_client(sb, &sandbox::UserInfo::masters(&format!("agent-{n}")))?,
+                    client: agent_client(sb, &sandbox::UserInfo::agent(n))?,
                     host,
                     running: None,
                     starts: 0,

@@ -559,7 +559,7 @@ impl Operators<'_> {
         let mut cfg = operator::Config::new(NAMESPACE, op);
         cfg.identity = format!("update-operator-{n}");
         cfg.lease = chaos_lease();
-        Replica::start_with(self.sb, &cfg.identity.clone(), cfg)
+        Replica::start_as(self.sb, &sandbox::UserInfo::operator(), cfg)
     }
 
     /// Two replicas (after killing any running).

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use sandbox::{Sandbox, SimHost};
 use serde_json::json;
 
@@ -57,11 +58,14 @@ impl Default for ClusterSpec {
 }
 
 impl ClusterSpec {
-    /// The sandbox options for this spec, listening on `listen`.
+    /// The sandbox options for this spec: plain HTTP on `listen`, HTTPS on a free
+    /// port of the same address, RBAC enforced ([`Cluster::start`] loads deploy/'s).
     pub fn sandbox_options(&self, listen: std::net::SocketAddr) -> sandbox::Options {
         sandbox::Options {
             listen,
+            tls_listen: std::net::SocketAddr::new(listen.ip(), 0),
             reboot_duration: self.reboot,
+            authorization: sandbox::authz::Mode::Rbac,
             ..Default::default()
         }
     }
@@ -114,6 +118,10 @@ impl Cluster {
         operator: operator::Config,
         agent: impl Fn(&str, &SimHost) -> agent::AgentConfig + Send + Sync + 'static,
     ) -> anyhow::Result<Cluster> {
+        // The operator and the agents run with deploy/'s service accounts and RBAC: a
+        // permission the code needs and deploy/ lacks fails here, as in a cluster.
+        sb.load_shipped_rbac()
+            .context("loading deploy/'s RBAC into the sandbox")?;
         let ns = operator.namespace.clone();
         if sb
             .store()
@@ -165,7 +173,7 @@ impl Cluster {
                 })
         });
         let hooks = hooks.transpose()?;
-        let operator = Replica::start_with(&sb, "update-operator", operator)?;
+        let operator = Replica::start_as(&sb, &sandbox::UserInfo::operator(), operator)?;
         let cluster = Cluster {
             names,
             monitor,

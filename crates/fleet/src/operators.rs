@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use operator::{Config, LeaseTiming};
 use protocol::operator::OperatorConfig;
-use sandbox::Sandbox;
+use sandbox::{Sandbox, UserInfo};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -45,10 +45,17 @@ impl Replica {
         Replica::start_with(sb, user, cfg).expect("operator starts")
     }
 
-    /// Starts `operator::run` with `cfg`, as `user` in the audit record. The
-    /// client is configured as `update-operator`'s own (kube's defaults).
+    /// Starts `operator::run` with `cfg`, as the test user `user` (in
+    /// `system:masters`, named so in the audit record). The client is configured
+    /// as `update-operator`'s own (kube's defaults).
     pub fn start_with(sb: &Sandbox, user: &str, cfg: Config) -> anyhow::Result<Replica> {
-        let client = sb.client_as(user)?;
+        Replica::start_as(sb, &UserInfo::masters(user), cfg)
+    }
+
+    /// Starts `operator::run` with `cfg`, authenticated as `user`, e.g.
+    /// [`UserInfo::operator`], the service account deploy/ grants.
+    pub fn start_as(sb: &Sandbox, user: &UserInfo, cfg: Config) -> anyhow::Result<Replica> {
+        let client = sb.client_for(user)?;
         let token = CancellationToken::new();
         let identity = cfg.identity.clone();
         let handle = tokio::spawn(operator::run(client, cfg, token.clone()));

@@ -56,9 +56,17 @@ pub struct DemoArgs {
     #[arg(long)]
     pub manual_hooks: bool,
     /// Serve the Kubernetes API here (plain HTTP), e.g. 127.0.0.1:8080; port 0 picks a free one.
-    /// The exact kubectl command to watch is printed.
+    /// HTTPS, with the sandbox's own CA, is served on a free port of the same address; kubectl
+    /// sends credentials only over HTTPS, so use the printed kubeconfig. The exact kubectl
+    /// command to watch is printed.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// Write one kubeconfig per identity into DIR (created if missing): `admin`
+    /// (system:masters), `update-operator` and `update-agent-<node>` (the service accounts
+    /// deploy/'s RBAC grants, which the sandbox enforces). Each has the HTTPS endpoint, its CA
+    /// and the identity's bearer token.
+    #[arg(long, value_name = "DIR")]
+    pub kubeconfig_dir: Option<PathBuf>,
     /// Offer no update: serve and wait; reboots are asked for from outside, e.g.
     /// `kubectl annotate node NODE --overwrite flatcar-linux-update.v1.flatcar-linux.net/reboot-needed=true`.
     #[arg(long)]
@@ -151,6 +159,14 @@ async fn run_demo(args: SandboxArgs, m: &ArgMatches) -> Result<ExitCode, Failure
     }
     check_output(&args.report, "--report")?;
     check_output(&args.timeline, "--timeline")?;
+    if let Some(d) = &args.kubeconfig_dir {
+        std::fs::create_dir_all(d).map_err(|e| {
+            Failure::Usage(format!(
+                "--kubeconfig-dir: cannot use {:?} as a folder for the kubeconfigs: {e}",
+                d.display().to_string()
+            ))
+        })?;
+    }
     let spec = ClusterSpec {
         nodes: args.nodes,
         zones: args.zones.unwrap_or(0),
@@ -180,7 +196,8 @@ async fn run_demo(args: SandboxArgs, m: &ArgMatches) -> Result<ExitCode, Failure
     let metrics = config.metrics_address.map(|_| config.metrics.clone());
     let op = config.operator.clone();
     let k = op.max_rebooting.resolve(args.nodes as usize);
-    let url = sb.url();
+    let url = sb.https_url();
+    let plain_url = sb.url();
     let kubeconfig = sb.kubeconfig_path();
 
     let cluster = Cluster::start(sb, &spec, config)
@@ -218,10 +235,25 @@ async fn run_demo(args: SandboxArgs, m: &ArgMatches) -> Result<ExitCode, Failure
             println!("update-operator metrics: http://{a}/metrics");
         }
     }
-    println!("sandbox API server: {url}");
+    println!("sandbox API server: {url} (plain HTTP, without credentials: {plain_url})");
+    println!(
+        "RBAC from deploy/ is enforced; the operator and every agent run as their service accounts"
+    );
+    if let Some(dir) = &args.kubeconfig_dir {
+        cluster
+            .sandbox
+            .write_kubeconfig_dir(dir, &cluster.names)
+            .with_context(|| format!("--kubeconfig-dir {}", dir.display()))?;
+        println!(
+            "kubeconfigs per identity: {} (admin, update-operator, update-agent-<node>)",
+            dir.display()
+        );
+    }
+    println!("admin kubeconfig: {}", kubeconfig.display());
     println!("watch it with kubectl:");
     println!(
-        "  kubectl --server {url} get nodes -L {} -w",
+        "  kubectl --kubeconfig {} get nodes -L {} -w",
+        kubeconfig.display(),
         keys::LABEL_VERSION
     );
     println!(
@@ -230,8 +262,9 @@ async fn run_demo(args: SandboxArgs, m: &ArgMatches) -> Result<ExitCode, Failure
     );
     if args.no_updates {
         println!(
-            "no update offered (--no-updates); ask for a reboot with:\n  kubectl --server {url} \
+            "no update offered (--no-updates); ask for a reboot with:\n  kubectl --kubeconfig {} \
              annotate node {} --overwrite {}=true",
+            kubeconfig.display(),
             cluster.names[0],
             keys::REBOOT_NEEDED
         );

@@ -246,11 +246,11 @@ async fn status_shows_every_state_as_table_json_and_kubectl_plugin() {
     let out = fluoctl(&["status", "--server", &url, "--max-rebooting-nodes", "50%"]).await;
     assert!(stdout(&out).contains("6 held / 4 max (--max-rebooting-nodes 50%)"));
 
-    // The kubeconfig instead of --server.
+    // The kubeconfig instead of --server: the admin's, HTTPS with the sandbox's CA and a token.
     let kc = sb.kubeconfig_path();
     let out = fluoctl(&["status", "--kubeconfig", kc.to_str().unwrap()]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    check_table(&stdout(&out), &url);
+    check_table(&stdout(&out), &sb.https_url());
 
     // The maximum the operator's Deployment runs with, unless given.
     sb.create(json!({

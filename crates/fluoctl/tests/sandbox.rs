@@ -84,18 +84,19 @@ impl Running {
         }
     }
 
-    /// The API server's URL, from the printed banner.
-    fn url(&mut self) -> String {
+    /// The admin kubeconfig, from the printed banner (kubectl sends credentials only over
+    /// HTTPS, which the kubeconfig names with the sandbox's CA).
+    fn kubeconfig(&mut self) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
                 self.stdout.push(line.clone());
-                if let Some(url) = line.strip_prefix("sandbox API server: ") {
-                    return url.trim().to_string();
+                if let Some(path) = line.strip_prefix("admin kubeconfig: ") {
+                    return path.trim().to_string();
                 }
             }
         }
-        panic!("no API server URL printed; stdout: {:#?}", self.stdout);
+        panic!("no admin kubeconfig printed; stdout: {:#?}", self.stdout);
     }
 
     fn exited(&mut self) -> bool {
@@ -126,14 +127,14 @@ impl Drop for Running {
     }
 }
 
-/// `kubectl --server URL ARGS` with a private cache and no kubeconfig.
-fn kubectl(url: &str, cache: &Path, args: &[&str]) -> Output {
+/// `kubectl ARGS` with the kubeconfig `kubeconfig` and a private cache.
+fn kubectl(kubeconfig: &str, cache: &Path, args: &[&str]) -> Output {
     Command::new("kubectl")
-        .args(["--server", url, "--cache-dir"])
+        .arg("--cache-dir")
         .arg(cache)
         .args(["--request-timeout", "10s"])
         .args(args)
-        .env("KUBECONFIG", "/dev/null")
+        .env("KUBECONFIG", kubeconfig)
         .stdin(Stdio::null())
         .output()
         .expect("kubectl runs (it must be installed)")
@@ -184,7 +185,7 @@ fn rollout_of_six_nodes_two_at_a_time_reports_and_kubectl_sees_it() {
         "--listen",
         "127.0.0.1:0",
     ]);
-    let url = sb.url();
+    let url = sb.kubeconfig();
 
     // Watch the rollout with the real kubectl until fluoctl exits.
     let cache = dir.path().join("kube-cache");
@@ -238,7 +239,7 @@ fn rollout_of_six_nodes_two_at_a_time_reports_and_kubectl_sees_it() {
         .expect("a violations line");
     assert_eq!(violations.split_whitespace().nth(1), Some("0"), "{stdout}");
     assert!(
-        stdout.contains("kubectl --server http://127.0.0.1:"),
+        stdout.contains(&format!("kubectl --kubeconfig {url} get nodes")),
         "{stdout}"
     );
 
@@ -306,8 +307,10 @@ fn no_updates_serves_and_a_kubectl_annotation_reboots_one_node() {
         "--exit-when-done",
         "--report",
         report.to_str().unwrap(),
+        "--kubeconfig-dir",
+        dir.path().join("kc").to_str().unwrap(),
     ]);
-    let url = sb.url();
+    let url = sb.kubeconfig();
     let cache = dir.path().join("kube-cache");
     // The agents initialised every node before the banner was printed.
     let out = kubectl(
@@ -325,6 +328,42 @@ fn no_updates_serves_and_a_kubectl_annotation_reboots_one_node() {
         out.status.success(),
         "kubectl annotate: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The identities of --kubeconfig-dir, under deploy/'s RBAC.
+    let kc = |f: &str| dir.path().join("kc").join(f).to_str().unwrap().to_string();
+    for f in [
+        "admin",
+        "update-operator",
+        "update-agent-node-01",
+        "update-agent-node-03",
+    ] {
+        assert!(Path::new(&kc(f)).is_file(), "{f} written");
+    }
+    let out = kubectl(
+        &kc("update-agent-node-01"),
+        &cache,
+        &["get", "secrets", "-A"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "secrets is forbidden: User \"system:serviceaccount:reboot-coordinator:flatcar-linux-update-agent\" cannot list resource \"secrets\" in API group \"\" at the cluster scope"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(&kc("update-operator"), &cache, &["auth", "can-i", "--list"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["nodes", "[]", "[]", "[get", "list", "watch", "patch]"]),
+        "{list}"
+    );
+    assert!(
+        !list.contains("pods"),
+        "the operator has no rights on pods: {list}"
     );
     let (ok, stdout, stderr) = sb.finish(Duration::from_secs(60));
     assert!(ok, "fluoctl failed\nstdout:\n{stdout}\nstderr:\n{stderr}");

@@ -1,5 +1,6 @@
 //! End to end on the sandbox: the real operator and the real agent (one per
-//! simulated node, restarted across reboots by `fleet::Fleet`).
+//! simulated node, restarted across reboots by `fleet::Fleet`), each as its own
+//! service account under deploy/'s RBAC, which the sandbox enforces.
 
 mod common;
 
@@ -65,7 +66,7 @@ async fn rolling_update_of_five_nodes_two_at_a_time() {
     .await;
     let monitor = Monitor::start(sb.client_as("monitor").unwrap(), &["n5"]).await;
     let fleet = Fleet::start(&sb, &names, agent_config);
-    let op = Replica::start(&sb, "operator", op_config(2));
+    let op = start_operator_sa(&sb, op_config(2));
     offer_updates(&sb, &names).await;
 
     wait_all_rebooted_once(&sb, &admin, &names).await;
@@ -101,7 +102,7 @@ async fn kubectl_annotate_reboot_needed_drains_and_reboots_the_node() {
     assert!(sb.wait_pods_ready(Duration::from_secs(30)).await);
     let admin = sb.client_as("admin").unwrap();
     let fleet = Fleet::start(&sb, &["n1", "n2"], agent_config);
-    let op = Replica::start(&sb, "operator", op_config(1));
+    let op = start_operator_sa(&sb, op_config(1));
     // The agents have settled their nodes (reboot-needed=false) before the admin acts.
     wait_for("agents to initialise their nodes", E2E_PATIENCE, || async {
         let n = get_node(&admin, "n1").await;
@@ -110,7 +111,7 @@ async fn kubectl_annotate_reboot_needed_drains_and_reboots_the_node() {
     .await;
     let cache = tempfile::tempdir().unwrap();
     let out = tokio::process::Command::new("kubectl")
-        .args(["--server", &sb.url(), "--cache-dir"])
+        .arg("--cache-dir")
         .arg(cache.path())
         .args([
             "annotate",
@@ -119,7 +120,8 @@ async fn kubectl_annotate_reboot_needed_drains_and_reboots_the_node() {
             "--overwrite",
             "flatcar-linux-update.v1.flatcar-linux.net/reboot-needed=true",
         ])
-        .env("KUBECONFIG", "/dev/null")
+        // The admin's kubeconfig: kubectl sends credentials only over HTTPS.
+        .env("KUBECONFIG", sb.kubeconfig_path())
         .output();
     let out = tokio::time::timeout(Duration::from_secs(30), out)
         .await
@@ -141,8 +143,12 @@ async fn kubectl_annotate_reboot_needed_drains_and_reboots_the_node() {
         (!v.holds_slot() && !v.unschedulable && v.ready).then_some(())
     })
     .await;
-    // It was drained through the Eviction API by its agent.
-    assert!(users_with(&sb, "create", "pods/eviction").contains("agent-n1"));
+    // It was drained through the Eviction API by its agent (the agents share a service
+    // account; their tokens' node-name extra tells them apart).
+    assert!(sb.audit().entries().iter().any(|e| e.verb == "create"
+        && e.resource == "pods/eviction"
+        && e.user == sandbox::UserInfo::agent("n1").username
+        && e.node == "n1"));
     assert_eq!(sb.host("n2").unwrap().reboots(), 0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(n1.reboots(), 1);
@@ -209,7 +215,7 @@ async fn agent_killed_mid_drain_and_restarted_does_not_count_as_rebooted() {
     let admin = sb.client_as("admin").unwrap();
     let monitor = Monitor::start(sb.client_as("monitor").unwrap(), &[]).await;
     let fleet = Fleet::start(&sb, &["n1", "n2"], agent_config);
-    let op = Replica::start(&sb, "operator", op_config(1));
+    let op = start_operator_sa(&sb, op_config(1));
     sb.host("n1").unwrap().offer_update(NEW_VERSION).await;
     wait_for("n1's drain to start", E2E_PATIENCE, || async {
         let n = get_node(&admin, "n1").await;

@@ -144,7 +144,7 @@ async fn deployed_roles_cover_exactly_what_a_rollout_calls() {
                 "the operator's roles do not allow {e:?}"
             );
             used_by_operator.insert((e.group.clone(), e.resource.clone(), e.verb.clone()));
-        } else if e.user.starts_with("agent-") {
+        } else if e.user == sandbox::UserInfo::agent("n1").username {
             assert!(
                 allowed(&agent_grants, e, LEASE_NAMESPACE),
                 "the agent's role does not allow {e:?}"

@@ -109,17 +109,22 @@ async fn handle(
     };
     req.user = user;
     let verb = verb_of(&method, &req, &query);
-    st.audit.record(&req.user.username, verb, &req);
+    st.audit.record(&req.user, verb, &req);
     let mut attrs = req.attributes(verb);
     if let (Some(r), "list" | "watch") = (attrs.resource.as_mut(), verb) {
-        // As kube-apiserver's RequestInfo: a list or watch of one name by field selector
-        // is authorized as that name, so RBAC's resourceNames can allow it.
-        if let Some(name) = query.get("fieldSelector").and_then(|f| exact_name(f)) {
-            r.name = name.to_string();
+        // As kube-apiserver's RequestInfo: a list or watch of one name (fieldSelector
+        // metadata.name=X) is authorized as that name, so resourceNames can allow it.
+        if let Some(name) = query
+            .get("fieldSelector")
+            .and_then(|f| authz::exact_name(f))
+        {
+            r.name = name;
         }
     }
     if !authz::allowed(st.authz, &st.store, &req.user, &attrs) {
-        return authz::forbidden(&req.user, &attrs).into_response();
+        let e = authz::forbidden(&req.user, &attrs);
+        tracing::debug!(message = %e.message, "sandbox: forbidden");
+        return e.into_response();
     }
     let res_name = match &req.sub {
         Some(s) => format!("{}/{s}", req.res.plural),
@@ -220,14 +225,6 @@ pub struct Req {
     pub sub: Option<String>,
     /// Who sent the request, after authentication and impersonation.
     pub user: UserInfo,
-}
-
-/// `metadata.name=X` (or `==`) among a field selector's terms: the one name it requires.
-fn exact_name(selector: &str) -> Option<&str> {
-    selector.split(',').find_map(|term| {
-        let (key, value) = term.split_once("==").or_else(|| term.split_once('='))?;
-        (key.trim() == "metadata.name" && !value.is_empty()).then_some(value.trim())
-    })
 }
 
 impl Req {
@@ -1272,22 +1269,4 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>, headers: &HeaderMap) 
         .header(header::CONTENT_TYPE, content_type)
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| ApiError::internal("response").into_response())
-}
-
-#[cfg(test)]
-mod field_selector_name {
-    use super::exact_name;
-
-    #[test]
-    fn only_an_exact_metadata_name_term_names_the_request() {
-        assert_eq!(exact_name("metadata.name=lock"), Some("lock"));
-        assert_eq!(
-            exact_name("metadata.namespace=x,metadata.name==lock"),
-            Some("lock")
-        );
-        assert_eq!(exact_name("metadata.name!=lock"), None);
-        assert_eq!(exact_name("spec.nodeName=n1"), None);
-        assert_eq!(exact_name("metadata.name="), None);
-        assert_eq!(exact_name(""), None);
-    }
 }

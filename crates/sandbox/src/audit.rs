@@ -10,6 +10,9 @@ use crate::api::Req;
 pub struct AuditEntry {
     /// The authenticated (or impersonated) username.
     pub user: String,
+    /// The `authentication.kubernetes.io/node-name` extra of a projected service-account
+    /// token: which node's agent it was, as the agents share their service account.
+    pub node: String,
     pub verb: String,
     pub group: String,
     /// Plural, with `/subresource` when there is one.
@@ -25,13 +28,20 @@ pub struct Audit {
 }
 
 impl Audit {
-    pub fn record(&self, user: &str, verb: &str, req: &Req) {
+    pub fn record(&self, user: &crate::identity::UserInfo, verb: &str, req: &Req) {
         let resource = match &req.sub {
             Some(s) => format!("{}/{s}", req.res.plural),
             None => req.res.plural.to_string(),
         };
+        let node = user
+            .extra
+            .get(crate::identity::NODE_NAME_EXTRA)
+            .and_then(|n| n.first())
+            .cloned()
+            .unwrap_or_default();
         let entry = AuditEntry {
-            user: user.to_string(),
+            user: user.username.clone(),
+            node,
             verb: verb.to_string(),
             group: req.res.group.to_string(),
             resource,
@@ -45,7 +55,7 @@ impl Audit {
             .or_insert(1);
     }
 
-    /// Distinct (user, verb, group, resource, namespace) seen so far.
+    /// Distinct (user, node, verb, group, resource, namespace) seen so far.
     pub fn entries(&self) -> Vec<AuditEntry> {
         self.entries
             .lock()

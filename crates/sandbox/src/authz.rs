@@ -43,6 +43,16 @@ pub struct ResourceAttributes {
     pub name: String,
 }
 
+/// The name a field selector requires exactly (`metadata.name=X` or `==X` among its terms).
+pub fn exact_name(field_selector: &str) -> Option<String> {
+    field_selector.split(',').find_map(|term| {
+        let v = term.trim().strip_prefix("metadata.name")?.trim_start();
+        let v = v.strip_prefix("==").or_else(|| v.strip_prefix('='))?;
+        let v = v.trim();
+        (!v.is_empty() && !v.contains('/') && v != "." && v != "..").then(|| v.to_string())
+    })
+}
+
 /// Whether `user` may do what `attrs` describe.
 pub fn allowed(mode: Mode, store: &Store, user: &UserInfo, attrs: &Attributes) -> bool {
     decide(mode, store, user, attrs).is_some()
@@ -306,4 +316,24 @@ pub fn forbidden(user: &UserInfo, attrs: &Attributes) -> ApiError {
         ),
     )
     .with_details(details)
+}
+
+#[cfg(test)]
+mod field_selector_name {
+    use super::exact_name;
+
+    #[test]
+    fn only_an_exact_metadata_name_term_names_the_request() {
+        let name = |s| exact_name(s);
+        assert_eq!(name("metadata.name=lock").as_deref(), Some("lock"));
+        assert_eq!(
+            name("metadata.namespace=x,metadata.name==lock").as_deref(),
+            Some("lock")
+        );
+        assert_eq!(name("metadata.name!=lock"), None);
+        assert_eq!(name("spec.nodeName=n1"), None);
+        assert_eq!(name("metadata.name="), None);
+        assert_eq!(name("metadata.name=.."), None);
+        assert_eq!(name(""), None);
+    }
 }

@@ -385,12 +385,31 @@ impl Sandbox {
         Ok((*created).clone())
     }
 
-    /// Creates every object of a multi-document YAML text, as `kubectl create -f` would.
+    /// Creates every object of a multi-document YAML text that does not exist yet (same
+    /// kind, namespace and name), as `kubectl create -f` would with `--save-config` skipped.
     pub fn create_yaml(&self, text: &str) -> anyhow::Result<()> {
         use serde::Deserialize;
         for doc in serde_yaml::Deserializer::from_str(text) {
             let obj = Value::deserialize(doc).context("YAML document")?;
-            if !obj.is_null() {
+            if obj.is_null() {
+                continue;
+            }
+            let r = resources::by_kind(
+                obj["apiVersion"].as_str().unwrap_or(""),
+                obj["kind"].as_str().unwrap_or(""),
+            )
+            .with_context(|| format!("unknown kind in {obj}"))?;
+            let m = &obj["metadata"];
+            let exists = self
+                .store()
+                .lock()
+                .get(
+                    r,
+                    m["namespace"].as_str().unwrap_or(""),
+                    m["name"].as_str().unwrap_or(""),
+                )
+                .is_some();
+            if !exists {
                 self.create(obj)?;
             }
         }
@@ -398,8 +417,8 @@ impl Sandbox {
     }
 
     /// Loads the RBAC this repository ships (deploy/core: the namespace, both service
-    /// accounts, the Roles, ClusterRoles and bindings), as `kubectl apply -k deploy/` would.
-    /// Enforced when the sandbox runs with [`authz::Mode::Rbac`].
+    /// accounts, the Roles, ClusterRoles and bindings), as `kubectl apply -k deploy/` would;
+    /// what already exists is kept. Enforced when the sandbox runs with [`authz::Mode::Rbac`].
     pub fn load_shipped_rbac(&self) -> anyhow::Result<()> {
         for text in SHIPPED_RBAC {
             self.create_yaml(text)?;

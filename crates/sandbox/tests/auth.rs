@@ -92,6 +92,15 @@ async fn the_audit_records_the_authenticated_user() {
         ]
     );
     assert_eq!(who("list", "pods"), ["system:anonymous"]);
+    // The agent's projected-token extra names its node in the record.
+    let agent_nodes: Vec<String> = sb
+        .audit()
+        .entries()
+        .into_iter()
+        .filter(|e| e.user.ends_with(":flatcar-linux-update-agent"))
+        .map(|e| e.node)
+        .collect();
+    assert_eq!(agent_nodes, ["node-1"]);
     // One token per identity, the same on every ask; distinct identities, distinct tokens.
     assert_eq!(
         sb.token(&UserInfo::agent("node-1")),

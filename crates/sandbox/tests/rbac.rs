@@ -139,6 +139,32 @@ async fn the_operator_cannot_evict_or_delete_pods() {
         err.contains(&format!("leases.coordination.k8s.io \"other\" is forbidden: User \"{OPERATOR}\" cannot get resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"reboot-coordinator\"")),
         "{err}"
     );
+    // A list of one name (fieldSelector metadata.name=X) is authorized as that name, as
+    // kube-apiserver does: the operator watches its own Lease so.
+    let auth = format!("Bearer {token}");
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/reboot-coordinator/leases";
+    for (query, want) in [
+        (
+            "?fieldSelector=metadata.name%3Dflatcar-linux-update-operator-lock",
+            200,
+        ),
+        (
+            "?fieldSelector=metadata.name%3D%3Dflatcar-linux-update-operator-lock&watch=true&timeoutSeconds=1",
+            200,
+        ),
+        ("?fieldSelector=metadata.name%3Dother", 403),
+        ("", 403),
+    ] {
+        let (code, body) = raw_with(
+            env.sb.addr(),
+            "GET",
+            &format!("{leases}{query}"),
+            &[("Authorization", &auth)],
+            "",
+        )
+        .await;
+        assert_eq!(code, want, "{query}: {body}");
+    }
     // Cluster-scoped wording.
     let (ok, _, err) = k.run(&["delete", "node", "node-2"]).await;
     assert!(!ok);

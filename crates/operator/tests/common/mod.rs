@@ -34,11 +34,28 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// A sandbox enforcing deploy/'s RBAC (loaded). The agents of `fleet::Fleet` run as their
+/// service account; `Replica::start` runs a test user in system:masters, [`start_operator_sa`]
+/// the operator's service account.
 pub async fn sandbox() -> Sandbox {
     init_tracing();
-    Sandbox::start(Options::default())
-        .await
-        .expect("sandbox starts")
+    let sb = Sandbox::start(Options {
+        authorization: sandbox::authz::Mode::Rbac,
+        ..Options::default()
+    })
+    .await
+    .expect("sandbox starts");
+    sb.load_shipped_rbac().expect("deploy/'s RBAC loads");
+    sb
+}
+
+/// The operator as deploy/ runs it: as its service account, its Lease in reboot-coordinator
+/// under the default name (the only one its Role allows).
+pub fn start_operator_sa(sb: &Sandbox, op: protocol::operator::OperatorConfig) -> Replica {
+    let mut cfg = operator::Config::new(sandbox::identity::NAMESPACE, op);
+    cfg.identity = "update-operator".into();
+    cfg.lease = fleet::fast_lease();
+    Replica::start_as(sb, &sandbox::UserInfo::operator(), cfg).expect("operator starts")
 }
 
 /// Polls `f` every 50 ms until it yields `Some`, or panics after `timeout`.

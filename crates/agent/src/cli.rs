@@ -28,7 +28,7 @@ pub struct Args {
         env = "UPDATE_AGENT_GRACE_PERIOD",
         default_value = "600",
         value_name = "DURATION",
-        value_parser = parse_grace_period
+        value_parser = shell::flags::seconds_or_duration
     )]
     pub grace_period: Duration,
 
@@ -41,7 +41,7 @@ pub struct Args {
         require_equals = true,
         default_value = "false",
         default_missing_value = "true",
-        value_parser = parse_go_bool
+        value_parser = shell::flags::parse_bool
     )]
     pub force_drain: bool,
 
@@ -53,7 +53,7 @@ pub struct Args {
         env = "UPDATE_AGENT_POD_RECOVERY_TIMEOUT",
         default_value = "10m",
         value_name = "DURATION",
-        value_parser = parse_grace_period
+        value_parser = shell::flags::seconds_or_duration
     )]
     pub pod_recovery_timeout: Duration,
 
@@ -136,43 +136,8 @@ impl Args {
         I: IntoIterator<Item = T>,
         T: Into<OsString>,
     {
-        Self::try_parse_from(go_style(args))
+        Self::try_parse_from(shell::flags::go_style(&Args::command(), args))
     }
-}
-
-/// Rewrites `-name[=v]` to `--name[=v]` for our long flags (Go's flag package accepts both).
-pub fn go_style<I, T>(args: I) -> Vec<OsString>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString>,
-{
-    let cmd = Args::command();
-    let longs: Vec<String> = cmd
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(str::to_string))
-        .chain(["help".to_string(), "version".to_string()])
-        .collect();
-    let mut out = Vec::new();
-    let mut rest_verbatim = false;
-    for (i, a) in args.into_iter().enumerate() {
-        let a: OsString = a.into();
-        if i == 0 || rest_verbatim {
-            out.push(a);
-            continue;
-        }
-        if a == "--" {
-            rest_verbatim = true;
-            out.push(a);
-            continue;
-        }
-        let rewritten = a.to_str().and_then(|s| {
-            let name = s.strip_prefix('-').filter(|n| !n.starts_with('-'))?;
-            let flag = name.split('=').next().unwrap_or(name);
-            longs.iter().any(|l| l == flag).then(|| format!("-{s}"))
-        });
-        out.push(rewritten.map(OsString::from).unwrap_or(a));
-    }
-    out
 }
 
 fn non_empty(s: &str) -> Result<String, String> {
@@ -208,74 +173,6 @@ fn parse_drain_timeout_action(s: &str) -> Result<DrainTimeoutAction, String> {
     DrainTimeoutAction::from_str(s).map_err(|_| "expected \"uncordon\" or \"reboot\"".to_string())
 }
 
-/// Go's `strconv.ParseBool`: 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False.
-pub fn parse_go_bool(s: &str) -> Result<bool, String> {
-    match s.trim() {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err("expected true or false".into()),
-    }
-}
-
-/// `--grace-period` (and `--pod-recovery-timeout`): whole seconds (FLUO's form) or a Go
-/// duration; must be positive.
-pub fn parse_grace_period(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        Duration::from_secs(s.parse().map_err(|_| "too large".to_string())?)
-    } else {
-        parse_go_duration(s)?
-    };
-    if d.is_zero() {
-        return Err("must be more than zero".into());
-    }
-    Ok(d)
-}
-
-/// Go's `time.ParseDuration` for non-negative values: a sequence of decimal numbers with a
-/// unit each (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), e.g. `1h30m`, `1.5s`, `300ms`; `0`.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("invalid duration {s:?}: expected seconds or a duration like 90s, 10m, 1h30m");
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.starts_with('-') {
-        return Err(format!("invalid duration {s:?}: must not be negative"));
-    }
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let (num, tail) = rest.split_at(num_len);
-        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-            return Err(bad());
-        }
-        let value: f64 = num.parse().map_err(|_| bad())?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += value * scale;
-        rest = tail;
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,33 +181,6 @@ mod tests {
         let mut v = vec!["update-agent"];
         v.extend_from_slice(args);
         Args::try_parse_go_style(v)
-    }
-
-    #[test]
-    fn durations() {
-        let s = |x| Duration::from_secs_f64(x);
-        assert_eq!(parse_grace_period("600"), Ok(s(600.0)));
-        assert_eq!(parse_grace_period("10m"), Ok(s(600.0)));
-        assert_eq!(parse_grace_period("1h30m"), Ok(s(5400.0)));
-        assert_eq!(parse_grace_period("1.5s"), Ok(s(1.5)));
-        assert_eq!(parse_grace_period("300ms"), Ok(s(0.3)));
-        assert_eq!(parse_grace_period("2m3.5s"), Ok(s(123.5)));
-        for bad in [
-            "", "0", "0s", "-5", "-5s", "abc", "10x", "s", "1..2s", "1h-2m", "5 m",
-        ] {
-            assert!(parse_grace_period(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn go_bools() {
-        for t in ["1", "t", "T", "TRUE", "true", "True"] {
-            assert_eq!(parse_go_bool(t), Ok(true));
-        }
-        for f in ["0", "f", "F", "FALSE", "false", "False"] {
-            assert_eq!(parse_go_bool(f), Ok(false));
-        }
-        assert!(parse_go_bool("yes").is_err());
     }
 
     #[test]
@@ -379,13 +249,5 @@ mod tests {
             let e = parse(args).unwrap_err().to_string();
             assert!(e.contains(flag), "{args:?}: {e}");
         }
-    }
-
-    #[test]
-    fn go_style_leaves_values_alone() {
-        let v = go_style(["x", "-node", "-grace-period", "--", "-node"]);
-        assert_eq!(v, ["x", "--node", "--grace-period", "--", "-node"]);
-        let v = go_style(["x", "--node=-node", "-h", "-unknown"]);
-        assert_eq!(v, ["x", "--node=-node", "-h", "-unknown"]);
     }
 }

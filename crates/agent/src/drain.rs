@@ -32,10 +32,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::Eviction;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta, Preconditions};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::time::Instant;
@@ -43,8 +43,8 @@ use tracing::{debug, info, warn};
 
 use protocol::evicted::EvictedPods;
 
-use crate::backoff::Backoff;
 use crate::recovery::workload_of;
+use shell::{Backoff, NodeWriter};
 
 /// The annotation the kubelet puts on mirror pods of static pods.
 pub const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
@@ -415,20 +415,18 @@ async fn record_plan(
     plan: &EvictedPods,
     deadline: Instant,
 ) -> Result<(), DrainError> {
-    let nodes: Api<Node> = Api::all(client.clone());
+    let nodes = NodeWriter::new(client.clone(), crate::FIELD_MANAGER);
     let mut backoff = Backoff::new(Duration::from_millis(200), opts.retry_max);
     loop {
-        let result = match nodes.get(&opts.node).await {
+        let result = match nodes.api().get(&opts.node).await {
             Ok(node) => {
                 let view = protocol::k8s::node_view(&node);
                 let Some(p) = protocol::agent::record_evictions(&view, plan) else {
                     return Ok(());
                 };
-                let mut body = p.merge_patch();
-                // Precondition: decided on this version of the node (409 -> read again).
-                body["metadata"]["resourceVersion"] = serde_json::json!(node.resource_version());
+                // Decided on this version of the node (409 -> read again).
                 nodes
-                    .patch(&opts.node, &PatchParams::default(), &Patch::Merge(&body))
+                    .patch(&p, node.resource_version().as_deref())
                     .await
                     .map(drop)
             }
@@ -487,6 +485,9 @@ async fn request(
                     ..Default::default()
                 }),
             };
+            // Not kube's `Api::evict`: kube-core 5 sends its DeleteOptions as
+            // `delete_options`, a field the API server does not know, so the UID
+            // precondition would be dropped.
             api.create_subresource::<_, serde_json::Value>(
                 "eviction",
                 &name,

@@ -25,7 +25,6 @@
 //! dropping (aborting) its future stops everything, so it can run in-process once per
 //! simulated node, and be restarted like a DaemonSet pod.
 
-mod backoff;
 pub mod cli;
 pub mod drain;
 pub mod metrics;
@@ -41,7 +40,6 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use host::{Host, UpdateStatus};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -50,7 +48,6 @@ use protocol::evicted::{self, PodRecovery, WorkloadPods};
 use protocol::keys;
 use protocol::node::{NodeState, NodeView};
 use protocol::patch::NodePatch;
-use serde_json::json;
 use telemetry::events::{EventSink, node_ref};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -60,8 +57,8 @@ use tracing::{debug, info, warn};
 pub use protocol::agent::DrainTimeoutAction;
 pub use protocol::hostinfo::HostInfo;
 
-use crate::backoff::Backoff;
 use crate::drain::{DrainError, DrainOptions, DrainSummary};
+use shell::{Backoff, NodeWriter};
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "update-agent";
@@ -252,7 +249,8 @@ enum Flow {
 
 struct Agent {
     client: Client,
-    nodes: Api<Node>,
+    /// Reads and writes of its own Node, as [`FIELD_MANAGER`].
+    nodes: NodeWriter,
     cfg: AgentConfig,
     /// The newest Node seen (watch, write response or read).
     node: Option<Node>,
@@ -289,7 +287,7 @@ struct Agent {
 impl Agent {
     fn new(client: Client, cfg: AgentConfig, events: EventSink) -> Self {
         Self {
-            nodes: Api::all(client.clone()),
+            nodes: NodeWriter::new(client.clone(), FIELD_MANAGER),
             client,
             api_backoff: Backoff::new(Duration::from_millis(200), cfg.api_backoff_max),
             reboot_backoff: Backoff::new(Duration::from_millis(500), cfg.reboot_backoff_max),
@@ -423,7 +421,7 @@ impl Agent {
     ) -> anyhow::Result<()> {
         let config = watcher::Config::default().fields(&format!("metadata.name={}", self.cfg.node));
         let mut events: BoxStream<'static, Result<watcher::Event<Node>, watcher::Error>> =
-            watcher(self.nodes.clone(), config)
+            watcher(self.nodes.api().clone(), config)
                 .default_backoff()
                 .boxed();
         // The running drain, if any (kept out of `self`, which must stay `Sync`).
@@ -616,22 +614,12 @@ impl Agent {
     }
 
     async fn write(&self, p: &NodePatch, rv: Option<&str>) -> Result<Node, kube::Error> {
-        let mut body = p.merge_patch();
-        info!(node = %self.cfg.node, patch = %body, "patching the node");
-        if let Some(rv) = rv {
-            body["metadata"]["resourceVersion"] = json!(rv);
-        }
-        self.nodes
-            .patch(
-                &self.cfg.node,
-                &PatchParams::default(),
-                &Patch::Merge(&body),
-            )
-            .await
+        info!(node = %self.cfg.node, patch = %p.merge_patch(), "patching the node");
+        self.nodes.patch(p, rv).await
     }
 
     async fn reread(&mut self) -> Flow {
-        match self.nodes.get_opt(&self.cfg.node).await {
+        match self.nodes.api().get_opt(&self.cfg.node).await {
             Ok(n) => {
                 self.api_backoff.reset();
                 self.node = n;
@@ -650,7 +638,7 @@ impl Agent {
             return Flow::Done;
         }
         // Confirm on a fresh read: a stale view or an API outage never reboots.
-        let fresh = match self.nodes.get(&self.cfg.node).await {
+        let fresh = match self.nodes.api().get(&self.cfg.node).await {
             Ok(n) => n,
             Err(e) => {
                 self.back_off("reading the node before rebooting", &e);

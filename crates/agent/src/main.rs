@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use agent::cli::{Args, LogFormat};
 use agent::{AgentConfig, HostInfo};
 use anyhow::Context;
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 fn main() -> ExitCode {
     let args = match Args::try_parse_go_style(std::env::args_os()) {
@@ -40,7 +39,7 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
         group = host_info.group.as_deref(),
         "host"
     );
-    let client = telemetry::kube_client(args.kubeconfig.as_deref()).await?;
+    let client = shell::kube_client(args.kubeconfig.as_deref()).await?;
     let host = host::DbusHost::connect(args.dbus_address.as_deref())
         .await
         .context("--dbus-address")?;
@@ -53,37 +52,7 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
     cfg.host_info = host_info;
     cfg.metrics_address = args.metrics_address.0;
 
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        info!("signal received; stopping");
-        on_signal.cancel();
-    });
-    agent::run(client, host, cfg, shutdown).await
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    agent::run(client, host, cfg, shell::signal::shutdown_token()).await
 }
 
 /// Reads a host file; a missing file is `None` (not fatal), any other error names the flag.

@@ -59,7 +59,8 @@ impl Default for ClusterSpec {
 
 impl ClusterSpec {
     /// The sandbox options for this spec: plain HTTP on `listen`, HTTPS on a free
-    /// port of the same address, RBAC enforced ([`Cluster::start`] loads deploy/'s).
+    /// port of the same address, RBAC enforced ([`Cluster::start`] loads deploy/'s RBAC and
+    /// admission policy).
     pub fn sandbox_options(&self, listen: std::net::SocketAddr) -> sandbox::Options {
         sandbox::Options {
             listen,
@@ -118,10 +119,13 @@ impl Cluster {
         operator: operator::Config,
         agent: impl Fn(&str, &SimHost) -> agent::AgentConfig + Send + Sync + 'static,
     ) -> anyhow::Result<Cluster> {
-        // The operator and the agents run with deploy/'s service accounts and RBAC: a
-        // permission the code needs and deploy/ lacks fails here, as in a cluster.
+        // The operator and the agents run with deploy/'s service accounts, RBAC and
+        // admission policy: a permission the code needs and deploy/ lacks, or a write the
+        // policy refuses, fails here as in a cluster.
         sb.load_shipped_rbac()
             .context("loading deploy/'s RBAC into the sandbox")?;
+        sb.load_shipped_admission()
+            .context("loading deploy/admission's policy into the sandbox")?;
         let ns = operator.namespace.clone();
         if sb
             .store()

@@ -254,37 +254,6 @@ pub struct Settings {
 #[error("{0}")]
 pub struct FlagError(pub String);
 
-const LONG_FLAGS: &[&str] = &[
-    "kubeconfig",
-    "reboot-window-start",
-    "reboot-window-length",
-    "before-reboot-annotations",
-    "after-reboot-annotations",
-    "max-rebooting-nodes",
-    "reboot-window",
-    "reboot-window-timezone",
-    "max-rebooting-nodes-per-zone",
-    "zone-label",
-    "node-selector",
-    "min-reboot-interval",
-    "reboot-timeout",
-    "blocking-pod-selector",
-    "prometheus-url",
-    "alert-filter-regexp",
-    "alert-filter-match-only",
-    "alert-firing-only",
-    "alertmanager-url",
-    "alert-check-interval",
-    "release-lease-after-idle",
-    "lease-name",
-    "log-format",
-    "metrics-address",
-    "notify-url",
-    "namespace",
-    "version",
-    "help",
-];
-
 /// Go's flag package (FLUO) takes `-flag`; clap wants `--flag`. Rewrites
 /// single-dash spellings of our long flags, leaving everything else alone.
 pub fn normalize_args<I, T>(args: I) -> Vec<OsString>
@@ -292,25 +261,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString>,
 {
-    let mut out = Vec::new();
-    let mut after_double_dash = false;
-    for (i, a) in args.into_iter().enumerate() {
-        let a: OsString = a.into();
-        if i > 0 && !after_double_dash {
-            if a == "--" {
-                after_double_dash = true;
-            } else if let Some(s) = a.to_str()
-                && let Some(rest) = s.strip_prefix('-')
-                && !rest.starts_with('-')
-                && LONG_FLAGS.contains(&rest.split('=').next().unwrap_or(""))
-            {
-                out.push(OsString::from(format!("-{s}")));
-                continue;
-            }
-        }
-        out.push(a);
-    }
-    out
+    shell::flags::go_style(&Args::command(), args)
 }
 
 fn source_note(m: &ArgMatches, id: &str, env: &str) -> String {

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use tokio_util::task::AbortOnDropHandle;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -43,14 +44,6 @@ pub fn pod_view(pod: &Pod) -> PodView {
     }
 }
 
-struct Abort(tokio::task::JoinHandle<()>);
-
-impl Drop for Abort {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// What was last logged: the pause (once known) and the blocked nodes.
 #[derive(Default)]
 struct Logged {
@@ -65,7 +58,7 @@ pub(crate) struct Inputs {
     pods: Option<(Store<Pod>, LabelSelector)>,
     alerts: Option<watch::Receiver<Option<Vec<String>>>>,
     logged: Mutex<Logged>,
-    _tasks: Vec<Abort>,
+    _tasks: Vec<AbortOnDropHandle<()>>,
 }
 
 fn pause_value(store: &Store<Lease>, name: &str) -> Option<String> {
@@ -95,7 +88,7 @@ impl Inputs {
             let store = lease.clone();
             let name = cfg.lease_name.clone();
             let changed = changed.clone();
-            tasks.push(Abort(tokio::spawn(async move {
+            tasks.push(AbortOnDropHandle::new(tokio::spawn(async move {
                 let mut stream = std::pin::pin!(stream);
                 let mut last: Option<Option<String>> = None;
                 while let Some(ev) = stream.next().await {
@@ -124,7 +117,7 @@ impl Inputs {
             let s = store.clone();
             let sel2 = sel.clone();
             let changed = changed.clone();
-            tasks.push(Abort(tokio::spawn(async move {
+            tasks.push(AbortOnDropHandle::new(tokio::spawn(async move {
                 let mut stream = std::pin::pin!(stream);
                 let mut last: Option<BTreeMap<String, Vec<String>>> = None;
                 while let Some(ev) = stream.next().await {
@@ -146,7 +139,7 @@ impl Inputs {
         });
         let alerts = cfg.alerts.clone().map(|a| {
             let (rx, task) = crate::alerts::spawn(a, changed.clone());
-            tasks.push(Abort(task));
+            tasks.push(AbortOnDropHandle::new(task));
             rx
         });
         Inputs {

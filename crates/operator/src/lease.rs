@@ -446,7 +446,7 @@ where
     Fut: Future<Output = anyhow::Result<WorkEnd>> + Send + 'static,
 {
     let timing = elector.timing;
-    let mut error_backoff = Duration::from_millis(500);
+    let mut error_backoff = shell::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut last_holder: Option<String> = None;
     let mut first = true;
     loop {
@@ -475,13 +475,12 @@ where
                         info!(lease = %elector.name, %holder, "standing by: the lease is held by another replica");
                     }
                     last_holder = Some(holder);
-                    error_backoff = Duration::from_millis(500);
+                    error_backoff.reset();
                     jittered(timing.retry_period)
                 }
                 Ok(Err(e)) => {
                     warn!(lease = %elector.name, error = %e, "cannot read or write the leader election lease; retrying");
-                    error_backoff = (error_backoff * 2).min(Duration::from_secs(30));
-                    error_backoff.max(timing.retry_period)
+                    error_backoff.next_delay().max(timing.retry_period)
                 }
                 Err(_) => {
                     warn!(lease = %elector.name, "leader election request timed out; retrying");

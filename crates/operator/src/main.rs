@@ -3,31 +3,7 @@
 use std::process::ExitCode;
 
 use operator::cli::{self, CliError, LogFormat};
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}
+use tracing::error;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -40,7 +16,7 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init_logging(settings.log_format == LogFormat::Json);
-    let client = match telemetry::kube_client(settings.kubeconfig.as_deref()).await {
+    let client = match shell::kube_client(settings.kubeconfig.as_deref()).await {
         Ok(c) => c,
         Err(e) => {
             error!("{e:#}");
@@ -48,13 +24,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let shutdown = CancellationToken::new();
-    let s = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        info!("shutting down");
-        s.cancel();
-    });
+    let shutdown = shell::signal::shutdown_token();
     match operator::run(client, settings.config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -206,7 +206,7 @@ impl Notifier {
                 return;
             }
         };
-        let mut backoff = cfg.initial_backoff;
+        let mut backoff = shell::Backoff::new(cfg.initial_backoff, cfg.max_backoff);
         for attempt in 1..=cfg.max_attempts.max(1) {
             let req = Request::builder()
                 .method(Method::POST)
@@ -238,9 +238,9 @@ impl Notifier {
                 self.inner.metrics.notification_dropped("undeliverable");
                 return;
             }
-            info!(event = %n.event, node = %n.node, %error, attempt, retry_in_ms = backoff.as_millis() as u64, "--notify-url: delivery failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(cfg.max_backoff);
+            let delay = backoff.next_delay();
+            info!(event = %n.event, node = %n.node, %error, attempt, retry_in_ms = delay.as_millis() as u64, "--notify-url: delivery failed; retrying");
+            tokio::time::sleep(delay).await;
         }
     }
 }

@@ -26,14 +26,15 @@ use chrono::Utc;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 use protocol::node::NodeView;
 use protocol::operator::{ClusterInputs, Decision, busy, decide_with};
 use protocol::patch::NodePatch;
+use shell::{Backoff, NodeWriter};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
 use crate::Config;
@@ -269,25 +270,8 @@ fn slim(node: &mut Node) {
     });
 }
 
-fn body(patch: &NodePatch, resource_version: &str) -> serde_json::Value {
-    let mut body = patch.merge_patch();
-    if let Some(root) = body.as_object_mut() {
-        let meta = root
-            .entry("metadata")
-            .or_insert_with(|| serde_json::json!({}));
-        if let Some(meta) = meta.as_object_mut() {
-            meta.insert(
-                "resourceVersion".into(),
-                serde_json::Value::String(resource_version.to_string()),
-            );
-        }
-    }
-    body
-}
-
 async fn apply_one(
-    api: &Api<Node>,
-    params: &PatchParams,
+    writer: &NodeWriter,
     leadership: &Leadership,
     patch: &NodePatch,
     resource_version: &str,
@@ -295,9 +279,8 @@ async fn apply_one(
     let Some(left) = leadership.time_left() else {
         return Outcome::NotLeader;
     };
-    let body = body(patch, resource_version);
-    debug!(node = %patch.node, patch = %body, "patching node");
-    match tokio::time::timeout(left, api.patch(&patch.node, params, &Patch::Merge(&body))).await {
+    debug!(node = %patch.node, change = %describe(patch), "patching node");
+    match tokio::time::timeout(left, writer.patch(patch, Some(resource_version))).await {
         // Slimmed at once: a phase holds every answer until all its patches are done.
         Ok(Ok(mut node)) => {
             slim(&mut node);
@@ -342,8 +325,7 @@ fn describe(patch: &NodePatch) -> String {
 
 /// Applies one phase's patches concurrently.
 async fn apply_phase(
-    api: &Api<Node>,
-    params: &PatchParams,
+    writer: &NodeWriter,
     leadership: &Leadership,
     patches: Vec<(NodePatch, String)>,
     overlay: &mut Overlay,
@@ -351,7 +333,7 @@ async fn apply_phase(
 ) {
     let outcomes: Vec<(NodePatch, String, Outcome)> = stream::iter(patches)
         .map(|(p, rv)| async move {
-            let o = apply_one(api, params, leadership, &p, &rv).await;
+            let o = apply_one(writer, leadership, &p, &rv).await;
             (p, rv, o)
         })
         .buffer_unordered(PATCH_CONCURRENCY)
@@ -382,68 +364,83 @@ async fn apply_phase(
     }
 }
 
-/// Decides once on the current view and applies the patches.
-#[allow(clippy::too_many_arguments)]
-async fn round(
-    api: &Api<Node>,
-    params: &PatchParams,
-    cfg: &Config,
-    leadership: &Leadership,
-    cached: Vec<Arc<Node>>,
-    overlay: &mut Overlay,
-    cache: &mut ViewCache,
-    problems: &mut ProblemLog,
-    observer: &mut Observer,
-    inputs: &ClusterInputs,
-) -> (RoundResult, Option<chrono::DateTime<Utc>>) {
-    let mut merged = overlay.merged(&cached);
-    let mut unresolved = false;
-    if !overlay.uncertain.is_empty() {
-        unresolved = overlay.resolve(api, &merged).await;
-        merged = overlay.merged(&cached);
-    }
-    let views = cache.update(&merged);
-    let nodes: HashMap<String, Arc<Node>> = merged.into_iter().collect();
-    let now = Utc::now();
-    let decision = decide_with(views, &cfg.operator, inputs, now);
-    problems.update(&decision);
-    // Events, notifications and node metrics (never waits).
-    observer.observe(views, &nodes, &decision, &cfg.operator, inputs, now);
-    let mut result = RoundResult {
-        failed: unresolved,
-        quiet: cfg.release_lease_after_idle.is_some()
-            && !unresolved
-            && decision.patches.is_empty()
-            && decision.stuck.is_empty()
-            && decision.problems.is_empty()
-            && views.iter().all(|v| !busy(v, &cfg.operator)),
-        ..Default::default()
-    };
-    let by_name: HashMap<&str, &NodeView> = views.iter().map(|v| (v.name.as_str(), v)).collect();
-    let (mut release, mut acquire, mut rest) = (Vec::new(), Vec::new(), Vec::new());
-    for p in decision.patches {
-        let Some(rv) = nodes.get(&p.node).and_then(|n| n.resource_version()) else {
-            continue;
+/// What the leader keeps from one decision round to the next.
+struct Leader {
+    writer: NodeWriter,
+    cfg: Arc<Config>,
+    leadership: Leadership,
+    overlay: Overlay,
+    cache: ViewCache,
+    problems: ProblemLog,
+    observer: Observer,
+}
+
+impl Leader {
+    /// Decides once on the current view and applies the patches.
+    async fn round(
+        &mut self,
+        cached: Vec<Arc<Node>>,
+        inputs: &ClusterInputs,
+    ) -> (RoundResult, Option<chrono::DateTime<Utc>>) {
+        let Leader {
+            writer,
+            cfg,
+            leadership,
+            overlay,
+            cache,
+            problems,
+            observer,
+        } = self;
+        let mut merged = overlay.merged(&cached);
+        let mut unresolved = false;
+        if !overlay.uncertain.is_empty() {
+            unresolved = overlay.resolve(writer.api(), &merged).await;
+            merged = overlay.merged(&cached);
+        }
+        let views = cache.update(&merged);
+        let nodes: HashMap<String, Arc<Node>> = merged.into_iter().collect();
+        let now = Utc::now();
+        let decision = decide_with(views, &cfg.operator, inputs, now);
+        problems.update(&decision);
+        // Events, notifications and node metrics (never waits).
+        observer.observe(views, &nodes, &decision, &cfg.operator, inputs, now);
+        let mut result = RoundResult {
+            failed: unresolved,
+            quiet: cfg.release_lease_after_idle.is_some()
+                && !unresolved
+                && decision.patches.is_empty()
+                && decision.stuck.is_empty()
+                && decision.problems.is_empty()
+                && views.iter().all(|v| !busy(v, &cfg.operator)),
+            ..Default::default()
         };
-        match by_name.get(p.node.as_str()) {
-            Some(v) if v.holds_slot() => release.push((p, rv)),
-            Some(v) if holds_slot_after(v, &p) => acquire.push((p, rv)),
-            _ => rest.push((p, rv)),
+        let by_name: HashMap<&str, &NodeView> =
+            views.iter().map(|v| (v.name.as_str(), v)).collect();
+        let (mut release, mut acquire, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for p in decision.patches {
+            let Some(rv) = nodes.get(&p.node).and_then(|n| n.resource_version()) else {
+                continue;
+            };
+            match by_name.get(p.node.as_str()) {
+                Some(v) if v.holds_slot() => release.push((p, rv)),
+                Some(v) if holds_slot_after(v, &p) => acquire.push((p, rv)),
+                _ => rest.push((p, rv)),
+            }
         }
-    }
-    apply_phase(api, params, leadership, release, overlay, &mut result).await;
-    if !acquire.is_empty() {
-        if unresolved || result.failed || result.conflict || result.not_leader {
-            debug!(
-                waiting = acquire.len(),
-                "not granting new slots until the other writes of this decision succeed"
-            );
-        } else {
-            apply_phase(api, params, leadership, acquire, overlay, &mut result).await;
+        apply_phase(writer, leadership, release, overlay, &mut result).await;
+        if !acquire.is_empty() {
+            if unresolved || result.failed || result.conflict || result.not_leader {
+                debug!(
+                    waiting = acquire.len(),
+                    "not granting new slots until the other writes of this decision succeed"
+                );
+            } else {
+                apply_phase(writer, leadership, acquire, overlay, &mut result).await;
+            }
         }
+        apply_phase(writer, leadership, rest, overlay, &mut result).await;
+        (result, decision.next_check)
     }
-    apply_phase(api, params, leadership, rest, overlay, &mut result).await;
-    (result, decision.next_check)
 }
 
 /// Whether `view` holds a reboot slot once `patch` is applied.
@@ -472,20 +469,19 @@ pub(crate) async fn lead(
     reporter: Arc<Reporter>,
 ) -> anyhow::Result<WorkEnd> {
     // Leader gauge and election Event now; the leader's gauges are zeroed when it drops.
-    let mut observer = Observer::new(reporter);
-    let api: Api<Node> = Api::all(client);
-    let params = PatchParams {
-        field_manager: Some(cfg.field_manager.clone()),
-        ..Default::default()
-    };
-    let (reader, writer) = reflector::store::<Node>();
+    let observer = Observer::new(reporter);
+    let writer = NodeWriter::new(client.clone(), &cfg.field_manager);
+    let (reader, store_writer) = reflector::store::<Node>();
     let changed = Arc::new(Notify::new());
     let node_watch = crate::work::node_watch(&cfg.operator);
-    let inputs = crate::inputs::Inputs::start(&api.clone().into_client(), &cfg, changed.clone());
+    let inputs = crate::inputs::Inputs::start(&client, &cfg, changed.clone());
     let events = {
         let changed = changed.clone();
-        let stream =
-            reflector(writer, watcher(api.clone(), node_watch).modify(slim)).default_backoff();
+        let stream = reflector(
+            store_writer,
+            watcher(writer.api().clone(), node_watch).modify(slim),
+        )
+        .default_backoff();
         async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(ev) = stream.next().await {
@@ -496,8 +492,7 @@ pub(crate) async fn lead(
             }
         }
     };
-    let events = tokio::spawn(events);
-    let _abort = AbortOnDrop(events);
+    let _events = AbortOnDropHandle::new(tokio::spawn(events));
 
     tokio::select! {
         _ = leadership.cancelled() => return Ok(WorkEnd::LeadershipEnded),
@@ -509,28 +504,22 @@ pub(crate) async fn lead(
     }
     info!(nodes = reader.len(), "watching nodes; deciding");
 
-    let mut overlay = Overlay::default();
-    let mut cache = ViewCache::default();
-    let mut problems = ProblemLog::default();
-    let mut backoff = MIN_BACKOFF;
+    let mut leader = Leader {
+        writer,
+        cfg: cfg.clone(),
+        leadership: leadership.clone(),
+        overlay: Overlay::default(),
+        cache: ViewCache::default(),
+        problems: ProblemLog::default(),
+        observer,
+    };
+    let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     let mut idle_since: Option<Instant> = None;
     loop {
         if !leadership.may_act() {
             return Ok(WorkEnd::LeadershipEnded);
         }
-        let (result, next_check) = round(
-            &api,
-            &params,
-            &cfg,
-            &leadership,
-            reader.state(),
-            &mut overlay,
-            &mut cache,
-            &mut problems,
-            &mut observer,
-            &inputs.current(),
-        )
-        .await;
+        let (result, next_check) = leader.round(reader.state(), &inputs.current()).await;
         let mut wake = Instant::now() + RESYNC;
         if let Some(t) = next_check {
             wake = wake.min(instant_at(t));
@@ -538,11 +527,11 @@ pub(crate) async fn lead(
         let mut not_before = None;
         if result.failed {
             // API errors: no new round before the backoff, even on events.
-            not_before = Some(Instant::now() + backoff);
-            wake = wake.min(Instant::now() + backoff);
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            let delay = backoff.next_delay();
+            not_before = Some(Instant::now() + delay);
+            wake = wake.min(Instant::now() + delay);
         } else {
-            backoff = MIN_BACKOFF;
+            backoff.reset();
         }
         if result.conflict {
             wake = wake.min(Instant::now() + CONFLICT_RETRY);
@@ -569,14 +558,6 @@ pub(crate) async fn lead(
                 _ = tokio::time::sleep_until(t) => {}
             }
         }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -750,21 +731,5 @@ mod tests {
         let mut bare = node("b", "1", "false");
         slim(&mut bare);
         assert!(bare.spec.is_none() && bare.status.is_none());
-    }
-
-    #[test]
-    fn patch_body_carries_the_resource_version() {
-        let mut p = NodePatch::new("a");
-        p.set_annotation(keys::REBOOT_OK, keys::TRUE);
-        assert_eq!(
-            body(&p, "42"),
-            json!({"metadata": {"resourceVersion": "42", "annotations": {keys::REBOOT_OK: "true"}}})
-        );
-        let mut u = NodePatch::new("a");
-        u.set_unschedulable(false);
-        assert_eq!(
-            body(&u, "7"),
-            json!({"metadata": {"resourceVersion": "7"}, "spec": {"unschedulable": false}})
-        );
     }
 }

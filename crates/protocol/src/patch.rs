@@ -118,6 +118,16 @@ impl NodePatch {
         Value::Object(root)
     }
 
+    /// [`merge_patch`](Self::merge_patch) carrying `resource_version` as a precondition:
+    /// the API server refuses it with 409 Conflict if the Node changed since.
+    pub fn merge_patch_at(&self, resource_version: Option<&str>) -> Value {
+        let mut body = self.merge_patch();
+        if let Some(rv) = resource_version {
+            body["metadata"]["resourceVersion"] = json!(rv);
+        }
+        body
+    }
+
     /// Applies the patch to a view (what the API server would do). Ignores
     /// the node name. Useful for tests and simulations.
     pub fn apply(&self, view: &mut NodeView) {
@@ -159,6 +169,23 @@ mod tests {
         let p = NodePatch::new("n");
         assert!(p.is_empty());
         assert_eq!(p.merge_patch(), json!({}));
+    }
+
+    #[test]
+    fn patch_body_carries_the_resource_version() {
+        let mut p = NodePatch::new("a");
+        p.set_annotation(keys::REBOOT_OK, keys::TRUE);
+        assert_eq!(
+            p.merge_patch_at(Some("42")),
+            json!({"metadata": {"resourceVersion": "42", "annotations": {keys::REBOOT_OK: "true"}}})
+        );
+        let mut u = NodePatch::new("a");
+        u.set_unschedulable(false);
+        assert_eq!(
+            u.merge_patch_at(Some("7")),
+            json!({"metadata": {"resourceVersion": "7"}, "spec": {"unschedulable": false}})
+        );
+        assert_eq!(u.merge_patch_at(None), u.merge_patch());
     }
 
     #[test]

@@ -109,7 +109,12 @@ async fn handle(
     };
     req.user = user;
     let verb = verb_of(&method, &req, &query);
-    st.audit.record(&req.user, verb, &req);
+    st.audit.record(
+        &req.user,
+        verb,
+        &req,
+        query.get("fieldManager").map_or("", String::as_str),
+    );
     let mut attrs = req.attributes(verb);
     if let (Some(r), "list" | "watch") = (attrs.resource.as_mut(), verb) {
         // As kube-apiserver's RequestInfo: a list or watch of one name (fieldSelector

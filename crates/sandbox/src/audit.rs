@@ -18,6 +18,9 @@ pub struct AuditEntry {
     /// Plural, with `/subresource` when there is one.
     pub resource: String,
     pub namespace: String,
+    /// A write's `fieldManager` parameter (the writer named in `managedFields` on a real
+    /// server); empty when none was given.
+    pub field_manager: String,
 }
 
 #[derive(Default)]
@@ -28,7 +31,13 @@ pub struct Audit {
 }
 
 impl Audit {
-    pub fn record(&self, user: &crate::identity::UserInfo, verb: &str, req: &Req) {
+    pub fn record(
+        &self,
+        user: &crate::identity::UserInfo,
+        verb: &str,
+        req: &Req,
+        field_manager: &str,
+    ) {
         let resource = match &req.sub {
             Some(s) => format!("{}/{s}", req.res.plural),
             None => req.res.plural.to_string(),
@@ -46,6 +55,7 @@ impl Audit {
             group: req.res.group.to_string(),
             resource,
             namespace: req.ns.clone().unwrap_or_default(),
+            field_manager: field_manager.to_string(),
         };
         self.entries
             .lock()
@@ -55,7 +65,7 @@ impl Audit {
             .or_insert(1);
     }
 
-    /// Distinct (user, node, verb, group, resource, namespace) seen so far.
+    /// Distinct (user, node, verb, group, resource, namespace, field manager) seen so far.
     pub fn entries(&self) -> Vec<AuditEntry> {
         self.entries
             .lock()

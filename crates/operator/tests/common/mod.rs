@@ -34,7 +34,7 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// A sandbox enforcing deploy/'s RBAC (loaded). The agents of `fleet::Fleet` run as their
+/// A sandbox enforcing deploy/'s RBAC and admission policy (loaded). The agents of `fleet::Fleet` run as their
 /// service account; `Replica::start` runs a test user in system:masters, [`start_operator_sa`]
 /// the operator's service account.
 pub async fn sandbox() -> Sandbox {
@@ -46,6 +46,8 @@ pub async fn sandbox() -> Sandbox {
     .await
     .expect("sandbox starts");
     sb.load_shipped_rbac().expect("deploy/'s RBAC loads");
+    sb.load_shipped_admission()
+        .expect("deploy/admission's policy loads");
     sb
 }
 

@@ -1,21 +1,21 @@
-//! Exponential backoff with jitter, for retries of API calls, evictions, host
-//! reconnects and logind reboots.
+//! Exponential backoff with jitter: API retries, evictions, host reconnects, reboots, the
+//! operator's rounds, its Lease and its notifications.
 
 use std::time::Duration;
 
 use rand::Rng;
 
-/// Doubles from `initial` up to `max`; each delay gets up to 20% jitter so many
-/// agents retrying after the same API outage do not retry in lockstep.
+/// Doubles from `initial` up to `max`; each delay gets up to 20% jitter so many clients
+/// retrying after the same API outage do not retry in lockstep.
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     initial: Duration,
     max: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
+    pub fn new(initial: Duration, max: Duration) -> Self {
         let max = max.max(initial);
         Self {
             initial,
@@ -25,7 +25,7 @@ impl Backoff {
     }
 
     /// The delay before the next attempt.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
         let jitter = base.mul_f64(rand::rng().random_range(0.0..0.2));
@@ -33,7 +33,7 @@ impl Backoff {
     }
 
     /// Back to `initial` after a success.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.next = self.initial;
     }
 }
@@ -53,5 +53,12 @@ mod tests {
         assert_eq!(d[4], Duration::from_millis(500));
         b.reset();
         assert!(b.next_delay() < Duration::from_millis(121));
+    }
+
+    #[test]
+    fn a_max_below_initial_is_initial() {
+        let mut b = Backoff::new(Duration::from_secs(2), Duration::from_secs(1));
+        assert_eq!(b.next_delay(), Duration::from_secs(2));
+        assert_eq!(b.next_delay(), Duration::from_secs(2));
     }
 }

@@ -1,0 +1,16 @@
+//! The imperative shell both binaries share around the pure `protocol` core, so that
+//! learning `update-agent` teaches `update-operator`: the Kubernetes client
+//! ([`kube_client`]), shutdown on SIGTERM ([`signal`]), one jittered [`Backoff`], node writes
+//! with a field manager and a resourceVersion precondition ([`NodeWriter`]), and Go-style
+//! command lines ([`flags`]). Task handles that abort on drop are tokio-util's
+//! `AbortOnDropHandle`.
+
+pub mod backoff;
+pub mod client;
+pub mod flags;
+pub mod signal;
+pub mod write;
+
+pub use backoff::Backoff;
+pub use client::kube_client;
+pub use write::NodeWriter;

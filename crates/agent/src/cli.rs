@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::{Parser, ValueEnum};
 use protocol::agent::DrainTimeoutAction;
 
 /// update-agent: marks its node when update_engine needs a reboot, and cordons, drains and
@@ -130,13 +130,14 @@ pub enum LogFormat {
 }
 
 impl Args {
-    /// Parses the command line, accepting Go-style single-dash long flags (`-node=x`).
+    /// Parses the command line, accepting Go-style single-dash long flags (`-node=x`) and
+    /// ignoring empty `UPDATE_AGENT_*` variables, as FLUO does.
     pub fn try_parse_go_style<I, T>(args: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString>,
     {
-        Self::try_parse_from(shell::flags::go_style(&Args::command(), args))
+        shell::flags::parse_matches::<Self, _, _>(args).map(|(a, _)| a)
     }
 }
 

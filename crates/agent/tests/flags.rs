@@ -116,7 +116,30 @@ async fn bad_flags_are_startup_errors_naming_the_flag() {
             text.contains(flag),
             "update-agent {args:?} {env:?}: the error does not name {flag}:\n{text}"
         );
+        // A bad value from a variable names the variable too.
+        if let Some((var, _)) = env
+            .iter()
+            .find(|(k, v)| *k != "UPDATE_AGENT_NODE" && !v.is_empty())
+        {
+            assert!(
+                text.contains(var),
+                "{env:?}: the error does not name {var}:\n{text}"
+            );
+        }
     }
+    // An empty variable is ignored, as FLUO's SetFlagsFromEnv does: the default applies.
+    let (ok, text) = run(
+        &["--node=n1", &missing_kubeconfig],
+        &[
+            ("UPDATE_AGENT_GRACE_PERIOD", ""),
+            ("UPDATE_AGENT_FORCE_DRAIN", ""),
+        ],
+    )
+    .await;
+    assert!(
+        !ok && text.contains("--kubeconfig") && !text.contains("--grace-period"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -181,7 +181,7 @@ async fn run_demo(args: SandboxArgs, m: &ArgMatches) -> Result<ExitCode, Failure
     op_args.namespace = Some(NAMESPACE.to_string());
     // Checked by the operator's flag validation; the operator's client is the sandbox's.
     op_args.kubeconfig = Some(sb.kubeconfig_path());
-    let max_flag = op_args.max_rebooting_nodes.clone();
+    let max_flag = op_args.max_rebooting_nodes.to_string();
     let settings = op_args
         .into_settings(m)
         .map_err(|e| Failure::Usage(e.to_string()))?;

@@ -1,19 +1,21 @@
 //! update-operator's command line: FLUO's flags (also from `UPDATE_OPERATOR_*`
 //! environment variables, command line first, empty variables ignored, as
 //! FLUO's `flagutil.SetFlagsFromEnv`), `POD_NAMESPACE`, and our additions.
-//! Every bad value is an error naming the flag.
+//! Each value is parsed into its type as the agent's are (shell::flags: Go-style
+//! spellings, Go durations and booleans); every bad value is an error naming the
+//! flag, and the environment variable when it came from one.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
-use protocol::operator::{
-    DEFAULT_ZONE_LABEL, MAX_PER_ZONE_FLAG, MaxRebooting, OperatorConfig, parse_annotation_list,
-};
+use clap::{ArgMatches, CommandFactory, Parser, ValueEnum};
+use protocol::names::{check_dns_label, check_dns_subdomain, check_qualified_name};
+use protocol::operator::{DEFAULT_ZONE_LABEL, MaxRebooting, OperatorConfig, parse_annotation_list};
 use protocol::schedule::{Schedule, split_windows};
 use protocol::selector::LabelSelector;
-use protocol::window::{RebootWindow, parse_go_duration};
+use protocol::window::RebootWindow;
 
 use crate::{Config, DEFAULT_LEASE_NAME};
 
@@ -26,7 +28,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// The flags, as parsed (before validation).
+/// The flags, each parsed into its type; [`Args::into_settings`] checks how they combine.
 #[derive(Debug, Parser)]
 #[command(
     name = "update-operator",
@@ -61,12 +63,12 @@ pub struct Args {
     pub reboot_window_length: Option<String>,
 
     /// Comma-separated node annotations that must be 'true' before a reboot is allowed (repeatable).
-    #[arg(long, env = "UPDATE_OPERATOR_BEFORE_REBOOT_ANNOTATIONS", value_name = "LIST", allow_hyphen_values = true, action = clap::ArgAction::Append)]
-    pub before_reboot_annotations: Vec<String>,
+    #[arg(long, env = "UPDATE_OPERATOR_BEFORE_REBOOT_ANNOTATIONS", value_name = "LIST", allow_hyphen_values = true, action = clap::ArgAction::Append, value_parser = hook_annotations)]
+    pub before_reboot_annotations: Vec<HookAnnotations>,
 
     /// Comma-separated node annotations that must be 'true' after a reboot before the node's slot is released (repeatable).
-    #[arg(long, env = "UPDATE_OPERATOR_AFTER_REBOOT_ANNOTATIONS", value_name = "LIST", allow_hyphen_values = true, action = clap::ArgAction::Append)]
-    pub after_reboot_annotations: Vec<String>,
+    #[arg(long, env = "UPDATE_OPERATOR_AFTER_REBOOT_ANNOTATIONS", value_name = "LIST", allow_hyphen_values = true, action = clap::ArgAction::Append, value_parser = hook_annotations)]
+    pub after_reboot_annotations: Vec<HookAnnotations>,
 
     /// How many nodes may reboot at once: a count ('2') or a percentage of the nodes ('25%', at least 1).
     #[arg(
@@ -74,9 +76,10 @@ pub struct Args {
         env = "UPDATE_OPERATOR_MAX_REBOOTING_NODES",
         value_name = "N|P%",
         default_value = "1",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = max_rebooting
     )]
-    pub max_rebooting_nodes: String,
+    pub max_rebooting_nodes: MaxRebooting,
 
     /// A reboot window in --reboot-window-timezone, repeatable: '[DAYS ]HH:MM-HH:MM', e.g. 'Mon-Fri 02:00-05:00', 'Sat,Sun 00:00-08:00', '22:00-02:00' (crosses midnight); several may be separated by ';'. Not together with --reboot-window-start/--reboot-window-length.
     #[arg(long, env = "UPDATE_OPERATOR_REBOOT_WINDOW", value_name = "WINDOW", allow_hyphen_values = true, action = clap::ArgAction::Append)]
@@ -97,12 +100,13 @@ pub struct Args {
         long,
         env = "UPDATE_OPERATOR_MAX_REBOOTING_NODES_PER_ZONE",
         value_name = "N|P%",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = max_rebooting
     )]
-    pub max_rebooting_nodes_per_zone: Option<String>,
+    pub max_rebooting_nodes_per_zone: Option<MaxRebooting>,
 
     /// The node label naming a node's zone; nodes without it form one zone of their own.
-    #[arg(long, env = "UPDATE_OPERATOR_ZONE_LABEL", value_name = "LABEL", default_value = DEFAULT_ZONE_LABEL, allow_hyphen_values = true)]
+    #[arg(long, env = "UPDATE_OPERATOR_ZONE_LABEL", value_name = "LABEL", default_value = DEFAULT_ZONE_LABEL, allow_hyphen_values = true, value_parser = qualified_name)]
     pub zone_label: String,
 
     /// Manage only the nodes matching this label selector (kubectl -l syntax, e.g. 'role=worker,zone in (a,b)'); others are ignored.
@@ -110,9 +114,10 @@ pub struct Args {
         long,
         env = "UPDATE_OPERATOR_NODE_SELECTOR",
         value_name = "SELECTOR",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = selector
     )]
-    pub node_selector: Option<String>,
+    pub node_selector: Option<LabelSelector>,
 
     /// Wait at least this long between two picks and after each release, e.g. '15m' (0 = no wait).
     #[arg(
@@ -120,9 +125,10 @@ pub struct Args {
         env = "UPDATE_OPERATOR_MIN_REBOOT_INTERVAL",
         value_name = "DURATION",
         default_value = "0s",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = shell::flags::duration
     )]
-    pub min_reboot_interval: String,
+    pub min_reboot_interval: Duration,
 
     /// A granted node not back (rebooted, Ready, after-reboot hooks done) this long after its grant is marked stuck and reported; it keeps its slot.
     #[arg(
@@ -130,31 +136,34 @@ pub struct Args {
         env = "UPDATE_OPERATOR_REBOOT_TIMEOUT",
         value_name = "DURATION",
         default_value = "30m",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = shell::flags::positive_duration
     )]
-    pub reboot_timeout: String,
+    pub reboot_timeout: Duration,
 
     /// Pods matching this label selector block the reboot of the node they run on (e.g. 'app=backup').
     #[arg(
         long,
         env = "UPDATE_OPERATOR_BLOCKING_POD_SELECTOR",
         value_name = "SELECTOR",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = selector
     )]
-    pub blocking_pod_selector: Option<String>,
+    pub blocking_pod_selector: Option<LabelSelector>,
 
     /// Prometheus to ask for active alerts, e.g. 'http://prometheus.monitoring:9090': every pending or firing alert (but those --alert-filter-regexp ignores) blocks new reboots; so does a Prometheus that does not answer.
-    #[arg(long, env = "UPDATE_OPERATOR_PROMETHEUS_URL", value_name = "URL")]
-    pub prometheus_url: Option<String>,
+    #[arg(long, env = "UPDATE_OPERATOR_PROMETHEUS_URL", value_name = "URL", value_parser = or_unset(crate::alerts::AlertsConfig::new))]
+    pub prometheus_url: Option<OrUnset<crate::alerts::AlertsConfig>>,
 
     /// Alert names to ignore (a regular expression, unanchored, as kured's), e.g. '^(RebootRequired|Watchdog)$'.
     #[arg(
         long,
         env = "UPDATE_OPERATOR_ALERT_FILTER_REGEXP",
         value_name = "REGEXP",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = or_unset(alert_filter)
     )]
-    pub alert_filter_regexp: Option<String>,
+    pub alert_filter_regexp: Option<OrUnset<crate::alerts::AlertFilter>>,
 
     /// Invert --alert-filter-regexp: only alerts whose name matches it block.
     #[arg(
@@ -165,7 +174,7 @@ pub struct Args {
         require_equals = true,
         default_value = "false",
         default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
+        value_parser = shell::flags::parse_bool
     )]
     pub alert_filter_match_only: bool,
 
@@ -178,13 +187,13 @@ pub struct Args {
         require_equals = true,
         default_value = "false",
         default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
+        value_parser = shell::flags::parse_bool
     )]
     pub alert_firing_only: bool,
 
     /// Alertmanager to ask for silences, e.g. 'http://alertmanager.monitoring:9093': alerts it holds silenced do not block.
-    #[arg(long, env = "UPDATE_OPERATOR_ALERTMANAGER_URL", value_name = "URL")]
-    pub alertmanager_url: Option<String>,
+    #[arg(long, env = "UPDATE_OPERATOR_ALERTMANAGER_URL", value_name = "URL", value_parser = or_unset(crate::alerts::parse_base_url))]
+    pub alertmanager_url: Option<OrUnset<http::Uri>>,
 
     /// How often to ask Prometheus (and Alertmanager) while leading.
     #[arg(
@@ -192,9 +201,10 @@ pub struct Args {
         env = "UPDATE_OPERATOR_ALERT_CHECK_INTERVAL",
         value_name = "DURATION",
         default_value = "30s",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = shell::flags::positive_duration
     )]
-    pub alert_check_interval: String,
+    pub alert_check_interval: Duration,
 
     /// Give up the leader election Lease once no node has needed an operator (none asks for a reboot, holds a slot or carries a record to clear) for this long; replicas then make no API requests until a node needs one. 0s keeps leading while idle, as FLUO does.
     #[arg(
@@ -202,12 +212,13 @@ pub struct Args {
         env = "UPDATE_OPERATOR_RELEASE_LEASE_AFTER_IDLE",
         value_name = "DURATION",
         default_value = "30s",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = shell::flags::duration
     )]
-    pub release_lease_after_idle: String,
+    pub release_lease_after_idle: Duration,
 
     /// Name of the leader election Lease (FLUO's lock name by default).
-    #[arg(long, env = "UPDATE_OPERATOR_LEASE_NAME", value_name = "NAME", default_value = DEFAULT_LEASE_NAME, allow_hyphen_values = true)]
+    #[arg(long, env = "UPDATE_OPERATOR_LEASE_NAME", value_name = "NAME", default_value = DEFAULT_LEASE_NAME, allow_hyphen_values = true, value_parser = dns_subdomain)]
     pub lease_name: String,
 
     /// Log format.
@@ -230,11 +241,11 @@ pub struct Args {
     pub metrics_address: telemetry::MetricsAddress,
 
     /// POST a JSON notification ({event, node, reason, time}) to this http(s) URL when a node is granted a reboot, starts rebooting, is back, or is stuck.
-    #[arg(long, env = "UPDATE_OPERATOR_NOTIFY_URL", value_name = "URL")]
-    pub notify_url: Option<String>,
+    #[arg(long, env = "UPDATE_OPERATOR_NOTIFY_URL", value_name = "URL", value_parser = or_unset(crate::notify::NotifyConfig::new))]
+    pub notify_url: Option<OrUnset<crate::notify::NotifyConfig>>,
 
     /// Namespace of the Lease; required (set POD_NAMESPACE from the pod's metadata.namespace).
-    #[arg(long = "namespace", env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    #[arg(long = "namespace", env = "POD_NAMESPACE", value_name = "NAMESPACE", value_parser = dns_label)]
     pub namespace: Option<String>,
 }
 
@@ -249,7 +260,7 @@ pub struct Settings {
     pub config: Config,
 }
 
-/// A bad flag value; the message starts with the flag's name.
+/// A bad combination of flags; the message starts with a flag's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct FlagError(pub String);
@@ -264,95 +275,94 @@ where
     shell::flags::go_style(&Args::command(), args)
 }
 
+/// A value whose empty string means "not set", as an empty Go string flag does (a Helm
+/// value rendered as `--notify-url=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrUnset<T>(pub Option<T>);
+
+fn or_unset<T, E: std::fmt::Display>(
+    parse: impl Fn(&str) -> Result<T, E> + Clone + Send + Sync + 'static,
+) -> impl Fn(&str) -> Result<OrUnset<T>, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s.trim() {
+        "" => Ok(OrUnset(None)),
+        t => parse(t)
+            .map(|v| OrUnset(Some(v)))
+            .map_err(|e| e.to_string()),
+    }
+}
+
+fn set<T>(v: Option<OrUnset<T>>) -> Option<T> {
+    v.and_then(|v| v.0)
+}
+
+/// One `--before/after-reboot-annotations` value: a comma-separated list of keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookAnnotations(pub Vec<String>);
+
+fn hook_annotations(s: &str) -> Result<HookAnnotations, String> {
+    let keys = parse_annotation_list(s);
+    for a in &keys {
+        check_qualified_name(a).map_err(|e| format!("invalid annotation name {a:?}: {e}"))?;
+        if a.starts_with(protocol::keys::PREFIX) {
+            return Err(format!(
+                "{a:?} is a key of the reboot protocol itself, not a hook annotation"
+            ));
+        }
+    }
+    Ok(HookAnnotations(keys))
+}
+
+/// Every key once, in the order first given.
+fn merged(lists: Vec<HookAnnotations>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in lists.into_iter().flat_map(|l| l.0) {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+fn max_rebooting(s: &str) -> Result<MaxRebooting, String> {
+    // The reason alone: clap names the flag and the value.
+    MaxRebooting::parse_flag(s, "").map_err(|e| e.reason.to_string())
+}
+
+fn qualified_name(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    check_qualified_name(s)?;
+    Ok(s.to_string())
+}
+
+fn dns_subdomain(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    check_dns_subdomain(s)?;
+    Ok(s.to_string())
+}
+
+fn dns_label(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    check_dns_label(s)?;
+    Ok(s.to_string())
+}
+
+/// A label selector; empty selects everything, as no selector does.
+fn selector(s: &str) -> Result<LabelSelector, String> {
+    LabelSelector::parse(s.trim()).map_err(|e| e.to_string())
+}
+
+fn alert_filter(s: &str) -> Result<crate::alerts::AlertFilter, String> {
+    regex::Regex::new(s)
+        .map(crate::alerts::AlertFilter)
+        .map_err(|e| format!("invalid regular expression: {e}"))
+}
+
 fn source_note(m: &ArgMatches, id: &str, env: &str) -> String {
     if m.value_source(id) == Some(ValueSource::EnvVariable) {
         format!(" (from {env})")
     } else {
         String::new()
     }
-}
-
-/// A Kubernetes qualified name, as annotation keys must be: an optional DNS
-/// subdomain prefix and `/`, then 1-63 alphanumerics, `-`, `_`, `.`,
-/// starting and ending alphanumeric.
-pub fn check_qualified_name(key: &str) -> Result<(), String> {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
-    };
-    let alnum = |c: char| c.is_ascii_alphanumeric();
-    if name.is_empty() || name.len() > 63 {
-        return Err("the name part must be 1-63 characters".into());
-    }
-    if !name.starts_with(alnum)
-        || !name.ends_with(alnum)
-        || !name
-            .chars()
-            .all(|c| alnum(c) || c == '-' || c == '_' || c == '.')
-    {
-        return Err(
-            "the name part must consist of alphanumerics, '-', '_' or '.', and start and end with an alphanumeric"
-                .into(),
-        );
-    }
-    if let Some(p) = prefix {
-        check_dns_subdomain(p).map_err(|e| format!("the prefix {e}"))?;
-    }
-    Ok(())
-}
-
-fn check_dns_subdomain(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 253 {
-        return Err("must be 1-253 characters".into());
-    }
-    for label in s.split('.') {
-        check_dns_label(label)?;
-    }
-    Ok(())
-}
-
-fn check_dns_label(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err("must be lowercase alphanumerics or '-', starting and ending with an alphanumeric, at most 63 characters per label".into())
-    }
-}
-
-fn annotations(
-    m: &ArgMatches,
-    id: &str,
-    flag: &str,
-    env: &str,
-    values: &[String],
-) -> Result<Vec<String>, FlagError> {
-    let mut out: Vec<String> = Vec::new();
-    for v in values {
-        for a in parse_annotation_list(v) {
-            check_qualified_name(&a).map_err(|e| {
-                FlagError(format!(
-                    "{flag}: invalid annotation name {a:?}{}: {e}",
-                    source_note(m, id, env)
-                ))
-            })?;
-            if a.starts_with(protocol::keys::PREFIX) {
-                return Err(FlagError(format!(
-                    "{flag}: {a:?}{} is a key of the reboot protocol itself, not a hook annotation",
-                    source_note(m, id, env)
-                )));
-            }
-            if !out.contains(&a) {
-                out.push(a);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Whether the flag `id` was given (command line or environment), not defaulted.
@@ -365,18 +375,8 @@ fn given(m: &ArgMatches, id: &str) -> bool {
 
 impl Args {
     /// `--prometheus-url` and its companions, which mean nothing without it.
-    fn alerts(
-        &self,
-        m: &ArgMatches,
-        interval: chrono::TimeDelta,
-    ) -> Result<Option<crate::alerts::AlertsConfig>, FlagError> {
-        let nonempty = |v: &Option<String>| {
-            v.as_deref()
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-        };
-        let Some(url) = nonempty(&self.prometheus_url) else {
+    fn alerts(&mut self, m: &ArgMatches) -> Result<Option<crate::alerts::AlertsConfig>, FlagError> {
+        let Some(mut cfg) = set(self.prometheus_url.take()) else {
             let companions = [
                 ("alert_filter_regexp", "--alert-filter-regexp"),
                 ("alert_filter_match_only", "--alert-filter-match-only"),
@@ -391,38 +391,8 @@ impl Args {
             }
             return Ok(None);
         };
-        let mut cfg = crate::alerts::AlertsConfig::new(&url).map_err(|e| {
-            FlagError(format!(
-                "--prometheus-url: {e}{}",
-                source_note(m, "prometheus_url", "UPDATE_OPERATOR_PROMETHEUS_URL")
-            ))
-        })?;
-        cfg.alertmanager_url = nonempty(&self.alertmanager_url)
-            .map(|u| {
-                crate::alerts::parse_base_url(&u).map_err(|e| {
-                    FlagError(format!(
-                        "--alertmanager-url: {e}{}",
-                        source_note(m, "alertmanager_url", "UPDATE_OPERATOR_ALERTMANAGER_URL")
-                    ))
-                })
-            })
-            .transpose()?;
-        cfg.filter = nonempty(&self.alert_filter_regexp)
-            .map(|re| {
-                regex::Regex::new(&re)
-                    .map(crate::alerts::AlertFilter)
-                    .map_err(|e| {
-                        FlagError(format!(
-                            "--alert-filter-regexp: invalid regular expression {re:?}{}: {e}",
-                            source_note(
-                                m,
-                                "alert_filter_regexp",
-                                "UPDATE_OPERATOR_ALERT_FILTER_REGEXP"
-                            )
-                        ))
-                    })
-            })
-            .transpose()?;
+        cfg.alertmanager_url = set(self.alertmanager_url.take());
+        cfg.filter = set(self.alert_filter_regexp.take());
         if self.alert_filter_match_only && cfg.filter.is_none() {
             return Err(FlagError(
                 "--alert-filter-match-only: needs --alert-filter-regexp (the names of the alerts that block)"
@@ -431,15 +401,13 @@ impl Args {
         }
         cfg.filter_match_only = self.alert_filter_match_only;
         cfg.firing_only = self.alert_firing_only;
-        cfg.interval = interval
-            .to_std()
-            .map_err(|_| FlagError("--alert-check-interval: must be positive".into()))?;
+        cfg.interval = self.alert_check_interval;
         Ok(Some(cfg))
     }
 
-    /// Validates every value and builds the [`Settings`]; `m` tells which
-    /// values came from the environment.
-    pub fn into_settings(self, m: &ArgMatches) -> Result<Settings, FlagError> {
+    /// Checks how the values combine and builds the [`Settings`]; `m` tells which values
+    /// came from the environment.
+    pub fn into_settings(mut self, m: &ArgMatches) -> Result<Settings, FlagError> {
         let window = RebootWindow::from_flags(
             self.reboot_window_start.as_deref(),
             self.reboot_window_length.as_deref(),
@@ -478,8 +446,7 @@ impl Args {
                     .into(),
             ));
         }
-        let tz_given = given(m, "reboot_window_timezone");
-        if tz_given && windows.is_none() && fluo_window_given {
+        if given(m, "reboot_window_timezone") && windows.is_none() && fluo_window_given {
             return Err(FlagError(format!(
                 "--reboot-window-timezone: applies to --reboot-window only; \
                  --reboot-window-start/--reboot-window-length are in UTC as in FLUO{}",
@@ -496,149 +463,15 @@ impl Args {
                 source_note(m, "reboot_window", "UPDATE_OPERATOR_REBOOT_WINDOW")
             )));
         }
-        let max_rebooting_per_zone = self
-            .max_rebooting_nodes_per_zone
-            .as_deref()
-            .map(|v| {
-                MaxRebooting::parse_flag(v, MAX_PER_ZONE_FLAG).map_err(|e| {
-                    FlagError(format!(
-                        "{e}{}",
-                        source_note(
-                            m,
-                            "max_rebooting_nodes_per_zone",
-                            "UPDATE_OPERATOR_MAX_REBOOTING_NODES_PER_ZONE"
-                        )
-                    ))
-                })
-            })
-            .transpose()?;
-        let zone_label = self.zone_label.trim().to_string();
-        check_qualified_name(&zone_label).map_err(|e| {
-            FlagError(format!(
-                "--zone-label: invalid label {zone_label:?}{}: {e}",
-                source_note(m, "zone_label", "UPDATE_OPERATOR_ZONE_LABEL")
-            ))
+        let alerts = self.alerts(m)?;
+        let namespace = self.namespace.take().ok_or_else(|| {
+            FlagError(
+                "POD_NAMESPACE: required: the namespace of the leader election Lease \
+                 (set it from the pod's metadata.namespace, or pass --namespace)"
+                    .into(),
+            )
         })?;
-        let selector = |flag: &str, id: &str, env: &str, v: &Option<String>| match v
-            .as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-        {
-            None => Ok(None),
-            Some(v) => LabelSelector::parse(v)
-                .map(Some)
-                .map_err(|e| FlagError(format!("{flag}: {e}{}", source_note(m, id, env)))),
-        };
-        let node_selector = selector(
-            "--node-selector",
-            "node_selector",
-            "UPDATE_OPERATOR_NODE_SELECTOR",
-            &self.node_selector,
-        )?;
-        let blocking_pod_selector = selector(
-            "--blocking-pod-selector",
-            "blocking_pod_selector",
-            "UPDATE_OPERATOR_BLOCKING_POD_SELECTOR",
-            &self.blocking_pod_selector,
-        )?;
-        let duration = |flag: &str, id: &str, env: &str, v: &str, positive: bool| {
-            let d = parse_go_duration(v.trim()).map_err(|e| {
-                FlagError(format!(
-                    "{flag}: invalid value {v:?}{}: {e}",
-                    source_note(m, id, env)
-                ))
-            })?;
-            if d < chrono::TimeDelta::zero() || (positive && d.is_zero()) {
-                return Err(FlagError(format!(
-                    "{flag}: invalid value {v:?}{}: must be {}",
-                    source_note(m, id, env),
-                    if positive {
-                        "positive"
-                    } else {
-                        "zero or positive"
-                    }
-                )));
-            }
-            Ok(d)
-        };
-        let min_reboot_interval = duration(
-            "--min-reboot-interval",
-            "min_reboot_interval",
-            "UPDATE_OPERATOR_MIN_REBOOT_INTERVAL",
-            &self.min_reboot_interval,
-            false,
-        )?;
-        let reboot_timeout = duration(
-            "--reboot-timeout",
-            "reboot_timeout",
-            "UPDATE_OPERATOR_REBOOT_TIMEOUT",
-            &self.reboot_timeout,
-            true,
-        )?;
-        let alert_check_interval = duration(
-            "--alert-check-interval",
-            "alert_check_interval",
-            "UPDATE_OPERATOR_ALERT_CHECK_INTERVAL",
-            &self.alert_check_interval,
-            true,
-        )?;
-        let alerts = self.alerts(m, alert_check_interval)?;
-        let release_lease_after_idle = duration(
-            "--release-lease-after-idle",
-            "release_lease_after_idle",
-            "UPDATE_OPERATOR_RELEASE_LEASE_AFTER_IDLE",
-            &self.release_lease_after_idle,
-            false,
-        )?;
-        let max_rebooting: MaxRebooting = self.max_rebooting_nodes.parse().map_err(|e| {
-            FlagError(format!(
-                "{e}{}",
-                source_note(
-                    m,
-                    "max_rebooting_nodes",
-                    "UPDATE_OPERATOR_MAX_REBOOTING_NODES"
-                )
-            ))
-        })?;
-        let before_reboot_annotations = annotations(
-            m,
-            "before_reboot_annotations",
-            "--before-reboot-annotations",
-            "UPDATE_OPERATOR_BEFORE_REBOOT_ANNOTATIONS",
-            &self.before_reboot_annotations,
-        )?;
-        let after_reboot_annotations = annotations(
-            m,
-            "after_reboot_annotations",
-            "--after-reboot-annotations",
-            "UPDATE_OPERATOR_AFTER_REBOOT_ANNOTATIONS",
-            &self.after_reboot_annotations,
-        )?;
-        let lease_name = self.lease_name.trim().to_string();
-        check_dns_subdomain(&lease_name).map_err(|e| {
-            FlagError(format!(
-                "--lease-name: invalid value {lease_name:?}{}: {e}",
-                source_note(m, "lease_name", "UPDATE_OPERATOR_LEASE_NAME")
-            ))
-        })?;
-        let namespace = self
-            .namespace
-            .map(|n| n.trim().to_string())
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| {
-                FlagError(
-                    "POD_NAMESPACE: required: the namespace of the leader election Lease \
-                     (set it from the pod's metadata.namespace, or pass --namespace)"
-                        .into(),
-                )
-            })?;
-        check_dns_label(&namespace).map_err(|e| {
-            FlagError(format!(
-                "--namespace: invalid value {namespace:?}{}: {e}",
-                source_note(m, "namespace", "POD_NAMESPACE")
-            ))
-        })?;
-        let kubeconfig = match self.kubeconfig {
+        let kubeconfig = match self.kubeconfig.take() {
             Some(p) if !p.as_os_str().is_empty() => Some(p),
             // FLUO respects KUBECONFIG without the prefix as well.
             _ => std::env::var_os("KUBECONFIG")
@@ -654,38 +487,32 @@ impl Args {
                 source_note(m, "kubeconfig", "UPDATE_OPERATOR_KUBECONFIG")
             )));
         }
+        // Go durations fit a TimeDelta (both are about 292 years at most).
+        let delta = |d: Duration| chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
         let mut config = Config::new(
             namespace,
             OperatorConfig {
-                max_rebooting,
+                max_rebooting: self.max_rebooting_nodes,
                 window,
-                before_reboot_annotations,
-                after_reboot_annotations,
+                before_reboot_annotations: merged(self.before_reboot_annotations),
+                after_reboot_annotations: merged(self.after_reboot_annotations),
                 windows,
-                max_rebooting_per_zone,
-                zone_label,
-                node_selector,
-                min_reboot_interval,
-                reboot_timeout,
+                max_rebooting_per_zone: self.max_rebooting_nodes_per_zone,
+                zone_label: self.zone_label,
+                node_selector: self.node_selector.filter(|s| !s.requirements().is_empty()),
+                min_reboot_interval: delta(self.min_reboot_interval),
+                reboot_timeout: delta(self.reboot_timeout),
             },
         );
-        config.lease_name = lease_name;
+        config.lease_name = self.lease_name;
         config.metrics_address = self.metrics_address.0;
-        config.notify = match self.notify_url.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(url) => Some(crate::notify::NotifyConfig::new(url).map_err(|e| {
-                FlagError(format!(
-                    "--notify-url: {e}{}",
-                    source_note(m, "notify_url", "UPDATE_OPERATOR_NOTIFY_URL")
-                ))
-            })?),
-        };
-        config.blocking_pod_selector = blocking_pod_selector;
+        config.notify = set(self.notify_url);
+        config.blocking_pod_selector = self
+            .blocking_pod_selector
+            .filter(|s| !s.requirements().is_empty());
         config.alerts = alerts;
-        config.release_lease_after_idle = release_lease_after_idle
-            .to_std()
-            .ok()
-            .filter(|d| !d.is_zero());
+        config.release_lease_after_idle =
+            Some(self.release_lease_after_idle).filter(|d| !d.is_zero());
         Ok(Settings {
             kubeconfig,
             log_format: self.log_format,
@@ -697,9 +524,9 @@ impl Args {
 /// Why the command line was not accepted.
 #[derive(Debug)]
 pub enum CliError {
-    /// clap's own: help, version, unknown flags, missing values, bad choices.
+    /// clap's own: help, version, unknown flags, missing or bad values.
     Clap(clap::Error),
-    /// A value that clap accepted but is invalid.
+    /// Values that are each valid but do not go together.
     Flag(FlagError),
 }
 
@@ -710,10 +537,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString>,
 {
-    let m = Args::command()
-        .try_get_matches_from(normalize_args(args))
-        .map_err(CliError::Clap)?;
-    let a = Args::from_arg_matches(&m).map_err(CliError::Clap)?;
+    let (a, m) = shell::flags::parse_matches::<Args, _, _>(args).map_err(CliError::Clap)?;
     a.into_settings(&m).map_err(CliError::Flag)
 }
 
@@ -753,19 +577,22 @@ mod tests {
     }
 
     #[test]
-    fn qualified_names() {
-        for ok in [
-            "a",
-            "example.com/hook-1",
-            "x_y.z",
-            "A1",
-            "my.domain.io/Ready",
-        ] {
-            assert!(check_qualified_name(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "-a", "a-", "Example.com/a", "a/b/c", "a b", "/a", "x/"] {
-            assert!(check_qualified_name(bad).is_err(), "{bad}");
-        }
-        assert!(check_qualified_name(&"a".repeat(64)).is_err());
+    fn hook_annotation_lists() {
+        let l = |s| hook_annotations(s).map(|h| h.0);
+        assert_eq!(
+            l("a.io/one, two,,"),
+            Ok(vec!["a.io/one".into(), "two".into()])
+        );
+        assert!(l("ok,bad key").unwrap_err().contains("\"bad key\""));
+        assert!(
+            l("flatcar-linux-update.v1.flatcar-linux.net/reboot-ok")
+                .unwrap_err()
+                .contains("protocol")
+        );
+        let merged = merged(vec![
+            HookAnnotations(vec!["a".into(), "b".into()]),
+            HookAnnotations(vec!["b".into(), "c".into()]),
+        ]);
+        assert_eq!(merged, ["a", "b", "c"]);
     }
 }

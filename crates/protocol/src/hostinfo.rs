@@ -135,14 +135,7 @@ pub fn sanitize_label_value(raw: &str) -> Option<String> {
 
 /// Whether `v` is a valid Kubernetes label value (empty is valid).
 pub fn is_valid_label_value(v: &str) -> bool {
-    if v.is_empty() {
-        return true;
-    }
-    v.len() <= 63
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && v.ends_with(|c: char| c.is_ascii_alphanumeric())
+    crate::names::check_label_value(v).is_ok()
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod hostinfo;
 #[cfg(feature = "k8s")]
 pub mod k8s;
 pub mod keys;
+pub mod names;
 pub mod node;
 pub mod operator;
 pub mod patch;

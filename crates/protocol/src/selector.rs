@@ -11,6 +11,7 @@
 //! characters, alphanumerics, `-`, `_`, `.`, starting and ending
 //! alphanumeric, or empty). The empty selector matches every node.
 
+use crate::names::{check_label_value, check_qualified_name};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -118,69 +119,6 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
     Ok(out)
 }
 
-/// Checks a Kubernetes qualified name (a label or annotation key): an
-/// optional DNS subdomain prefix and `/`, then 1-63 alphanumerics, `-`, `_`,
-/// `.`, starting and ending alphanumeric.
-pub fn check_qualified_name(key: &str) -> Result<(), String> {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
-    };
-    let alnum = |c: char| c.is_ascii_alphanumeric();
-    if name.is_empty() || name.len() > 63 {
-        return Err(format!("{key:?}: the name part must be 1-63 characters"));
-    }
-    if !name.starts_with(alnum)
-        || !name.ends_with(alnum)
-        || !name
-            .chars()
-            .all(|c| alnum(c) || c == '-' || c == '_' || c == '.')
-    {
-        return Err(format!(
-            "{key:?}: the name part must consist of alphanumerics, '-', '_' or '.', and start and end with an alphanumeric"
-        ));
-    }
-    if let Some(p) = prefix {
-        let ok = !p.is_empty()
-            && p.len() <= 253
-            && p.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                    && l.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                    && l.chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            });
-        if !ok {
-            return Err(format!(
-                "{key:?}: the prefix must be a DNS subdomain (lowercase alphanumerics, '-' and '.')"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks a label value: empty, or at most 63 alphanumerics, `-`, `_`, `.`,
-/// starting and ending alphanumeric.
-pub fn check_label_value(v: &str) -> Result<(), String> {
-    if v.is_empty() {
-        return Ok(());
-    }
-    let alnum = |c: char| c.is_ascii_alphanumeric();
-    if v.len() > 63
-        || !v.starts_with(alnum)
-        || !v.ends_with(alnum)
-        || !v
-            .chars()
-            .all(|c| alnum(c) || c == '-' || c == '_' || c == '.')
-    {
-        return Err(format!(
-            "{v:?}: a label value must be at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
-        ));
-    }
-    Ok(())
-}
-
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
@@ -202,7 +140,7 @@ impl Parser {
     fn key(&mut self) -> Result<String, String> {
         match self.next() {
             Some(Tok::Ident(k)) => {
-                check_qualified_name(&k).map_err(|e| format!("invalid key {e}"))?;
+                check_qualified_name(&k).map_err(|e| format!("invalid key {k:?}: {e}"))?;
                 Ok(k)
             }
             other => Err(format!("expected a label key, found {}", describe(other))),
@@ -216,7 +154,7 @@ impl Parser {
                 let Some(Tok::Ident(v)) = self.next() else {
                     unreachable!()
                 };
-                check_label_value(&v).map_err(|e| format!("invalid value {e}"))?;
+                check_label_value(&v).map_err(|e| format!("invalid value {v:?}: {e}"))?;
                 Ok(v)
             }
             None | Some(Tok::Comma) | Some(Tok::Close) => Ok(String::new()),

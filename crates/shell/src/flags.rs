@@ -39,6 +39,82 @@ where
     out
 }
 
+/// Parses `args` (the program name first) into `P`, taking Go-style single-dash flags; also
+/// returns clap's matches, which tell where each value came from. Empty environment
+/// variables are ignored, and a bad value from a flag's variable is reported naming the
+/// variable as well as the flag.
+pub fn parse_matches<P, I, T>(args: I) -> Result<(P, clap::ArgMatches), clap::Error>
+where
+    P: clap::Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let mut cmd = P::command();
+    // FLUO's SetFlagsFromEnv ignores empty variables: a flag whose variable is empty is as
+    // if the variable were not set (its default applies).
+    let empty: Vec<String> = cmd
+        .get_arguments()
+        .filter(|a| {
+            a.get_env()
+                .is_some_and(|e| std::env::var_os(e).is_some_and(|v| v.is_empty()))
+        })
+        .map(|a| a.get_id().to_string())
+        .collect();
+    for id in empty {
+        cmd = cmd.mut_arg(id, |a| a.env(None));
+    }
+    let argv = go_style(&cmd, args);
+    let m = cmd
+        .try_get_matches_from_mut(&argv)
+        .map_err(|e| note_env_source(&mut cmd, &argv, e))?;
+    Ok((P::from_arg_matches(&m)?, m))
+}
+
+/// clap names the flag of a bad value; FLUO's users set flags through environment
+/// variables, so say when the value came from one (the flag was not on the command line).
+fn note_env_source(cmd: &mut clap::Command, argv: &[OsString], e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::ValueValidation && e.kind() != ErrorKind::InvalidValue {
+        return e;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let long = arg
+        .trim_start_matches('-')
+        .split([' ', '=', '['])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let Some(env) = cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long.as_str()))
+        .and_then(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned())
+    else {
+        return e;
+    };
+    let flag = format!("--{long}");
+    let on_command_line = argv.iter().skip(1).any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    });
+    if on_command_line || std::env::var_os(&env).is_none_or(|v| v.is_empty()) {
+        return e;
+    }
+    let value = match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) => format!(" {v:?}"),
+        _ => String::new(),
+    };
+    let why = std::error::Error::source(&e)
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
+    cmd.error(
+        ErrorKind::ValueValidation,
+        format!("invalid value{value} for '{flag}' (from {env}){why}"),
+    )
+}
+
 /// Go's `strconv.ParseBool`, as FLUO's flags: 1, t, T, TRUE, true, True, 0, f, F, FALSE,
 /// false, False.
 pub fn parse_bool(s: &str) -> Result<bool, String> {

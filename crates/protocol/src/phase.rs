@@ -340,6 +340,18 @@ mod tests {
         assert!(words.contains("paused") && words.contains("needs_reboot"));
     }
 
+    #[test]
+    fn docs_define_every_word() {
+        // docs/protocol.md's table is where the words are defined for people.
+        let doc = include_str!("../../../docs/protocol.md");
+        for p in Phase::ALL {
+            assert!(
+                doc.contains(&format!("\n| `{p}` | ")),
+                "{p} not in docs/protocol.md"
+            );
+        }
+    }
+
     fn any_state() -> impl Strategy<Value = NodeState> {
         let flags = prop::collection::vec(any::<bool>(), 9);
         let boots = (

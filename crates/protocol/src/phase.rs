@@ -204,7 +204,7 @@ mod tests {
         } else {
             assert_eq!(s.holds_slot(), s.agent_made_unschedulable, "{p}: {s:?}");
         }
-        // Rebootable (and not picked) is exactly "needs reboot".
+        // Rebootable (and not picked) is exactly `needs_reboot`.
         assert_eq!(
             p == Phase::NeedsReboot,
             s.rebootable() && !s.before_reboot && !s.after_reboot,

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use protocol::keys;
-use protocol::node::NodeView;
+use protocol::node::{NodeState, NodeView};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
@@ -69,19 +69,22 @@ impl Cycle {
     }
 }
 
-/// Where a node is, for progress displays.
+/// Where a node is, for progress displays: its [`protocol::phase::Phase`] grouped into the
+/// steps of a rollout, plus what only the monitor knows (`Done`: it saw the node reboot
+/// and be released).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Nothing to do (no reboot needed, none done).
     Idle,
-    /// Wants a reboot, not granted yet.
+    /// Wants a reboot, not granted yet: `needs_reboot`, `paused`, `waiting_for_before_hooks`.
     Waiting,
-    /// Granted, the agent has not started.
+    /// Granted, the agent has not started: `granted`.
     Granted,
-    /// Cordoned, pods being evicted.
+    /// Cordoned, pods being evicted: `draining`.
     Draining,
-    /// Down, or back but not released yet.
+    /// Down, or back but not released yet: `rebooting`, `waiting_for_pods`,
+    /// `waiting_for_after_hooks`; or NotReady, or seen rebooting, during the cycle.
     Rebooting,
     /// Rebooted, released, nothing pending.
     Done,
@@ -105,6 +108,26 @@ impl Phase {
             Phase::Draining => "draining",
             Phase::Rebooting => "rebooting",
             Phase::Done => "done",
+        }
+    }
+
+    /// The phase of a node in an open cycle, from its protocol phase. A stuck node is shown
+    /// where it is stuck: `stuck-since` is the operator's clock running out, not a step.
+    fn in_cycle(v: &NodeView) -> Phase {
+        use protocol::phase::Phase as P;
+        let Ok(mut s) = NodeState::parse(v) else {
+            // The operator leaves a malformed node alone until a person fixes it.
+            return Phase::Waiting;
+        };
+        s.stuck_since = None;
+        match P::of(&s) {
+            P::Idle | P::NeedsReboot | P::Paused | P::WaitingForBeforeHooks => Phase::Waiting,
+            P::Granted => Phase::Granted,
+            P::Draining => Phase::Draining,
+            // Stuck is not reached (cleared above).
+            P::Rebooting | P::WaitingForPods | P::WaitingForAfterHooks | P::Stuck => {
+                Phase::Rebooting
+            }
         }
     }
 }
@@ -256,10 +279,9 @@ impl NodeTrack {
         self.phase = match self.open_cycle() {
             None if self.cycles.iter().any(|c| c.reboots > 0) => Phase::Done,
             None => Phase::Idle,
+            // What the monitor saw itself: down, or a new boot ID in this cycle.
             Some(c) if !v.ready || c.reboots > 0 => Phase::Rebooting,
-            Some(_) if in_progress => Phase::Draining,
-            Some(_) if ok => Phase::Granted,
-            Some(_) => Phase::Waiting,
+            Some(_) => Phase::in_cycle(v),
         };
     }
 }
@@ -740,6 +762,54 @@ mod tests {
         assert_eq!((s.rebooted, s.wall_seconds, s.node_seconds), (1, 7.0, 2.0));
         assert_eq!(s.physical_limit_seconds, 2.0);
         assert_eq!(s.ratio, Some(3.5));
+    }
+
+    #[test]
+    fn phases_in_a_cycle_group_the_protocol_phases() {
+        let stuck = "2024-05-01T12:00:00Z not back within --reboot-timeout=30m";
+        for (anns, phase) in [
+            (
+                vec![(keys::REBOOT_NEEDED, T), (keys::REBOOT_PAUSED, T)],
+                Phase::Waiting,
+            ),
+            (
+                vec![(keys::REBOOT_NEEDED, T), (keys::REBOOT_OK, "yes")],
+                Phase::Waiting,
+            ),
+            (
+                vec![
+                    (keys::REBOOT_NEEDED, T),
+                    (keys::REBOOT_OK, T),
+                    (keys::STUCK_SINCE, stuck),
+                ],
+                Phase::Granted,
+            ),
+            (
+                vec![
+                    (keys::REBOOT_NEEDED, T),
+                    (keys::REBOOT_OK, T),
+                    (keys::REBOOT_IN_PROGRESS, T),
+                    (keys::STUCK_SINCE, stuck),
+                ],
+                Phase::Draining,
+            ),
+        ] {
+            assert_eq!(
+                Phase::in_cycle(&view(&anns, false, true, "b1")),
+                phase,
+                "{anns:?}"
+            );
+        }
+        let hooks = NodeView {
+            labels: [(keys::BEFORE_REBOOT.to_string(), T.to_string())].into(),
+            ..view(&[(keys::REBOOT_NEEDED, T)], false, true, "b1")
+        };
+        assert_eq!(Phase::in_cycle(&hooks), Phase::Waiting);
+        let after = NodeView {
+            labels: [(keys::AFTER_REBOOT.to_string(), T.to_string())].into(),
+            ..view(&[(keys::REBOOT_OK, T)], false, true, "b2")
+        };
+        assert_eq!(Phase::in_cycle(&after), Phase::Rebooting);
     }
 
     #[test]

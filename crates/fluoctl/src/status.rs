@@ -16,6 +16,7 @@ use kube::api::ListParams;
 use protocol::keys;
 use protocol::node::{NodeState, NodeView, format_time};
 use protocol::operator::{OperatorConfig, parse_pause};
+use protocol::phase::Phase;
 use serde::Serialize;
 
 /// The operator's namespace when neither `--namespace` nor `POD_NAMESPACE` is given.
@@ -264,8 +265,7 @@ pub fn leader(lease: Option<&Lease>, now: DateTime<Utc>) -> Option<String> {
 #[derive(Serialize, Debug)]
 pub struct NodeRow {
     pub name: String,
-    /// idle, needs reboot, waiting before-hooks, granted, draining+rebooting,
-    /// waiting after-hooks, paused, stuck, malformed.
+    /// The node's phase (`protocol::phase::Phase`'s word), or `malformed`.
     pub state: String,
     /// The parse error of a malformed node, or why a node is stuck.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -278,30 +278,33 @@ pub struct NodeRow {
     pub holds_slot: bool,
 }
 
-/// The state of one node and since when.
+/// What `fluoctl status` shows for a node whose keys do not parse (no phase: the operator
+/// leaves it alone).
+pub const MALFORMED: &str = "malformed";
+
+/// The state of one node (its phase's word, or [`MALFORMED`]), a detail (the parse error,
+/// or why it is stuck) and since when, where our timestamps tell.
 pub fn classify(view: &NodeView) -> (&'static str, Option<String>, Option<DateTime<Utc>>) {
     let s = match NodeState::parse(view) {
         Ok(s) => s,
-        Err(e) => return ("malformed", Some(e.to_string()), None),
+        Err(e) => return (MALFORMED, Some(e.to_string()), None),
     };
-    if let Some(st) = &s.stuck_since {
-        return ("stuck", Some(st.reason.clone()), Some(st.at));
-    }
-    if s.after_reboot {
-        ("waiting after-hooks", None, s.granted_at)
-    } else if s.reboot_in_progress {
-        ("draining+rebooting", None, s.granted_at)
-    } else if s.reboot_ok {
-        ("granted", None, s.granted_at)
-    } else if s.before_reboot {
-        ("waiting before-hooks", None, s.picked_at)
-    } else if s.reboot_paused {
-        ("paused", None, None)
-    } else if s.reboot_needed {
-        ("needs reboot", None, s.reboot_needed_since)
-    } else {
-        ("idle", None, s.released_at)
-    }
+    let phase = Phase::of(&s);
+    let stuck = s.stuck_since.as_ref().filter(|_| phase == Phase::Stuck);
+    let since = match phase {
+        Phase::Stuck => stuck.map(|st| st.at),
+        Phase::Idle => s.released_at,
+        Phase::NeedsReboot => s.reboot_needed_since,
+        Phase::Paused => None,
+        Phase::WaitingForBeforeHooks => s.picked_at,
+        // The slot's clock runs from the grant (`--reboot-timeout` counts from it).
+        Phase::Granted
+        | Phase::Draining
+        | Phase::Rebooting
+        | Phase::WaitingForPods
+        | Phase::WaitingForAfterHooks => s.granted_at,
+    };
+    (phase.as_str(), stuck.map(|st| st.reason.clone()), since)
 }
 
 /// `fluoctl status` as data.
@@ -568,6 +571,39 @@ mod tests {
             None
         );
         assert_eq!(max_from_args(&a(&[])), None);
+    }
+
+    #[test]
+    fn states_are_phases_or_malformed() {
+        let view = |anns: &[(&str, &str)]| NodeView {
+            name: "n".into(),
+            annotations: anns
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ready: true,
+            ..Default::default()
+        };
+        let t = "2024-05-01T10:00:00Z";
+        let at = protocol::node::parse_time(t);
+        assert_eq!(classify(&view(&[])), ("idle", None, None));
+        assert_eq!(
+            classify(&view(&[
+                (keys::REBOOT_NEEDED, "true"),
+                (keys::REBOOT_NEEDED_SINCE, t)
+            ])),
+            ("needs_reboot", None, at)
+        );
+        assert_eq!(
+            classify(&view(&[
+                (keys::REBOOT_OK, "true"),
+                (keys::STUCK_SINCE, &format!("{t} not back"))
+            ])),
+            ("stuck", Some("not back".into()), at)
+        );
+        let (state, detail, since) = classify(&view(&[(keys::REBOOT_OK, "yes")]));
+        assert_eq!((state, since), (MALFORMED, None));
+        assert!(detail.unwrap().contains("\"yes\""));
     }
 
     #[test]

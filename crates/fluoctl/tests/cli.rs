@@ -158,11 +158,11 @@ async fn states_cluster() -> sandbox::Sandbox {
 
 const EXPECTED: [(&str, &str); 9] = [
     ("node-01", "idle"),
-    ("node-02", "needs reboot"),
-    ("node-03", "waiting before-hooks"),
+    ("node-02", "needs_reboot"),
+    ("node-03", "waiting_for_before_hooks"),
     ("node-04", "granted"),
-    ("node-05", "draining+rebooting"),
-    ("node-06", "waiting after-hooks"),
+    ("node-05", "draining"),
+    ("node-06", "waiting_for_after_hooks"),
     ("node-07", "paused"),
     ("node-08", "stuck"),
     ("node-09", "malformed"),

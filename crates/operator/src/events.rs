@@ -19,6 +19,7 @@ use kube::runtime::events::EventType;
 use protocol::keys;
 use protocol::node::{NodeState, NodeView, format_time};
 use protocol::operator::{ClusterInputs, Decision, OperatorConfig, failure_backoff};
+use protocol::phase::Phase;
 use telemetry::events::{EventSink, node_ref};
 
 use crate::metrics::Metrics;
@@ -103,36 +104,6 @@ fn picked(decision: &Decision) -> HashSet<&str> {
         })
         .map(|p| p.node.as_str())
         .collect()
-}
-
-/// `fluo_nodes`' state of a node (see [`crate::metrics::NODE_STATES`]).
-pub(crate) fn state_of(s: &NodeState) -> Option<&'static str> {
-    Some(if s.stuck_since.is_some() {
-        "stuck"
-    } else if s.reboot_in_progress {
-        let rebooted = s.reboot_boot_id.as_deref().is_some_and(|b| b != s.boot_id);
-        if !s.ready || rebooted {
-            "rebooting"
-        } else {
-            "draining"
-        }
-    } else if s.reboot_ok && s.evicted_pods.as_ref().is_some_and(|r| r.back.is_some()) {
-        // Back; its agent waits for the evicted pods to run Ready again.
-        "waiting_for_pods"
-    } else if s.before_reboot || s.after_reboot {
-        "waiting_for_hooks"
-    } else if s.reboot_ok && !s.reboot_needed {
-        // Back from the reboot, not released yet (e.g. not Ready again).
-        "rebooting"
-    } else if s.reboot_ok {
-        "granted"
-    } else if s.reboot_paused {
-        "paused"
-    } else if s.reboot_needed {
-        "needs_reboot"
-    } else {
-        return None;
-    })
 }
 
 /// Slot use after the decision, to tell which limit holds a node back.
@@ -341,16 +312,14 @@ impl Observer {
             .iter()
             .map(|s| (s.node.as_str(), s.reason.as_str()))
             .collect();
-        let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
+        let mut counts: BTreeMap<Phase, i64> = BTreeMap::new();
         for (name, s) in &states {
-            let st = if stuck.contains_key(name) {
-                Some("stuck")
+            let phase = if stuck.contains_key(name) {
+                Phase::Stuck
             } else {
-                state_of(s)
+                Phase::of(s)
             };
-            if let Some(st) = st {
-                *counts.entry(st).or_default() += 1;
-            }
+            *counts.entry(phase).or_default() += 1;
         }
         r.metrics.set_nodes(&counts.into_iter().collect::<Vec<_>>());
 
@@ -593,31 +562,33 @@ mod tests {
     fn node_states() {
         use keys::*;
         let t = "true";
-        assert_eq!(state_of(&state(&[], &[], true)), None);
+        let of = |s: &NodeState| Phase::of(s).as_str();
+        assert_eq!(of(&state(&[], &[], true)), "idle");
+        assert_eq!(of(&state(&[(REBOOT_NEEDED, t)], &[], true)), "needs_reboot");
         assert_eq!(
-            state_of(&state(&[(REBOOT_NEEDED, t)], &[], true)),
-            Some("needs_reboot")
+            of(&state(&[(REBOOT_NEEDED, t), (REBOOT_PAUSED, t)], &[], true)),
+            "paused"
         );
         assert_eq!(
-            state_of(&state(&[(REBOOT_NEEDED, t), (REBOOT_PAUSED, t)], &[], true)),
-            Some("paused")
+            of(&state(&[(REBOOT_NEEDED, t), (REBOOT_OK, t)], &[], true)),
+            "granted"
         );
         assert_eq!(
-            state_of(&state(&[(REBOOT_NEEDED, t), (REBOOT_OK, t)], &[], true)),
-            Some("granted")
+            of(&state(&[(REBOOT_NEEDED, t)], &[(BEFORE_REBOOT, t)], true)),
+            "waiting_for_before_hooks"
         );
         assert_eq!(
-            state_of(&state(&[(REBOOT_NEEDED, t)], &[(BEFORE_REBOOT, t)], true)),
-            Some("waiting_for_hooks")
+            of(&state(&[(REBOOT_OK, t)], &[(AFTER_REBOOT, t)], true)),
+            "waiting_for_after_hooks"
         );
         let record = r#"{"back":"2024-05-01T12:00:00Z","workloads":[]}"#;
         assert_eq!(
-            state_of(&state(
+            of(&state(
                 &[(REBOOT_OK, t), (EVICTED_PODS, record)],
                 &[(AFTER_REBOOT, t)],
                 true
             )),
-            Some("waiting_for_pods")
+            "waiting_for_pods"
         );
         let in_progress = [
             (REBOOT_NEEDED, t),
@@ -625,22 +596,16 @@ mod tests {
             (REBOOT_IN_PROGRESS, t),
             (REBOOT_BOOT_ID, "b2"),
         ];
-        assert_eq!(state_of(&state(&in_progress, &[], true)), Some("draining"));
+        assert_eq!(of(&state(&in_progress, &[], true)), "draining");
+        assert_eq!(of(&state(&in_progress, &[], false)), "rebooting");
+        assert_eq!(of(&state(&[(REBOOT_OK, t)], &[], false)), "rebooting");
         assert_eq!(
-            state_of(&state(&in_progress, &[], false)),
-            Some("rebooting")
-        );
-        assert_eq!(
-            state_of(&state(&[(REBOOT_OK, t)], &[], false)),
-            Some("rebooting")
-        );
-        assert_eq!(
-            state_of(&state(
+            of(&state(
                 &[(REBOOT_OK, t), (STUCK_SINCE, "2024-01-01T00:00:00Z late")],
                 &[],
                 false
             )),
-            Some("stuck")
+            "stuck"
         );
     }
 }

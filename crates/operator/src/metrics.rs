@@ -10,20 +10,33 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use protocol::phase::Phase;
 use telemetry::api::ApiMetrics;
 
-/// The `state` values of `fluo_nodes`, each node in at most one (the first that applies,
-/// in this order; a node that needs nothing is in none).
-pub const NODE_STATES: [&str; 8] = [
-    "stuck",
-    "rebooting",
-    "draining",
-    "waiting_for_pods",
-    "waiting_for_hooks",
-    "granted",
-    "paused",
-    "needs_reboot",
+/// The phases counted by `fluo_nodes`: every one but `idle` (a node that needs nothing is in
+/// no series), each node in exactly one ([`Phase::of`]).
+pub const NODE_PHASES: [Phase; 9] = [
+    Phase::NeedsReboot,
+    Phase::Paused,
+    Phase::WaitingForBeforeHooks,
+    Phase::Granted,
+    Phase::Draining,
+    Phase::Rebooting,
+    Phase::WaitingForPods,
+    Phase::WaitingForAfterHooks,
+    Phase::Stuck,
 ];
+
+/// The `state` values of `fluo_nodes`: [`NODE_PHASES`]' words.
+pub const NODE_STATES: [&str; 9] = {
+    let mut words = [""; 9];
+    let mut i = 0;
+    while i < NODE_PHASES.len() {
+        words[i] = NODE_PHASES[i].as_str();
+        i += 1;
+    }
+    words
+};
 
 /// The `blocker` values of `fluo_grants_blocked_total` (each exposed from the start, at 0).
 pub const BLOCKERS: [&str; 10] = [
@@ -209,13 +222,18 @@ impl Metrics {
         self.api.errors(verb)
     }
 
-    pub(crate) fn set_nodes(&self, counts: &[(&'static str, i64)]) {
-        for state in NODE_STATES {
+    /// Sets `fluo_nodes` from the number of nodes per phase (absent: 0; `idle` is not exposed).
+    pub(crate) fn set_nodes(&self, counts: &[(Phase, i64)]) {
+        for phase in NODE_PHASES {
             let n = counts
                 .iter()
-                .find(|(s, _)| *s == state)
+                .find(|(p, _)| *p == phase)
                 .map_or(0, |(_, n)| *n);
-            self.nodes.get_or_create(&StateLabels { state }).set(n);
+            self.nodes
+                .get_or_create(&StateLabels {
+                    state: phase.as_str(),
+                })
+                .set(n);
         }
     }
 
@@ -282,7 +300,8 @@ mod tests {
         for needle in [
             "fluo_nodes{state=\"stuck\"} 0",
             "fluo_nodes{state=\"needs_reboot\"} 0",
-            "fluo_nodes{state=\"waiting_for_hooks\"} 0",
+            "fluo_nodes{state=\"waiting_for_before_hooks\"} 0",
+            "fluo_nodes{state=\"waiting_for_after_hooks\"} 0",
             "fluo_nodes{state=\"waiting_for_pods\"} 0",
             "fluo_grants_total 1",
             "fluo_reboots_completed_total 1",
@@ -299,5 +318,17 @@ mod tests {
             assert!(text.contains(needle), "{needle} missing:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+        assert!(!text.contains("state=\"idle\""), "{text}");
+    }
+
+    #[test]
+    fn node_states_are_every_phase_but_idle() {
+        let all: Vec<Phase> = Phase::ALL
+            .into_iter()
+            .filter(|p| *p != Phase::Idle)
+            .collect();
+        assert_eq!(NODE_PHASES.to_vec(), all);
+        let words: Vec<&str> = all.iter().map(|p| p.as_str()).collect();
+        assert_eq!(NODE_STATES.to_vec(), words);
     }
 }

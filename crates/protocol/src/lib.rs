@@ -3,7 +3,7 @@
 //! Everything the update-agent and update-operator shells decide lives here:
 //! the annotation/label keys ([`keys`]), the typed view of a Node
 //! ([`node`]), the patches to write ([`patch`]), reboot windows ([`window`]),
-//! host facts ([`hostinfo`], [`update_engine`]) and the two decision
+//! host facts ([`hostinfo`], [`update_engine`]), a node's [`phase`] and the two decision
 //! functions: [`operator::decide`] and [`agent::next_step`].
 //!
 //! No I/O happens in this crate: the shells read the world, call these
@@ -21,6 +21,7 @@ pub mod names;
 pub mod node;
 pub mod operator;
 pub mod patch;
+pub mod phase;
 pub mod schedule;
 pub mod selector;
 pub mod update_engine;

@@ -27,6 +27,7 @@
 
 pub mod cli;
 pub mod drain;
+mod events;
 pub mod metrics;
 pub mod recovery;
 
@@ -40,7 +41,6 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use host::{Host, UpdateStatus};
 use k8s_openapi::api::core::v1::Node;
-use kube::runtime::events::EventType;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use protocol::agent::{AgentInput, AgentStep, may_reboot, next_step, reboot_failed};
@@ -48,7 +48,7 @@ use protocol::evicted::{self, PodRecovery, WorkloadPods};
 use protocol::keys;
 use protocol::node::{NodeState, NodeView};
 use protocol::patch::NodePatch;
-use telemetry::events::{EventSink, node_ref};
+use telemetry::events::EventSink;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +58,7 @@ pub use protocol::agent::DrainTimeoutAction;
 pub use protocol::hostinfo::HostInfo;
 
 use crate::drain::{DrainError, DrainOptions, DrainSummary};
+use crate::events::AgentEvent;
 use shell::{Backoff, NodeWriter};
 
 /// The field manager of every write.
@@ -311,10 +312,9 @@ impl Agent {
     }
 
     /// An Event on this node.
-    fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
+    fn event(&self, event: AgentEvent<'_>) {
         let uid = self.node.as_ref().and_then(|n| n.uid());
-        self.events
-            .publish(node_ref(&self.cfg.node, uid), type_, reason, action, note);
+        event.publish(&self.events, &self.cfg.node, uid);
     }
 
     /// Events for what a write we made changed.
@@ -328,24 +328,12 @@ impl Agent {
         let in_progress = |v: &NodeView| v.annotation(keys::REBOOT_IN_PROGRESS) == Some(keys::TRUE);
         if in_progress(before) && !in_progress(&after) {
             if after.annotation(keys::REBOOT_NEEDED) != Some(keys::TRUE) {
-                let from = before
-                    .annotation(keys::REBOOT_BOOT_ID)
-                    .filter(|b| !b.is_empty())
-                    .map(|b| format!(" (boot ID {b} -> {})", after.boot_id))
-                    .unwrap_or_default();
-                self.event(
-                    EventType::Normal,
-                    "BackFromReboot",
-                    "Reboot",
-                    format!("back from the reboot{from}; uncordoned if the agent had cordoned it"),
-                );
+                self.event(AgentEvent::BackFromReboot {
+                    old_boot_id: before.annotation(keys::REBOOT_BOOT_ID),
+                    new_boot_id: &after.boot_id,
+                });
             } else {
-                self.event(
-                    EventType::Normal,
-                    "RebootStopped",
-                    "Reboot",
-                    "the reboot was called off before it happened (the grant is gone); uncordoned if the agent had cordoned it".into(),
-                );
+                self.event(AgentEvent::RebootStopped);
             }
         }
     }
@@ -353,25 +341,14 @@ impl Agent {
     /// The health gate passed (the record of evicted pods was removed after the reboot).
     fn report_gate(&self) {
         match &self.gate {
-            PodRecovery::Recovered => self.event(
-                EventType::Normal,
-                "EvictedPodsReady",
-                "Reboot",
-                "the workloads evicted by the drain run Ready again; the slot may be released"
-                    .into(),
-            ),
+            PodRecovery::Recovered => self.event(AgentEvent::EvictedPodsReady),
             PodRecovery::TimedOut { pending } => {
                 let what = evicted::describe(pending.iter().map(|(w, c)| (w, *c)));
                 warn!(node = %self.cfg.node, workloads = %what, "evicted pods not Ready again within --pod-recovery-timeout; releasing the slot anyway");
-                self.event(
-                    EventType::Warning,
-                    "EvictedPodsNotReady",
-                    "Reboot",
-                    format!(
-                        "not Ready again within --pod-recovery-timeout {}s, releasing the slot anyway: {what}",
-                        self.cfg.pod_recovery_timeout.as_secs()
-                    ),
-                );
+                self.event(AgentEvent::EvictedPodsNotReady {
+                    timeout: self.cfg.pod_recovery_timeout,
+                    workloads: &what,
+                });
             }
             _ => {}
         }
@@ -569,15 +546,9 @@ impl Agent {
                 if drain.is_none() {
                     info!(node = %view.name, grace_period_s = self.cfg.grace_period.as_secs_f64(), "draining");
                     self.drain_started = Some(Instant::now());
-                    self.event(
-                        EventType::Normal,
-                        "DrainStarted",
-                        "Drain",
-                        format!(
-                            "cordoned; evicting the pods (--grace-period {}s)",
-                            self.cfg.grace_period.as_secs()
-                        ),
-                    );
+                    self.event(AgentEvent::DrainStarted {
+                        grace_period: self.cfg.grace_period,
+                    });
                     let client = self.client.clone();
                     let opts = self.cfg.drain_options();
                     *drain = Some(Box::pin(async move { drain::drain(client, &opts).await }));
@@ -662,15 +633,9 @@ impl Agent {
             self.record_reboot_error(&view, &msg).await;
         }
         info!(node = %view.name, boot_id = %view.boot_id, "rebooting");
-        self.event(
-            EventType::Normal,
-            "Rebooting",
-            "Reboot",
-            format!(
-                "drained; rebooting through logind (boot ID {})",
-                view.boot_id
-            ),
-        );
+        self.event(AgentEvent::Rebooting {
+            boot_id: &view.boot_id,
+        });
         // Give the Events so far a moment to be written before the machine goes down.
         self.events.flush(Duration::from_secs(2)).await;
         match host.reboot().await {
@@ -692,12 +657,7 @@ impl Agent {
 
     /// Writes `reboot-error` (informational: no resourceVersion precondition).
     async fn record_reboot_error(&mut self, view: &NodeView, error: &str) {
-        self.event(
-            EventType::Warning,
-            "RebootFailed",
-            "Reboot",
-            format!("the reboot did not happen: {error}; retrying"),
-        );
+        self.event(AgentEvent::RebootFailed { error });
         let p = reboot_failed(view, error, Utc::now());
         match self.write(&p, None).await {
             Ok(n) => self.node = Some(n),
@@ -721,20 +681,10 @@ impl Agent {
                 if let Some(d) = took {
                     self.cfg.metrics.drained(d);
                 }
-                self.event(
-                    EventType::Normal,
-                    "DrainFinished",
-                    "Drain",
-                    format!(
-                        "drained{}: {} pods evicted, {} deleted, {} waited for, {} left alone",
-                        took.map(|d| format!(" in {}s", d.as_secs()))
-                            .unwrap_or_default(),
-                        summary.evicted.len(),
-                        summary.deleted.len(),
-                        summary.waited.len(),
-                        summary.skipped.len()
-                    ),
-                );
+                self.event(AgentEvent::DrainFinished {
+                    took,
+                    summary: &summary,
+                });
                 self.drained = true;
                 return;
             }
@@ -744,15 +694,10 @@ impl Agent {
         warn!(node = %self.cfg.node, error = %reason, "drain failed");
         self.drain_started = None;
         self.cfg.metrics.drain_failed(e.reason());
-        self.event(
-            EventType::Warning,
-            "DrainFailed",
-            "Drain",
-            format!(
-                "{reason} (--drain-timeout-action={})",
-                self.cfg.drain_timeout_action
-            ),
-        );
+        self.event(AgentEvent::DrainFailed {
+            error: &reason,
+            action: self.cfg.drain_timeout_action,
+        });
         for _ in 0..8 {
             let Some(node) = self.node.clone() else {
                 return;
@@ -805,12 +750,7 @@ impl Agent {
         if drain.take().is_some() {
             info!(node = %self.cfg.node, "drain stopped: {why}");
             self.drain_started = None;
-            self.event(
-                EventType::Normal,
-                "DrainStopped",
-                "Drain",
-                format!("drain stopped: {why}"),
-            );
+            self.event(AgentEvent::DrainStopped { why });
         }
     }
 

@@ -51,6 +51,16 @@ enum Flow {
     Done,
 }
 
+/// The watch's list of this node (at its start and after every reconnect) arrives as
+/// `Init`, `InitApply`..., `InitDone`; what it found is only taken at `InitDone`, so a node
+/// deleted while the watch was down is noticed.
+enum Relist {
+    /// No list in progress.
+    Idle,
+    /// A list in progress, with the node it returned so far (`None`: none yet).
+    Listing(Option<Box<Node>>),
+}
+
 /// One agent's state between events.
 pub(crate) struct Agent {
     client: Client,
@@ -63,8 +73,7 @@ pub(crate) struct Agent {
     node: Option<Node>,
     /// The first list of the watch arrived: no decision before that.
     listed: bool,
-    /// Buffer of a (re)list in progress.
-    relist: Option<Option<Node>>,
+    relist: Relist,
     /// update_engine's newest status.
     host: Option<UpdateStatus>,
     /// A drain finished in this cycle (reset when the node is no longer cordoned and in
@@ -93,7 +102,7 @@ impl Agent {
             events,
             node: None,
             listed: false,
-            relist: None,
+            relist: Relist::Idle,
             host: None,
             drained: false,
             drain_started: None,
@@ -172,23 +181,23 @@ impl Agent {
                 true
             }
             watcher::Event::Init => {
-                self.relist = Some(None);
+                self.relist = Relist::Listing(None);
                 false
             }
             watcher::Event::InitApply(n) => {
-                if let Some(r) = self.relist.as_mut() {
-                    *r = Some(n);
+                if let Relist::Listing(found) = &mut self.relist {
+                    *found = Some(Box::new(n));
                 }
                 false
             }
             watcher::Event::InitDone => {
                 self.listed = true;
                 self.cfg.metrics.set_synced(true);
-                match self.relist.take().flatten() {
-                    Some(n) => {
-                        self.offer(n);
+                match std::mem::replace(&mut self.relist, Relist::Idle) {
+                    Relist::Listing(Some(n)) => {
+                        self.offer(*n);
                     }
-                    None => self.node = None,
+                    Relist::Listing(None) | Relist::Idle => self.node = None,
                 }
                 true
             }

@@ -5,7 +5,7 @@
 //! All decisions are [`protocol::agent::next_step`]'s; this crate is the shell around it:
 //! - a kube-runtime watcher on its own Node (field selector `metadata.name=NODE`) and the
 //!   host's update_engine status stream are the only triggers (no polling);
-//! - on every change it builds a [`NodeView`] and asks `next_step` what to do;
+//! - on every change it builds a [`NodeView`](protocol::node::NodeView) and asks `next_step` what to do;
 //! - `Patch` is written as a JSON merge patch carrying the `metadata.resourceVersion` of the
 //!   node it was decided on (409 -> read again, decide again);
 //! - `Drain` runs [`drain::drain`] concurrently with the watches (stopped if the decision
@@ -87,7 +87,7 @@ pub struct AgentConfig {
     /// This agent's metrics (its own registry): clone it before [`run`] to read them.
     pub metrics: metrics::Metrics,
     /// Serve `/metrics`, `/healthz` and `/readyz` here while [`run`] runs
-    /// (`--metrics-address`; port 0 picks one, see [`metrics::Metrics::listening`]).
+    /// (`--metrics-address`; port 0 picks one, see [`telemetry::Exposition::listening`]).
     pub metrics_address: Option<std::net::SocketAddr>,
 }
 

@@ -25,9 +25,14 @@
 //! every pod is gone or replaced (UID change), watching the node's pods (no polling); each
 //! pod must be gone within its grace period (plus [`DrainOptions::pod_delete_margin`]), and
 //! the whole drain within [`DrainOptions::timeout`] (`--grace-period`).
+//!
+//! [`drain`] runs these steps in order: `list_pods`, `plan` (classify each; nothing touched
+//! yet), `record_plan` (the record on the node), then `wait_until_gone`, which sends the
+//! evictions and deletions (`request`, each retried on its own) and watches the pods go.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -230,17 +235,44 @@ enum Outcome {
 
 /// Drains `opts.node`. Cancel-safe: dropping the future stops it (evictions already
 /// accepted stay accepted, as with kubectl).
+#[tracing::instrument(name = "drain", skip_all, fields(node = %opts.node))]
 pub async fn drain(client: Client, opts: &DrainOptions) -> Result<DrainSummary, DrainError> {
     let start = Instant::now();
     let deadline = start + opts.timeout;
-    let all: Api<Pod> = Api::all(client.clone());
-    let on_node = format!("spec.nodeName={}", opts.node);
+    let pods = list_pods(&client, opts, deadline).await?;
+    let plan = plan(pods, opts)?;
+    record_plan(&client, opts, &plan.evicted, deadline).await?;
+    info!(
+        evict = plan.summary.evicted.len(),
+        delete = plan.summary.deleted.len(),
+        wait = plan.summary.waited.len(),
+        skip = plan.summary.skipped.len(),
+        "draining"
+    );
+    // Only now are the requests sent: they are lazy, and polled first in `wait_until_gone`.
+    let requests = plan
+        .requests
+        .into_iter()
+        .map(|(pod, evict)| request(client.clone(), pod, evict, opts))
+        .collect();
+    wait_until_gone(&client, opts, plan.pending, requests, deadline).await?;
+    info!(elapsed_ms = start.elapsed().as_millis() as u64, "drained");
+    Ok(plan.summary)
+}
 
-    // The pods on the node, retried until the deadline.
+/// The pods on the node. Retried until `deadline`: an API hiccup at the start should not
+/// fail a drain that has minutes to run.
+async fn list_pods(
+    client: &Client,
+    opts: &DrainOptions,
+    deadline: Instant,
+) -> Result<Vec<Pod>, DrainError> {
+    let all: Api<Pod> = Api::all(client.clone());
+    let on_node = ListParams::default().fields(&format!("spec.nodeName={}", opts.node));
     let mut backoff = Backoff::new(Duration::from_millis(200), opts.retry_max);
-    let pods = loop {
-        match all.list(&ListParams::default().fields(&on_node)).await {
-            Ok(list) => break list.items,
+    loop {
+        match all.list(&on_node).await {
+            Ok(list) => return Ok(list.items),
             Err(e) => {
                 let wait = backoff.next_delay();
                 if Instant::now() + wait >= deadline {
@@ -249,22 +281,37 @@ pub async fn drain(client: Client, opts: &DrainOptions) -> Result<DrainSummary, 
                         waiting: format!("cannot list the node's pods: {e}"),
                     });
                 }
-                warn!(node = %opts.node, error = %e, "cannot list the node's pods; retrying");
+                warn!(error = %e, "cannot list the node's pods; retrying");
                 tokio::time::sleep(wait).await;
             }
         }
-    };
+    }
+}
 
+/// What the drain will do, decided before it does anything.
+struct Plan {
+    summary: DrainSummary,
+    /// The pods to see gone, by UID.
+    pending: HashMap<String, Pending>,
+    /// The pods to evict (`true`) or delete.
+    requests: Vec<(Pod, bool)>,
+    /// The workloads of the pods to evict, for the node's record.
+    evicted: EvictedPods,
+}
+
+/// [`classify`]s every pod. Fails before anything is touched if a pod without a controller
+/// would be lost, so a drain that cannot finish never evicts half the node.
+fn plan(pods: Vec<Pod>, opts: &DrainOptions) -> Result<Plan, DrainError> {
     let mut summary = DrainSummary::default();
     let mut blocked = Vec::new();
-    let mut pending: HashMap<String, Pending> = HashMap::new();
-    let mut requests = FuturesUnordered::new();
+    let mut pending = HashMap::new();
+    let mut requests = Vec::new();
     let mut evicting = Vec::new();
     for pod in pods {
         let k = key(&pod);
         let uid = pod.uid().unwrap_or_default();
         let action = classify(&pod, opts.force);
-        debug!(node = %opts.node, pod = %k, ?action, "drain plan");
+        debug!(pod = %k, ?action, "drain plan");
         let mut entry = Pending {
             key: k.clone(),
             grace_seconds: grace_seconds(&pod),
@@ -296,12 +343,12 @@ pub async fn drain(client: Client, opts: &DrainOptions) -> Result<DrainSummary, 
             }
             PodAction::Delete => {
                 summary.deleted.push(k);
-                requests.push(request(client.clone(), pod, false, opts));
+                requests.push((pod, false));
             }
             PodAction::Evict => {
                 evicting.extend(workload_of(&pod));
                 summary.evicted.push(k);
-                requests.push(request(client.clone(), pod, true, opts));
+                requests.push((pod, true));
             }
         }
         pending.insert(uid, entry);
@@ -309,106 +356,153 @@ pub async fn drain(client: Client, opts: &DrainOptions) -> Result<DrainSummary, 
     if !blocked.is_empty() {
         return Err(DrainError::Unmanaged(blocked));
     }
-    // The eviction requests are lazy: none is sent before the record is on the node.
-    record_plan(&client, opts, &EvictedPods::of(evicting), deadline).await?;
-    info!(
-        node = %opts.node,
-        evict = summary.evicted.len(),
-        delete = summary.deleted.len(),
-        wait = summary.waited.len(),
-        skip = summary.skipped.len(),
-        "draining"
-    );
+    Ok(Plan {
+        summary,
+        pending,
+        requests,
+        evicted: EvictedPods::of(evicting),
+    })
+}
 
-    // One watch of the node's pods tells when each is gone (deleted, or not in a relist).
+/// Sends the requests and waits until every pending pod is gone: one watch of the node's
+/// pods (no polling) sees each deleted, or missing from a relist after a reconnect. Each
+/// pod must be gone by its own deadline, and all by `deadline`.
+async fn wait_until_gone(
+    client: &Client,
+    opts: &DrainOptions,
+    pending: HashMap<String, Pending>,
+    mut requests: FuturesUnordered<impl Future<Output = (String, Result<Outcome, DrainError>)>>,
+    deadline: Instant,
+) -> Result<(), DrainError> {
+    let all: Api<Pod> = Api::all(client.clone());
+    let on_node = format!("spec.nodeName={}", opts.node);
     let mut events = watcher(all, watcher::Config::default().fields(&on_node))
         .default_backoff()
         .boxed();
-    let mut relisted: Option<HashSet<String>> = None;
+    let mut waiting = Waiting {
+        pending,
+        relisted: None,
+    };
     loop {
-        if pending.is_empty() {
-            info!(node = %opts.node, elapsed_ms = start.elapsed().as_millis() as u64, "drained");
-            return Ok(summary);
+        if waiting.pending.is_empty() {
+            return Ok(());
         }
-        let next_pod_deadline = pending
-            .iter()
-            .filter_map(|(uid, p)| p.deadline.map(|d| (d, uid.clone())))
-            .min();
+        let next_pod_deadline = waiting.next_deadline();
         let pod_deadline = next_pod_deadline.as_ref().map(|(d, _)| *d);
         tokio::select! {
-            Some((uid, result)) = requests.next(), if !requests.is_empty() => match result {
-                Ok(Outcome::Gone) => {
-                    pending.remove(&uid);
+            Some((uid, result)) = requests.next(), if !requests.is_empty() => match result? {
+                Outcome::Gone => {
+                    waiting.pending.remove(&uid);
                 }
-                Ok(Outcome::Accepted) => {
-                    if let Some(p) = pending.get_mut(&uid) {
-                        p.accepted = true;
-                        p.deadline = Some(
-                            Instant::now()
-                                + Duration::from_secs(p.grace_seconds as u64)
-                                + opts.pod_delete_margin,
-                        );
-                    }
-                }
-                Err(e) => return Err(e),
+                Outcome::Accepted => waiting.accepted(&uid, opts.pod_delete_margin),
             },
             ev = events.next() => match ev {
-                Some(Ok(ev)) => match ev {
-                    watcher::Event::Delete(p) => {
-                        if let Some(gone) = pending.remove(&p.uid().unwrap_or_default()) {
-                            debug!(node = %opts.node, pod = %gone.key, "pod gone");
-                        }
-                    }
-                    watcher::Event::Init => relisted = Some(HashSet::new()),
-                    watcher::Event::InitApply(p) => {
-                        if let Some(r) = relisted.as_mut() {
-                            r.insert(p.uid().unwrap_or_default());
-                        }
-                    }
-                    watcher::Event::InitDone => {
-                        if let Some(present) = relisted.take() {
-                            pending.retain(|uid, _| present.contains(uid));
-                        }
-                    }
-                    watcher::Event::Apply(_) => {}
-                },
-                Some(Err(e)) => warn!(node = %opts.node, error = %e, "watching the node's pods"),
+                Some(Ok(ev)) => waiting.on_event(ev),
+                Some(Err(e)) => warn!(error = %e, "watching the node's pods"),
                 None => unreachable!("a watcher stream never ends"),
             },
             _ = tokio::time::sleep_until(pod_deadline.unwrap_or(deadline)), if pod_deadline.is_some_and(|d| d < deadline) => {
                 let (_, uid) = next_pod_deadline.expect("a deadline");
-                let p = &pending[&uid];
-                return Err(DrainError::PodNotGone {
-                    pod: p.key.clone(),
-                    grace_seconds: p.grace_seconds,
-                    waited: Duration::from_secs(p.grace_seconds as u64) + opts.pod_delete_margin,
-                });
+                return Err(waiting.not_gone(&uid, opts.pod_delete_margin));
             }
             _ = tokio::time::sleep_until(deadline) => {
-                let mut waiting: BTreeMap<bool, Vec<&str>> = BTreeMap::new();
-                for p in pending.values() {
-                    waiting.entry(p.accepted).or_default().push(&p.key);
-                }
-                let part = |accepted: bool, what: &str| {
-                    waiting.get(&accepted).map(|v| {
-                        let mut v = v.clone();
-                        v.sort();
-                        format!("{what} {}", v.join(", "))
-                    })
-                };
-                let waiting = [part(false, "not yet evicted (disruption budget or API errors):"), part(true, "still terminating:")]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                return Err(DrainError::Timeout { timeout: opts.timeout, waiting });
+                return Err(DrainError::Timeout {
+                    timeout: opts.timeout,
+                    waiting: waiting.describe(),
+                });
             }
         }
     }
 }
 
+/// The pods the drain still waits for, by UID.
+struct Waiting {
+    pending: HashMap<String, Pending>,
+    /// The UIDs a relist of the watch returned so far, while it is in progress.
+    relisted: Option<HashSet<String>>,
+}
+
+impl Waiting {
+    /// Its eviction or deletion was accepted: from now it has its grace period (plus
+    /// `margin`) to go.
+    fn accepted(&mut self, uid: &str, margin: Duration) {
+        if let Some(p) = self.pending.get_mut(uid) {
+            p.accepted = true;
+            p.deadline =
+                Some(Instant::now() + Duration::from_secs(p.grace_seconds as u64) + margin);
+        }
+    }
+
+    /// A pod deleted, or missing from a relist (deleted while the watch was down), is gone.
+    fn on_event(&mut self, ev: watcher::Event<Pod>) {
+        match ev {
+            watcher::Event::Delete(p) => {
+                if let Some(gone) = self.pending.remove(&p.uid().unwrap_or_default()) {
+                    debug!(pod = %gone.key, "pod gone");
+                }
+            }
+            watcher::Event::Init => self.relisted = Some(HashSet::new()),
+            watcher::Event::InitApply(p) => {
+                if let Some(r) = self.relisted.as_mut() {
+                    r.insert(p.uid().unwrap_or_default());
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(present) = self.relisted.take() {
+                    self.pending.retain(|uid, _| present.contains(uid));
+                }
+            }
+            watcher::Event::Apply(_) => {}
+        }
+    }
+
+    /// The earliest of the pods' own deadlines, with that pod's UID.
+    fn next_deadline(&self) -> Option<(Instant, String)> {
+        self.pending
+            .iter()
+            .filter_map(|(uid, p)| p.deadline.map(|d| (d, uid.clone())))
+            .min()
+    }
+
+    fn not_gone(&self, uid: &str, margin: Duration) -> DrainError {
+        let p = &self.pending[uid];
+        DrainError::PodNotGone {
+            pod: p.key.clone(),
+            grace_seconds: p.grace_seconds,
+            waited: Duration::from_secs(p.grace_seconds as u64) + margin,
+        }
+    }
+
+    /// What the drain is still waiting for, for the timeout's message: the pods not yet
+    /// evicted apart from those already terminating, since the fix differs (a budget, or a
+    /// slow shutdown).
+    fn describe(&self) -> String {
+        let mut waiting: BTreeMap<bool, Vec<&str>> = BTreeMap::new();
+        for p in self.pending.values() {
+            waiting.entry(p.accepted).or_default().push(&p.key);
+        }
+        let part = |accepted: bool, what: &str| {
+            waiting.get(&accepted).map(|v| {
+                let mut v = v.clone();
+                v.sort();
+                format!("{what} {}", v.join(", "))
+            })
+        };
+        [
+            part(false, "not yet evicted (disruption budget or API errors):"),
+            part(true, "still terminating:"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; ")
+    }
+}
+
 /// Writes the drain's plan into the node's record of evicted pods (merged with one from an
-/// earlier drain of the same reboot), retrying until `deadline`.
+/// earlier drain of the same reboot), retrying until `deadline`. Before any eviction, so
+/// the operator keeps the slot after the reboot until those workloads are Ready again;
+/// a drain that cannot record them fails rather than evict untracked.
 async fn record_plan(
     client: &Client,
     opts: &DrainOptions,
@@ -434,7 +528,10 @@ async fn record_plan(
         };
         let e = match result {
             Ok(()) => {
-                info!(node = %opts.node, workloads = plan.workloads.len(), "recorded the workloads to evict");
+                info!(
+                    workloads = plan.workloads.len(),
+                    "recorded the workloads to evict"
+                );
                 return Ok(());
             }
             Err(kube::Error::Api(s)) if s.code == 409 && Instant::now() < deadline => continue,
@@ -447,66 +544,28 @@ async fn record_plan(
                 waiting: format!("cannot record the pods to evict on the node: {e}"),
             });
         }
-        warn!(node = %opts.node, error = %e, "cannot record the pods to evict; retrying");
+        warn!(error = %e, "cannot record the pods to evict; retrying");
         tokio::time::sleep(wait).await;
     }
 }
 
-/// Evicts (or deletes) one pod, retrying 429 and transient errors with backoff.
-/// Returns the pod's UID with the outcome.
+/// Evicts (or deletes) one pod, retrying 429 and transient errors with backoff: a
+/// PodDisruptionBudget says "not now", not "never". Returns the pod's UID with the outcome.
 async fn request(
     client: Client,
     pod: Pod,
     evict: bool,
     opts: &DrainOptions,
 ) -> (String, Result<Outcome, DrainError>) {
-    let retry_max = opts.retry_max;
     let uid = pod.uid().unwrap_or_default();
     let k = key(&pod);
     let name = pod.name_any();
     let api: Api<Pod> = Api::namespaced(client, &pod.namespace().unwrap_or_default());
     let verb = if evict { "evict" } else { "delete" };
-    let precondition = Preconditions {
-        uid: Some(uid.clone()),
-        resource_version: None,
-    };
-    let mut backoff = Backoff::new(Duration::from_millis(250), retry_max);
+    let mut backoff = Backoff::new(Duration::from_millis(250), opts.retry_max);
     let mut said_budget = false;
     loop {
-        let result = if evict {
-            let eviction = Eviction {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: pod.namespace(),
-                    ..Default::default()
-                },
-                delete_options: Some(DeleteOptions {
-                    preconditions: Some(precondition.clone()),
-                    ..Default::default()
-                }),
-            };
-            // Not kube's `Api::evict`: kube-core 5 sends its DeleteOptions as
-            // `delete_options`, a field the API server does not know, so the UID
-            // precondition would be dropped.
-            api.create_subresource::<_, serde_json::Value>(
-                "eviction",
-                &name,
-                &PostParams::default(),
-                &eviction,
-            )
-            .await
-            .map(drop)
-        } else {
-            let dp = DeleteParams {
-                preconditions: Some(kube::api::Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            api.delete(&name, &dp).await.map(drop)
-        };
-        let err = match result {
+        let err = match send(&api, &pod, &uid, evict).await {
             Ok(()) => {
                 info!(pod = %k, "{verb}ed");
                 return (uid, Ok(Outcome::Accepted));
@@ -561,6 +620,48 @@ async fn request(
             m.eviction_retried();
         }
         tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// One eviction (or deletion) of `pod`, with its UID as a precondition so a replacement
+/// with the same name (a StatefulSet's) is never hit.
+async fn send(api: &Api<Pod>, pod: &Pod, uid: &str, evict: bool) -> Result<(), kube::Error> {
+    let name = pod.name_any();
+    if evict {
+        let eviction = Eviction {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: pod.namespace(),
+                ..Default::default()
+            },
+            delete_options: Some(DeleteOptions {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.to_string()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            }),
+        };
+        // Not kube's `Api::evict`: kube-core 5 sends its DeleteOptions as
+        // `delete_options`, a field the API server does not know, so the UID
+        // precondition would be dropped.
+        api.create_subresource::<_, serde_json::Value>(
+            "eviction",
+            &name,
+            &PostParams::default(),
+            &eviction,
+        )
+        .await
+        .map(drop)
+    } else {
+        let dp = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        api.delete(&name, &dp).await.map(drop)
     }
 }
 

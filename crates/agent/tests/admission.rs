@@ -61,20 +61,20 @@ async fn a_whole_reboot_passes_the_policy_and_other_nodes_are_refused() {
     let machine = Machine::start_as(&sb, "node-1", cfg, &agent);
     let host = machine.host().clone();
     wait_node(&client, "node-1", "status annotations and labels", |n| {
-        ann(n, keys::STATUS) == Some("UPDATE_STATUS_IDLE")
+        annotation(n, keys::STATUS) == Some("UPDATE_STATUS_IDLE")
             && label(n, keys::REBOOT_NEEDED) == Some("false")
     })
     .await;
     host.offer_update("4081.3.0").await;
     wait_node(&client, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
-            && ann(n, keys::STATUS) == Some(UPDATE_STATUS_UPDATED_NEED_REBOOT)
+        annotation(n, keys::REBOOT_NEEDED) == Some("true")
+            && annotation(n, keys::STATUS) == Some(UPDATE_STATUS_UPDATED_NEED_REBOOT)
     })
     .await;
     let mut lifecycle = sb.lifecycle();
     grant(&client, "node-1").await;
     wait_node(&client, "node-1", "cordon and reboot-in-progress", |n| {
-        unschedulable(n) && ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
+        unschedulable(n) && annotation(n, keys::REBOOT_IN_PROGRESS) == Some("true")
     })
     .await;
     wait_lifecycle(
@@ -85,8 +85,8 @@ async fn a_whole_reboot_passes_the_policy_and_other_nodes_are_refused() {
     wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
     wait_node(&client, "node-1", "uncordoned and flags cleared", |n| {
         !unschedulable(n)
-            && ann(n, keys::REBOOT_IN_PROGRESS) == Some("false")
-            && ann(n, keys::REBOOT_NEEDED) == Some("false")
+            && annotation(n, keys::REBOOT_IN_PROGRESS) == Some("false")
+            && annotation(n, keys::REBOOT_NEEDED) == Some("false")
             && label(n, keys::LABEL_VERSION) == Some("4081.3.0")
     })
     .await;

@@ -88,10 +88,10 @@ async fn status_annotations_follow_update_engine_and_spoofs_are_ignored() {
     let s = setup().await;
     let c = &s.client;
     wait_node(c, "node-1", "initial status", |n| {
-        ann(n, keys::STATUS) == Some(UPDATE_STATUS_IDLE)
-            && ann(n, keys::LAST_CHECKED_TIME) == Some("100")
-            && ann(n, keys::NEW_VERSION) == Some("0.0.0")
-            && ann(n, keys::REBOOT_NEEDED) == Some("false")
+        annotation(n, keys::STATUS) == Some(UPDATE_STATUS_IDLE)
+            && annotation(n, keys::LAST_CHECKED_TIME) == Some("100")
+            && annotation(n, keys::NEW_VERSION) == Some("0.0.0")
+            && annotation(n, keys::REBOOT_NEEDED) == Some("false")
     })
     .await;
 
@@ -101,7 +101,7 @@ async fn status_annotations_follow_update_engine_and_spoofs_are_ignored() {
         .await
         .unwrap();
     wait_node(c, "node-1", "last-checked-time 200", |n| {
-        ann(n, keys::LAST_CHECKED_TIME) == Some("200")
+        annotation(n, keys::LAST_CHECKED_TIME) == Some("200")
     })
     .await;
     // Only new-version changes.
@@ -110,7 +110,7 @@ async fn status_annotations_follow_update_engine_and_spoofs_are_ignored() {
         .await
         .unwrap();
     wait_node(c, "node-1", "new-version 4000.0.0", |n| {
-        ann(n, keys::NEW_VERSION) == Some("4000.0.0")
+        annotation(n, keys::NEW_VERSION) == Some("4000.0.0")
     })
     .await;
 
@@ -138,12 +138,12 @@ async fn status_annotations_follow_update_engine_and_spoofs_are_ignored() {
         .await
         .unwrap();
     let n = wait_node(c, "node-1", "status CHECKING_FOR_UPDATE", |n| {
-        ann(n, keys::STATUS) == Some(UPDATE_STATUS_CHECKING_FOR_UPDATE)
-            && ann(n, keys::LAST_CHECKED_TIME) == Some("400")
+        annotation(n, keys::STATUS) == Some(UPDATE_STATUS_CHECKING_FOR_UPDATE)
+            && annotation(n, keys::LAST_CHECKED_TIME) == Some("400")
     })
     .await;
     assert_eq!(
-        ann(&n, keys::REBOOT_NEEDED),
+        annotation(&n, keys::REBOOT_NEEDED),
         Some("false"),
         "a spoof was believed"
     );
@@ -154,15 +154,16 @@ async fn status_annotations_follow_update_engine_and_spoofs_are_ignored() {
         .await
         .unwrap();
     let n = wait_node(c, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true") && label(n, keys::REBOOT_NEEDED) == Some("true")
+        annotation(n, keys::REBOOT_NEEDED) == Some("true")
+            && label(n, keys::REBOOT_NEEDED) == Some("true")
     })
     .await;
     assert_eq!(
-        ann(&n, keys::STATUS),
+        annotation(&n, keys::STATUS),
         Some(UPDATE_STATUS_UPDATED_NEED_REBOOT)
     );
-    assert_eq!(ann(&n, keys::NEW_VERSION), Some("4081.3.0"));
-    assert_eq!(ann(&n, keys::LAST_CHECKED_TIME), Some("500"));
+    assert_eq!(annotation(&n, keys::NEW_VERSION), Some("4081.3.0"));
+    assert_eq!(annotation(&n, keys::LAST_CHECKED_TIME), Some("500"));
     // No grant, no reboot.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(s.logind.reboot_calls().is_empty());
@@ -180,7 +181,7 @@ async fn logind_error_is_surfaced_on_the_node_and_retried() {
         .await
         .unwrap();
     wait_node(c, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
+        annotation(n, keys::REBOOT_NEEDED) == Some("true")
     })
     .await;
     s.logind
@@ -189,11 +190,11 @@ async fn logind_error_is_surfaced_on_the_node_and_retried() {
         )));
     grant(c, "node-1").await;
     let n = wait_node(c, "node-1", "reboot-error", |n| {
-        ann(n, keys::REBOOT_ERROR).is_some_and(|e| e.contains("inhibited by the test"))
+        annotation(n, keys::REBOOT_ERROR).is_some_and(|e| e.contains("inhibited by the test"))
     })
     .await;
     assert!(unschedulable(&n));
-    assert_eq!(ann(&n, keys::REBOOT_IN_PROGRESS), Some("true"));
+    assert_eq!(annotation(&n, keys::REBOOT_IN_PROGRESS), Some("true"));
     // Retried with backoff, not dropped; succeeds once logind lets it.
     tokio::time::timeout(STEP, s.logind.wait_for_reboot_calls(2))
         .await

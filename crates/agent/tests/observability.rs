@@ -180,7 +180,7 @@ async fn the_binary_serves_metrics_health_and_readiness_and_writes_events() {
     }
 
     wait_node(&client, "node-1", "initialised", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("false")
+        annotation(n, keys::REBOOT_NEEDED) == Some("false")
     })
     .await;
     engine
@@ -188,7 +188,7 @@ async fn the_binary_serves_metrics_health_and_readiness_and_writes_events() {
         .await
         .unwrap();
     wait_node(&client, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
+        annotation(n, keys::REBOOT_NEEDED) == Some("true")
     })
     .await;
     grant(&client, "node-1").await;
@@ -312,12 +312,12 @@ async fn a_failed_drain_is_a_warning_event_and_a_metric() {
     let machine = Machine::start(&sb, "node-1", cfg);
     machine.host().offer_update("4081.3.0").await;
     wait_node(&client, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
+        annotation(n, keys::REBOOT_NEEDED) == Some("true")
     })
     .await;
     grant(&client, "node-1").await;
     wait_node(&client, "node-1", "drain failure recorded", |n| {
-        ann(n, keys::DRAIN_FAILURE).is_some()
+        annotation(n, keys::DRAIN_FAILURE).is_some()
     })
     .await;
     assert_eq!(metrics.drain_failures("unmanaged_pods"), 1);

@@ -80,24 +80,24 @@ async fn updates(sb: &Sandbox) {
     let client = sb.client();
     sb.host("node-1").unwrap().offer_update(NEW_VERSION).await;
     wait_node(&client, "node-1", "the grant", |n| {
-        ann(n, keys::REBOOT_OK) == Some("true")
+        annotation(n, keys::REBOOT_OK) == Some("true")
     })
     .await;
     sb.host("node-2").unwrap().offer_update(NEW_VERSION).await;
     wait_node(&client, "node-2", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
+        annotation(n, keys::REBOOT_NEEDED) == Some("true")
     })
     .await;
 }
 
 fn record(n: &Node) -> Option<EvictedPods> {
-    ann(n, keys::EVICTED_PODS).map(|v| EvictedPods::parse(v).expect("a well-formed record"))
+    annotation(n, keys::EVICTED_PODS).map(|v| EvictedPods::parse(v).expect("a well-formed record"))
 }
 
 /// Node-1 rebooted and is back, uncordoned, with the record stamped `back`.
 async fn back_and_waiting(client: &Client) -> Node {
     let n = wait_node(client, "node-1", "the record before the reboot", |n| {
-        ann(n, keys::REBOOT_IN_PROGRESS) == Some("true") && record(n).is_some()
+        annotation(n, keys::REBOOT_IN_PROGRESS) == Some("true") && record(n).is_some()
     })
     .await;
     let rec = record(&n).unwrap();
@@ -112,7 +112,7 @@ async fn back_and_waiting(client: &Client) -> Node {
     let first_boot = boot_id(&n);
     wait_node(client, "node-1", "back from the reboot", |n| {
         boot_id(n) != first_boot
-            && ann(n, keys::REBOOT_IN_PROGRESS) == Some("false")
+            && annotation(n, keys::REBOOT_IN_PROGRESS) == Some("false")
             && !unschedulable(n)
             && record(n).is_some_and(|r| r.back.is_some())
     })
@@ -127,13 +127,13 @@ async fn slot_held_for(client: &Client, d: Duration) {
         let n1 = nodes.get("node-1").await.unwrap();
         let n2 = nodes.get("node-2").await.unwrap();
         assert_eq!(
-            ann(&n1, keys::REBOOT_OK),
+            annotation(&n1, keys::REBOOT_OK),
             Some("true"),
             "node-1 released early"
         );
         assert!(record(&n1).is_some(), "the record went early");
         assert_ne!(
-            ann(&n2, keys::REBOOT_OK),
+            annotation(&n2, keys::REBOOT_OK),
             Some("true"),
             "node-2 granted early"
         );
@@ -173,12 +173,12 @@ async fn the_slot_waits_until_the_evicted_pods_run_ready_again() {
     .await;
     wait_ready_pods(&client, "app=pinned", 2).await;
     let n1 = wait_node(&client, "node-1", "released", |n| {
-        ann(n, keys::REBOOT_OK) == Some("false") && record(n).is_none()
+        annotation(n, keys::REBOOT_OK) == Some("false") && record(n).is_none()
     })
     .await;
-    assert!(ann(&n1, keys::RELEASED_AT).is_some());
+    assert!(annotation(&n1, keys::RELEASED_AT).is_some());
     wait_node(&client, "node-2", "the next grant", |n| {
-        ann(n, keys::REBOOT_OK) == Some("true")
+        annotation(n, keys::REBOOT_OK) == Some("true")
     })
     .await;
     eprintln!(
@@ -210,16 +210,16 @@ async fn after_the_pod_recovery_timeout_the_slot_is_released_with_a_warning() {
     slot_held_for(&client, Duration::from_secs(2)).await;
 
     let n1 = wait_node(&client, "node-1", "released after the timeout", |n| {
-        ann(n, keys::REBOOT_OK) == Some("false") && record(n).is_none()
+        annotation(n, keys::REBOOT_OK) == Some("false") && record(n).is_none()
     })
     .await;
-    let released = protocol::node::parse_time(ann(&n1, keys::RELEASED_AT).unwrap()).unwrap();
+    let released = protocol::node::parse_time(annotation(&n1, keys::RELEASED_AT).unwrap()).unwrap();
     let waited = (released - back).to_std().unwrap();
     eprintln!("back -> released: {waited:?} (--pod-recovery-timeout {timeout:?})");
     // RFC3339 seconds: the release is at most a second early on paper.
     assert!(waited + Duration::from_secs(1) >= timeout, "{waited:?}");
     wait_node(&client, "node-2", "the next grant", |n| {
-        ann(n, keys::REBOOT_OK) == Some("true")
+        annotation(n, keys::REBOOT_OK) == Some("true")
     })
     .await;
     // The pods are still Pending, and the Warning names their workload.

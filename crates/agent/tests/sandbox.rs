@@ -38,12 +38,12 @@ async fn start_needing_reboot(sb: &Sandbox, cfg: AgentConfig) -> (Machine, Node)
     let client = sb.client();
     let machine = Machine::start(sb, "node-1", cfg);
     let started = wait_node(&client, "node-1", "agent started", |n| {
-        ann(n, keys::STATUS).is_some()
+        annotation(n, keys::STATUS).is_some()
     })
     .await;
     machine.host().offer_update(NEW_VERSION).await;
     wait_node(&client, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
+        annotation(n, keys::REBOOT_NEEDED) == Some("true")
     })
     .await;
     (machine, started)
@@ -108,23 +108,23 @@ async fn update_grant_pdb_respecting_drain_reboot_and_return() {
     let machine = Machine::start(&sb, "node-1", config("node-1", Duration::from_secs(30)));
     let host = machine.host().clone();
     let n = wait_node(&client, "node-1", "status annotations and labels", |n| {
-        ann(n, keys::STATUS) == Some("UPDATE_STATUS_IDLE")
+        annotation(n, keys::STATUS) == Some("UPDATE_STATUS_IDLE")
             && label(n, keys::LABEL_ID) == Some("flatcar")
             && label(n, keys::LABEL_VERSION) == Some("4081.2.0")
             && label(n, keys::LABEL_GROUP) == Some("stable")
-            && ann(n, keys::REBOOT_NEEDED) == Some("false")
+            && annotation(n, keys::REBOOT_NEEDED) == Some("false")
             && label(n, keys::REBOOT_NEEDED) == Some("false")
-            && ann(n, keys::REBOOT_IN_PROGRESS) == Some("false")
+            && annotation(n, keys::REBOOT_IN_PROGRESS) == Some("false")
     })
     .await;
     let first_boot = boot_id(&n);
 
     host.offer_update(NEW_VERSION).await;
     let n = wait_node(&client, "node-1", "reboot-needed", |n| {
-        ann(n, keys::REBOOT_NEEDED) == Some("true")
+        annotation(n, keys::REBOOT_NEEDED) == Some("true")
             && label(n, keys::REBOOT_NEEDED) == Some("true")
-            && ann(n, keys::STATUS) == Some(UPDATE_STATUS_UPDATED_NEED_REBOOT)
-            && ann(n, keys::NEW_VERSION) == Some(NEW_VERSION)
+            && annotation(n, keys::STATUS) == Some(UPDATE_STATUS_UPDATED_NEED_REBOOT)
+            && annotation(n, keys::NEW_VERSION) == Some(NEW_VERSION)
     })
     .await;
     // Nothing happens without the operator's grant.
@@ -137,11 +137,14 @@ async fn update_grant_pdb_respecting_drain_reboot_and_return() {
     grant(&client, "node-1").await;
     let n = wait_node(&client, "node-1", "cordon and reboot-in-progress", |n| {
         unschedulable(n)
-            && ann(n, keys::AGENT_MADE_UNSCHEDULABLE) == Some("true")
-            && ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
+            && annotation(n, keys::AGENT_MADE_UNSCHEDULABLE) == Some("true")
+            && annotation(n, keys::REBOOT_IN_PROGRESS) == Some("true")
     })
     .await;
-    assert_eq!(ann(&n, keys::REBOOT_BOOT_ID), Some(first_boot.as_str()));
+    assert_eq!(
+        annotation(&n, keys::REBOOT_BOOT_ID),
+        Some(first_boot.as_str())
+    );
 
     wait_lifecycle(
         &mut lifecycle,
@@ -162,13 +165,13 @@ async fn update_grant_pdb_respecting_drain_reboot_and_return() {
     // The fresh agent on the rebooted node finishes the cycle.
     let n = wait_node(&client, "node-1", "uncordoned and flags cleared", |n| {
         !unschedulable(n)
-            && ann(n, keys::AGENT_MADE_UNSCHEDULABLE) == Some("false")
-            && ann(n, keys::REBOOT_IN_PROGRESS) == Some("false")
-            && ann(n, keys::REBOOT_NEEDED) == Some("false")
+            && annotation(n, keys::AGENT_MADE_UNSCHEDULABLE) == Some("false")
+            && annotation(n, keys::REBOOT_IN_PROGRESS) == Some("false")
+            && annotation(n, keys::REBOOT_NEEDED) == Some("false")
             && label(n, keys::REBOOT_NEEDED) == Some("false")
-            && ann(n, keys::REBOOT_BOOT_ID).is_none()
+            && annotation(n, keys::REBOOT_BOOT_ID).is_none()
             && label(n, keys::LABEL_VERSION) == Some(NEW_VERSION)
-            && ann(n, keys::STATUS) == Some("UPDATE_STATUS_IDLE")
+            && annotation(n, keys::STATUS) == Some("UPDATE_STATUS_IDLE")
     })
     .await;
     assert_ne!(boot_id(&n), first_boot);
@@ -202,18 +205,18 @@ async fn node_cordoned_by_an_admin_stays_cordoned() {
     let mut lifecycle = sb.lifecycle();
     grant(&client, "node-1").await;
     let n = wait_node(&client, "node-1", "reboot-in-progress", |n| {
-        ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
+        annotation(n, keys::REBOOT_IN_PROGRESS) == Some("true")
     })
     .await;
-    assert_ne!(ann(&n, keys::AGENT_MADE_UNSCHEDULABLE), Some("true"));
+    assert_ne!(annotation(&n, keys::AGENT_MADE_UNSCHEDULABLE), Some("true"));
     wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
     let n = wait_node(&client, "node-1", "cycle finished", |n| {
-        ann(n, keys::REBOOT_IN_PROGRESS) == Some("false")
-            && ann(n, keys::REBOOT_NEEDED) == Some("false")
+        annotation(n, keys::REBOOT_IN_PROGRESS) == Some("false")
+            && annotation(n, keys::REBOOT_NEEDED) == Some("false")
     })
     .await;
     assert!(unschedulable(&n), "the admin's cordon was undone");
-    assert_ne!(ann(&n, keys::AGENT_MADE_UNSCHEDULABLE), Some("true"));
+    assert_ne!(annotation(&n, keys::AGENT_MADE_UNSCHEDULABLE), Some("true"));
     withdraw(&client, "node-1").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let n = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
@@ -236,7 +239,7 @@ async fn agent_killed_mid_drain_resumes_and_reboots_once() {
     let first_boot = boot_id(&n);
     grant(&client, "node-1").await;
     wait_node(&client, "node-1", "draining", |n| {
-        unschedulable(n) && ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
+        unschedulable(n) && annotation(n, keys::REBOOT_IN_PROGRESS) == Some("true")
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -259,11 +262,14 @@ async fn agent_killed_mid_drain_resumes_and_reboots_once() {
 
     // Not taken as rebooted: re-cordoned, still in progress with the same boot ID.
     let n = wait_node(&client, "node-1", "re-cordoned", |n| {
-        unschedulable(n) && ann(n, keys::AGENT_MADE_UNSCHEDULABLE) == Some("true")
+        unschedulable(n) && annotation(n, keys::AGENT_MADE_UNSCHEDULABLE) == Some("true")
     })
     .await;
-    assert_eq!(ann(&n, keys::REBOOT_IN_PROGRESS), Some("true"));
-    assert_eq!(ann(&n, keys::REBOOT_BOOT_ID), Some(first_boot.as_str()));
+    assert_eq!(annotation(&n, keys::REBOOT_IN_PROGRESS), Some("true"));
+    assert_eq!(
+        annotation(&n, keys::REBOOT_BOOT_ID),
+        Some(first_boot.as_str())
+    );
     assert_eq!(machine.host().reboots(), 0);
 
     wait_lifecycle(
@@ -278,8 +284,8 @@ async fn agent_killed_mid_drain_resumes_and_reboots_once() {
     wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
     let n = wait_node(&client, "node-1", "cycle finished", |n| {
         !unschedulable(n)
-            && ann(n, keys::REBOOT_IN_PROGRESS) == Some("false")
-            && ann(n, keys::REBOOT_NEEDED) == Some("false")
+            && annotation(n, keys::REBOOT_IN_PROGRESS) == Some("false")
+            && annotation(n, keys::REBOOT_NEEDED) == Some("false")
     })
     .await;
     assert_ne!(boot_id(&n), first_boot);
@@ -299,18 +305,21 @@ async fn drain_timeout_uncordons_records_and_does_not_reboot() {
     grant(&client, "node-1").await;
     wait_node(&client, "node-1", "draining", unschedulable).await;
     let n = wait_node(&client, "node-1", "drain failure recorded", |n| {
-        ann(n, keys::DRAIN_FAILURE).is_some()
+        annotation(n, keys::DRAIN_FAILURE).is_some()
     })
     .await;
-    let failure = ann(&n, keys::DRAIN_FAILURE).unwrap();
+    let failure = annotation(&n, keys::DRAIN_FAILURE).unwrap();
     assert!(
         failure.contains("--grace-period") && failure.contains("default/db-"),
         "{failure}"
     );
     assert!(!unschedulable(&n), "our cordon was not undone");
-    assert_eq!(ann(&n, keys::AGENT_MADE_UNSCHEDULABLE), Some("false"));
-    assert_eq!(ann(&n, keys::REBOOT_IN_PROGRESS), Some("false"));
-    assert_eq!(ann(&n, keys::REBOOT_BOOT_ID), None);
+    assert_eq!(
+        annotation(&n, keys::AGENT_MADE_UNSCHEDULABLE),
+        Some("false")
+    );
+    assert_eq!(annotation(&n, keys::REBOOT_IN_PROGRESS), Some("false"));
+    assert_eq!(annotation(&n, keys::REBOOT_BOOT_ID), None);
     // The grant is spent: the agent waits for the operator, and never reboots undrained.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(machine.host().reboots(), 0);
@@ -319,7 +328,7 @@ async fn drain_timeout_uncordons_records_and_does_not_reboot() {
         .await
         .unwrap();
     assert!(!unschedulable(&n));
-    assert_eq!(ann(&n, keys::REBOOT_IN_PROGRESS), Some("false"));
+    assert_eq!(annotation(&n, keys::REBOOT_IN_PROGRESS), Some("false"));
     assert_eq!(pods_on(&client, "node-1").await.len(), 1);
 }
 
@@ -365,10 +374,10 @@ async fn pod_without_controller_blocks_the_drain() {
     let (machine, _) = start_needing_reboot(&sb, config("node-1", Duration::from_secs(600))).await;
     grant(&client, "node-1").await;
     let n = wait_node(&client, "node-1", "drain failure recorded", |n| {
-        ann(n, keys::DRAIN_FAILURE).is_some()
+        annotation(n, keys::DRAIN_FAILURE).is_some()
     })
     .await;
-    let failure = ann(&n, keys::DRAIN_FAILURE).unwrap();
+    let failure = annotation(&n, keys::DRAIN_FAILURE).unwrap();
     assert!(
         failure.contains("default/bare") && failure.contains("--force-drain"),
         "{failure}"
@@ -402,10 +411,10 @@ async fn force_drain_evicts_a_pod_without_controller() {
     wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
     assert_eq!(machine.host().reboots(), 1);
     let n = wait_node(&client, "node-1", "cycle finished", |n| {
-        ann(n, keys::REBOOT_IN_PROGRESS) == Some("false") && !unschedulable(n)
+        annotation(n, keys::REBOOT_IN_PROGRESS) == Some("false") && !unschedulable(n)
     })
     .await;
-    assert_eq!(ann(&n, keys::DRAIN_FAILURE), None);
+    assert_eq!(annotation(&n, keys::DRAIN_FAILURE), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,12 +441,12 @@ async fn malformed_annotation_is_logged_and_not_acted_on() {
         .await
         .unwrap();
     assert!(!unschedulable(&n));
-    assert_eq!(ann(&n, keys::REBOOT_IN_PROGRESS), Some("false"));
+    assert_eq!(annotation(&n, keys::REBOOT_IN_PROGRESS), Some("false"));
     assert_eq!(machine.host().reboots(), 0);
     // Fixed: the agent acts.
     grant(&client, "node-1").await;
     wait_node(&client, "node-1", "cordon", |n| {
-        unschedulable(n) && ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
+        unschedulable(n) && annotation(n, keys::REBOOT_IN_PROGRESS) == Some("true")
     })
     .await;
     let warnings = log
@@ -461,7 +470,7 @@ async fn api_outage_mid_drain_never_causes_a_reboot() {
     let (machine, _) = start_needing_reboot(&sb, config("node-1", Duration::from_secs(60))).await;
     grant(&client, "node-1").await;
     wait_node(&client, "node-1", "draining", |n| {
-        unschedulable(n) && ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
+        unschedulable(n) && annotation(n, keys::REBOOT_IN_PROGRESS) == Some("true")
     })
     .await;
     // Every request fails with 503 for two seconds.
@@ -482,7 +491,7 @@ async fn api_outage_mid_drain_never_causes_a_reboot() {
         .unwrap();
     wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
     wait_node(&client, "node-1", "cycle finished", |n| {
-        !unschedulable(n) && ann(n, keys::REBOOT_IN_PROGRESS) == Some("false")
+        !unschedulable(n) && annotation(n, keys::REBOOT_IN_PROGRESS) == Some("false")
     })
     .await;
     assert_eq!(machine.host().reboots(), 1);
@@ -508,7 +517,7 @@ async fn eviction_conflicts_are_retried_not_taken_for_a_gone_pod() {
     });
     grant(&client, "node-1").await;
     wait_node(&client, "node-1", "draining", |n| {
-        unschedulable(n) && ann(n, keys::REBOOT_IN_PROGRESS) == Some("true")
+        unschedulable(n) && annotation(n, keys::REBOOT_IN_PROGRESS) == Some("true")
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -362,12 +362,12 @@ impl Monitor {
                 let mut changed = None;
                 match ev {
                     Ok(watcher::Event::Apply(n)) => {
-                        let v = operator::convert::node_view(&n);
+                        let v = protocol::k8s::node_view(&n);
                         changed = Some(v.name.clone());
                         s.set_view(&excluded, &v.name.clone(), Some(v));
                     }
                     Ok(watcher::Event::Delete(n)) => {
-                        let v = operator::convert::node_view(&n);
+                        let v = protocol::k8s::node_view(&n);
                         s.set_view(&excluded, &v.name, None);
                         changed = Some(v.name);
                     }
@@ -376,7 +376,7 @@ impl Monitor {
                         continue;
                     }
                     Ok(watcher::Event::InitApply(n)) => {
-                        let v = operator::convert::node_view(&n);
+                        let v = protocol::k8s::node_view(&n);
                         init.insert(v.name.clone(), v);
                         continue;
                     }

@@ -323,7 +323,7 @@ async fn adopt(cases: &[Case], fresh: &[&str], max: u32) -> Adoption {
         .expect("list nodes")
         .items
         .iter()
-        .filter(|n| operator::convert::node_view(n).holds_slot())
+        .filter(|n| protocol::k8s::node_view(n).holds_slot())
         .count();
     let admin_cordons: Vec<&str> = cases
         .iter()
@@ -363,7 +363,7 @@ async fn adopt(cases: &[Case], fresh: &[&str], max: u32) -> Adoption {
 
 impl Adoption {
     async fn view(&self, node: &str) -> NodeView {
-        operator::convert::node_view(&self.nodes.get(node).await.expect("get node"))
+        protocol::k8s::node_view(&self.nodes.get(node).await.expect("get node"))
     }
 
     /// Waits until every node in `expect` (name, reboots, admin cordon) has

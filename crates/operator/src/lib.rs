@@ -9,14 +9,13 @@
 
 pub mod alerts;
 pub mod cli;
-pub mod convert;
 mod events;
 pub mod inputs;
+pub mod leader_needed;
 pub mod lease;
 pub mod metrics;
 pub mod notify;
 mod reconcile;
-pub mod work;
 
 use std::sync::Arc;
 
@@ -158,7 +157,7 @@ pub async fn run(
     // Nothing runs until polled below; /readyz reads its watch's health.
     let (work_signal, detector) = match cfg.release_lease_after_idle {
         Some(_) => {
-            let (signal, run) = work::watch_work(
+            let (signal, run) = leader_needed::watch_leader_needed(
                 kube::Api::all(client.clone()),
                 Arc::new(cfg.operator.clone()),
             );
@@ -250,11 +249,16 @@ pub async fn run(
 /// every leader election retry period; an idle one keeps its watch of Nodes open), whether
 /// or not this replica leads. So a rolling update of a single-replica Deployment can
 /// complete while the old pod still leads.
-fn ready_check(cfg: &Config, work: Option<work::WorkSignal>) -> telemetry::server::ReadyCheck {
+fn ready_check(
+    cfg: &Config,
+    work: Option<leader_needed::LeaderNeeded>,
+) -> telemetry::server::ReadyCheck {
     let api = cfg.metrics.api.clone();
     let within = (cfg.lease.lease_duration * 2).max(std::time::Duration::from_secs(30));
     Arc::new(move || {
-        let watching = work.as_ref().is_some_and(work::WorkSignal::healthy);
+        let watching = work
+            .as_ref()
+            .is_some_and(leader_needed::LeaderNeeded::healthy);
         if api.answered_within(within) || watching {
             Ok(())
         } else {

@@ -38,9 +38,9 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
 use crate::Config;
-use crate::convert::node_view;
 use crate::events::{Observer, Reporter};
 use crate::lease::{Leadership, WorkEnd};
+use protocol::k8s::node_view;
 
 /// How often the cached nodes are decided on again even without events (no
 /// API request is made for it).
@@ -270,6 +270,7 @@ fn slim(node: &mut Node) {
     });
 }
 
+#[tracing::instrument(name = "patch", skip_all, fields(node = %patch.node))]
 async fn apply_one(
     writer: &NodeWriter,
     leadership: &Leadership,
@@ -279,7 +280,7 @@ async fn apply_one(
     let Some(left) = leadership.time_left() else {
         return Outcome::NotLeader;
     };
-    debug!(node = %patch.node, change = %describe(patch), "patching node");
+    debug!(change = %describe(patch), "patching node");
     match tokio::time::timeout(left, writer.patch(patch, Some(resource_version))).await {
         // Slimmed at once: a phase holds every answer until all its patches are done.
         Ok(Ok(mut node)) => {
@@ -377,6 +378,7 @@ struct Leader {
 
 impl Leader {
     /// Decides once on the current view and applies the patches.
+    #[tracing::instrument(name = "round", skip_all, fields(nodes = cached.len()))]
     async fn round(
         &mut self,
         cached: Vec<Arc<Node>>,
@@ -473,7 +475,7 @@ pub(crate) async fn lead(
     let writer = NodeWriter::new(client.clone(), &cfg.field_manager);
     let (reader, store_writer) = reflector::store::<Node>();
     let changed = Arc::new(Notify::new());
-    let node_watch = crate::work::node_watch(&cfg.operator);
+    let node_watch = crate::leader_needed::node_watch(&cfg.operator);
     let inputs = crate::inputs::Inputs::start(&client, &cfg, changed.clone());
     let events = {
         let changed = changed.clone();

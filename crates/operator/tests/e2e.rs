@@ -22,7 +22,7 @@ async fn wait_all_rebooted_once(sb: &sandbox::Sandbox, client: &kube::Client, na
                 return None;
             }
             let node = get_node(client, n).await;
-            let v = operator::convert::node_view(&node);
+            let v = protocol::k8s::node_view(&node);
             if v.holds_slot()
                 || v.annotation(keys::REBOOT_NEEDED) != Some("false")
                 || v.annotation(keys::REBOOT_OK) != Some("false")
@@ -139,7 +139,7 @@ async fn kubectl_annotate_reboot_needed_drains_and_reboots_the_node() {
     .await;
     wait_for("n1 to settle", E2E_PATIENCE, || async {
         let n = get_node(&admin, "n1").await;
-        let v = operator::convert::node_view(&n);
+        let v = protocol::k8s::node_view(&n);
         (!v.holds_slot() && !v.unschedulable && v.ready).then_some(())
     })
     .await;

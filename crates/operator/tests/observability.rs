@@ -120,7 +120,7 @@ async fn wait_all_rebooted_once(sb: &sandbox::Sandbox, client: &kube::Client, na
             if sb.host(n).unwrap().reboots() != 1 {
                 return None;
             }
-            let v = operator::convert::node_view(&get_node(client, n).await);
+            let v = protocol::k8s::node_view(&get_node(client, n).await);
             if v.holds_slot() || v.annotation(keys::REBOOT_NEEDED) != Some("false") || !v.ready {
                 return None;
             }

@@ -3,6 +3,7 @@
 //! `kubectl kustomize deploy/` configures its container, roll an update out over the
 //! sandbox. The agents talk real D-Bus to update_engine and logind on their node's bus.
 
+use sandbox::testing::{annotation, label};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -128,19 +129,11 @@ async fn node(api: &Api<Node>, name: &str) -> Node {
     api.get(name).await.expect("get node")
 }
 
-fn label<'a>(n: &'a Node, k: &str) -> Option<&'a str> {
-    n.metadata.labels.as_ref()?.get(k).map(String::as_str)
-}
-
-fn ann<'a>(n: &'a Node, k: &str) -> Option<&'a str> {
-    n.metadata.annotations.as_ref()?.get(k).map(String::as_str)
-}
-
 fn updated(n: &Node) -> bool {
     label(n, keys::LABEL_VERSION) == Some(VERSION)
-        && ann(n, keys::REBOOT_NEEDED) == Some(keys::FALSE)
-        && ann(n, keys::REBOOT_OK) != Some(keys::TRUE)
-        && ann(n, keys::REBOOT_IN_PROGRESS) != Some(keys::TRUE)
+        && annotation(n, keys::REBOOT_NEEDED) == Some(keys::FALSE)
+        && annotation(n, keys::REBOOT_OK) != Some(keys::TRUE)
+        && annotation(n, keys::REBOOT_IN_PROGRESS) != Some(keys::TRUE)
         && n.spec.as_ref().and_then(|s| s.unschedulable) != Some(true)
 }
 
@@ -163,7 +156,7 @@ async fn operator_and_agents_from_the_image_roll_an_update_out_in_runc() {
             let n = node(&api, n).await;
             ready &= label(&n, keys::LABEL_ID) == Some("flatcar")
                 && label(&n, keys::LABEL_GROUP) == Some("stable")
-                && ann(&n, keys::STATUS) == Some("UPDATE_STATUS_IDLE");
+                && annotation(&n, keys::STATUS) == Some("UPDATE_STATUS_IDLE");
         }
         if ready {
             break;

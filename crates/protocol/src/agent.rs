@@ -116,39 +116,39 @@ pub fn may_reboot(node: &NodeView, drained: bool) -> bool {
 /// The agent's next step (see the module docs and docs/protocol.md).
 pub fn next_step(input: &AgentInput) -> AgentStep {
     let node = input.node;
-    let mut house = host_facts(input);
+    let mut pending = host_facts(input);
     let state = match NodeState::parse(node) {
         Ok(s) => s,
         Err(e) => {
-            house.minimize(node);
-            if !house.is_empty() {
-                return AgentStep::Patch(house);
+            pending.minimize(node);
+            if !pending.is_empty() {
+                return AgentStep::Patch(pending);
             }
             return AgentStep::Wait(format!("not acting on this node: {e}"));
         }
     };
-    house.merge(bookkeeping(&state, input));
+    pending.merge(bookkeeping(&state, input));
     let step = transition(&state, input);
     match step {
         AgentStep::Patch(t) => {
-            house.merge(t);
-            house.minimize(node);
-            if house.is_empty() {
+            pending.merge(t);
+            pending.minimize(node);
+            if pending.is_empty() {
                 // Cannot happen (every transition changes something); never loop.
                 AgentStep::Wait("nothing to change".into())
             } else {
-                AgentStep::Patch(house)
+                AgentStep::Patch(pending)
             }
         }
         other => {
-            house.minimize(node);
-            if house.is_empty() {
+            pending.minimize(node);
+            if pending.is_empty() {
                 if other == AgentStep::Reboot {
                     debug_assert!(may_reboot(node, input.drained));
                 }
                 other
             } else {
-                AgentStep::Patch(house)
+                AgentStep::Patch(pending)
             }
         }
     }

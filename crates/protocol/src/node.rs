@@ -88,10 +88,11 @@ pub struct ParseError {
     pub expected: &'static str,
 }
 
-/// The last drain failure recorded by the agent ([`keys::DRAIN_FAILURE`]).
+/// A reason and when it was recorded: the agent's last drain failure ([`keys::DRAIN_FAILURE`])
+/// and the operator's stuck mark ([`keys::STUCK_SINCE`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DrainFailure {
-    /// When the drain failed.
+pub struct DatedReason {
+    /// When it happened.
     pub at: DateTime<Utc>,
     /// Why (free text).
     pub reason: String,
@@ -155,7 +156,7 @@ pub struct NodeState {
     /// Annotation `grant-expires`.
     pub grant_expires: Option<DateTime<Utc>>,
     /// Annotation `drain-failure`.
-    pub drain_failure: Option<DrainFailure>,
+    pub drain_failure: Option<DatedReason>,
     /// Annotation `reboot-error` (free text).
     pub reboot_error: Option<String>,
     /// Annotation `reboot-needed-since`.
@@ -163,7 +164,7 @@ pub struct NodeState {
     /// Annotation `reboot-failures` (absent = 0).
     pub reboot_failures: u32,
     /// Annotation `stuck-since` (time and reason).
-    pub stuck_since: Option<DrainFailure>,
+    pub stuck_since: Option<DatedReason>,
     /// Annotation `picked-at`.
     pub picked_at: Option<DateTime<Utc>>,
     /// Annotation `released-at`.
@@ -218,7 +219,7 @@ impl NodeState {
             Some(v) => {
                 let (t, reason) = v.split_once(' ').unwrap_or((v, ""));
                 match parse_time(t) {
-                    Some(at) => Ok(Some(DrainFailure {
+                    Some(at) => Ok(Some(DatedReason {
                         at,
                         reason: reason.to_string(),
                     })),
@@ -431,7 +432,7 @@ mod tests {
         let t = Utc.with_ymd_and_hms(2024, 5, 1, 10, 0, 0).unwrap();
         let mut s = NodeState::parse(&view(&[], &[])).unwrap();
         assert!(!s.grant_spoiled());
-        s.drain_failure = Some(DrainFailure {
+        s.drain_failure = Some(DatedReason {
             at: t,
             reason: String::new(),
         });

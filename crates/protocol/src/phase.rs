@@ -118,7 +118,7 @@ mod tests {
     use super::*;
     use crate::evicted::EvictedPods;
     use crate::keys;
-    use crate::node::{DrainFailure, NodeView};
+    use crate::node::{DatedReason, NodeView};
     use crate::testutil::{any_node, t0};
     use proptest::prelude::*;
     use std::collections::BTreeSet;
@@ -134,8 +134,8 @@ mod tests {
         .unwrap()
     }
 
-    fn stuck() -> Option<DrainFailure> {
-        Some(DrainFailure {
+    fn stuck() -> Option<DatedReason> {
+        Some(DatedReason {
             at: t0(),
             reason: "not back within --reboot-timeout=30m".into(),
         })
@@ -380,7 +380,7 @@ mod tests {
                 back: back.map(at),
                 ..Default::default()
             });
-            s.stuck_since = stuck_at.map(|m| DrainFailure {
+            s.stuck_since = stuck_at.map(|m| DatedReason {
                 at: at(m),
                 reason: "late".into(),
             });

@@ -24,6 +24,7 @@ pub mod sim;
 pub mod store;
 pub mod strategic;
 pub mod table;
+pub mod testing;
 pub mod tls;
 
 use std::net::SocketAddr;

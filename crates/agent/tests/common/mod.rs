@@ -4,13 +4,16 @@
 
 #![allow(dead_code)]
 
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use sandbox::testing::{annotation, boot_id, label, patch_node, unschedulable};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent::{AgentConfig, HostInfo};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 use protocol::keys;
 use sandbox::{NodeLifecycle, Options, Sandbox, SimHost, UserInfo};
@@ -84,37 +87,6 @@ pub fn config(node: &str, grace_period: Duration) -> AgentConfig {
     cfg
 }
 
-pub fn ann<'a>(n: &'a Node, key: &str) -> Option<&'a str> {
-    n.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(String::as_str)
-}
-
-pub fn label<'a>(n: &'a Node, key: &str) -> Option<&'a str> {
-    n.metadata
-        .labels
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(String::as_str)
-}
-
-pub fn unschedulable(n: &Node) -> bool {
-    n.spec
-        .as_ref()
-        .and_then(|s| s.unschedulable)
-        .unwrap_or(false)
-}
-
-pub fn boot_id(n: &Node) -> String {
-    n.status
-        .as_ref()
-        .and_then(|s| s.node_info.as_ref())
-        .map(|i| i.boot_id.clone())
-        .unwrap_or_default()
-}
-
 fn describe(n: &Node) -> String {
     let ours = |m: Option<&std::collections::BTreeMap<String, String>>| {
         m.map(|m| {
@@ -159,14 +131,6 @@ pub async fn wait_node(
             panic!("timed out after {STEP:?} waiting for {what} on {node}; now: {now}")
         }
     }
-}
-
-/// The test acting as the operator (or an admin): a merge patch of the node.
-pub async fn patch_node(client: &Client, node: &str, patch: Value) {
-    Api::<Node>::all(client.clone())
-        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("patch node");
 }
 
 pub async fn set_annotations(client: &Client, node: &str, anns: &[(&str, &str)]) {

@@ -6,14 +6,15 @@
 #[allow(unused_imports)]
 pub use fleet::{Monitor, Replica, op_config};
 
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use sandbox::testing::{annotation, get_node, label, patch_node, unschedulable, wait_for};
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 use protocol::keys;
 use sandbox::{Options, Sandbox};
 use serde_json::{Value, json};
@@ -60,31 +61,6 @@ pub fn start_operator_sa(sb: &Sandbox, op: protocol::operator::OperatorConfig) -
     Replica::start_as(sb, &sandbox::UserInfo::operator(), cfg).expect("operator starts")
 }
 
-/// Polls `f` every 50 ms until it yields `Some`, or panics after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-pub async fn get_node(client: &kube::Client, name: &str) -> Node {
-    Api::<Node>::all(client.clone())
-        .get(name)
-        .await
-        .expect("get node")
-}
-
 pub async fn all_nodes(client: &kube::Client) -> Vec<Node> {
     Api::<Node>::all(client.clone())
         .list(&Default::default())
@@ -93,39 +69,16 @@ pub async fn all_nodes(client: &kube::Client) -> Vec<Node> {
         .items
 }
 
-pub fn annotation<'a>(n: &'a Node, key: &str) -> Option<&'a str> {
-    n.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(String::as_str)
-}
-
-pub fn label<'a>(n: &'a Node, key: &str) -> Option<&'a str> {
-    n.metadata
-        .labels
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(String::as_str)
-}
-
 pub fn granted(n: &Node) -> bool {
     annotation(n, keys::REBOOT_OK) == Some("true")
 }
 
-pub fn unschedulable(n: &Node) -> bool {
-    n.spec
-        .as_ref()
-        .and_then(|s| s.unschedulable)
-        .unwrap_or(false)
-}
-
 pub fn ready(n: &Node) -> bool {
-    operator::convert::node_view(n).ready
+    protocol::k8s::node_view(n).ready
 }
 
 pub fn boot_id(n: &Node) -> String {
-    operator::convert::node_view(n).boot_id
+    protocol::k8s::node_view(n).boot_id
 }
 
 /// A merge patch of a node's annotations (None removes), as an admin would.
@@ -135,13 +88,6 @@ pub async fn annotate(client: &kube::Client, node: &str, changes: &[(&str, Optio
         .map(|(k, v)| (k.to_string(), v.map_or(Value::Null, |v| json!(v))))
         .collect();
     patch_node(client, node, json!({"metadata": {"annotations": anns}})).await;
-}
-
-pub async fn patch_node(client: &kube::Client, node: &str, body: Value) {
-    Api::<Node>::all(client.clone())
-        .patch(node, &PatchParams::default(), &Patch::Merge(&body))
-        .await
-        .expect("patch node");
 }
 
 /// What an agent does when its node wants a reboot (annotation and label).

@@ -15,7 +15,7 @@ use protocol::operator::{OperatorConfig, needs_operator};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::convert::node_view;
+use protocol::k8s::node_view;
 
 /// The names of the nodes that need an operator, kept from watch events.
 #[derive(Default)]
@@ -62,12 +62,12 @@ pub(crate) fn node_watch(cfg: &OperatorConfig) -> watcher::Config {
 /// What the replicas' campaign loop reads: whether a leader is wanted now,
 /// and whether the watch behind it is healthy (for `/readyz`).
 #[derive(Clone)]
-pub struct WorkSignal {
+pub struct LeaderNeeded {
     pub wanted: watch::Receiver<bool>,
     healthy: Arc<AtomicBool>,
 }
 
-impl WorkSignal {
+impl LeaderNeeded {
     /// The node watch is established (its last outcome was not an error).
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
@@ -78,13 +78,13 @@ impl WorkSignal {
 /// list completes a leader is wanted, so a replica that cannot list acts as
 /// one that always campaigns (the safe side: the leader's own reflector
 /// reports the failure).
-pub fn watch_work(
+pub fn watch_leader_needed(
     api: Api<Node>,
     cfg: Arc<OperatorConfig>,
-) -> (WorkSignal, impl Future<Output = ()> + Send + 'static) {
+) -> (LeaderNeeded, impl Future<Output = ()> + Send + 'static) {
     let (tx, rx) = watch::channel(true);
     let healthy = Arc::new(AtomicBool::new(false));
-    let signal = WorkSignal {
+    let signal = LeaderNeeded {
         wanted: rx,
         healthy: healthy.clone(),
     };

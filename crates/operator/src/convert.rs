@@ -1,3 +1,0 @@
-//! k8s Node -> [`protocol::node::NodeView`].
-
-pub use protocol::k8s::node_view;

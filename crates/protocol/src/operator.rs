@@ -375,7 +375,9 @@ struct Ctx<'a> {
     halted: bool,
 }
 
-/// FLUO's steps 1-3 plus our grant upkeep and bookkeeping, for one parsed node.
+/// Steps 0-3 of docs/protocol.md ("The operator") for one parsed node: bookkeeping, the hook
+/// labels and releases; the reboot timeout (step 4, [`stuck_step`]) and the cluster-wide
+/// pick (step 5) come after.
 fn node_steps(s: &NodeState, view: &NodeView, c: &Ctx) -> NodePatch {
     let cfg = c.cfg;
     let mut p = NodePatch::new(&s.name);
@@ -390,7 +392,7 @@ fn node_steps(s: &NodeState, view: &NodeView, c: &Ctx) -> NodePatch {
     } else if s.reboot_needed_since.is_some() {
         p.remove_annotation(keys::REBOOT_NEEDED_SINCE);
     }
-    // 1 + 4: before-reboot label.
+    // Step 1: the before-reboot label (FLUO's steps 1 and 4).
     if s.before_reboot {
         if !s.rebootable() || !may_start {
             // No longer rebootable, or the window closed / a pause or a
@@ -404,7 +406,7 @@ fn node_steps(s: &NodeState, view: &NodeView, c: &Ctx) -> NodePatch {
     // The health gate: Ready, and the workloads it evicted run Ready again (the agent
     // removes `evicted-pods` then, or after its --pod-recovery-timeout).
     let healthy = s.ready && s.evicted_pods.is_none();
-    // 2: after-reboot label whose hooks are done, on a healthy node.
+    // Step 2: the after-reboot label whose hooks are done, on a healthy node.
     if s.after_reboot {
         if !s.reboot_in_progress && healthy && hooks_done(view, &cfg.after_reboot_annotations) {
             release(&mut p, view, cfg, c.now);
@@ -419,7 +421,7 @@ fn node_steps(s: &NodeState, view: &NodeView, c: &Ctx) -> NodePatch {
                 s.reboot_failures.saturating_add(1).to_string(),
             );
         } else if !s.reboot_needed {
-            // 3: it came back.
+            // Step 3: it came back.
             if cfg.after_reboot_annotations.is_empty() {
                 if healthy {
                     release(&mut p, view, cfg, c.now);

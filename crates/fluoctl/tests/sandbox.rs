@@ -352,6 +352,25 @@ fn no_updates_serves_and_a_kubectl_annotation_reboots_one_node() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // deploy/admission's policy is enforced too: an agent may write only its own node.
+    let out = kubectl(
+        &kc("update-agent-node-01"),
+        &cache,
+        &[
+            "annotate",
+            "node",
+            "node-03",
+            "--overwrite",
+            "flatcar-linux-update.v1.flatcar-linux.net/reboot-needed=true",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the update-agent of node \"node-01\" may not modify node \"node-03\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = kubectl(&kc("update-operator"), &cache, &["auth", "can-i", "--list"]);
     let list = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{list}");

@@ -56,10 +56,12 @@ pub fn handle(
         return Err(ApiError::conflict(req.res.group, req.res.plural, name));
     }
     let replicas = replicas_of(&wanted, name)?;
+    let mut scaled = current.clone();
+    scaled["spec"]["replicas"] = json!(replicas);
+    // As kube-apiserver: policies see the Scale objects, on resource/scale.
+    crate::api::admit(st, &store, "UPDATE", req, Some(&scaled), Some(&current), q)?;
     if q.contains_key("dryRun") {
-        let mut s = current;
-        s["spec"]["replicas"] = json!(replicas);
-        return Ok((StatusCode::OK, s));
+        return Ok((StatusCode::OK, scaled));
     }
     let new = store.modify(req.res, ns, name, |v| {
         v["spec"]["replicas"] = json!(replicas);

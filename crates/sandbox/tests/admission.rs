@@ -613,3 +613,52 @@ async fn namespace_and_object_selectors_pick_what_is_checked() {
         "exempted by the binding's object selector: {body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_scale_is_admitted_on_the_scale_subresource() {
+    let sb = sandbox(1).await;
+    sb.add_workload("shop", "web", 2, None, 1).unwrap();
+    let k = Kubectl::new(&sb);
+    install(
+        &sb,
+        policy(
+            "at-most-five",
+            json!({
+                "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+                    "operations": ["UPDATE"], "resources": ["deployments/scale"]}]},
+                "validations": [{
+                    "expression": "object.spec.replicas <= 5",
+                    "messageExpression": "object.kind + ' of ' + request.resource.resource + '/' + request.subResource + ': ' + string(oldObject.spec.replicas) + ' -> ' + string(object.spec.replicas) + ' is more than 5'",
+                    "reason": "Forbidden",
+                }],
+            }),
+        ),
+        binding("at-most-five", "at-most-five", &["Deny"]),
+    )
+    .await;
+    let (ok, _, err) = k
+        .run(&["scale", "-n", "shop", "deployment/web", "--replicas=9"])
+        .await;
+    assert!(!ok, "refused");
+    assert!(
+        err.contains("ValidatingAdmissionPolicy 'at-most-five' with binding 'at-most-five' denied request: Scale of deployments/scale: 2 -> 9 is more than 5"),
+        "{err}"
+    );
+    let replicas = |d: Value| d["spec"]["replicas"].as_i64();
+    let d = k.json(&["get", "-n", "shop", "deployment/web"]).await;
+    assert_eq!(replicas(d), Some(2), "unchanged");
+    // Within the limit, and the main resource is not deployments/scale.
+    k.ok(&["scale", "-n", "shop", "deployment/web", "--replicas=4"])
+        .await;
+    let d = k.json(&["get", "-n", "shop", "deployment/web"]).await;
+    assert_eq!(replicas(d), Some(4));
+    k.ok(&[
+        "patch",
+        "-n",
+        "shop",
+        "deployment/web",
+        "-p",
+        r#"{"spec":{"replicas":7}}"#,
+    ])
+    .await;
+}

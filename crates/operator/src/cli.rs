@@ -28,6 +28,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--stuck-node-action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StuckNodeAction {
+    /// The stuck node keeps its slot until it is back and released, or deleted.
+    Hold,
+    /// Once the stuck node is down or rebooted, its slot no longer counts: the next node may go while it stays down.
+    Release,
+}
+
+impl From<StuckNodeAction> for protocol::operator::StuckNodeAction {
+    fn from(a: StuckNodeAction) -> Self {
+        match a {
+            StuckNodeAction::Hold => Self::Hold,
+            StuckNodeAction::Release => Self::Release,
+        }
+    }
+}
+
 /// The flags, each parsed into its type; [`Args::into_settings`] checks how they combine.
 #[derive(Debug, Parser)]
 #[command(
@@ -130,7 +148,7 @@ pub struct Args {
     )]
     pub min_reboot_interval: Duration,
 
-    /// A granted node not back (rebooted, Ready, after-reboot hooks done) this long after its grant is marked stuck and reported; it keeps its slot.
+    /// A granted node not back (rebooted, Ready, after-reboot hooks done) this long after its grant is marked stuck and reported; it keeps its slot unless --stuck-node-action=release.
     #[arg(
         long,
         env = "UPDATE_OPERATOR_REBOOT_TIMEOUT",
@@ -140,6 +158,16 @@ pub struct Args {
         value_parser = shell::flags::positive_duration
     )]
     pub reboot_timeout: Duration,
+
+    /// What becomes of the slot of a node stuck past --reboot-timeout. 'hold' (FLUO's behaviour): it keeps the slot until it is back and released or deleted, so with --max-rebooting-nodes=1 the rollout waits for a person. 'release': once the stuck node is down (in progress and NotReady) or rebooted, its slot no longer counts against the maximums and the next node may go; trade-off: one more node may be down while the stuck one stays down. A stuck node granted but not started, or draining, keeps its slot either way; the stuck node keeps every mark and, if it comes back, finishes without a slot.
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_STUCK_NODE_ACTION",
+        value_enum,
+        value_name = "ACTION",
+        default_value = "hold"
+    )]
+    pub stuck_node_action: StuckNodeAction,
 
     /// Pods matching this label selector block the reboot of the node they run on (e.g. 'app=backup').
     #[arg(
@@ -502,6 +530,7 @@ impl Args {
                 node_selector: self.node_selector.filter(|s| !s.requirements().is_empty()),
                 min_reboot_interval: delta(self.min_reboot_interval),
                 reboot_timeout: delta(self.reboot_timeout),
+                stuck_node_action: self.stuck_node_action.into(),
             },
         );
         config.lease_name = self.lease_name;
@@ -574,6 +603,25 @@ mod tests {
             ]
             .map(OsString::from)
         );
+    }
+
+    #[test]
+    fn stuck_node_action_is_hold_unless_release_is_asked_for() {
+        use protocol::operator::StuckNodeAction as A;
+        let action = |extra: &[&str]| {
+            let args = [&["update-operator", "--namespace", "ns"], extra].concat();
+            parse(args).map(|s| s.config.operator.stuck_node_action)
+        };
+        assert!(matches!(action(&[]), Ok(A::Hold)));
+        assert!(matches!(
+            action(&["--stuck-node-action", "release"]),
+            Ok(A::Release)
+        ));
+        assert!(matches!(action(&["-stuck-node-action=hold"]), Ok(A::Hold)));
+        let Err(CliError::Clap(e)) = action(&["--stuck-node-action", "drop"]) else {
+            panic!("a bad value is an error");
+        };
+        assert!(e.to_string().contains("--stuck-node-action"), "{e}");
     }
 
     #[test]

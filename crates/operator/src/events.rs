@@ -69,6 +69,8 @@ struct Seen {
     before: bool,
     after: bool,
     stuck: Option<String>,
+    /// Holds a slot `--stuck-node-action=release` gave back.
+    released: bool,
     blocker: Option<&'static str>,
     granted_at: Option<DateTime<Utc>>,
 }
@@ -140,7 +142,7 @@ impl<'a> Capacity<'a> {
             if let Some(p) = patches.get(v.name.as_str()) {
                 p.apply(&mut after);
             }
-            if after.holds_slot() {
+            if cfg.counts_against_max(&after) {
                 held += 1;
                 *zone_held.entry(z).or_default() += 1;
             }
@@ -345,6 +347,7 @@ impl Observer {
                     .get(v.name.as_str())
                     .map(|r| r.to_string())
                     .or_else(|| s.stuck_since.as_ref().map(|st| st.reason.clone())),
+                released: decision.released.contains(&v.name),
                 blocker: blocked.as_ref().map(|(b, _)| *b),
                 granted_at: s.granted_at,
             };
@@ -498,6 +501,17 @@ impl Observer {
         {
             ev(Warning, "NodeStuck", "Timeout", why.clone());
             r.notify(notify::STUCK, name, why.clone(), now);
+        }
+        if cur.released && !old.released {
+            // The stuck node keeps its marks; only the count changes.
+            let note = format!(
+                "stuck and down: its reboot slot no longer counts against --max-rebooting-nodes \
+                 (--stuck-node-action=release), so the next node may reboot while this one stays down \
+                 ({} of {} slots in use)",
+                cap.held, cap.max
+            );
+            ev(Warning, "SlotReleased", "Release", note.clone());
+            r.notify(notify::SLOT_RELEASED, name, note, now);
         }
         if cur.blocker.is_some()
             && cur.blocker != old.blocker

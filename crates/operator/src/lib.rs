@@ -144,6 +144,7 @@ pub async fn run(
         node_selector = %cfg.operator.node_selector.as_ref().map_or_else(|| "all nodes".to_string(), |s| s.to_string()),
         min_reboot_interval = %protocol::window::format_go_duration(cfg.operator.min_reboot_interval),
         reboot_timeout = %protocol::window::format_go_duration(cfg.operator.reboot_timeout),
+        stuck_node_action = %cfg.operator.stuck_node_action,
         blocking_pod_selector = %cfg.blocking_pod_selector.as_ref().map_or_else(|| "none".to_string(), |s| s.to_string()),
         prometheus_alerts = %cfg.alerts.as_ref().map_or_else(|| "none".to_string(), |a| a.to_string()),
         before_reboot_annotations = ?cfg.operator.before_reboot_annotations,

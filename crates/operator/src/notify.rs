@@ -6,8 +6,9 @@
 //! ```
 //!
 //! `event` is `grant` (the node may reboot), `reboot` (its agent started draining and
-//! rebooting), `back` (it rebooted, came back, and its slot was released) or `stuck` (it
-//! did not come back within `--reboot-timeout`).
+//! rebooting), `back` (it rebooted, came back, and its slot was released), `stuck` (it
+//! did not come back within `--reboot-timeout`) or `slot-released` (a stuck node's slot no
+//! longer counts, `--stuck-node-action=release`).
 //!
 //! Never in the way of the rollout: [`Notifier::send`] only queues (a bounded queue; when
 //! full, the oldest waiting notification is dropped). A background loop delivers them in
@@ -37,11 +38,14 @@ pub const REBOOT: &str = "reboot";
 pub const BACK: &str = "back";
 /// `event`: the node did not come back within `--reboot-timeout`.
 pub const STUCK: &str = "stuck";
+/// `event`: a stuck node's slot no longer counts against the maximums
+/// (`--stuck-node-action=release`); the next node may reboot while it stays down.
+pub const SLOT_RELEASED: &str = "slot-released";
 
 /// One notification (the JSON body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
-    /// [`GRANT`], [`REBOOT`], [`BACK`] or [`STUCK`].
+    /// [`GRANT`], [`REBOOT`], [`BACK`], [`STUCK`] or [`SLOT_RELEASED`].
     pub event: String,
     /// The node's name.
     pub node: String,

@@ -88,6 +88,12 @@ fn bad_flag_values_are_startup_errors_naming_the_flag() {
     );
     assert!(s.contains("protocol"), "{s}");
     fails_naming(&["--log-format", "xml"], &[NS], "--log-format");
+    let s = fails_naming(
+        &["--stuck-node-action", "drop"],
+        &[NS],
+        "--stuck-node-action",
+    );
+    assert!(s.contains("hold") && s.contains("release"), "{s}");
     fails_naming(&["--lease-name", "Bad_Name"], &[NS], "--lease-name");
     fails_naming(
         &["--kubeconfig", "/nonexistent/kubeconfig"],
@@ -136,6 +142,12 @@ fn env_vars_as_fluo_and_the_error_says_where_the_value_came_from() {
         "--kubeconfig",
     );
     fails_naming(&[], &[NS, ("KUBECONFIG", "/nonexistent")], "--kubeconfig");
+    let s = fails_naming(
+        &[],
+        &[NS, ("UPDATE_OPERATOR_STUCK_NODE_ACTION", "Release!")],
+        "--stuck-node-action",
+    );
+    assert!(s.contains("UPDATE_OPERATOR_STUCK_NODE_ACTION"), "{s}");
     // The command line wins over the environment (FLUO's SetFlagsFromEnv).
     fails_naming(
         &["--max-rebooting-nodes", "zero"],

@@ -17,6 +17,7 @@ use common::*;
 use fleet::{Fleet, agent_config, fast_lease};
 use operator::notify::{Notification, NotifyConfig};
 use protocol::keys;
+use protocol::operator::StuckNodeAction;
 use telemetry::testing::{http_get, sample};
 use tokio::io::AsyncReadExt;
 
@@ -349,6 +350,113 @@ async fn a_node_that_never_reboots_is_reported_stuck() {
     })
     .await;
     assert!(table.contains("Warning"), "{table}");
+    op.stop().await.unwrap();
+}
+
+/// n1 is granted, starts its reboot and never comes back (NotReady); n2 waits. Returns
+/// once n1 is marked stuck, with the operator (as its service account) still running.
+async fn a_node_down_past_the_timeout(
+    action: StuckNodeAction,
+) -> (sandbox::Sandbox, kube::Client, Receiver, Replica) {
+    let sb = sandbox().await;
+    for n in ["n1", "n2"] {
+        sb.add_node(n, &[]).unwrap();
+    }
+    let admin = sb.client_as("admin").unwrap();
+    let (receiver, hook) = Receiver::start(0).await;
+    let mut op_cfg = op_config(1);
+    op_cfg.reboot_timeout = chrono::TimeDelta::seconds(2);
+    op_cfg.stuck_node_action = action;
+    let mut cfg = operator::Config::new(sandbox::identity::NAMESPACE, op_cfg);
+    cfg.identity = "update-operator".into();
+    cfg.lease = fast_lease();
+    cfg.notify = Some(notify_to(hook));
+    // As deploy/ runs it: its service account, the shipped RBAC and admission policy.
+    let op = Replica::start_as(&sb, &sandbox::UserInfo::operator(), cfg).expect("operator starts");
+    mark_reboot_needed(&admin, "n1").await;
+    wait_for("n1 granted", PATIENCE, || async {
+        granted(&get_node(&admin, "n1").await).then_some(())
+    })
+    .await;
+    // Its agent starts the reboot; the node goes down and stays down.
+    let boot = boot_id(&get_node(&admin, "n1").await);
+    annotate(
+        &admin,
+        "n1",
+        &[
+            (keys::REBOOT_IN_PROGRESS, Some("true")),
+            (keys::REBOOT_BOOT_ID, Some(&boot)),
+        ],
+    )
+    .await;
+    set_ready(&admin, "n1", false).await;
+    mark_reboot_needed(&admin, "n2").await;
+    wait_for("n1 marked stuck", PATIENCE, || async {
+        annotation(&get_node(&admin, "n1").await, keys::STUCK_SINCE).map(|_| ())
+    })
+    .await;
+    (sb, admin, receiver, op)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_node_action_hold_keeps_the_slot_of_a_node_that_never_comes_back() {
+    let (_sb, admin, receiver, op) = a_node_down_past_the_timeout(StuckNodeAction::Hold).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!granted(&get_node(&admin, "n2").await), "n1 keeps its slot");
+    let events: Vec<String> = receiver.got().into_iter().map(|n| n.event).collect();
+    assert_eq!(events, ["grant", "reboot", "stuck"]);
+    op.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_node_action_release_lets_the_next_node_go() {
+    let (sb, admin, receiver, op) = a_node_down_past_the_timeout(StuckNodeAction::Release).await;
+    wait_for("n2 granted", PATIENCE, || async {
+        granted(&get_node(&admin, "n2").await).then_some(())
+    })
+    .await;
+    // n1 keeps every mark: still granted, in progress, marked stuck.
+    let n1 = get_node(&admin, "n1").await;
+    assert!(granted(&n1));
+    assert_eq!(annotation(&n1, keys::REBOOT_IN_PROGRESS), Some("true"));
+    let mark = annotation(&n1, keys::STUCK_SINCE).expect("still marked");
+    // n2 went only once n1 was past the timeout.
+    let time = |s: &str| protocol::node::parse_time(s.split(' ').next().unwrap()).unwrap();
+    let n2 = get_node(&admin, "n2").await;
+    assert!(
+        time(annotation(&n2, keys::GRANTED_AT).unwrap()) >= time(mark),
+        "{mark}"
+    );
+    let table = wait_for("the SlotReleased Event", PATIENCE, || async {
+        let t = kubectl_events(&sb).await;
+        reasons_for(&t, "node/n1")
+            .contains(&"SlotReleased".to_string())
+            .then_some(t)
+    })
+    .await;
+    assert!(table.contains("--stuck-node-action=release"), "{table}");
+    let released = wait_for("the slot-released notification", PATIENCE, || async {
+        receiver
+            .got()
+            .into_iter()
+            .find(|n| n.event == "slot-released" && n.node == "n1")
+    })
+    .await;
+    assert!(
+        released.reason.contains("may reboot"),
+        "{}",
+        released.reason
+    );
+    // n1 comes back rebooted: released as usual, without taking a slot again (n2 keeps
+    // its grant, and nothing exceeds the max of one).
+    mark_rebooted(&admin, "n1").await;
+    set_ready(&admin, "n1", true).await;
+    wait_for("n1 released", PATIENCE, || async {
+        let n = get_node(&admin, "n1").await;
+        (!granted(&n) && annotation(&n, keys::STUCK_SINCE).is_none()).then_some(())
+    })
+    .await;
+    assert!(granted(&get_node(&admin, "n2").await));
     op.stop().await.unwrap();
 }
 

@@ -416,20 +416,6 @@ async fn stuck_node_is_marked_keeps_its_slot_and_deleting_it_frees_the_slot() {
     op.stop().await.unwrap();
 }
 
-async fn set_ready(client: &kube::Client, node: &str, ready: bool) {
-    let status = if ready { "True" } else { "False" };
-    Api::<Node>::all(client.clone())
-        .patch_status(
-            node,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"conditions": [
-                {"type": "Ready", "status": status, "reason": "Test", "message": "set by the test"}
-            ]}})),
-        )
-        .await
-        .expect("patch node status");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_gate_holds_the_slot_until_the_node_is_ready() {
     let sb = sandbox().await;

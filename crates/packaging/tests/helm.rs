@@ -394,6 +394,7 @@ fn flag_cases() -> Vec<(&'static str, &'static str, Value, Vec<&'static str>)> {
         ("operator", "nodeSelector", json!("role=worker,zone in (a,b)"), vec!["--node-selector=role=worker,zone in (a,b)"]),
         ("operator", "minRebootInterval", json!("15m"), vec!["--min-reboot-interval=15m"]),
         ("operator", "rebootTimeout", json!("1h"), vec!["--reboot-timeout=1h"]),
+        ("operator", "stuckNodeAction", json!("release"), vec!["--stuck-node-action=release"]),
         ("operator", "blockingPodSelector", json!("app=backup"), vec!["--blocking-pod-selector=app=backup"]),
         ("operator", "prometheusUrl", json!("http://prometheus.monitoring:9090"), vec!["--prometheus-url=http://prometheus.monitoring:9090"]),
         ("operator", "alertFilterRegexp", json!("^(RebootRequired|Watchdog)$"), vec!["--alert-filter-regexp=^(RebootRequired|Watchdog)$"]),

@@ -135,6 +135,28 @@ impl MaxRebooting {
     }
 }
 
+/// `--stuck-node-action`: what becomes of the slot of a node stuck past
+/// `--reboot-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StuckNodeAction {
+    /// It keeps its slot until it comes back and is released (or is deleted).
+    #[default]
+    Hold,
+    /// Once it is down or rebooted ([`slot_released`]) its slot no longer
+    /// counts against the maximums, so the next node may go: one more node
+    /// may be down while the stuck one stays down.
+    Release,
+}
+
+impl fmt::Display for StuckNodeAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StuckNodeAction::Hold => "hold",
+            StuckNodeAction::Release => "release",
+        })
+    }
+}
+
 /// The operator's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorConfig {
@@ -161,6 +183,8 @@ pub struct OperatorConfig {
     /// `--reboot-timeout`: a granted node not back and released by then is
     /// marked stuck.
     pub reboot_timeout: TimeDelta,
+    /// `--stuck-node-action`: whether a stuck node's slot still counts.
+    pub stuck_node_action: StuckNodeAction,
 }
 
 impl Default for OperatorConfig {
@@ -179,6 +203,7 @@ impl Default for OperatorConfig {
             node_selector: None,
             min_reboot_interval: TimeDelta::zero(),
             reboot_timeout: DEFAULT_REBOOT_TIMEOUT,
+            stuck_node_action: StuckNodeAction::Hold,
         }
     }
 }
@@ -226,10 +251,47 @@ impl OperatorConfig {
             .is_none_or(|s| s.matches(&view.labels))
     }
 
+    /// Whether `view` counts against `--max-rebooting-nodes` and the per-zone
+    /// maximum: it holds a slot, and `--stuck-node-action=release` has not
+    /// given that slot back ([`slot_released`]). A malformed node that holds
+    /// a slot always counts.
+    pub fn counts_against_max(&self, view: &NodeView) -> bool {
+        view.holds_slot()
+            && !(self.stuck_node_action == StuckNodeAction::Release
+                && NodeState::parse(view).is_ok_and(|s| slot_released(&s)))
+    }
+
     /// The node's zone (`None`: the zone of nodes without the label).
     pub fn zone_of<'a>(&self, view: &'a NodeView) -> Option<&'a str> {
         view.label(&self.zone_label)
     }
+}
+
+/// Whether `--stuck-node-action=release` gives back the slot of this node:
+/// it is marked `stuck-since` and can neither be draining nor start a drain
+/// without a new grant:
+/// - down mid-reboot: in progress and NotReady, or on a boot ID other than
+///   the one its reboot started with (it rebooted; the agent has not said so
+///   yet); in progress, Ready and on the same boot (or one the operator
+///   cannot tell) it drains;
+/// - rebooted: granted with `reboot-needed` cleared, or labelled
+///   `after-reboot`, waiting for Ready, its evicted pods or its hooks.
+///
+/// Granted and not started, its agent may start a drain any moment: never.
+/// The node keeps every mark; once released it stays so until its normal
+/// release, unless it drains again (back on the boot it started with, the
+/// agent resumes the drain), and then counts again.
+pub fn slot_released(s: &NodeState) -> bool {
+    let new_boot = !s.boot_id.is_empty()
+        && s.reboot_boot_id
+            .as_deref()
+            .is_some_and(|b| !b.is_empty() && b != s.boot_id);
+    let down_or_rebooted = if s.reboot_in_progress {
+        !s.ready || new_boot
+    } else {
+        s.reboot_ok && (!s.reboot_needed || s.after_reboot)
+    };
+    s.stuck_since.is_some() && s.holds_slot() && !s.before_reboot && down_or_rebooted
 }
 
 /// What the operator's shell observes besides the Nodes: changes to these
@@ -314,6 +376,9 @@ pub struct Decision {
     /// Nodes stuck past `--reboot-timeout` (each also gets `stuck-since`),
     /// sorted by name.
     pub stuck: Vec<StuckNode>,
+    /// Nodes holding a slot that does not count, as the patches leave them
+    /// (`--stuck-node-action=release`, [`slot_released`]), sorted by name.
+    pub released: Vec<String>,
 }
 
 fn hooks_done(view: &NodeView, hooks: &[String]) -> bool {
@@ -584,8 +649,10 @@ pub fn decide(nodes: &[NodeView], cfg: &OperatorConfig, now: DateTime<Utc>) -> D
 /// The operator's decision (see docs/protocol.md and docs/operator.md).
 /// Never panics; never adds slot holders beyond the global maximum or a
 /// zone's maximum (counting every managed node that holds a slot, however it
-/// got there); never grants or labels `before-reboot` outside the window,
-/// while paused or blocked; never patches a node outside `--node-selector`.
+/// got there, but for those `--stuck-node-action=release` gave back: see
+/// [`OperatorConfig::counts_against_max`]); never grants or labels
+/// `before-reboot` outside the window, while paused or blocked; never patches
+/// a node outside `--node-selector`.
 pub fn decide_with(
     nodes: &[NodeView],
     cfg: &OperatorConfig,
@@ -635,12 +702,15 @@ pub fn decide_with(
     let max = cfg.max_rebooting.resolve(nodes.len());
     let mut zone_nodes: BTreeMap<Option<&str>, usize> = BTreeMap::new();
     let mut zone_held: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    let mut released = Vec::new();
     for (v, a) in nodes.iter().zip(&after) {
         // Zones from the nodes as given: decisions never change labels but ours.
         let z = cfg.zone_of(v);
         *zone_nodes.entry(z).or_default() += 1;
-        if a.holds_slot() {
+        if cfg.counts_against_max(a) {
             *zone_held.entry(z).or_default() += 1;
+        } else if a.holds_slot() {
+            released.push(a.name.clone());
         }
     }
     let held: usize = zone_held.values().sum();
@@ -733,11 +803,13 @@ pub fn decide_with(
         }
     }
     stuck.sort_by(|a, b| a.node.cmp(&b.node));
+    released.sort();
     Decision {
         patches: out,
         problems,
         next_check: wake.into_iter().filter(|t| *t > now).min(),
         stuck,
+        released,
     }
 }
 

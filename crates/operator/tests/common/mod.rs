@@ -116,6 +116,21 @@ pub async fn mark_rebooted(client: &kube::Client, node: &str) {
     .await;
 }
 
+/// The node's Ready condition, as its kubelet would report it.
+pub async fn set_ready(client: &kube::Client, node: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    Api::<Node>::all(client.clone())
+        .patch_status(
+            node,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"conditions": [
+                {"type": "Ready", "status": status, "reason": "Test", "message": "set by the test"}
+            ]}})),
+        )
+        .await
+        .expect("patch node status");
+}
+
 pub async fn lease_holder(client: &kube::Client) -> Option<String> {
     Api::<Lease>::namespaced(client.clone(), NAMESPACE)
         .get_opt(operator::DEFAULT_LEASE_NAME)

@@ -935,6 +935,158 @@ fn stuck_nodes_are_marked_reported_and_keep_their_slot() {
     );
 }
 
+fn release(mut c: OperatorConfig) -> OperatorConfig {
+    c.stuck_node_action = StuckNodeAction::Release;
+    c
+}
+
+/// A node granted 31 min before t0: past the default 30 min timeout at t0.
+fn late(v: NodeView) -> NodeView {
+    v.time(keys::GRANTED_AT, t0() - mins(31))
+}
+
+#[test]
+fn stuck_node_action_releases_only_slots_that_cannot_drain() {
+    let in_progress = |v: NodeView| {
+        v.ann(keys::REBOOT_IN_PROGRESS, "true")
+            .ann(keys::REBOOT_BOOT_ID, "b1")
+    };
+    let mut down = in_progress(late(granted("a")));
+    down.ready = false;
+    let mut rebooted_not_ready = late(granted("a")).ann(keys::REBOOT_NEEDED, "false");
+    rebooted_not_ready.ready = false;
+    let mut not_started_down = late(granted("a"));
+    not_started_down.ready = false;
+    // (what the stuck node is doing, whether `release` gives its slot back)
+    let cases: Vec<(&str, NodeView, bool)> = vec![
+        (
+            "granted, not started: may drain any moment",
+            late(granted("a")),
+            false,
+        ),
+        (
+            "granted, not started, NotReady: drains when back",
+            not_started_down,
+            false,
+        ),
+        (
+            "draining: in progress, Ready, same boot",
+            in_progress(late(granted("a"))),
+            false,
+        ),
+        (
+            "in progress, boot ID unknown",
+            in_progress(late(granted("a"))).boot(""),
+            false,
+        ),
+        ("down mid-reboot: in progress, NotReady", down.clone(), true),
+        (
+            "rebooted, not recorded yet: in progress on a new boot",
+            in_progress(late(granted("a"))).boot("b2"),
+            true,
+        ),
+        ("rebooted, not Ready", rebooted_not_ready, true),
+        (
+            "rebooted, Ready, evicted pods not back",
+            late(granted("a"))
+                .ann(keys::REBOOT_NEEDED, "false")
+                .ann(keys::EVICTED_PODS, &evicted_record(Some(t0())).to_value()),
+            true,
+        ),
+        (
+            "rebooted, after-reboot hooks missing",
+            late(granted("a"))
+                .ann(keys::REBOOT_NEEDED, "false")
+                .lbl(keys::AFTER_REBOOT, "true"),
+            true,
+        ),
+    ];
+    for (what, a, given_back) in cases {
+        let c = if what.contains("hooks") {
+            hooks(cfg(1), &[], &["hook-x"])
+        } else {
+            cfg(1)
+        };
+        // hold: never; release: exactly the nodes that cannot drain.
+        let d = decide(&[a.clone(), needs("b")], &c, t0());
+        assert_eq!(d.stuck.len(), 1, "{what}");
+        assert!(
+            granted_names(&d).is_empty() && d.released.is_empty(),
+            "hold: {what}"
+        );
+        let d = decide(&[a.clone(), needs("b")], &release(c.clone()), t0());
+        assert_eq!(d.stuck.len(), 1, "{what}");
+        let expect: &[&str] = if given_back { &["b"] } else { &[] };
+        assert_eq!(granted_names(&d), expect, "release: {what}");
+        let expect: &[&str] = if given_back { &["a"] } else { &[] };
+        assert_eq!(d.released, expect, "release: {what}");
+        // The stuck node keeps every mark: only `stuck-since` is written.
+        // (and drops `reboot-needed-since` once it is no longer needed).
+        let p = patch_for(&d, "a").unwrap();
+        assert!(ann(p, keys::STUCK_SINCE).unwrap().is_some(), "{what}");
+        assert!(
+            p.annotations
+                .keys()
+                .all(|k| k == keys::STUCK_SINCE || k == keys::REBOOT_NEEDED_SINCE),
+            "{what}: {p:?}"
+        );
+        assert!(p.labels.is_empty() && p.unschedulable.is_none(), "{what}");
+        // Not past the timeout: it counts.
+        let fresh = a.time(keys::GRANTED_AT, t0() - mins(29));
+        let d = decide(&[fresh, needs("b")], &release(c), t0());
+        assert!(
+            granted_names(&d).is_empty() && d.released.is_empty(),
+            "{what}"
+        );
+    }
+    // Per zone as well: the released slot no longer counts in its zone.
+    let z = |v: NodeView| v.lbl(ZONE, "z1");
+    let c = OperatorConfig {
+        max_rebooting_per_zone: Some(MaxRebooting::Count(1)),
+        ..cfg(3)
+    };
+    let nodes = [z(down), z(needs("b")), z(needs("c"))];
+    assert!(granted_names(&decide(&nodes, &c, t0())).is_empty());
+    assert_eq!(granted_names(&decide(&nodes, &release(c), t0())), ["b"]);
+}
+
+#[test]
+fn a_released_node_that_comes_back_finishes_without_a_slot() {
+    let c = release(cfg(1));
+    let mark = format_timestamped(t0() - mins(60), "not back within --reboot-timeout=30m0s");
+    let stuck = |v: NodeView| late(v).ann(keys::STUCK_SINCE, &mark);
+    // a was given back, b took the slot since; c waits.
+    let b = granted("b").ann(keys::REBOOT_IN_PROGRESS, "true");
+    // a comes back rebooted: released normally, its marks go; no one else is granted.
+    let mut back = stuck(granted("a")).ann(keys::REBOOT_NEEDED, "false");
+    back.annotations.remove(keys::REBOOT_NEEDED_SINCE);
+    let d = decide(&[back.clone(), b.clone(), needs("c")], &c, t0());
+    let p = patch_for(&d, "a").unwrap();
+    assert_eq!(ann(p, keys::REBOOT_OK), Some(Some("false")));
+    assert_eq!(ann(p, keys::STUCK_SINCE), Some(None));
+    assert!(granted_names(&d).is_empty(), "c waits for b");
+    // Not Ready yet: it waits, not counting, and c still waits for b.
+    let mut not_ready = back;
+    not_ready.ready = false;
+    let d = decide(&[not_ready, b.clone(), needs("c")], &c, t0());
+    // (its mark now names the phase it waits in)
+    let p = patch_for(&d, "a").unwrap();
+    assert_eq!(
+        p.annotations.keys().collect::<Vec<_>>(),
+        [keys::STUCK_SINCE]
+    );
+    assert_eq!(d.released, ["a"]);
+    assert!(granted_names(&d).is_empty());
+    // Back on the boot it started with: its agent resumes the drain, so it
+    // counts again (2 of 1): nothing new until both are done.
+    let resumed = stuck(granted("a"))
+        .ann(keys::REBOOT_IN_PROGRESS, "true")
+        .ann(keys::REBOOT_BOOT_ID, "b1");
+    let d = decide(&[resumed, b, needs("c")], &c, t0());
+    assert!(d.released.is_empty() && granted_names(&d).is_empty());
+    assert_eq!(d.stuck.len(), 1);
+}
+
 #[test]
 fn a_deleted_node_frees_its_slot_at_once() {
     let holder = needs("gone")
@@ -1088,10 +1240,14 @@ fn any_config() -> impl Strategy<Value = OperatorConfig> {
             selector,
             prop::sample::select(vec![0i64, 10, 60]),
             prop::sample::select(vec![5i64, 30, 120]),
+            prop::sample::select(vec![StuckNodeAction::Hold, StuckNodeAction::Release]),
         ),
     )
         .prop_map(
-            |((max_rebooting, window, b, a), (schedule, per_zone, sel, interval, timeout))| {
+            |(
+                (max_rebooting, window, b, a),
+                (schedule, per_zone, sel, interval, timeout, stuck),
+            )| {
                 OperatorConfig {
                     max_rebooting,
                     // FLUO's window or ours (the command line forbids both),
@@ -1109,6 +1265,7 @@ fn any_config() -> impl Strategy<Value = OperatorConfig> {
                     node_selector: sel,
                     min_reboot_interval: mins(interval),
                     reboot_timeout: mins(timeout),
+                    stuck_node_action: stuck,
                 }
             },
         )
@@ -1150,9 +1307,13 @@ fn any_cluster(now: chrono::DateTime<chrono::Utc>) -> impl Strategy<Value = Vec<
                     prop::option::of(-200i64..0),
                     prop::option::of(-200i64..0),
                     prop::sample::select(vec![None, Some(false), Some(true)]),
+                    prop::option::of(-300i64..0),
                 );
                 (any_node(format!("n{i}"), now), extra).prop_map(
-                    move |(mut v, (zone, role, since, failures, picked, released, evicted))| {
+                    move |(
+                        mut v,
+                        (zone, role, since, failures, picked, released, evicted, stuck),
+                    )| {
                         if let Some(z) = zone {
                             v.labels.insert(ZONE.into(), z.into());
                         }
@@ -1182,6 +1343,13 @@ fn any_cluster(now: chrono::DateTime<chrono::Utc>) -> impl Strategy<Value = Vec<
                             keys::EVICTED_PODS,
                             evicted.map(|back| evicted_record(back.then_some(now)).to_value()),
                         );
+                        // A mark from an earlier decision (a slot `release` may have given back).
+                        set(
+                            keys::STUCK_SINCE,
+                            stuck.map(|m| {
+                                crate::node::format_timestamped(now + mins(m), "not back")
+                            }),
+                        );
                         v
                     },
                 )
@@ -1192,6 +1360,30 @@ fn any_cluster(now: chrono::DateTime<chrono::Utc>) -> impl Strategy<Value = Vec<
 
 fn holders(nodes: &[NodeView]) -> usize {
     nodes.iter().filter(|v| v.holds_slot()).count()
+}
+
+/// The slot holders that count against the maximums.
+fn counted(c: &OperatorConfig, nodes: &[NodeView]) -> usize {
+    nodes.iter().filter(|v| c.counts_against_max(v)).count()
+}
+
+/// docs/operator.md's words for a slot `--stuck-node-action=release` gives
+/// back: marked stuck, and down mid-reboot (in progress and NotReady or on a
+/// new boot) or rebooted (granted, `reboot-needed` cleared or labelled
+/// `after-reboot`) -- never a node that drains or may start a drain.
+fn released_by_the_docs(v: &NodeView) -> bool {
+    let t = |k| v.annotation(k) == Some("true");
+    let new_boot = !v.boot_id.is_empty()
+        && v.annotation(keys::REBOOT_BOOT_ID)
+            .is_some_and(|b| !b.is_empty() && b != v.boot_id);
+    v.annotation(keys::STUCK_SINCE).is_some()
+        && v.label(keys::BEFORE_REBOOT) != Some("true")
+        && if t(keys::REBOOT_IN_PROGRESS) {
+            !v.ready || new_boot
+        } else {
+            t(keys::REBOOT_OK)
+                && (!t(keys::REBOOT_NEEDED) || v.label(keys::AFTER_REBOOT) == Some("true"))
+        }
 }
 
 fn zone_holders(nodes: &[NodeView]) -> BTreeMap<Option<String>, (usize, usize)> {
@@ -1231,13 +1423,66 @@ fn check_decision(
     let before = holders(&managed);
     let mut after = managed.clone();
     apply_all(&mut after, &d.patches);
-    // Never adds a slot holder beyond the max, globally and per zone.
-    prop_assert!(
-        holders(&after) <= max.max(before),
-        "{} > max({max}, {before})",
-        holders(&after)
+    // Never adds a slot holder beyond the max, globally and per zone:
+    // every holder counts (`hold`), ...
+    if c.stuck_node_action == StuckNodeAction::Hold {
+        prop_assert!(
+            holders(&after) <= max.max(before),
+            "{} > max({max}, {before})",
+            holders(&after)
+        );
+    }
+    // ... or every holder but those `release` gave back, which never drain.
+    for v in managed.iter().chain(&after) {
+        let well_formed = NodeState::parse(v).is_ok();
+        let given_back = c.stuck_node_action == StuckNodeAction::Release
+            && well_formed
+            && released_by_the_docs(v);
+        prop_assert_eq!(
+            c.counts_against_max(v),
+            v.holds_slot() && !given_back,
+            "{:?}",
+            v
+        );
+    }
+    let added = after
+        .iter()
+        .zip(&managed)
+        .any(|(a, b)| a.holds_slot() && !b.holds_slot());
+    if added {
+        prop_assert!(
+            counted(c, &after) <= max,
+            "a new holder with {} counted > {max}",
+            counted(c, &after)
+        );
+        if let Some(m) = c.max_rebooting_per_zone {
+            for (z, (n, _)) in zone_holders(&after) {
+                let in_zone: Vec<NodeView> = after
+                    .iter()
+                    .filter(|v| v.label(ZONE).map(str::to_string) == z)
+                    .cloned()
+                    .collect();
+                let grew = in_zone.iter().any(|a| {
+                    a.holds_slot() && managed.iter().any(|b| b.name == a.name && !b.holds_slot())
+                });
+                if grew {
+                    prop_assert!(counted(c, &in_zone) <= m.resolve(n), "zone {z:?}");
+                }
+            }
+        }
+    }
+    let released: Vec<&str> = after
+        .iter()
+        .filter(|v| v.holds_slot() && !c.counts_against_max(v))
+        .map(|v| v.name.as_str())
+        .collect();
+    prop_assert_eq!(
+        d.released.iter().map(String::as_str).collect::<Vec<_>>(),
+        released
     );
-    if let Some(m) = c.max_rebooting_per_zone {
+    if c.stuck_node_action == StuckNodeAction::Hold
+        && let Some(m) = c.max_rebooting_per_zone
+    {
         let zb = zone_holders(&managed);
         for (z, (n, h)) in zone_holders(&after) {
             let zmax = m.resolve(n);
@@ -1323,8 +1568,101 @@ fn check_decision(
     Ok(after)
 }
 
+/// A node holding a slot in any phase of a turn, granted up to 90 min ago,
+/// Ready or not, perhaps marked stuck already, in zone a or b.
+fn any_holder(name: String) -> impl Strategy<Value = NodeView> {
+    (
+        0u8..6,
+        any::<bool>(),
+        0i64..90,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(move |(phase, ready, ago, marked, zone_a)| {
+            let g = needs(&name)
+                .ann(keys::REBOOT_OK, "true")
+                .time(keys::GRANTED_AT, t0() - mins(ago));
+            let in_progress = |v: NodeView| {
+                v.ann(keys::REBOOT_IN_PROGRESS, "true")
+                    .ann(keys::REBOOT_BOOT_ID, "b1")
+            };
+            let mut v = match phase {
+                0 => g,
+                1 => in_progress(g),
+                2 => in_progress(g).boot("b2"),
+                3 => g.ann(keys::REBOOT_NEEDED, "false"),
+                4 => g
+                    .ann(keys::REBOOT_NEEDED, "false")
+                    .lbl(keys::AFTER_REBOOT, "true"),
+                _ => needs(&name).lbl(keys::BEFORE_REBOOT, "true"),
+            };
+            v.ready = ready;
+            if marked {
+                v = v.ann(
+                    keys::STUCK_SINCE,
+                    &format_timestamped(t0() - mins(1), "not back"),
+                );
+            }
+            v.lbl(ZONE, if zone_a { "a" } else { "b" })
+        })
+}
+
+/// Slot holders in every phase (some stuck) and nodes waiting for a turn.
+fn any_rollout() -> impl Strategy<Value = Vec<NodeView>> {
+    (1usize..5, 1usize..5).prop_flat_map(|(h, w)| {
+        let holders: Vec<_> = (0..h).map(|i| any_holder(format!("h{i}"))).collect();
+        let waiting: Vec<_> = (0..w)
+            .map(|i| {
+                any::<bool>()
+                    .prop_map(move |a| needs(&format!("w{i}")).lbl(ZONE, if a { "a" } else { "b" }))
+            })
+            .collect();
+        (holders, waiting).prop_map(|(mut h, w)| {
+            h.extend(w);
+            h
+        })
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(384))]
+
+    /// Stuck nodes in every phase, both actions: a new turn never starts while
+    /// the holders that count are at a maximum, a node that drains or may
+    /// start one always counts, and a stuck node's marks stay (see
+    /// `check_decision`), round after round as the nodes stay down.
+    #[test]
+    fn stuck_node_action_never_grants_beyond_the_max(
+        nodes in any_rollout(),
+        max in 1u32..3,
+        per_zone in prop::option::of(1u32..3),
+        release_slots in any::<bool>(),
+        hooks_after in any::<bool>(),
+        dt in 0i64..60,
+    ) {
+        let mut c = cfg(max);
+        c.max_rebooting_per_zone = per_zone.map(MaxRebooting::Count);
+        if release_slots {
+            c = release(c);
+        }
+        if hooks_after {
+            c = hooks(c, &[], &["hook-a"]);
+        }
+        let inputs = ClusterInputs::default();
+        let mut cur = nodes;
+        for round in 0..4 {
+            let now = t0() + mins(dt + 10 * round);
+            let d = decide_with(&cur, &c, &inputs, now);
+            let after = check_decision(&cur, &c, &inputs, now, &d)?;
+            // Holders keep their grant, cordon and progress: only we release them, as usual.
+            for (b, a) in cur.iter().zip(&after) {
+                if b.annotation(keys::STUCK_SINCE).is_some() && a.annotation(keys::REBOOT_OK) == Some("false") {
+                    prop_assert!(b.ready, "released a stuck node that is not back: {:?}", b);
+                }
+            }
+            cur = after;
+        }
+    }
 
     #[test]
     fn operator_invariants(

@@ -268,9 +268,30 @@ pub struct Args {
     )]
     pub metrics_address: telemetry::MetricsAddress,
 
-    /// POST a JSON notification ({event, node, reason, time}) to this http(s) URL when a node is granted a reboot, starts rebooting, is back, or is stuck.
+    /// POST a notification to this http(s) URL when a node is granted a reboot, starts rebooting, is back, is stuck, has its stuck slot released, or loses its grant (a failed drain, a pause, a block, the window closing); see --notify-format.
     #[arg(long, env = "UPDATE_OPERATOR_NOTIFY_URL", value_name = "URL", value_parser = or_unset(crate::notify::NotifyConfig::new))]
     pub notify_url: Option<OrUnset<crate::notify::NotifyConfig>>,
+
+    /// The body of --notify-url's notifications.
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_NOTIFY_FORMAT",
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "json"
+    )]
+    pub notify_format: crate::notify::NotifyFormat,
+
+    /// The text of --notify-format=slack or teams notifications, with {{event}}, {{node}}, {{reason}} and {{time}} replaced, e.g. 'Node {{node}}: {{reason}}' (as kured's --message-template-*).
+    #[arg(
+        long,
+        env = "UPDATE_OPERATOR_NOTIFY_MESSAGE_TEMPLATE",
+        value_name = "TEMPLATE",
+        default_value = crate::notify::DEFAULT_MESSAGE_TEMPLATE,
+        allow_hyphen_values = true,
+        value_parser = crate::notify::MessageTemplate::parse
+    )]
+    pub notify_message_template: crate::notify::MessageTemplate,
 
     /// Namespace of the Lease; required (set POD_NAMESPACE from the pod's metadata.namespace).
     #[arg(long = "namespace", env = "POD_NAMESPACE", value_name = "NAMESPACE", value_parser = dns_label)]
@@ -433,6 +454,38 @@ impl Args {
         Ok(Some(cfg))
     }
 
+    /// `--notify-url` with its format and message template, which mean nothing without it.
+    fn notify(&mut self, m: &ArgMatches) -> Result<Option<crate::notify::NotifyConfig>, FlagError> {
+        let companions = [
+            ("notify_format", "--notify-format"),
+            ("notify_message_template", "--notify-message-template"),
+        ];
+        let Some(mut cfg) = set(self.notify_url.take()) else {
+            if let Some((_, flag)) = companions.iter().find(|(id, _)| given(m, id)) {
+                return Err(FlagError(format!(
+                    "{flag}: applies only with --notify-url; give the webhook to notify, or drop {flag}"
+                )));
+            }
+            return Ok(None);
+        };
+        if self.notify_format == crate::notify::NotifyFormat::Json
+            && given(m, "notify_message_template")
+        {
+            return Err(FlagError(format!(
+                "--notify-message-template: applies to --notify-format=slack or teams; the json body \
+                 carries event, node, reason and time as they are{}",
+                source_note(
+                    m,
+                    "notify_message_template",
+                    "UPDATE_OPERATOR_NOTIFY_MESSAGE_TEMPLATE"
+                )
+            )));
+        }
+        cfg.format = self.notify_format;
+        cfg.template = self.notify_message_template.clone();
+        Ok(Some(cfg))
+    }
+
     /// Checks how the values combine and builds the [`Settings`]; `m` tells which values
     /// came from the environment.
     pub fn into_settings(mut self, m: &ArgMatches) -> Result<Settings, FlagError> {
@@ -492,6 +545,7 @@ impl Args {
             )));
         }
         let alerts = self.alerts(m)?;
+        let notify = self.notify(m)?;
         let namespace = self.namespace.take().ok_or_else(|| {
             FlagError(
                 "POD_NAMESPACE: required: the namespace of the leader election Lease \
@@ -535,7 +589,7 @@ impl Args {
         );
         config.lease_name = self.lease_name;
         config.metrics_address = self.metrics_address.0;
-        config.notify = set(self.notify_url);
+        config.notify = notify;
         config.blocking_pod_selector = self
             .blocking_pod_selector
             .filter(|s| !s.requirements().is_empty());
@@ -622,6 +676,64 @@ mod tests {
             panic!("a bad value is an error");
         };
         assert!(e.to_string().contains("--stuck-node-action"), "{e}");
+    }
+
+    #[test]
+    fn notify_format_and_template() {
+        use crate::notify::NotifyFormat;
+        let notify = |extra: &[&str]| {
+            let args = [&["update-operator", "--namespace", "ns"], extra].concat();
+            parse(args).map(|s| s.config.notify)
+        };
+        let url = ["--notify-url", "http://127.0.0.1:9/hook"];
+        let Ok(Some(n)) = notify(&url) else {
+            panic!("json by default")
+        };
+        assert_eq!(n.format, NotifyFormat::Json);
+        let Ok(Some(n)) = notify(
+            &[
+                &url[..],
+                &["--notify-format", "slack"],
+                &["--notify-message-template", "{{node}} {{event}}"],
+            ]
+            .concat(),
+        ) else {
+            panic!("slack with a template")
+        };
+        assert_eq!(n.format, NotifyFormat::Slack);
+        assert_eq!(
+            n.template,
+            crate::notify::MessageTemplate::parse("{{node}} {{event}}").unwrap()
+        );
+        let flag_error = |args: &[&str], flag: &str| match notify(args) {
+            Err(CliError::Flag(e)) => assert!(e.0.starts_with(flag), "{}", e.0),
+            Err(CliError::Clap(e)) => assert!(e.to_string().contains(flag), "{e}"),
+            Ok(_) => panic!("{args:?} accepted"),
+        };
+        flag_error(&["--notify-format", "teams"], "--notify-format");
+        flag_error(
+            &["--notify-message-template", "{{node}}"],
+            "--notify-message-template",
+        );
+        flag_error(
+            &[&url[..], &["--notify-message-template", "{{node}}"]].concat(),
+            "--notify-message-template",
+        );
+        flag_error(
+            &[&url[..], &["--notify-format", "discord"]].concat(),
+            "--notify-format",
+        );
+        flag_error(
+            &[
+                &url[..],
+                &[
+                    "--notify-format=slack",
+                    "--notify-message-template={{host}}",
+                ],
+            ]
+            .concat(),
+            "--notify-message-template",
+        );
     }
 
     #[test]

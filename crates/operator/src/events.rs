@@ -473,17 +473,16 @@ impl Observer {
                 } else {
                     "the grant expired or was withdrawn before the reboot started".into()
                 };
-                let type_ = if v.annotation(keys::DRAIN_FAILURE).is_some() {
-                    Warning
+                let failed = v.annotation(keys::DRAIN_FAILURE).is_some();
+                let type_ = if failed { Warning } else { Normal };
+                let note = format!("reboot grant withdrawn: {why}");
+                ev(type_, "GrantWithdrawn", "Withdraw", note.clone());
+                let event = if failed {
+                    notify::DRAIN_FAILED
                 } else {
-                    Normal
+                    notify::GRANT_WITHDRAWN
                 };
-                ev(
-                    type_,
-                    "GrantWithdrawn",
-                    "Withdraw",
-                    format!("reboot grant withdrawn: {why}"),
-                );
+                r.notify(event, name, note, now);
             }
         } else if old.before && !cur.before && !cur.granted {
             ev(

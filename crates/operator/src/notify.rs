@@ -10,6 +10,16 @@
 //! did not come back within `--reboot-timeout`) or `slot-released` (a stuck node's slot no
 //! longer counts, `--stuck-node-action=release`).
 //!
+//! `event` is also `drain-failed` (the drain failed under the grant, which is withdrawn)
+//! and `grant-withdrawn` (a grant withdrawn before the reboot started: paused, blocked, the
+//! window closed, expired).
+//!
+//! `--notify-format` picks the body: `json` (the object above), `slack` (an incoming
+//! webhook's `{"text": ...}`, which Mattermost and Rocket.Chat accept too) or `teams` (a
+//! Microsoft Teams incoming webhook's or Workflows webhook's message with an Adaptive
+//! Card). The text of `slack` and `teams` is `--notify-message-template`, with `{{event}}`,
+//! `{{node}}`, `{{reason}}` and `{{time}}` replaced ([`MessageTemplate`]).
+//!
 //! Never in the way of the rollout: [`Notifier::send`] only queues (a bounded queue; when
 //! full, the oldest waiting notification is dropped). A background loop delivers them in
 //! order, each retried with exponential backoff until it gets a 2xx answer or its attempts
@@ -38,6 +48,11 @@ pub const REBOOT: &str = "reboot";
 pub const BACK: &str = "back";
 /// `event`: the node did not come back within `--reboot-timeout`.
 pub const STUCK: &str = "stuck";
+/// `event`: the drain failed under the grant, which the operator withdrew.
+pub const DRAIN_FAILED: &str = "drain-failed";
+/// `event`: the grant was withdrawn before the reboot started (paused, blocked, the
+/// window closed, expired).
+pub const GRANT_WITHDRAWN: &str = "grant-withdrawn";
 /// `event`: a stuck node's slot no longer counts against the maximums
 /// (`--stuck-node-action=release`); the next node may reboot while it stays down.
 pub const SLOT_RELEASED: &str = "slot-released";
@@ -45,7 +60,8 @@ pub const SLOT_RELEASED: &str = "slot-released";
 /// One notification (the JSON body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
-    /// [`GRANT`], [`REBOOT`], [`BACK`], [`STUCK`] or [`SLOT_RELEASED`].
+    /// [`GRANT`], [`REBOOT`], [`BACK`], [`STUCK`], [`SLOT_RELEASED`], [`DRAIN_FAILED`] or
+    /// [`GRANT_WITHDRAWN`].
     pub event: String,
     /// The node's name.
     pub node: String,
@@ -55,11 +71,103 @@ pub struct Notification {
     pub time: String,
 }
 
+/// `--notify-format`: the body the receiver expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum NotifyFormat {
+    /// {"event", "node", "reason", "time"}.
+    #[default]
+    Json,
+    /// A Slack-compatible incoming webhook: {"text": MESSAGE}.
+    Slack,
+    /// A Microsoft Teams incoming webhook (or Workflows webhook): a message with an Adaptive Card showing MESSAGE.
+    Teams,
+}
+
+/// The default `--notify-message-template`.
+pub const DEFAULT_MESSAGE_TEMPLATE: &str = "{{node}}: {{reason}}";
+
+/// One piece of a [`MessageTemplate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Event,
+    Node,
+    Reason,
+    Time,
+}
+
+/// `--notify-message-template`: text with `{{event}}`, `{{node}}`, `{{reason}}` and
+/// `{{time}}` (spaces inside the braces allowed), as kured's `--message-template-*`. A
+/// placeholder of its own rather than a template engine: nothing else to learn or to fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageTemplate(Vec<Piece>);
+
+impl Default for MessageTemplate {
+    fn default() -> Self {
+        MessageTemplate::parse(DEFAULT_MESSAGE_TEMPLATE).expect("the default parses")
+    }
+}
+
+impl MessageTemplate {
+    /// Parses a template; the error names what is wrong (an unknown placeholder, a
+    /// `{{` without `}}`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut pieces = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find("{{") {
+            if open > 0 {
+                pieces.push(Piece::Text(rest[..open].to_string()));
+            }
+            let after = &rest[open + 2..];
+            let close = after
+                .find("}}")
+                .ok_or_else(|| format!("{{{{ without }}}} in {s:?}"))?;
+            pieces.push(match after[..close].trim() {
+                "event" => Piece::Event,
+                "node" => Piece::Node,
+                "reason" => Piece::Reason,
+                "time" => Piece::Time,
+                other => {
+                    return Err(format!(
+                        "unknown placeholder {{{{{other}}}}}: use {{{{event}}}}, {{{{node}}}}, {{{{reason}}}} or {{{{time}}}}"
+                    ));
+                }
+            });
+            rest = &after[close + 2..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_string()));
+        }
+        if pieces.is_empty() {
+            return Err("empty template".into());
+        }
+        Ok(MessageTemplate(pieces))
+    }
+
+    /// The message for `n`.
+    pub fn render(&self, n: &Notification) -> String {
+        self.0
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.as_str(),
+                Piece::Event => n.event.as_str(),
+                Piece::Node => n.node.as_str(),
+                Piece::Reason => n.reason.as_str(),
+                Piece::Time => n.time.as_str(),
+            })
+            .collect()
+    }
+}
+
 /// Where and how to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotifyConfig {
     /// An `http://` or `https://` URL.
     pub url: Uri,
+    /// `--notify-format`.
+    pub format: NotifyFormat,
+    /// `--notify-message-template` (the text of `slack` and `teams`).
+    pub template: MessageTemplate,
     /// Notifications waiting at most (then the oldest is dropped).
     pub queue_capacity: usize,
     /// Attempts per notification (then it is dropped).
@@ -78,12 +186,42 @@ impl NotifyConfig {
     pub fn new(url: &str) -> Result<Self, String> {
         Ok(NotifyConfig {
             url: parse_http_url(url)?,
+            format: NotifyFormat::Json,
+            template: MessageTemplate::default(),
             queue_capacity: 1000,
             max_attempts: 8,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
             timeout: Duration::from_secs(10),
         })
+    }
+}
+
+impl NotifyConfig {
+    /// The request body for `n` in `--notify-format`.
+    pub fn body(&self, n: &Notification) -> serde_json::Value {
+        match self.format {
+            NotifyFormat::Json => serde_json::json!({
+                "event": n.event, "node": n.node, "reason": n.reason, "time": n.time,
+            }),
+            NotifyFormat::Slack => serde_json::json!({"text": self.template.render(n)}),
+            // Teams' documented shape for an Adaptive Card through an incoming webhook;
+            // Workflows webhooks ("post to a channel when a webhook request is received")
+            // take the same message.
+            NotifyFormat::Teams => serde_json::json!({
+                "type": "message",
+                "attachments": [{
+                    "contentType": "application/vnd.microsoft.card.adaptive",
+                    "contentUrl": null,
+                    "content": {
+                        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                        "type": "AdaptiveCard",
+                        "version": "1.2",
+                        "body": [{"type": "TextBlock", "text": self.template.render(n), "wrap": true}],
+                    },
+                }],
+            }),
+        }
     }
 }
 
@@ -203,7 +341,7 @@ impl Notifier {
 
     async fn deliver(&self, client: &HttpClient, n: Notification) {
         let cfg = &self.inner.cfg;
-        let body = match serde_json::to_vec(&n) {
+        let body = match serde_json::to_vec(&cfg.body(&n)) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 warn!(error = %e, "--notify-url: cannot encode a notification");
@@ -280,6 +418,54 @@ mod tests {
             serde_json::to_value(&n).unwrap(),
             serde_json::json!({"event": "grant", "node": "n1", "reason": "r", "time": "2024-05-01T10:00:00Z"})
         );
+    }
+
+    fn sample() -> Notification {
+        Notification {
+            event: STUCK.into(),
+            node: "n1".into(),
+            reason: "not back".into(),
+            time: "2024-05-01T10:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn templates() {
+        let t = |s| MessageTemplate::parse(s).map(|t| t.render(&sample()));
+        assert_eq!(MessageTemplate::default().render(&sample()), "n1: not back");
+        assert_eq!(
+            t("[{{event}}] {{ node }} at {{time}}: {{reason}}!").unwrap(),
+            "[stuck] n1 at 2024-05-01T10:00:00Z: not back!"
+        );
+        assert_eq!(t("no placeholders").unwrap(), "no placeholders");
+        assert_eq!(t("{ single } }}").unwrap(), "{ single } }}");
+        let e = t("{{nodes}}").unwrap_err();
+        assert!(e.contains("unknown placeholder {{nodes}}"), "{e}");
+        assert!(e.contains("{{reason}}"), "{e}");
+        assert!(t("{{node").unwrap_err().contains("without }}"));
+        assert!(t("").unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn bodies_per_format() {
+        let mut cfg = NotifyConfig::new("http://127.0.0.1:9/").unwrap();
+        assert_eq!(cfg.body(&sample()), serde_json::to_value(sample()).unwrap());
+        cfg.format = NotifyFormat::Slack;
+        cfg.template = MessageTemplate::parse("reboot {{event}}: {{node}}").unwrap();
+        assert_eq!(
+            cfg.body(&sample()),
+            serde_json::json!({"text": "reboot stuck: n1"})
+        );
+        cfg.format = NotifyFormat::Teams;
+        let b = cfg.body(&sample());
+        assert_eq!(b["type"], "message");
+        let card = &b["attachments"][0];
+        assert_eq!(
+            card["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
+        assert_eq!(card["content"]["type"], "AdaptiveCard");
+        assert_eq!(card["content"]["body"][0]["text"], "reboot stuck: n1");
     }
 
     #[test]

@@ -94,6 +94,23 @@ fn bad_flag_values_are_startup_errors_naming_the_flag() {
         "--stuck-node-action",
     );
     assert!(s.contains("hold") && s.contains("release"), "{s}");
+    let hook = "--notify-url=http://127.0.0.1:9/hook";
+    fails_naming(
+        &[hook, "--notify-format", "discord"],
+        &[NS],
+        "--notify-format",
+    );
+    let s = fails_naming(
+        &[
+            hook,
+            "--notify-format=slack",
+            "--notify-message-template={{host}}",
+        ],
+        &[NS],
+        "--notify-message-template",
+    );
+    assert!(s.contains("{{host}}"), "{s}");
+    fails_naming(&["--notify-format=teams"], &[NS], "--notify-format");
     fails_naming(&["--lease-name", "Bad_Name"], &[NS], "--lease-name");
     fails_naming(
         &["--kubeconfig", "/nonexistent/kubeconfig"],

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use common::*;
 use fleet::{Fleet, agent_config, fast_lease};
-use operator::notify::{Notification, NotifyConfig};
+use operator::notify::{MessageTemplate, Notification, NotifyConfig, NotifyFormat};
 use protocol::keys;
 use protocol::operator::StuckNodeAction;
 use telemetry::testing::{http_get, sample};
@@ -30,6 +30,8 @@ struct Receiver {
     requests: Arc<Mutex<u32>>,
     fail_first: u32,
     got: Arc<Mutex<Vec<Notification>>>,
+    /// Every body as received, whatever its format.
+    raw: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl Receiver {
@@ -40,7 +42,7 @@ impl Receiver {
         };
         async fn hook(
             State(r): State<Receiver>,
-            body: axum::extract::Json<Notification>,
+            body: axum::extract::Json<serde_json::Value>,
         ) -> StatusCode {
             let n = {
                 let mut n = r.requests.lock().unwrap();
@@ -50,7 +52,10 @@ impl Receiver {
             if n <= r.fail_first {
                 return StatusCode::INTERNAL_SERVER_ERROR;
             }
-            r.got.lock().unwrap().push(body.0);
+            if let Ok(n) = serde_json::from_value(body.0.clone()) {
+                r.got.lock().unwrap().push(n);
+            }
+            r.raw.lock().unwrap().push(body.0);
             StatusCode::NO_CONTENT
         }
         let app = axum::Router::new()
@@ -64,6 +69,10 @@ impl Receiver {
 
     fn got(&self) -> Vec<Notification> {
         self.got.lock().unwrap().clone()
+    }
+
+    fn raw(&self) -> Vec<serde_json::Value> {
+        self.raw.lock().unwrap().clone()
     }
 
     fn requests(&self) -> u32 {
@@ -351,6 +360,88 @@ async fn a_node_that_never_reboots_is_reported_stuck() {
     .await;
     assert!(table.contains("Warning"), "{table}");
     op.stop().await.unwrap();
+}
+
+/// n1 is granted and its drain fails, with notifications in `format`: returns each body
+/// received (the grant's, then the failed drain's).
+async fn a_failed_drain_notified_as(format: NotifyFormat) -> Vec<serde_json::Value> {
+    let sb = sandbox().await;
+    sb.add_node("n1", &[]).unwrap();
+    let admin = sb.client_as("admin").unwrap();
+    let (receiver, hook) = Receiver::start(0).await;
+    let mut notify = notify_to(hook);
+    notify.format = format;
+    notify.template = MessageTemplate::parse("[{{event}}] {{node}}: {{reason}}").unwrap();
+    let mut cfg = operator::Config::new(sandbox::identity::NAMESPACE, op_config(1));
+    cfg.identity = "update-operator".into();
+    cfg.lease = fast_lease();
+    cfg.notify = Some(notify);
+    let op = Replica::start_as(&sb, &sandbox::UserInfo::operator(), cfg).expect("operator starts");
+    mark_reboot_needed(&admin, "n1").await;
+    wait_for("n1 granted", PATIENCE, || async {
+        granted(&get_node(&admin, "n1").await).then_some(())
+    })
+    .await;
+    // The agent's drain fails: the operator withdraws the grant.
+    let failure = format!(
+        "{} evicting default/web-1: Cannot evict pod as it would violate the pod's disruption budget",
+        protocol::node::format_time(chrono::Utc::now())
+    );
+    annotate(&admin, "n1", &[(keys::DRAIN_FAILURE, Some(&failure))]).await;
+    let raw = wait_for("both notifications", PATIENCE, || async {
+        let raw = receiver.raw();
+        (raw.len() >= 2).then_some(raw)
+    })
+    .await;
+    op.stop().await.unwrap();
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_for_slack_carry_the_templated_text() {
+    let raw = a_failed_drain_notified_as(NotifyFormat::Slack).await;
+    assert_eq!(
+        raw[0],
+        serde_json::json!({"text": "[grant] n1: reboot granted (1 of 1 slots in use)"})
+    );
+    let text = raw[1]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("[drain-failed] n1: reboot grant withdrawn: the drain failed: "),
+        "{text}"
+    );
+    assert!(text.contains("disruption budget"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_for_teams_are_adaptive_cards() {
+    let raw = a_failed_drain_notified_as(NotifyFormat::Teams).await;
+    let text = |b: &serde_json::Value| {
+        assert_eq!(b["type"], "message");
+        let a = &b["attachments"][0];
+        assert_eq!(a["contentType"], "application/vnd.microsoft.card.adaptive");
+        assert_eq!(a["content"]["type"], "AdaptiveCard");
+        a["content"]["body"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        text(&raw[0]),
+        "[grant] n1: reboot granted (1 of 1 slots in use)"
+    );
+    assert!(
+        text(&raw[1]).starts_with("[drain-failed] n1: "),
+        "{}",
+        text(&raw[1])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_in_json_by_default_include_failed_drains() {
+    let raw = a_failed_drain_notified_as(NotifyFormat::Json).await;
+    let events: Vec<&str> = raw.iter().map(|b| b["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["grant", "drain-failed"]);
+    assert_eq!(raw[1]["node"], "n1");
 }
 
 /// n1 is granted, starts its reboot and never comes back (NotReady); n2 waits. Returns

@@ -407,6 +407,8 @@ fn flag_cases() -> Vec<(&'static str, &'static str, Value, Vec<&'static str>)> {
         ("operator", "leaseName", json!("reboot-lock"), vec!["--lease-name=reboot-lock"]),
         ("operator", "logFormat", json!("json"), vec!["--log-format=json"]),
         ("operator", "notifyUrl", json!("https://hooks.example.com/reboots"), vec!["--notify-url=https://hooks.example.com/reboots"]),
+        ("operator", "notifyFormat", json!("slack"), vec!["--notify-format=slack"]),
+        ("operator", "notifyMessageTemplate", json!("[{{event}}] {{node}}: {{reason}}"), vec!["--notify-message-template=[{{event}}] {{node}}: {{reason}}"]),
         ("agent", "gracePeriod", json!(900), vec!["--grace-period=900"]),
         ("agent", "gracePeriod", json!(10_000_000), vec!["--grace-period=10000000"]),
         ("agent", "gracePeriod", json!("15m"), vec!["--grace-period=15m"]),

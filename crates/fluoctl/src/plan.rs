@@ -157,6 +157,9 @@ pub struct Plan {
     pub end: Option<String>,
     /// Per zone: the nodes in order.
     pub zones: BTreeMap<String, Vec<String>>,
+    /// Where the operator's settings came from (the Lease, flags, defaults).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<crate::status::SettingsSource>,
 }
 
 const NO_ZONE: &str = "(no zone)";
@@ -388,6 +391,7 @@ pub fn simulate(
         windows,
         skipped,
         zones,
+        settings: None,
     }
 }
 
@@ -411,6 +415,19 @@ pub fn render(p: &Plan) -> String {
         p.max_rebooting,
         p.reboot_estimate
     ));
+    if let Some(src) = &p.settings {
+        out.push_str(&format!(
+            "settings: {}; at most {} at a time ({})\n",
+            src.line(),
+            p.max_rebooting,
+            match src.max_rebooting.as_str() {
+                "given" => "--max-rebooting-nodes, given".to_string(),
+                "default" => "--max-rebooting-nodes, the default".to_string(),
+                "lease" => "from the operator's Lease".to_string(),
+                from => format!("from {from}"),
+            }
+        ));
+    }
     if p.cluster_paused {
         out.push_str("note: the cluster is paused; the plan assumes `fluoctl resume` now\n");
     }
@@ -499,10 +516,11 @@ pub async fn run(args: PlanArgs, m: &ArgMatches, bin: &str) -> ExitCode {
 async fn plan(args: PlanArgs, m: &ArgMatches) -> anyhow::Result<()> {
     let mut s = settings(args.operator, m)?;
     let (client, url) = client(&args.connect, s.kubeconfig.as_deref()).await?;
-    let (cluster, _) = read_all(&client, &url, &mut s.config, m).await?;
+    let (cluster, source) = read_all(&client, &url, &mut s.config, m).await?;
     let views: Vec<NodeView> = cluster.nodes.into_iter().map(|(v, _)| v).collect();
     let mut p = simulate(&views, &s.config.operator, args.reboot_estimate, Utc::now());
     p.cluster_paused = lease_paused(cluster.lease.as_ref()).0;
+    p.settings = Some(source);
     if let Some(path) = &args.timeline {
         std::fs::write(path, crate::svg::render(&report(&p)))
             .with_context(|| format!("--timeline: cannot write {}", path.display()))?;

@@ -199,11 +199,18 @@ pub fn apply_published(
     take(&["zone_label"], &mut |c| {
         c.zone_label = p.zone_label.clone()
     });
-    take(&["reboot_window_start", "reboot_window_length"], &mut |c| {
-        c.window = p.window
-    });
-    take(&["reboot_window", "reboot_window_timezone"], &mut |c| {
-        c.windows = p.windows.clone()
+    // Any window flag replaces both kinds of published window: the operator forbids FLUO's
+    // window together with --reboot-window, so mixing a given one with a published one of
+    // the other kind would plan with a window no operator runs with.
+    let windows = [
+        "reboot_window_start",
+        "reboot_window_length",
+        "reboot_window",
+        "reboot_window_timezone",
+    ];
+    take(&windows, &mut |c| {
+        c.window = p.window;
+        c.windows = p.windows.clone();
     });
     take(&["min_reboot_interval"], &mut |c| {
         c.min_reboot_interval = p.min_reboot_interval
@@ -736,6 +743,42 @@ mod tests {
         let (state, detail, since) = classify(&view(&[(keys::REBOOT_OK, "yes")]));
         assert_eq!((state, since), (MALFORMED, None));
         assert!(detail.unwrap().contains("\"yes\""));
+    }
+
+    #[test]
+    fn flags_given_win_over_published_settings_and_any_window_flag_replaces_both() {
+        use clap::{Args, FromArgMatches};
+        let published = OperatorConfig {
+            max_rebooting: "2".parse().unwrap(),
+            window: protocol::window::RebootWindow::from_flags(Some("14:00"), Some("1h")).unwrap(),
+            zone_label: "rack".into(),
+            ..Default::default()
+        };
+        let run = |argv: &[&str]| {
+            let m = StatusArgs::augment_args(clap::Command::new("status"))
+                .try_get_matches_from(std::iter::once("status").chain(argv.iter().copied()))
+                .unwrap();
+            let args = StatusArgs::from_arg_matches(&m).unwrap();
+            let mut cfg = settings(args.operator, &m).unwrap().config.operator;
+            let over = apply_published(&mut cfg, &published, &m);
+            (cfg, over)
+        };
+        let (cfg, over) = run(&[]);
+        assert_eq!((cfg, over), (published.clone(), vec![]));
+        let (cfg, over) = run(&[
+            "--max-rebooting-nodes",
+            "3",
+            "--reboot-window",
+            "02:00-03:00",
+        ]);
+        assert_eq!(cfg.max_rebooting.to_string(), "3");
+        assert_eq!(
+            cfg.window, None,
+            "FLUO's published window with --reboot-window"
+        );
+        assert!(cfg.windows.is_some());
+        assert_eq!(cfg.zone_label, "rack");
+        assert_eq!(over, ["--max-rebooting-nodes", "--reboot-window"]);
     }
 
     #[test]

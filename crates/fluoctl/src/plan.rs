@@ -157,6 +157,9 @@ pub struct Plan {
     pub end: Option<String>,
     /// Per zone: the nodes in order.
     pub zones: BTreeMap<String, Vec<String>>,
+    /// Where the operator's settings came from (the Lease, flags, defaults).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<crate::status::SettingsSource>,
 }
 
 const NO_ZONE: &str = "(no zone)";
@@ -336,6 +339,13 @@ pub fn simulate(
                 v.annotations
                     .insert(keys::REBOOT_IN_PROGRESS.into(), keys::FALSE.into());
                 v.annotations.remove(keys::AGENT_MADE_UNSCHEDULABLE);
+                // Back as the real agent leaves it: uncordoned, on a new boot, its evicted
+                // pods back; otherwise the core waits for these forever and a node in
+                // flight never frees its slot (the waiting nodes would get no turn).
+                v.unschedulable = false;
+                v.annotations.remove(keys::EVICTED_PODS);
+                v.labels.remove(keys::REBOOT_NEEDED);
+                v.boot_id = format!("{}+plan", v.boot_id);
                 if let Some(nv) = v.annotation(keys::NEW_VERSION).map(str::to_string) {
                     v.labels.insert(keys::LABEL_VERSION.into(), nv);
                 }
@@ -381,6 +391,7 @@ pub fn simulate(
         windows,
         skipped,
         zones,
+        settings: None,
     }
 }
 
@@ -404,6 +415,19 @@ pub fn render(p: &Plan) -> String {
         p.max_rebooting,
         p.reboot_estimate
     ));
+    if let Some(src) = &p.settings {
+        out.push_str(&format!(
+            "settings: {}; at most {} at a time ({})\n",
+            src.line(),
+            p.max_rebooting,
+            match src.max_rebooting.as_str() {
+                "given" => "--max-rebooting-nodes, given".to_string(),
+                "default" => "--max-rebooting-nodes, the default".to_string(),
+                "lease" => "from the operator's Lease".to_string(),
+                from => format!("from {from}"),
+            }
+        ));
+    }
     if p.cluster_paused {
         out.push_str("note: the cluster is paused; the plan assumes `fluoctl resume` now\n");
     }
@@ -492,10 +516,11 @@ pub async fn run(args: PlanArgs, m: &ArgMatches, bin: &str) -> ExitCode {
 async fn plan(args: PlanArgs, m: &ArgMatches) -> anyhow::Result<()> {
     let mut s = settings(args.operator, m)?;
     let (client, url) = client(&args.connect, s.kubeconfig.as_deref()).await?;
-    let (cluster, _) = read_all(&client, &url, &mut s.config, m).await?;
+    let (cluster, source) = read_all(&client, &url, &mut s.config, m).await?;
     let views: Vec<NodeView> = cluster.nodes.into_iter().map(|(v, _)| v).collect();
     let mut p = simulate(&views, &s.config.operator, args.reboot_estimate, Utc::now());
     p.cluster_paused = lease_paused(cluster.lease.as_ref()).0;
+    p.settings = Some(source);
     if let Some(path) = &args.timeline {
         std::fs::write(path, crate::svg::render(&report(&p)))
             .with_context(|| format!("--timeline: cannot write {}", path.display()))?;
@@ -559,6 +584,67 @@ mod tests {
         assert_eq!(p.steps[1].start, "2025-01-06T12:03:00Z");
         assert_eq!(p.duration_seconds, 13 * 60);
         assert!(p.skipped.is_empty());
+    }
+
+    #[test]
+    fn a_rollout_in_progress_gives_every_waiting_node_a_turn() {
+        // As `fluoctl sandbox --nodes 6 --max-rebooting-nodes 2` looks mid-batch: two nodes
+        // draining (cordoned, pods evicted, boot ID recorded), four waiting.
+        let now = Utc.with_ymd_and_hms(2025, 1, 6, 12, 0, 0).unwrap();
+        let mut nodes = Vec::new();
+        for name in ["n1", "n2", "n3", "n4", "n5", "n6"] {
+            let mut v = node(
+                name,
+                &[
+                    (keys::REBOOT_NEEDED, "true"),
+                    (keys::REBOOT_NEEDED_SINCE, "2025-01-06T11:59:00Z"),
+                ],
+            );
+            v.labels.insert(keys::REBOOT_NEEDED.into(), "true".into());
+            if name == "n1" || name == "n6" {
+                for (k, val) in [
+                    (keys::REBOOT_OK, "true"),
+                    (keys::REBOOT_IN_PROGRESS, "true"),
+                    (keys::GRANTED_AT, "2025-01-06T11:59:30Z"),
+                    (keys::PICKED_AT, "2025-01-06T11:59:30Z"),
+                    (keys::AGENT_MADE_UNSCHEDULABLE, "true"),
+                    (keys::REBOOT_BOOT_ID, "b"),
+                    (
+                        keys::EVICTED_PODS,
+                        r#"{"workloads":[{"namespace":"demo","kind":"ReplicaSet","name":"web","uid":"u","count":1}]}"#,
+                    ),
+                ] {
+                    v.annotations.insert(k.into(), val.into());
+                }
+                v.unschedulable = true;
+            }
+            nodes.push(v);
+        }
+        let cfg = OperatorConfig {
+            max_rebooting: protocol::operator::MaxRebooting::Count(2),
+            ..Default::default()
+        };
+        let p = simulate(&nodes, &cfg, TimeDelta::minutes(5), now);
+        assert!(p.skipped.is_empty(), "{}", render(&p));
+        let batches: Vec<(&str, usize, bool)> = p
+            .steps
+            .iter()
+            .map(|s| (s.node.as_str(), s.batch, s.in_flight))
+            .collect();
+        assert_eq!(
+            batches,
+            [
+                ("n1", 1, true),
+                ("n6", 1, true),
+                ("n2", 2, false),
+                ("n3", 2, false),
+                ("n4", 3, false),
+                ("n5", 3, false)
+            ]
+        );
+        // In flight until 12:04:30, then two batches of 5 minutes.
+        assert_eq!(p.steps[2].start, "2025-01-06T12:04:30Z");
+        assert_eq!(p.end.as_deref(), Some("2025-01-06T12:14:30Z"));
     }
 
     #[test]

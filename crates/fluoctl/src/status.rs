@@ -166,27 +166,157 @@ pub fn max_from_args(args: &[String]) -> Option<String> {
     found
 }
 
-/// Reads the nodes and the Lease, and (unless `--max-rebooting-nodes` was given) the maximum
-/// from the operator's Deployment into `cfg`; returns where the maximum came from.
+/// Whether the operator flag with clap id `id` was given (command line or its variable).
+fn given(m: &ArgMatches, id: &str) -> bool {
+    matches!(
+        m.try_get_raw(id).ok().flatten().and(m.value_source(id)),
+        Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+    )
+}
+
+/// Takes each setting the operator published into `cfg` unless its flag was given; returns
+/// the flags given that override a published value.
+pub fn apply_published(
+    cfg: &mut OperatorConfig,
+    published: &OperatorConfig,
+    m: &ArgMatches,
+) -> Vec<String> {
+    let mut overridden = Vec::new();
+    let mut take = |ids: &[&str], set: &mut dyn FnMut(&mut OperatorConfig)| {
+        // A group of flags (a window's start and length) is taken or overridden as a whole.
+        match ids.iter().find(|id| given(m, id)) {
+            Some(id) => overridden.push(format!("--{}", id.replace('_', "-"))),
+            None => set(cfg),
+        }
+    };
+    let p = published;
+    take(&["max_rebooting_nodes"], &mut |c| {
+        c.max_rebooting = p.max_rebooting
+    });
+    take(&["max_rebooting_nodes_per_zone"], &mut |c| {
+        c.max_rebooting_per_zone = p.max_rebooting_per_zone
+    });
+    take(&["zone_label"], &mut |c| {
+        c.zone_label = p.zone_label.clone()
+    });
+    // Any window flag replaces both kinds of published window: the operator forbids FLUO's
+    // window together with --reboot-window, so mixing a given one with a published one of
+    // the other kind would plan with a window no operator runs with.
+    let windows = [
+        "reboot_window_start",
+        "reboot_window_length",
+        "reboot_window",
+        "reboot_window_timezone",
+    ];
+    take(&windows, &mut |c| {
+        c.window = p.window;
+        c.windows = p.windows.clone();
+    });
+    take(&["min_reboot_interval"], &mut |c| {
+        c.min_reboot_interval = p.min_reboot_interval
+    });
+    take(&["reboot_timeout"], &mut |c| {
+        c.reboot_timeout = p.reboot_timeout
+    });
+    take(&["stuck_node_action"], &mut |c| {
+        c.stuck_node_action = p.stuck_node_action
+    });
+    take(&["node_selector"], &mut |c| {
+        c.node_selector = p.node_selector.clone()
+    });
+    take(&["before_reboot_annotations"], &mut |c| {
+        c.before_reboot_annotations = p.before_reboot_annotations.clone()
+    });
+    take(&["after_reboot_annotations"], &mut |c| {
+        c.after_reboot_annotations = p.after_reboot_annotations.clone()
+    });
+    overridden
+}
+
+/// Where `status` and `plan` took the operator's settings from.
+#[derive(Serialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettingsSource {
+    /// `--max-rebooting-nodes`: "given", "lease", "default", or "Deployment NS/NAME".
+    pub max_rebooting: String,
+    /// Whether the Lease's operator-settings annotation was used.
+    pub from_lease: bool,
+    /// Flags given that override what the Lease publishes.
+    pub overridden: Vec<String>,
+    /// Why the Lease's settings were not used, if they were not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl SettingsSource {
+    /// One line for people.
+    pub fn line(&self) -> String {
+        if self.from_lease {
+            let mut l = "from the operator's Lease".to_string();
+            if !self.overridden.is_empty() {
+                l.push_str(&format!(
+                    "; given on the command line instead: {}",
+                    self.overridden.join(", ")
+                ));
+            }
+            l
+        } else {
+            format!(
+                "the flags given and the defaults ({})",
+                self.note.as_deref().unwrap_or("no settings on the Lease")
+            )
+        }
+    }
+}
+
+/// Reads the nodes and the Lease; takes the settings the operator publishes on its Lease
+/// into `cfg` where no flag was given (else, for the maximum only, its Deployment's).
 pub async fn read_all(
     client: &kube::Client,
     url: &str,
     cfg: &mut operator::Config,
     m: &ArgMatches,
-) -> anyhow::Result<(Cluster, String)> {
-    let cluster = read(client, url, cfg).await?;
-    let given = matches!(
-        m.value_source("max_rebooting_nodes"),
-        Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
-    );
-    let mut source = if given {
-        "given".to_string()
-    } else {
-        "default".to_string()
+) -> anyhow::Result<(Cluster, SettingsSource)> {
+    let mut cluster = read(client, url, cfg).await?;
+    let max_given = given(m, "max_rebooting_nodes");
+    let mut source = SettingsSource {
+        max_rebooting: if max_given { "given" } else { "default" }.to_string(),
+        ..Default::default()
     };
-    if !given && let Some((max, from)) = deployment_max(client, &cfg.namespace).await {
-        cfg.operator.max_rebooting = max;
-        source = from;
+    let lease_name = format!("Lease {}/{}", cfg.namespace, cfg.lease_name);
+    let published = match &cluster.lease {
+        None => Err(format!("no {lease_name}")),
+        Some(l) => protocol::settings::from_annotations(l.metadata.annotations.as_ref())
+            .map_err(|e| {
+                // Never fatal: status must still show the cluster.
+                format!(
+                    "ignored the annotation {} on {lease_name}: {e}",
+                    keys::OPERATOR_SETTINGS
+                )
+            })
+            .and_then(|p| {
+                p.ok_or_else(|| {
+                    format!("no {} annotation on {lease_name}", keys::OPERATOR_SETTINGS)
+                })
+            })
+            .and_then(|p| p.to_config()),
+    };
+    match published {
+        Ok(p) => {
+            source.overridden = apply_published(&mut cfg.operator, &p, m);
+            source.from_lease = true;
+            if !max_given {
+                source.max_rebooting = "lease".into();
+            }
+            // The nodes were read with the flags' selector (all nodes if none was given).
+            cluster.nodes.retain(|(v, _)| cfg.operator.manages(v));
+        }
+        Err(note) => {
+            source.note = Some(note);
+            if !max_given && let Some((max, from)) = deployment_max(client, &cfg.namespace).await {
+                cfg.operator.max_rebooting = max;
+                source.max_rebooting = from;
+            }
+        }
     }
     Ok((cluster, source))
 }
@@ -321,8 +451,11 @@ pub struct Status {
     pub slots_held: usize,
     pub max_rebooting: usize,
     pub max_rebooting_flag: String,
-    /// Where the maximum comes from: "given" (our flag), "default", or "Deployment NS/NAME".
+    /// Where the maximum comes from: "given" (our flag), "lease" (the operator's Lease),
+    /// "default", or "Deployment NS/NAME".
     pub max_rebooting_source: String,
+    /// Where the settings come from.
+    pub settings: SettingsSource,
     /// "always open" (no window configured), "open" or "closed".
     pub window: String,
     pub window_next_change: Option<String>,
@@ -383,6 +516,7 @@ pub fn build(
         max_rebooting: op.max_rebooting.resolve(cluster.nodes.len()),
         max_rebooting_flag: op.max_rebooting.to_string(),
         max_rebooting_source: "given".into(),
+        settings: SettingsSource::default(),
         window: window.to_string(),
         window_next_change: op.window_next_change(now).map(format_time),
         holders,
@@ -446,8 +580,9 @@ pub fn render(st: &Status, now: DateTime<Utc>) -> String {
         st.max_rebooting,
         st.max_rebooting_flag,
         match st.max_rebooting_source.as_str() {
-            "given" => String::new(),
+            "given" => ", given".to_string(),
             "default" => ", the default".to_string(),
+            "lease" => ", from the operator's Lease".to_string(),
             from => format!(", from {from}"),
         },
         if st.holders.is_empty() {
@@ -456,6 +591,9 @@ pub fn render(st: &Status, now: DateTime<Utc>) -> String {
             format!(": {}", st.holders.join(", "))
         }
     ));
+    if st.settings != SettingsSource::default() {
+        out.push_str(&format!("settings: {}\n", st.settings.line()));
+    }
     out.push_str(&format!(
         "window:  {}{}\n",
         st.window,
@@ -537,7 +675,8 @@ async fn status(args: StatusArgs, m: &ArgMatches) -> anyhow::Result<()> {
     let (cluster, source) = read_all(&client, &url, &mut s.config, m).await?;
     let now = Utc::now();
     let mut st = build(&cluster, &s.config, &url, now);
-    st.max_rebooting_source = source;
+    st.max_rebooting_source = source.max_rebooting.clone();
+    st.settings = source;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&st)?),
         Output::Table => print!("{}", render(&st, now)),
@@ -604,6 +743,42 @@ mod tests {
         let (state, detail, since) = classify(&view(&[(keys::REBOOT_OK, "yes")]));
         assert_eq!((state, since), (MALFORMED, None));
         assert!(detail.unwrap().contains("\"yes\""));
+    }
+
+    #[test]
+    fn flags_given_win_over_published_settings_and_any_window_flag_replaces_both() {
+        use clap::{Args, FromArgMatches};
+        let published = OperatorConfig {
+            max_rebooting: "2".parse().unwrap(),
+            window: protocol::window::RebootWindow::from_flags(Some("14:00"), Some("1h")).unwrap(),
+            zone_label: "rack".into(),
+            ..Default::default()
+        };
+        let run = |argv: &[&str]| {
+            let m = StatusArgs::augment_args(clap::Command::new("status"))
+                .try_get_matches_from(std::iter::once("status").chain(argv.iter().copied()))
+                .unwrap();
+            let args = StatusArgs::from_arg_matches(&m).unwrap();
+            let mut cfg = settings(args.operator, &m).unwrap().config.operator;
+            let over = apply_published(&mut cfg, &published, &m);
+            (cfg, over)
+        };
+        let (cfg, over) = run(&[]);
+        assert_eq!((cfg, over), (published.clone(), vec![]));
+        let (cfg, over) = run(&[
+            "--max-rebooting-nodes",
+            "3",
+            "--reboot-window",
+            "02:00-03:00",
+        ]);
+        assert_eq!(cfg.max_rebooting.to_string(), "3");
+        assert_eq!(
+            cfg.window, None,
+            "FLUO's published window with --reboot-window"
+        );
+        assert!(cfg.windows.is_some());
+        assert_eq!(cfg.zone_label, "rack");
+        assert_eq!(over, ["--max-rebooting-nodes", "--reboot-window"]);
     }
 
     #[test]

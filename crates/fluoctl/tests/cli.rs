@@ -244,7 +244,7 @@ async fn status_shows_every_state_as_table_json_and_kubectl_plugin() {
 
     // --max-rebooting-nodes as the operator runs with it.
     let out = fluoctl(&["status", "--server", &url, "--max-rebooting-nodes", "50%"]).await;
-    assert!(stdout(&out).contains("6 held / 4 max (--max-rebooting-nodes 50%)"));
+    assert!(stdout(&out).contains("6 held / 4 max (--max-rebooting-nodes 50%, given)"));
 
     // The kubeconfig instead of --server: the admin's, HTTPS with the sandbox's CA and a token.
     let kc = sb.kubeconfig_path();
@@ -272,7 +272,7 @@ async fn status_shows_every_state_as_table_json_and_kubectl_plugin() {
         stdout(&out)
     );
     let out = fluoctl(&["status", "--server", &url, "--max-rebooting-nodes", "2"]).await;
-    assert!(stdout(&out).contains("6 held / 2 max (--max-rebooting-nodes 2)"));
+    assert!(stdout(&out).contains("6 held / 2 max (--max-rebooting-nodes 2, given)"));
 
     // The plugin binary, directly and through the real kubectl.
     let out = run_prog(PLUGIN, &["status", "--server", &url], None).await;
@@ -291,6 +291,131 @@ async fn status_shows_every_state_as_table_json_and_kubectl_plugin() {
     check_table(&stdout(&out), &url);
     let out = run_prog("kubectl", &["fluo", "--help"], Some(&dir)).await;
     assert!(stdout(&out).contains("kubectl fluo"), "{}", stdout(&out));
+}
+
+/// Sets the operator-settings annotation on the Lease.
+async fn publish(client: &kube::Client, value: &str) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), NS);
+    api.patch(
+        LEASE,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {keys::OPERATOR_SETTINGS: value}}})),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_published_on_the_lease_are_used_unless_a_flag_is_given() {
+    let sb = states_cluster().await;
+    let url = sb.url();
+    let c = sb.client();
+
+    // No Lease: the defaults, and why.
+    let out = fluoctl(&["status", "--server", &url]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("1 max (--max-rebooting-nodes 1, the default)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("settings: the flags given and the defaults (no Lease reboot-coordinator/"),
+        "{text}"
+    );
+
+    // A Lease without the annotation.
+    create_lease(&sb, "op-1");
+    let out = fluoctl(&["status", "--server", &url]).await;
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "(no {} annotation on Lease",
+            keys::OPERATOR_SETTINGS
+        )),
+        "{text}"
+    );
+
+    // What an operator with --max-rebooting-nodes 2 and a 10m interval publishes.
+    let published =
+        protocol::settings::PublishedSettings::of(&protocol::operator::OperatorConfig {
+            max_rebooting: protocol::operator::MaxRebooting::Count(2),
+            min_reboot_interval: chrono::TimeDelta::minutes(10),
+            ..Default::default()
+        });
+    publish(&c, &published.to_annotation()).await;
+    let out = fluoctl(&["status", "--server", &url]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("6 held / 2 max (--max-rebooting-nodes 2, from the operator's Lease)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("settings: from the operator's Lease\n"),
+        "{text}"
+    );
+    let out = fluoctl(&["status", "--server", &url, "-o", "json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["max_rebooting"], 2);
+    assert_eq!(v["max_rebooting_source"], "lease");
+    assert_eq!(v["settings"]["from_lease"], true);
+
+    // A flag wins, and says so; the other settings still come from the Lease.
+    let out = fluoctl(&["status", "--server", &url, "--max-rebooting-nodes", "3"]).await;
+    let text = stdout(&out);
+    assert!(
+        text.contains("6 held / 3 max (--max-rebooting-nodes 3, given)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "settings: from the operator's Lease; given on the command line instead: --max-rebooting-nodes"
+        ),
+        "{text}"
+    );
+    let out = fluoctl(&["plan", "--server", &url, "--max-rebooting-nodes", "3"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("at most 3 at a time (--max-rebooting-nodes, given)"),
+        "{text}"
+    );
+    let out = fluoctl(&["plan", "--server", &url]).await;
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "settings: from the operator's Lease; at most 2 at a time (from the operator's Lease)"
+        ),
+        "{text}"
+    );
+
+    // A malformed or unknown-version annotation is ignored with a note; status still shows.
+    for (value, reason) in [
+        ("{not json", "not a JSON object"),
+        (r#"{"version":99}"#, "unknown format version 99"),
+    ] {
+        publish(&c, value).await;
+        for cmd in ["status", "plan"] {
+            let out = fluoctl(&[cmd, "--server", &url]).await;
+            assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+            let text = stdout(&out);
+            assert!(
+                text.contains(&format!(
+                    "ignored the annotation {}",
+                    keys::OPERATOR_SETTINGS
+                )) && text.contains(reason),
+                "{cmd}: {text}"
+            );
+        }
+        let out = fluoctl(&["status", "--server", &url]).await;
+        let text = stdout(&out);
+        assert!(
+            text.contains("1 max (--max-rebooting-nodes 1, the default)"),
+            "{text}"
+        );
+        check_table(&text, &url);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

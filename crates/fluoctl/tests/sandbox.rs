@@ -446,3 +446,86 @@ fn bad_flags_fail_naming_the_flag() {
         assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
     }
 }
+
+/// `fluoctl ARGS` (not `sandbox`) with a clean environment.
+fn cli(args: &[&str]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args).env_clear().stdin(Stdio::null());
+    if let Ok(path) = std::env::var("PATH") {
+        c.env("PATH", path);
+    }
+    c.output().expect("run fluoctl")
+}
+
+/// Issue 15's run: mid-rollout with an operator at max 2, `status` shows the operator's
+/// maximum from its Lease and `plan` gives every node a turn, without repeating the flag.
+#[test]
+fn mid_rollout_status_and_plan_know_the_operators_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sb = Running::start(&[
+        "--nodes",
+        "6",
+        "--max-rebooting-nodes",
+        "2",
+        "--reboot-seconds",
+        "20",
+        "--pods-per-node",
+        "2",
+        "--kubeconfig-dir",
+        dir.path().join("kc").to_str().unwrap(),
+    ]);
+    let kc = sb.kubeconfig();
+    // Wait for the first batch: two slots held.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cli(&["status", "--kubeconfig", &kc, "-o", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v["slots_held"] == 2 && v["settings"]["from_lease"] == true {
+            assert_eq!(v["max_rebooting"], 2, "{v}");
+            assert_eq!(v["max_rebooting_source"], "lease", "{v}");
+            break;
+        }
+        assert!(!sb.exited(), "the sandbox ended");
+        assert!(Instant::now() < deadline, "no first batch: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = cli(&["status", "--kubeconfig", &kc]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("2 max (--max-rebooting-nodes 2, from the operator's Lease)"),
+        "{text}"
+    );
+
+    let out = cli(&["plan", "--kubeconfig", &kc, "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["max_rebooting"], 2, "{p}");
+    assert_eq!(p["skipped"], serde_json::json!([]), "{p}");
+    let steps = p["steps"].as_array().unwrap();
+    let in_flight = steps.iter().filter(|s| s["in_flight"] == true).count();
+    // The first batch is in flight (20 s reboots); every other node has a later turn.
+    assert!((1..=2).contains(&in_flight), "{p}");
+    assert_eq!(steps.len(), 6, "{p}");
+    for s in steps.iter().filter(|s| s["in_flight"] == false) {
+        assert!(s["batch"].as_u64().unwrap() >= 2, "{p}");
+    }
+
+    // A flag overrides the Lease and says so.
+    let out = cli(&["plan", "--kubeconfig", &kc, "--max-rebooting-nodes", "3"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("at most 3 at a time (--max-rebooting-nodes, given)")
+            && text.contains("given on the command line instead: --max-rebooting-nodes"),
+        "{text}"
+    );
+    drop(sb);
+}

@@ -173,6 +173,9 @@ pub struct Elector {
     observed: Option<(RecordKey, Instant)>,
     /// The Lease as our last successful write left it, while we hold it.
     written: Option<Lease>,
+    /// Annotations every acquire and renewal writes (the operator's published settings):
+    /// part of the same update, so they cost no extra request.
+    annotations: Vec<(String, String)>,
 }
 
 /// The outcome of one attempt.
@@ -206,6 +209,26 @@ impl Elector {
             field_manager: field_manager.to_string(),
             observed: None,
             written: None,
+            annotations: Vec::new(),
+        }
+    }
+
+    /// Also writes annotation `key=value` on the Lease with every acquire and renewal.
+    pub fn with_annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    fn annotate(&self, lease: &mut Lease) {
+        if self.annotations.is_empty() {
+            return;
+        }
+        let a = lease
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        for (k, v) in &self.annotations {
+            a.insert(k.clone(), v.clone());
         }
     }
 
@@ -248,6 +271,7 @@ impl Elector {
             renew_time: Some(MicroTime(Timestamp::now())),
             ..spec
         });
+        self.annotate(&mut lease);
         // The resourceVersion is that of our write: any write since is a 409.
         match self.replace(&lease, t0).await {
             Ok(true) => Some(Ok(Attempt::Held(t0))),
@@ -282,7 +306,7 @@ impl Elector {
         let now = MicroTime(Timestamp::now());
         let duration_secs = self.timing.lease_duration.as_secs().min(i32::MAX as u64) as i32;
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
-            let lease = Lease {
+            let mut lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.name.clone()),
                     ..Default::default()
@@ -296,6 +320,7 @@ impl Elector {
                     ..Default::default()
                 }),
             };
+            self.annotate(&mut lease);
             return match self.api.create(&self.post_params(), &lease).await {
                 Ok(created) => {
                     self.wrote(created, t0);
@@ -337,6 +362,7 @@ impl Elector {
             }),
             ..spec
         });
+        self.annotate(&mut lease);
         Ok(if self.replace(&lease, t0).await? {
             Attempt::Held(t0)
         } else {

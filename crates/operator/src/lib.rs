@@ -227,6 +227,11 @@ pub async fn run(
         &cfg.identity,
         cfg.lease,
         &cfg.field_manager,
+    )
+    // Published where fluoctl already reads (the Lease), so status and plan know our flags.
+    .with_annotation(
+        protocol::keys::OPERATOR_SETTINGS,
+        &protocol::settings::PublishedSettings::of(&cfg.operator).to_annotation(),
     );
     let detector = async move {
         match detector {

@@ -79,6 +79,15 @@ async fn renewals_are_single_updates_and_a_foreign_write_is_read_back() {
         Some("true"),
         "the renewal dropped the admin's annotation"
     );
+    // The same single updates publish the operator's settings for fluoctl.
+    let published = protocol::settings::from_annotations(l.metadata.annotations.as_ref())
+        .unwrap()
+        .expect("no operator-settings annotation on the Lease");
+    assert_eq!(
+        published.to_config().unwrap(),
+        op_config(1),
+        "{published:?}"
+    );
     assert_eq!(lease_holder(&admin).await.as_deref(), Some("operator"));
     // And back to single updates.
     tokio::time::sleep(Duration::from_millis(500)).await;

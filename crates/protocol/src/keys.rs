@@ -143,6 +143,11 @@ key!(
     /// stops every new pick and grant in the cluster.
     PAUSED = "paused"
 );
+key!(
+    /// Annotation on the operator's Lease, written by the leader (ours): its effective
+    /// scheduling settings as JSON ([`crate::settings`]), for `fluoctl status` and `plan`.
+    OPERATOR_SETTINGS = "operator-settings"
+);
 
 /// FLUO's keys, in the table order of PROTOCOL.md.
 pub const FLUO_KEYS: [&str; 13] = [

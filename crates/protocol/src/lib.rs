@@ -24,6 +24,7 @@ pub mod patch;
 pub mod phase;
 pub mod schedule;
 pub mod selector;
+pub mod settings;
 pub mod update_engine;
 pub mod window;
 

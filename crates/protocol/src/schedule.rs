@@ -362,6 +362,18 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// Each window as `--reboot-window` takes it.
+    pub fn window_flags(&self) -> Vec<String> {
+        self.windows.iter().map(|w| w.to_string()).collect()
+    }
+
+    /// The IANA name of the time zone.
+    pub fn tz_name(&self) -> &str {
+        self.tz.name()
+    }
+}
+
 impl fmt::Display for Schedule {
     /// E.g. `Mon,Tue,Wed,Thu,Fri 02:00-05:00; 22:00-24:00 (Europe/Berlin)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

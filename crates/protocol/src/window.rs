@@ -199,6 +199,19 @@ impl RebootWindow {
         self.start_minute
     }
 
+    /// The start as `--reboot-window-start` takes it: `14:00` or `Mon 14:00`.
+    pub fn start_flag(&self) -> String {
+        let hm = format!(
+            "{:02}:{:02}",
+            self.start_minute / 60,
+            self.start_minute % 60
+        );
+        match self.weekday {
+            Some(d) => format!("{} {hm}", weekday_name(d)),
+            None => hm,
+        }
+    }
+
     /// How long the window stays open.
     pub fn length(&self) -> TimeDelta {
         self.length

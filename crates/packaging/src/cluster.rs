@@ -71,6 +71,18 @@ pub enum Runtime {
     Runc { bundle: PathBuf },
 }
 
+/// Whether `n` is through its update to `version`: labelled with it, no reboot needed, not
+/// granted, not in progress, not cordoned.
+pub fn rolled_out(n: &k8s_openapi::api::core::v1::Node, version: &str) -> bool {
+    use protocol::keys;
+    use sandbox::testing::{annotation, label, unschedulable};
+    label(n, keys::LABEL_VERSION) == Some(version)
+        && annotation(n, keys::REBOOT_NEEDED) == Some(keys::FALSE)
+        && annotation(n, keys::REBOOT_OK) != Some(keys::TRUE)
+        && annotation(n, keys::REBOOT_IN_PROGRESS) != Some(keys::TRUE)
+        && !unschedulable(n)
+}
+
 /// The YAML documents of a multi-document stream, as JSON values (empty ones dropped).
 pub fn yaml_docs(text: &str) -> Vec<Value> {
     use serde::Deserialize;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use packaging::cluster::yaml_docs;
 use packaging::{binary, python, repo_root, run, tool};
+use sandbox::testing::contained;
 use serde_json::{Value, json};
 
 const RELEASE: &str = "rc";
@@ -880,26 +881,6 @@ fn manifest_file(objs: &[Value], dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-/// `sub` is contained in `sup`: every field of `sub` is in `sup` with the same value
-/// (lists element by element). Returns the first path that differs.
-fn contained(sub: &Value, sup: &Value, path: &str) -> Result<(), String> {
-    match (sub, sup) {
-        (Value::Object(a), Value::Object(b)) => a.iter().try_for_each(|(k, v)| {
-            let p = format!("{path}.{k}");
-            b.get(k)
-                .ok_or_else(|| format!("{p} missing"))
-                .and_then(|w| contained(v, w, &p))
-        }),
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
-            .iter()
-            .zip(b)
-            .enumerate()
-            .try_for_each(|(i, (v, w))| contained(v, w, &format!("{path}[{i}]"))),
-        _ if sub == sup => Ok(()),
-        _ => Err(format!("{path}: {sub} != {sup}")),
-    }
-}
-
 /// The real kubectl against the sandbox.
 struct Kubectl {
     server: String,
@@ -1323,8 +1304,9 @@ async fn a_rollout_runs_from_the_chart_rendered_with_non_default_flags() {
     use k8s_openapi::api::core::v1::Node;
     use kube::Api;
     use kube::api::{Patch, PatchParams};
-    use packaging::cluster::{Cluster, Runtime};
+    use packaging::cluster::{Cluster, Runtime, rolled_out};
     use protocol::keys;
+    use sandbox::testing::{annotation, label};
 
     const VERSION: &str = "4152.0.0";
     const HOOK: &str = "example.com/backup-done";
@@ -1346,21 +1328,13 @@ async fn a_rollout_runs_from_the_chart_rendered_with_non_default_flags() {
         let api = api.clone();
         async move { api.get(name).await.expect("get node") }
     };
-    let label = |n: &Node, k: &str| n.metadata.labels.as_ref().and_then(|l| l.get(k)).cloned();
-    let ann = |n: &Node, k: &str| {
-        n.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(k))
-            .cloned()
-    };
-    let tr = Some(keys::TRUE.to_string());
+    let tr = Some(keys::TRUE);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut ready = true;
         for n in nodes {
-            ready &= ann(&get(n).await, keys::STATUS).as_deref() == Some("UPDATE_STATUS_IDLE");
+            ready &= annotation(&get(n).await, keys::STATUS) == Some("UPDATE_STATUS_IDLE");
         }
         if ready {
             break;
@@ -1409,7 +1383,7 @@ async fn a_rollout_runs_from_the_chart_rendered_with_non_default_flags() {
     assert_eq!(picked(&all).len(), 2, "still two picked");
     for n in &all {
         assert_ne!(
-            ann(n, keys::REBOOT_OK),
+            annotation(n, keys::REBOOT_OK),
             tr,
             "granted before the hook: {:?}",
             n.metadata.name
@@ -1425,17 +1399,13 @@ async fn a_rollout_runs_from_the_chart_rendered_with_non_default_flags() {
         let mut done = true;
         for n in nodes {
             let node = get(n).await;
-            if label(&node, keys::BEFORE_REBOOT) == tr && ann(&node, HOOK) != tr {
+            if label(&node, keys::BEFORE_REBOOT) == tr && annotation(&node, HOOK) != tr {
                 let patch = json!({"metadata": {"annotations": {HOOK: "true"}}});
                 api.patch(n, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                     .expect("annotate");
             }
-            done &= label(&node, keys::LABEL_VERSION).as_deref() == Some(VERSION)
-                && ann(&node, keys::REBOOT_NEEDED).as_deref() == Some(keys::FALSE)
-                && ann(&node, keys::REBOOT_OK) != tr
-                && ann(&node, keys::REBOOT_IN_PROGRESS) != tr
-                && node.spec.as_ref().and_then(|s| s.unschedulable) != Some(true);
+            done &= rolled_out(&node, VERSION);
         }
         if done {
             break;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use packaging::cluster::{Cluster, Runtime, yaml_docs};
+use packaging::cluster::{Cluster, Runtime, rolled_out, yaml_docs};
 use packaging::{binary, repo_root, run, tool};
 use protocol::keys;
 use serde_json::Value;
@@ -129,14 +129,6 @@ async fn node(api: &Api<Node>, name: &str) -> Node {
     api.get(name).await.expect("get node")
 }
 
-fn updated(n: &Node) -> bool {
-    label(n, keys::LABEL_VERSION) == Some(VERSION)
-        && annotation(n, keys::REBOOT_NEEDED) == Some(keys::FALSE)
-        && annotation(n, keys::REBOOT_OK) != Some(keys::TRUE)
-        && annotation(n, keys::REBOOT_IN_PROGRESS) != Some(keys::TRUE)
-        && n.spec.as_ref().and_then(|s| s.unschedulable) != Some(true)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_and_agents_from_the_image_roll_an_update_out_in_runc() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,7 +168,7 @@ async fn operator_and_agents_from_the_image_roll_an_update_out_in_runc() {
     loop {
         let mut done = true;
         for n in nodes {
-            done &= updated(&node(&api, n).await);
+            done &= rolled_out(&node(&api, n).await, VERSION);
         }
         if done {
             break;

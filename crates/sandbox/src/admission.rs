@@ -271,24 +271,7 @@ fn add_objects(request: &mut Request, store: &Inner, w: &Write) {
         && w.operation == "UPDATE"
         && new.get("metadata").is_some_and(Value::is_object)
     {
-        for f in [
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-        ] {
-            match old["metadata"].get(f) {
-                Some(v) => new["metadata"][f] = v.clone(),
-                None => {
-                    if let Some(m) = new["metadata"].as_object_mut() {
-                        m.remove(f);
-                    }
-                }
-            }
-        }
+        crate::store::keep_unchangeable_metadata(new, old);
     }
     request.namespace_object = w
         .req

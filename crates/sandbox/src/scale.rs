@@ -122,10 +122,10 @@ pub fn scale_of(obj: &Value) -> ApiResult<Value> {
             md[f] = v.clone();
         }
     }
-    let selector = obj
-        .pointer("/spec/selector")
-        .map(selector_string)
-        .unwrap_or_default();
+    // As kube-apiserver: LabelSelectorAsSelector's string, and an error for a selector it
+    // cannot convert.
+    let selector = crate::table::label_selector_string(obj.pointer("/spec/selector"))
+        .ok_or_else(|| ApiError::internal("spec.selector: an unknown operator"))?;
     Ok(json!({
         "apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": md,
         "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
@@ -134,43 +134,6 @@ pub fn scale_of(obj: &Value) -> ApiResult<Value> {
             "selector": selector,
         },
     }))
-}
-
-/// A metav1.LabelSelector as the string form kube-apiserver gives, requirements sorted by key.
-fn selector_string(sel: &Value) -> String {
-    let mut reqs: Vec<(String, String)> = Vec::new();
-    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
-        for (k, v) in m {
-            reqs.push((k.clone(), format!("{k}={}", v.as_str().unwrap_or(""))));
-        }
-    }
-    for e in sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let key = e["key"].as_str().unwrap_or("").to_string();
-        let mut values: Vec<&str> = e["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        values.sort_unstable();
-        let s = match e["operator"].as_str().unwrap_or("") {
-            "In" => format!("{key} in ({})", values.join(",")),
-            "NotIn" => format!("{key} notin ({})", values.join(",")),
-            "Exists" => key.clone(),
-            _ => format!("!{key}"),
-        };
-        reqs.push((key, s));
-    }
-    reqs.sort();
-    reqs.into_iter()
-        .map(|(_, s)| s)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn patched(current: &Value, headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {

@@ -406,25 +406,8 @@ impl Inner {
         if !new.get("metadata").is_some_and(Value::is_object) {
             new["metadata"] = json!({});
         }
-        for f in [
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "resourceVersion",
-            "generation",
-        ] {
-            match old["metadata"].get(f) {
-                Some(v) => new["metadata"][f] = v.clone(),
-                None => {
-                    if let Some(m) = new["metadata"].as_object_mut() {
-                        m.remove(f);
-                    }
-                }
-            }
-        }
+        keep_unchangeable_metadata(&mut new, &old);
+        copy_metadata(&mut new, &old, "resourceVersion");
         self.put(r, ns, name, old, new)
     }
 
@@ -561,6 +544,35 @@ fn validate_name(r: &Resource, name: &str) -> ApiResult<()> {
                 "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
             ),
         ))
+    }
+}
+
+/// What an update cannot change (kube-apiserver's BeforeUpdate): `new` takes `old`'s name,
+/// namespace, uid, timestamps and generation, or loses them where `old` has none. `new`'s
+/// metadata must be an object.
+pub(crate) fn keep_unchangeable_metadata(new: &mut Value, old: &Value) {
+    for f in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        copy_metadata(new, old, f);
+    }
+}
+
+/// `new.metadata[f]` as `old.metadata[f]`: copied, or removed where `old` has none.
+fn copy_metadata(new: &mut Value, old: &Value, f: &str) {
+    match old["metadata"].get(f) {
+        Some(v) => new["metadata"][f] = v.clone(),
+        None => {
+            if let Some(m) = new["metadata"].as_object_mut() {
+                m.remove(f);
+            }
+        }
     }
 }
 

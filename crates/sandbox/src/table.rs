@@ -1001,7 +1001,7 @@ fn format_label_selector(sel: Option<&Value>) -> String {
 }
 
 /// LabelSelectorAsSelector(sel).String(); None if an operator is invalid.
-fn label_selector_string(sel: Option<&Value>) -> Option<String> {
+pub(crate) fn label_selector_string(sel: Option<&Value>) -> Option<String> {
     let Some(Value::Object(sel)) = sel else {
         return Some(String::new());
     };

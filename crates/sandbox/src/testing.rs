@@ -1,5 +1,5 @@
-//! Node accessors and waits that every crate's tests share, so a node reads the same way in
-//! the agent's, the operator's and the packaging tests.
+//! Node accessors, waits and object comparisons that every crate's tests share, so a node reads
+//! the same way in the agent's, the operator's and the packaging tests.
 
 use std::future::Future;
 use std::time::Duration;
@@ -75,5 +75,25 @@ where
             panic!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `sub` is contained in `sup`: every field of `sub` is in `sup` with the same value
+/// (lists element by element). Returns the first path that differs.
+pub fn contained(sub: &Value, sup: &Value, path: &str) -> Result<(), String> {
+    match (sub, sup) {
+        (Value::Object(a), Value::Object(b)) => a.iter().try_for_each(|(k, v)| {
+            let p = format!("{path}.{k}");
+            b.get(k)
+                .ok_or_else(|| format!("{p} missing"))
+                .and_then(|w| contained(v, w, &p))
+        }),
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .try_for_each(|(i, (v, w))| contained(v, w, &format!("{path}[{i}]"))),
+        _ if sub == sup => Ok(()),
+        _ => Err(format!("{path}: {sub} != {sup}")),
     }
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sandbox::testing::contained;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -597,26 +598,6 @@ fn promtool_checks_and_tests_the_rules() {
         ok && out.contains(&format!("SUCCESS: {n} rules found")),
         "{out}{err}"
     );
-}
-
-/// `sub` is contained in `sup`: every field of `sub` is in `sup` with the same value
-/// (lists element by element). Returns the first path that differs.
-fn contained(sub: &Value, sup: &Value, path: &str) -> Result<(), String> {
-    match (sub, sup) {
-        (Value::Object(a), Value::Object(b)) => a.iter().try_for_each(|(k, v)| {
-            let p = format!("{path}.{k}");
-            b.get(k)
-                .ok_or_else(|| format!("{p} missing"))
-                .and_then(|w| contained(v, w, &p))
-        }),
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
-            .iter()
-            .zip(b)
-            .enumerate()
-            .try_for_each(|(i, (v, w))| contained(v, w, &format!("{path}[{i}]"))),
-        _ if sub == sup => Ok(()),
-        _ => Err(format!("{path}: {sub} != {sup}")),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

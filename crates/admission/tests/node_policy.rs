@@ -206,6 +206,8 @@ async fn the_agents_own_patches_through_a_reboot_are_admitted() {
             now: chrono::Utc::now(),
             pods: None,
             pod_recovery_timeout: chrono::TimeDelta::minutes(10),
+            options: Default::default(),
+            sentinel: None,
         });
         match step {
             AgentStep::Patch(p) => {

@@ -184,6 +184,8 @@ async fn node_agent(
                 // The drain evicts nothing, so no evicted-pods record waits for its pods.
                 pods: None,
                 pod_recovery_timeout: chrono::TimeDelta::zero(),
+                options: Default::default(),
+                sentinel: None,
             });
             match step {
                 AgentStep::Patch(p) => {

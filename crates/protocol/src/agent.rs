@@ -24,6 +24,10 @@ use crate::node::{NodeState, NodeView, format_time, format_timestamped};
 use crate::patch::NodePatch;
 use crate::update_engine::UpdateStatus;
 
+mod marks;
+
+pub use marks::{BY_SENTINEL, BY_UPDATE_ENGINE, NodeOptions, needed_by, sentinel_outlived_reboot};
+
 /// The flag's name.
 pub const DRAIN_TIMEOUT_ACTION_FLAG: &str = "--drain-timeout-action";
 
@@ -82,6 +86,10 @@ pub struct AgentInput<'a> {
     pub pods: Option<&'a WorkloadPods>,
     /// `--pod-recovery-timeout`: how long after the reboot to wait for them.
     pub pod_recovery_timeout: TimeDelta,
+    /// The taint and load-balancer flags.
+    pub options: NodeOptions,
+    /// `--reboot-sentinel`: `None` when not set, otherwise whether the file exists.
+    pub sentinel: Option<bool>,
 }
 
 /// What the agent does next.
@@ -129,9 +137,18 @@ pub fn next_step(input: &AgentInput) -> AgentStep {
     };
     pending.merge(bookkeeping(&state, input));
     let step = transition(&state, input);
+    let with_taint = |mut pending: NodePatch| {
+        let mut projected = node.clone();
+        pending.apply(&mut projected);
+        if let Some(t) = marks::taint(&projected, input.options) {
+            pending.set_taints(t);
+        }
+        pending
+    };
     match step {
         AgentStep::Patch(t) => {
             pending.merge(t);
+            let mut pending = with_taint(pending);
             pending.minimize(node);
             if pending.is_empty() {
                 // Cannot happen (every transition changes something); never loop.
@@ -141,6 +158,7 @@ pub fn next_step(input: &AgentInput) -> AgentStep {
             }
         }
         other => {
+            let mut pending = with_taint(pending);
             pending.minimize(node);
             if pending.is_empty() {
                 if other == AgentStep::Reboot {
@@ -184,8 +202,8 @@ fn host_facts(input: &AgentInput) -> NodePatch {
     p
 }
 
-/// Explicit defaults, the reboot-needed label, stale keys, and
-/// update_engine's NEED_REBOOT -> reboot-needed.
+/// Explicit defaults, the reboot-needed label, stale keys, and who asks for a reboot
+/// (update_engine's NEED_REBOOT, the sentinel) -> reboot-needed.
 fn bookkeeping(s: &NodeState, input: &AgentInput) -> NodePatch {
     let node = input.node;
     let mut p = NodePatch::new(&node.name);
@@ -204,15 +222,14 @@ fn bookkeeping(s: &NodeState, input: &AgentInput) -> NodePatch {
     if !s.reboot_in_progress && s.evicted_pods.as_ref().is_some_and(|r| r.back.is_none()) {
         p.remove_annotation(keys::EVICTED_PODS);
     }
-    // A reboot-ok still "true" is the previous cycle's (the operator has not
-    // withdrawn it yet): asking again now would reboot without a new grant.
-    if input.host.is_some_and(UpdateStatus::needs_reboot)
-        && !s.reboot_needed
-        && !s.reboot_ok
-        && !s.reboot_in_progress
-    {
-        set_needed(&mut p, true);
+    if !s.reboot_needed && node.annotation(keys::REBOOT_NEEDED_BY).is_some() {
+        p.remove_annotation(keys::REBOOT_NEEDED_BY);
     }
+    // Our load-balancer exclusion left from a cycle that ended without us (restart).
+    if !s.reboot_in_progress {
+        marks::include_in_lb(&mut p, node);
+    }
+    p.merge(marks::requests(s, input));
     p
 }
 
@@ -235,7 +252,7 @@ fn uncordon_if_ours(p: &mut NodePatch, agent_made: bool) {
 
 /// The node rebooted (or, handed over by FLUO, is taken as rebooted). The record of
 /// evicted pods gets `back`: the pod-recovery timeout counts from now.
-fn rebooted_patch(s: &NodeState, now: DateTime<Utc>) -> NodePatch {
+fn rebooted_patch(s: &NodeState, node: &NodeView, now: DateTime<Utc>) -> NodePatch {
     let mut p = NodePatch::new(&s.name);
     if let Some(rec) = s.evicted_pods.as_ref().filter(|r| r.back.is_none()) {
         let mut rec = rec.clone();
@@ -243,9 +260,11 @@ fn rebooted_patch(s: &NodeState, now: DateTime<Utc>) -> NodePatch {
         p.set_annotation(keys::EVICTED_PODS, rec.to_value());
     }
     uncordon_if_ours(&mut p, s.agent_made_unschedulable);
+    marks::include_in_lb(&mut p, node);
     p.set_annotation(keys::REBOOT_IN_PROGRESS, keys::FALSE);
     set_needed(&mut p, false);
-    p.remove_annotation(keys::REBOOT_BOOT_ID)
+    p.remove_annotation(keys::REBOOT_NEEDED_BY)
+        .remove_annotation(keys::REBOOT_BOOT_ID)
         .remove_annotation(keys::REBOOT_ERROR)
         .remove_annotation(keys::DRAIN_FAILURE);
     p
@@ -256,6 +275,7 @@ fn rebooted_patch(s: &NodeState, now: DateTime<Utc>) -> NodePatch {
 fn stop_patch(node: &NodeView, agent_made: bool) -> NodePatch {
     let mut p = NodePatch::new(&node.name);
     uncordon_if_ours(&mut p, agent_made);
+    marks::include_in_lb(&mut p, node);
     p.set_annotation(keys::REBOOT_IN_PROGRESS, keys::FALSE);
     p.remove_annotation(keys::REBOOT_BOOT_ID);
     if node.annotation(keys::EVICTED_PODS).is_some() {
@@ -283,7 +303,7 @@ fn transition(s: &NodeState, input: &AgentInput) -> AgentStep {
                     );
                 };
                 if !h.needs_reboot() {
-                    return Patch(rebooted_patch(s, input.now));
+                    return Patch(rebooted_patch(s, input.node, input.now));
                 }
                 if s.boot_id.is_empty() {
                     return no_boot_id();
@@ -297,7 +317,7 @@ fn transition(s: &NodeState, input: &AgentInput) -> AgentStep {
             return no_boot_id();
         }
         if *recorded != s.boot_id {
-            return Patch(rebooted_patch(s, input.now));
+            return Patch(rebooted_patch(s, input.node, input.now));
         }
         // Not rebooted yet.
         if !s.reboot_ok {
@@ -315,6 +335,9 @@ fn transition(s: &NodeState, input: &AgentInput) -> AgentStep {
             return Patch(p);
         }
         if !input.drained {
+            if let Some(p) = marks::exclude_from_lb(s, input.node, input.options) {
+                return Patch(p);
+            }
             return Drain;
         }
         return Reboot;

@@ -1,6 +1,6 @@
 //! k8s Node -> [`crate::node::NodeView`], for the shells (feature `k8s`).
 
-use crate::node::NodeView;
+use crate::node::{NodeView, Taint};
 use k8s_openapi::api::core::v1::Node;
 
 /// The parts of `node` the protocol reads.
@@ -23,6 +23,26 @@ pub fn node_view(node: &Node) -> NodeView {
         ready: status
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+        taints: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| Taint {
+                        key: t.key.clone(),
+                        value: t.value.clone(),
+                        effect: t.effect.clone(),
+                        // As it is sent back: the API server's own format.
+                        time_added: t
+                            .time_added
+                            .as_ref()
+                            .and_then(|at| serde_json::to_value(at).ok())
+                            .and_then(|v| v.as_str().map(str::to_string)),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

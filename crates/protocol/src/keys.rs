@@ -149,6 +149,32 @@ key!(
     OPERATOR_SETTINGS = "operator-settings"
 );
 
+key!(
+    /// Annotation, agent (ours): what asked for the reboot, comma-separated in the order
+    /// they asked: `update_engine` and/or `sentinel` (`--reboot-sentinel`). Removed with
+    /// `reboot-needed` after the reboot.
+    REBOOT_NEEDED_BY = "reboot-needed-by"
+);
+key!(
+    /// Annotation, agent (ours): the boot ID in which `--reboot-sentinel` asked for the
+    /// reboot. Removed once the sentinel is seen gone in a later boot; while it is there
+    /// and the boot ID differs, the sentinel outlived the reboot and is not obeyed again.
+    SENTINEL_BOOT_ID = "sentinel-boot-id"
+);
+key!(
+    /// Annotation, agent (ours): the agent set [`EXCLUDE_FROM_LB_LABEL`] for this reboot
+    /// (`--exclude-from-load-balancers`), so it removes it afterwards.
+    AGENT_EXCLUDED_FROM_LB = "agent-excluded-from-load-balancers"
+);
+key!(
+    /// Taint key, agent (ours): `PreferNoSchedule` while the node waits for or goes
+    /// through a reboot (`--prefer-no-schedule-taint`).
+    REBOOT_TAINT = "reboot-pending"
+);
+
+/// Kubernetes' well-known label that takes a node out of external load balancers.
+pub const EXCLUDE_FROM_LB_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
 /// FLUO's keys, in the table order of PROTOCOL.md.
 pub const FLUO_KEYS: [&str; 13] = [
     REBOOT_NEEDED,
@@ -167,7 +193,7 @@ pub const FLUO_KEYS: [&str; 13] = [
 ];
 
 /// The keys this project adds.
-pub const OUR_KEYS: [&str; 12] = [
+pub const OUR_KEYS: [&str; 17] = [
     REBOOT_BOOT_ID,
     DRAIN_FAILURE,
     REBOOT_ERROR,
@@ -180,6 +206,11 @@ pub const OUR_KEYS: [&str; 12] = [
     RELEASED_AT,
     EVICTED_PODS,
     PAUSED,
+    OPERATOR_SETTINGS,
+    REBOOT_NEEDED_BY,
+    SENTINEL_BOOT_ID,
+    AGENT_EXCLUDED_FROM_LB,
+    REBOOT_TAINT,
 ];
 
 #[cfg(test)]

@@ -25,7 +25,28 @@ pub struct NodeView {
     pub boot_id: String,
     /// The `Ready` condition is `True`.
     pub ready: bool,
+    /// `spec.taints`, as read (written back whole, so others' taints are kept verbatim).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Taint>,
 }
+
+/// One entry of `spec.taints`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Taint {
+    /// `key`.
+    pub key: String,
+    /// `value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// `effect`: `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: String,
+    /// `timeAdded` as the API server wrote it.
+    #[serde(rename = "timeAdded", default, skip_serializing_if = "Option::is_none")]
+    pub time_added: Option<String>,
+}
+
+/// The effect of [`keys::REBOOT_TAINT`].
+pub const PREFER_NO_SCHEDULE: &str = "PreferNoSchedule";
 
 impl NodeView {
     /// An annotation's value.
@@ -139,6 +160,8 @@ pub struct NodeState {
     pub reboot_paused: bool,
     /// Annotation `agent-made-unschedulable`.
     pub agent_made_unschedulable: bool,
+    /// Annotation `agent-excluded-from-load-balancers`.
+    pub agent_excluded_from_lb: bool,
     /// Label `before-reboot`.
     pub before_reboot: bool,
     /// Label `after-reboot`.
@@ -266,6 +289,7 @@ impl NodeState {
             reboot_ok: parse_bool(view, A, keys::REBOOT_OK)?,
             reboot_paused: parse_bool(view, A, keys::REBOOT_PAUSED)?,
             agent_made_unschedulable: parse_bool(view, A, keys::AGENT_MADE_UNSCHEDULABLE)?,
+            agent_excluded_from_lb: parse_bool(view, A, keys::AGENT_EXCLUDED_FROM_LB)?,
             before_reboot: parse_bool(view, L, keys::BEFORE_REBOOT)?,
             after_reboot: parse_bool(view, L, keys::AFTER_REBOOT)?,
             unschedulable: view.unschedulable,
@@ -333,6 +357,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             unschedulable: false,
+            taints: vec![],
             boot_id: "b1".into(),
             ready: true,
         }

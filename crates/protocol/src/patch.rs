@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::node::NodeView;
+use crate::node::{NodeView, Taint};
 
-/// Changes to one Node's annotations, labels and `spec.unschedulable`.
+/// Changes to one Node's annotations, labels, `spec.unschedulable` and `spec.taints`.
 /// A `None` value removes the key.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodePatch {
@@ -18,6 +18,9 @@ pub struct NodePatch {
     pub labels: BTreeMap<String, Option<String>>,
     /// New `spec.unschedulable`, if it changes.
     pub unschedulable: Option<bool>,
+    /// The whole new `spec.taints`, if it changes (a merge patch replaces lists whole,
+    /// so only write it with the resourceVersion it was computed from).
+    pub taints: Option<Vec<Taint>>,
 }
 
 impl NodePatch {
@@ -31,7 +34,10 @@ impl NodePatch {
 
     /// Nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.annotations.is_empty() && self.labels.is_empty() && self.unschedulable.is_none()
+        self.annotations.is_empty()
+            && self.labels.is_empty()
+            && self.unschedulable.is_none()
+            && self.taints.is_none()
     }
 
     /// Sets annotation `key` to `value`.
@@ -64,12 +70,21 @@ impl NodePatch {
         self
     }
 
+    /// Sets the whole `spec.taints`.
+    pub fn set_taints(&mut self, taints: Vec<Taint>) -> &mut Self {
+        self.taints = Some(taints);
+        self
+    }
+
     /// Adds `other`'s changes; where both touch a key, `other` wins.
     pub fn merge(&mut self, other: NodePatch) {
         self.annotations.extend(other.annotations);
         self.labels.extend(other.labels);
         if other.unschedulable.is_some() {
             self.unschedulable = other.unschedulable;
+        }
+        if other.taints.is_some() {
+            self.taints = other.taints;
         }
     }
 
@@ -81,6 +96,9 @@ impl NodePatch {
         self.labels.retain(|k, v| view.labels.get(k) != v.as_ref());
         if self.unschedulable == Some(view.unschedulable) {
             self.unschedulable = None;
+        }
+        if self.taints.as_ref() == Some(&view.taints) {
+            self.taints = None;
         }
     }
 
@@ -112,8 +130,17 @@ impl NodePatch {
         if !meta.is_empty() {
             root.insert("metadata".into(), Value::Object(meta));
         }
+        let mut spec = Map::new();
         if let Some(u) = self.unschedulable {
-            root.insert("spec".into(), json!({ "unschedulable": u }));
+            spec.insert("unschedulable".into(), json!(u));
+        }
+        if let Some(t) = &self.taints {
+            // An empty list is removed, as the API server would store it.
+            let list = if t.is_empty() { Value::Null } else { json!(t) };
+            spec.insert("taints".into(), list);
+        }
+        if !spec.is_empty() {
+            root.insert("spec".into(), Value::Object(spec));
         }
         Value::Object(root)
     }
@@ -145,6 +172,9 @@ impl NodePatch {
         }
         if let Some(u) = self.unschedulable {
             view.unschedulable = u;
+        }
+        if let Some(t) = &self.taints {
+            view.taints = t.clone();
         }
     }
 }
@@ -253,5 +283,39 @@ mod tests {
         r.set_unschedulable(true);
         apply_all(&mut vs, &[r, NodePatch::new("other")]);
         assert!(vs[0].unschedulable);
+    }
+
+    #[test]
+    fn taints_are_written_whole() {
+        let theirs = Taint {
+            key: "dedicated".into(),
+            value: Some("gpu".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        };
+        let ours = Taint {
+            key: keys::REBOOT_TAINT.into(),
+            value: None,
+            effect: crate::node::PREFER_NO_SCHEDULE.into(),
+            time_added: None,
+        };
+        let mut p = NodePatch::new("n");
+        p.set_taints(vec![theirs.clone(), ours.clone()]);
+        assert_eq!(
+            p.merge_patch(),
+            json!({"spec": {"taints": [
+                {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+                {"key": keys::REBOOT_TAINT, "effect": "PreferNoSchedule"},
+            ]}})
+        );
+        let mut v = NodeView::default();
+        p.apply(&mut v);
+        assert_eq!(v.taints, vec![theirs, ours]);
+        let mut same = p.clone();
+        same.minimize(&v);
+        assert!(same.is_empty());
+        let mut none = NodePatch::new("n");
+        none.set_taints(vec![]);
+        assert_eq!(none.merge_patch(), json!({"spec": {"taints": null}}));
     }
 }

@@ -118,6 +118,8 @@ impl Sim {
             now,
             pods: None,
             pod_recovery_timeout: crate::evicted::DEFAULT_POD_RECOVERY_TIMEOUT,
+            options: Default::default(),
+            sentinel: None,
         });
         let progressed = match step {
             AgentStep::Patch(p) => {

@@ -21,7 +21,7 @@ use protocol::{keys, node, update_engine};
 #[allow(dead_code)]
 mod testutil;
 
-use protocol::agent::{AgentInput, AgentStep, DrainTimeoutAction, next_step};
+use protocol::agent::{AgentInput, AgentStep, DrainTimeoutAction, NodeOptions, next_step};
 use protocol::evicted::{DEFAULT_POD_RECOVERY_TIMEOUT, EvictedPods};
 use protocol::hostinfo::{HostInfo, is_valid_label_value, parse_env_file};
 use protocol::node::{NodeState, NodeView};
@@ -108,6 +108,25 @@ fn garbage_map() -> impl Strategy<Value = BTreeMap<String, String>> {
     prop::collection::btree_map(key, nasty_value(), 0..8)
 }
 
+/// Random taints, ours among them, with nasty values.
+fn garbage_taints() -> impl Strategy<Value = Vec<node::Taint>> {
+    let key = prop_oneof![Just(keys::REBOOT_TAINT.to_string()), any::<String>()];
+    let effect = prop_oneof![Just("PreferNoSchedule".to_string()), any::<String>()];
+    let taint = (
+        key,
+        prop::option::of(nasty_value()),
+        effect,
+        prop::option::of(any::<String>()),
+    )
+        .prop_map(|(key, value, effect, time_added)| node::Taint {
+            key,
+            value,
+            effect,
+            time_added,
+        });
+    prop::collection::vec(taint, 0..4)
+}
+
 /// A Node of random protocol keys (and random other keys) with nasty values.
 fn garbage_node(name: String) -> impl Strategy<Value = NodeView> {
     (
@@ -116,15 +135,17 @@ fn garbage_node(name: String) -> impl Strategy<Value = NodeView> {
         any::<bool>(),
         any::<bool>(),
         prop_oneof![Just("b1".to_string()), Just(String::new()), any::<String>()],
+        garbage_taints(),
     )
         .prop_map(
-            move |(annotations, labels, unschedulable, ready, boot_id)| NodeView {
+            move |(annotations, labels, unschedulable, ready, boot_id, taints)| NodeView {
                 name: name.clone(),
                 annotations,
                 labels,
                 unschedulable,
                 ready,
                 boot_id,
+                taints,
             },
         )
 }
@@ -414,6 +435,8 @@ proptest! {
         host in any_host(),
         drained in any::<bool>(),
         os_release in ".{0,200}",
+        (taint, lb) in (any::<bool>(), any::<bool>()),
+        sentinel in prop::option::of(any::<bool>()),
     ) {
         let info = HostInfo::from_files(Some(&os_release), None, None);
         let step = next_step(&AgentInput {
@@ -424,7 +447,16 @@ proptest! {
             now: Utc::now(),
             pods: None,
             pod_recovery_timeout: DEFAULT_POD_RECOVERY_TIMEOUT,
+            options: NodeOptions { prefer_no_schedule_taint: taint, exclude_from_load_balancers: lb },
+            sentinel,
         });
+        // Taints that are not ours are never dropped or changed.
+        if let AgentStep::Patch(p) = &step
+            && let Some(t) = &p.taints
+        {
+            let others = |ts: &[node::Taint]| ts.iter().filter(|t| t.key != keys::REBOOT_TAINT).cloned().collect::<Vec<_>>();
+            prop_assert_eq!(others(t), others(&v.taints));
+        }
         if NodeState::parse(&v).is_err() {
             prop_assert!(!matches!(step, AgentStep::Drain | AgentStep::Reboot), "{step:?}");
         }

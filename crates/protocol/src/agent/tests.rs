@@ -1,6 +1,6 @@
 use super::*;
 use crate::evicted::{DEFAULT_POD_RECOVERY_TIMEOUT, PodCount, Workload};
-use crate::node::{NodeView, format_time};
+use crate::node::{NodeView, PREFER_NO_SCHEDULE, Taint, format_time};
 use crate::testutil::*;
 use crate::update_engine::UPDATE_STATUS_DOWNLOADING;
 use proptest::prelude::*;
@@ -38,6 +38,8 @@ fn step(v: &NodeView, host: Option<&UpdateStatus>, drained: bool) -> AgentStep {
         now: t0(),
         pods: None,
         pod_recovery_timeout: DEFAULT_POD_RECOVERY_TIMEOUT,
+        options: Default::default(),
+        sentinel: None,
     })
 }
 
@@ -148,6 +150,8 @@ fn labels_follow_host_info_and_missing_values_remove_them() {
         now: t0(),
         pods: None,
         pod_recovery_timeout: DEFAULT_POD_RECOVERY_TIMEOUT,
+        options: Default::default(),
+        sentinel: None,
     }));
     assert_eq!(
         p.labels.into_iter().collect::<Vec<_>>(),
@@ -707,13 +711,31 @@ proptest! {
         info in any_info(),
         drained in any::<bool>(),
         dt in -200i64..200,
+        (taint, lb) in (any::<bool>(), any::<bool>()),
+        sentinel in prop::option::of(any::<bool>()),
+        sentinel_boot in prop::option::of(prop::sample::select(vec!["b1", "b2"])),
+        (their_taint, their_lb, our_lb) in (any::<bool>(), any::<bool>(), any::<bool>()),
     ) {
         let now = t0() + mins(dt);
         let mut v = v;
+        if let Some(b) = sentinel_boot {
+            v = v.ann(keys::SENTINEL_BOOT_ID, b);
+        }
+        let theirs = Taint { key: "dedicated".into(), value: Some("x".into()), effect: "NoSchedule".into(), time_added: Some("2024-05-01T00:00:00Z".into()) };
+        if their_taint {
+            v.taints.push(theirs.clone());
+        }
+        if their_lb || our_lb {
+            v = v.lbl(keys::EXCLUDE_FROM_LB_LABEL, "true");
+        }
+        if our_lb {
+            v = v.ann(keys::AGENT_EXCLUDED_FROM_LB, "true");
+        }
+        let options = NodeOptions { prefer_no_schedule_taint: taint, exclude_from_load_balancers: lb };
         for _ in 0..8 {
             let input = AgentInput {
                 node: &v, host: host.as_ref(), info: &info, drained, now,
-                pods: None, pod_recovery_timeout: DEFAULT_POD_RECOVERY_TIMEOUT,
+                pods: None, pod_recovery_timeout: DEFAULT_POD_RECOVERY_TIMEOUT, options, sentinel,
             };
             match next_step(&input) {
                 AgentStep::Reboot => {
@@ -752,6 +774,18 @@ proptest! {
                     }
                     if p.annotations.get(keys::REBOOT_NEEDED) == Some(&Some("true".into())) {
                         prop_assert_ne!(v.annotation(keys::REBOOT_OK), Some("true"));
+                    }
+                    // Others' taints are kept; ours only with the flag.
+                    if let Some(t) = &p.taints {
+                        prop_assert_eq!(their_taint, t.contains(&theirs));
+                        prop_assert!(t.iter().all(|t| t.key == theirs.key || (taint && t.key == keys::REBOOT_TAINT)));
+                    }
+                    // The load-balancer label is removed only by whoever set it.
+                    if p.labels.get(keys::EXCLUDE_FROM_LB_LABEL) == Some(&None) {
+                        prop_assert_eq!(v.annotation(keys::AGENT_EXCLUDED_FROM_LB), Some("true"));
+                    }
+                    if p.labels.get(keys::EXCLUDE_FROM_LB_LABEL) == Some(&Some("true".into())) {
+                        prop_assert!(lb && v.label(keys::EXCLUDE_FROM_LB_LABEL).is_none());
                     }
                     p.apply(&mut v);
                 }
@@ -807,6 +841,8 @@ fn step_with(v: &NodeView, pods: Option<&WorkloadPods>, now: DateTime<Utc>) -> A
         now,
         pods,
         pod_recovery_timeout: DEFAULT_POD_RECOVERY_TIMEOUT,
+        options: Default::default(),
+        sentinel: None,
     })
 }
 
@@ -966,7 +1002,7 @@ proptest! {
         let info = info();
         let input = AgentInput {
             node: &v, host: Some(&need_reboot()), info: &info, drained: false, now,
-            pods: pods.as_ref(), pod_recovery_timeout: DEFAULT_POD_RECOVERY_TIMEOUT,
+            pods: pods.as_ref(), pod_recovery_timeout: DEFAULT_POD_RECOVERY_TIMEOUT, options: Default::default(), sentinel: None,
         };
         let Ok(s) = NodeState::parse(&v) else { return Ok(()) };
         let gate = evicted::evaluate(Some(&rec), pods.as_ref(), DEFAULT_POD_RECOVERY_TIMEOUT, now);
@@ -984,5 +1020,298 @@ proptest! {
                 );
             }
         }
+    }
+}
+
+// ---- The reboot sentinel, the taint and the load-balancer label ----
+
+fn step_opts(
+    v: &NodeView,
+    host: &UpdateStatus,
+    drained: bool,
+    options: NodeOptions,
+    sentinel: Option<bool>,
+) -> AgentStep {
+    let info = info();
+    next_step(&AgentInput {
+        node: v,
+        host: Some(host),
+        info: &info,
+        drained,
+        now: t0(),
+        pods: None,
+        pod_recovery_timeout: DEFAULT_POD_RECOVERY_TIMEOUT,
+        options,
+        sentinel,
+    })
+}
+
+fn settle_opts(
+    v: &mut NodeView,
+    host: &UpdateStatus,
+    drained: bool,
+    options: NodeOptions,
+    sentinel: Option<bool>,
+) -> AgentStep {
+    for _ in 0..8 {
+        match step_opts(v, host, drained, options, sentinel) {
+            AgentStep::Patch(p) => p.apply(v),
+            other => return other,
+        }
+    }
+    panic!("agent did not settle: {v:?}");
+}
+
+/// Grant, drain and reboot `v` (into boot `to`) as the operator and the host would; returns
+/// the step after the reboot.
+fn reboot_cycle(
+    v: &mut NodeView,
+    host: &UpdateStatus,
+    options: NodeOptions,
+    sentinel: Option<bool>,
+    to: &str,
+) -> AgentStep {
+    *v = v.clone().ann(keys::REBOOT_OK, "true");
+    assert_eq!(
+        settle_opts(v, host, false, options, sentinel),
+        AgentStep::Drain
+    );
+    assert_eq!(
+        settle_opts(v, host, true, options, sentinel),
+        AgentStep::Reboot
+    );
+    *v = v.clone().boot(to);
+    let after = settle_opts(v, &idle(), false, options, sentinel);
+    *v = v.clone().ann(keys::REBOOT_OK, "false");
+    after
+}
+
+#[test]
+fn the_sentinel_asks_for_one_reboot_and_says_so() {
+    let none = NodeOptions::default();
+    let mut v = settled("n");
+    let p = patch_of(step_opts(&v, &idle(), false, none, Some(true)));
+    assert_eq!(
+        p.annotations.get(keys::REBOOT_NEEDED),
+        Some(&Some("true".into()))
+    );
+    assert_eq!(
+        p.labels.get(keys::REBOOT_NEEDED),
+        Some(&Some("true".into()))
+    );
+    assert_eq!(
+        p.annotations.get(keys::REBOOT_NEEDED_BY),
+        Some(&Some("sentinel".into()))
+    );
+    assert_eq!(
+        p.annotations.get(keys::SENTINEL_BOOT_ID),
+        Some(&Some("b1".into()))
+    );
+    p.apply(&mut v);
+    assert!(wait_of(step_opts(&v, &idle(), false, none, Some(true))).contains("reboot-ok"));
+    reboot_cycle(&mut v, &idle(), none, Some(false), "b2");
+    // Gone after the reboot (tmpfs): everything about it is forgotten.
+    assert_eq!(v.annotation(keys::REBOOT_NEEDED), Some("false"));
+    assert_eq!(v.annotation(keys::REBOOT_NEEDED_BY), None);
+    assert_eq!(v.annotation(keys::SENTINEL_BOOT_ID), None);
+    assert_eq!(
+        step_opts(&v, &idle(), false, none, Some(false)),
+        AgentStep::Wait("no reboot needed".into())
+    );
+    // A new one in this boot asks again.
+    assert!(matches!(
+        step_opts(&v, &idle(), false, none, Some(true)),
+        AgentStep::Patch(_)
+    ));
+}
+
+#[test]
+fn a_sentinel_that_outlives_its_reboot_is_not_obeyed_again() {
+    let none = NodeOptions::default();
+    let mut v = settled("n");
+    settle_opts(&mut v, &idle(), false, none, Some(true));
+    assert_eq!(sentinel_outlived_reboot(&v, Some(true)), None);
+    reboot_cycle(&mut v, &idle(), none, Some(true), "b2");
+    assert_eq!(v.annotation(keys::REBOOT_NEEDED), Some("false"));
+    assert_eq!(v.annotation(keys::SENTINEL_BOOT_ID), Some("b1"));
+    assert_eq!(sentinel_outlived_reboot(&v, Some(true)), Some("b1"));
+    // Still there, boot after boot: no new request.
+    for boot in ["b2", "b3"] {
+        v = v.boot(boot);
+        assert_eq!(
+            settle_opts(&mut v, &idle(), false, none, Some(true)),
+            AgentStep::Wait("no reboot needed".into())
+        );
+    }
+    // Seen gone once, then back: a new request.
+    settle_opts(&mut v, &idle(), false, none, Some(false));
+    assert_eq!(v.annotation(keys::SENTINEL_BOOT_ID), None);
+    assert_eq!(sentinel_outlived_reboot(&v, Some(true)), None);
+    settle_opts(&mut v, &idle(), false, none, Some(true));
+    assert_eq!(v.annotation(keys::REBOOT_NEEDED), Some("true"));
+    assert_eq!(v.annotation(keys::SENTINEL_BOOT_ID), Some("b3"));
+    // Turning the flag off forgets it (the request stands).
+    settle_opts(&mut v, &idle(), false, none, None);
+    assert_eq!(v.annotation(keys::SENTINEL_BOOT_ID), None);
+    assert_eq!(v.annotation(keys::REBOOT_NEEDED), Some("true"));
+}
+
+#[test]
+fn both_sources_are_named_and_a_running_reboot_satisfies_the_sentinel() {
+    let none = NodeOptions::default();
+    let mut v = settled("n");
+    settle_opts(&mut v, &need_reboot(), false, none, Some(false));
+    assert_eq!(v.annotation(keys::REBOOT_NEEDED_BY), Some("update_engine"));
+    settle_opts(&mut v, &need_reboot(), false, none, Some(true));
+    assert_eq!(
+        v.annotation(keys::REBOOT_NEEDED_BY),
+        Some("update_engine,sentinel")
+    );
+    assert_eq!(needed_by(&v), vec!["update_engine", "sentinel"]);
+    // A sentinel that appears while the reboot runs is satisfied by it.
+    let mut w = settled("w");
+    settle_opts(&mut w, &need_reboot(), false, none, Some(false));
+    w = w.ann(keys::REBOOT_OK, "true");
+    assert_eq!(
+        settle_opts(&mut w, &need_reboot(), false, none, Some(true)),
+        AgentStep::Drain
+    );
+    assert_eq!(w.annotation(keys::SENTINEL_BOOT_ID), Some("b1"));
+    assert_eq!(
+        settle_opts(&mut w, &need_reboot(), true, none, Some(true)),
+        AgentStep::Reboot
+    );
+    w = w.boot("b2");
+    settle_opts(&mut w, &idle(), false, none, Some(false));
+    assert_eq!(w.annotation(keys::SENTINEL_BOOT_ID), None);
+    assert_eq!(w.annotation(keys::REBOOT_NEEDED), Some("false"));
+    // No boot ID: the sentinel cannot be recorded, so it is not acted on.
+    let nb = settled("x").boot("");
+    let p = step_opts(&nb, &idle(), false, none, Some(true));
+    assert!(
+        !matches!(p, AgentStep::Patch(ref p) if p.annotations.contains_key(keys::REBOOT_NEEDED)),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn the_prefer_no_schedule_taint_covers_the_wait_and_the_reboot_only() {
+    let on = NodeOptions {
+        prefer_no_schedule_taint: true,
+        ..Default::default()
+    };
+    let theirs = Taint {
+        key: "dedicated".into(),
+        value: Some("gpu".into()),
+        effect: "NoSchedule".into(),
+        time_added: Some("2024-05-01T00:00:00Z".into()),
+    };
+    let ours = Taint {
+        key: keys::REBOOT_TAINT.into(),
+        value: None,
+        effect: PREFER_NO_SCHEDULE.into(),
+        time_added: None,
+    };
+    let mut v = settled("n");
+    v.taints.push(theirs.clone());
+    assert_eq!(
+        step_opts(&v, &idle(), false, on, None),
+        AgentStep::Wait("no reboot needed".into())
+    );
+    // Tainted in the same write that marks the node.
+    let p = patch_of(step_opts(&v, &need_reboot(), false, on, None));
+    assert_eq!(
+        p.annotations.get(keys::REBOOT_NEEDED),
+        Some(&Some("true".into()))
+    );
+    assert_eq!(p.taints, Some(vec![theirs.clone(), ours.clone()]));
+    p.apply(&mut v);
+    assert_eq!(
+        reboot_cycle(&mut v, &need_reboot(), on, None, "b2"),
+        AgentStep::Wait("rebooted: waiting for the operator to withdraw reboot-ok".into())
+    );
+    // Untainted in the write that ends the cycle.
+    assert_eq!(v.taints, vec![theirs.clone()]);
+    // The flag off: ours goes, theirs stays.
+    v.taints.push(ours);
+    let p = patch_of(step_opts(&v, &idle(), false, NodeOptions::default(), None));
+    assert_eq!(p.taints, Some(vec![theirs]));
+}
+
+#[test]
+fn the_load_balancer_label_is_ours_only_if_we_set_it() {
+    let on = NodeOptions {
+        exclude_from_load_balancers: true,
+        ..Default::default()
+    };
+    let mut v = settled("n");
+    settle_opts(&mut v, &need_reboot(), false, on, None);
+    assert_eq!(
+        v.label(keys::EXCLUDE_FROM_LB_LABEL),
+        None,
+        "not before the drain"
+    );
+    v = v.ann(keys::REBOOT_OK, "true");
+    assert_eq!(
+        settle_opts(&mut v, &need_reboot(), false, on, None),
+        AgentStep::Drain
+    );
+    assert_eq!(v.label(keys::EXCLUDE_FROM_LB_LABEL), Some("true"));
+    assert_eq!(v.annotation(keys::AGENT_EXCLUDED_FROM_LB), Some("true"));
+    assert_eq!(
+        settle_opts(&mut v, &need_reboot(), true, on, None),
+        AgentStep::Reboot
+    );
+    v = v.boot("b2");
+    settle_opts(&mut v, &idle(), false, on, None);
+    assert_eq!(v.label(keys::EXCLUDE_FROM_LB_LABEL), None);
+    assert_eq!(v.annotation(keys::AGENT_EXCLUDED_FROM_LB), None);
+
+    // Someone else's label is left as it is, through the whole cycle.
+    let mut w = settled("w").lbl(keys::EXCLUDE_FROM_LB_LABEL, "");
+    settle_opts(&mut w, &need_reboot(), false, on, None);
+    reboot_cycle(&mut w, &need_reboot(), on, None, "b2");
+    assert_eq!(w.label(keys::EXCLUDE_FROM_LB_LABEL), Some(""));
+    assert_eq!(w.annotation(keys::AGENT_EXCLUDED_FROM_LB), None);
+
+    // A reboot called off (grant withdrawn) puts the node back too.
+    let mut x = settled("x");
+    settle_opts(&mut x, &need_reboot(), false, on, None);
+    x = x.ann(keys::REBOOT_OK, "true");
+    assert_eq!(
+        settle_opts(&mut x, &need_reboot(), false, on, None),
+        AgentStep::Drain
+    );
+    x = x.ann(keys::REBOOT_OK, "false");
+    settle_opts(&mut x, &need_reboot(), false, on, None);
+    assert_eq!(x.label(keys::EXCLUDE_FROM_LB_LABEL), None);
+    // And so does a failed drain.
+    let mut y = settled("y");
+    settle_opts(&mut y, &need_reboot(), false, on, None);
+    y = y.ann(keys::REBOOT_OK, "true");
+    assert_eq!(
+        settle_opts(&mut y, &need_reboot(), false, on, None),
+        AgentStep::Drain
+    );
+    let p = patch_of(drain_failed(&y, "x", DrainTimeoutAction::Uncordon, t0()));
+    p.apply(&mut y);
+    assert_eq!(y.label(keys::EXCLUDE_FROM_LB_LABEL), None);
+}
+
+proptest! {
+    /// A sentinel that never goes away reboots the node once, whatever the boots.
+    #[test]
+    fn a_permanent_sentinel_reboots_once(cycles in 1usize..6) {
+        let none = NodeOptions::default();
+        let mut v = settled("n");
+        let mut reboots = 0;
+        for i in 0..cycles {
+            settle_opts(&mut v, &idle(), false, none, Some(true));
+            if v.annotation(keys::REBOOT_NEEDED) == Some("true") {
+                reboot_cycle(&mut v, &idle(), none, Some(true), &format!("boot-{i}"));
+                reboots += 1;
+            }
+        }
+        prop_assert_eq!(reboots, 1);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use admission::{Decision, Denial, Policy, Request, Resource, UserInfo};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use protocol::agent::{AgentInput, AgentStep, next_step};
+use protocol::agent::{AgentInput, AgentStep, NodeOptions, next_step};
 use protocol::hostinfo::HostInfo;
 use protocol::keys;
 use sandbox::{Options, Sandbox, SimHost};
@@ -171,11 +171,12 @@ fn forbidden(node: &str, message: &str) -> Decision {
 }
 
 const ADMITTED: Decision = Decision::Admitted { warnings: vec![] };
-const LABELS_ONLY: &str =
-    "the update-agent may change only flatcar-linux-update.v1.flatcar-linux.net/ labels";
+const LABELS_ONLY: &str = "the update-agent may change only flatcar-linux-update.v1.flatcar-linux.net/ labels and node.kubernetes.io/exclude-from-external-load-balancers";
 const ANNOTATIONS_ONLY: &str =
     "the update-agent may change only flatcar-linux-update.v1.flatcar-linux.net/ annotations";
-const SPEC_ONLY: &str = "the update-agent may change only spec.unschedulable in a Node's spec";
+const SPEC_ONLY: &str =
+    "the update-agent may change only spec.unschedulable and its own taint in a Node's spec";
+const TAINTS: &str = "the update-agent may add or remove only its own PreferNoSchedule taint (flatcar-linux-update.v1.flatcar-linux.net/...)";
 const METADATA: &str =
     "the update-agent may not change a Node's metadata other than labels and annotations";
 const STATUS: &str = "the update-agent may not change a Node's status";
@@ -206,7 +207,11 @@ async fn the_agents_own_patches_through_a_reboot_are_admitted() {
             now: chrono::Utc::now(),
             pods: None,
             pod_recovery_timeout: chrono::TimeDelta::minutes(10),
-            options: Default::default(),
+            // Every optional mark on, so their writes are checked too.
+            options: NodeOptions {
+                prefer_no_schedule_taint: true,
+                exclude_from_load_balancers: true,
+            },
             sentinel: None,
         });
         match step {
@@ -272,6 +277,67 @@ async fn the_agents_own_patches_through_a_reboot_are_admitted() {
         written.iter().any(|b| b.to_string().contains(":null")),
         "a key removed: {written:?}"
     );
+    assert!(
+        wrote(
+            &format!("/metadata/labels/{}", esc(keys::EXCLUDE_FROM_LB_LABEL)),
+            json!("true")
+        ) && wrote(
+            &format!("/metadata/labels/{}", esc(keys::EXCLUDE_FROM_LB_LABEL)),
+            Json::Null
+        ),
+        "the load-balancer label set and removed: {written:?}"
+    );
+    assert!(
+        wrote("/spec/taints/0/key", json!(keys::REBOOT_TAINT)) && wrote("/spec/taints", Json::Null),
+        "the taint set and removed: {written:?}"
+    );
+}
+
+/// The taint and the load-balancer label as the agent writes them, next to someone else's
+/// taint, are admitted; anything else about taints is not.
+#[tokio::test]
+async fn only_our_prefer_no_schedule_taint_may_change() {
+    let c = Cluster::start().await;
+    let policy = policy();
+    let theirs = json!({"key": "dedicated", "value": "gpu", "effect": "NoSchedule"});
+    let ours = json!({"key": keys::REBOOT_TAINT, "effect": "PreferNoSchedule"});
+    c.patch("node-1", &json!({"spec": {"taints": [theirs.clone()]}}))
+        .await;
+    let old = c.node("node-1").await;
+    let lb = keys::EXCLUDE_FROM_LB_LABEL;
+    for patch in [
+        json!({"spec": {"taints": [theirs.clone(), ours.clone()]}}),
+        json!({"spec": {"taints": [ours.clone(), theirs.clone()]}}),
+        json!({"metadata": {"labels": {lb: "true"}}}),
+        json!({"metadata": {"labels": {lb: null}}}),
+    ] {
+        let d = decide(&policy, Resource::nodes(), agent_on("node-1"), &old, &patch);
+        assert_eq!(d, ADMITTED, "{patch}");
+    }
+    let tainted = merged(
+        &old,
+        &json!({"spec": {"taints": [theirs.clone(), ours.clone()]}}),
+    );
+    let d = decide(
+        &policy,
+        Resource::nodes(),
+        agent_on("node-1"),
+        &tainted,
+        &json!({"spec": {"taints": [theirs.clone()]}}),
+    );
+    assert_eq!(d, ADMITTED, "ours removed");
+    for patch in [
+        // Theirs removed, changed, or all taints dropped.
+        json!({"spec": {"taints": [ours.clone()]}}),
+        json!({"spec": {"taints": null}}),
+        json!({"spec": {"taints": [{"key": "dedicated", "value": "cpu", "effect": "NoSchedule"}]}}),
+        // A foreign taint added, or ours with a harder effect.
+        json!({"spec": {"taints": [theirs.clone(), {"key": "example.com/evil", "effect": "NoExecute"}]}}),
+        json!({"spec": {"taints": [theirs.clone(), {"key": keys::REBOOT_TAINT, "effect": "NoExecute"}]}}),
+    ] {
+        let d = decide(&policy, Resource::nodes(), agent_on("node-1"), &old, &patch);
+        assert_eq!(d, forbidden("node-1", TAINTS), "{patch}");
+    }
 }
 
 /// Our keys added, changed and removed, and a cordon, on a Node the agent just read, with
@@ -402,7 +468,6 @@ async fn other_spec_fields_are_denied() {
     let policy = policy();
     let old = c.node("node-1").await;
     for patch in [
-        json!({"spec": {"taints": [{"key": "example.com/evil", "effect": "NoExecute"}]}}),
         json!({"spec": {"podCIDR": "10.99.0.0/24"}}),
         json!({"spec": {"providerID": null}}),
         json!({"spec": {"unschedulable": true, "podCIDRs": ["10.99.0.0/24"]}}),

@@ -73,6 +73,108 @@ pub struct Args {
     )]
     pub drain_timeout_action: DrainTimeoutAction,
 
+    /// A file whose existence asks for a reboot, as kured's sentinel: Flatcar's
+    /// systemd-sysupdate touches /run/reboot-required. Mount the host's directory into the
+    /// pod and give the path inside it. Obeyed once per appearance: a sentinel still there
+    /// after the reboot it asked for is reported and not obeyed until it is gone (it should
+    /// live on tmpfs). Off by default.
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_REBOOT_SENTINEL",
+        value_name = "PATH",
+        value_parser = non_empty_path
+    )]
+    pub reboot_sentinel: Option<PathBuf>,
+
+    /// Taint the node flatcar-linux-update.v1.flatcar-linux.net/reboot-pending:PreferNoSchedule
+    /// while it waits for or goes through a reboot, so evicted pods prefer nodes that will
+    /// not be drained next. Removed after the reboot; other taints are never touched.
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_PREFER_NO_SCHEDULE_TAINT",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = shell::flags::parse_bool
+    )]
+    pub prefer_no_schedule_taint: bool,
+
+    /// Label the node node.kubernetes.io/exclude-from-external-load-balancers=true when its
+    /// drain starts, and remove the label after the reboot (only if the agent set it).
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_EXCLUDE_FROM_LOAD_BALANCERS",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = shell::flags::parse_bool
+    )]
+    pub exclude_from_load_balancers: bool,
+
+    /// With --exclude-from-load-balancers: how long to wait after labelling before the
+    /// first eviction, so load balancers stop sending new connections. Seconds or a Go
+    /// duration; 0 does not wait.
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_EXCLUDE_FROM_LOAD_BALANCERS_WAIT",
+        default_value = "0",
+        value_name = "DURATION",
+        value_parser = shell::flags::seconds_or_duration_or_zero
+    )]
+    pub exclude_from_load_balancers_wait: Duration,
+
+    /// After the drain, how long to wait for the node's volumes to detach (no attached
+    /// VolumeAttachment for the node, status.volumesInUse empty) before rebooting anyway,
+    /// with a Warning Event naming them. Seconds or a Go duration; 0 does not wait.
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_VOLUME_DETACH_TIMEOUT",
+        default_value = "5m",
+        value_name = "DURATION",
+        value_parser = shell::flags::seconds_or_duration_or_zero
+    )]
+    pub volume_detach_timeout: Duration,
+
+    /// As kubectl drain's flag: a pod whose deletionTimestamp is older than this counts as
+    /// gone (a pod stuck Terminating no longer fails the drain). Seconds or a Go duration;
+    /// 0 (the default) always waits.
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_SKIP_WAIT_FOR_DELETE_TIMEOUT",
+        default_value = "0",
+        value_name = "DURATION",
+        value_parser = shell::flags::seconds_or_duration_or_zero
+    )]
+    pub skip_wait_for_delete_timeout: Duration,
+
+    /// Drain only the pods matching this label selector (kubectl drain --pod-selector);
+    /// the others are left running through the reboot.
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_DRAIN_POD_SELECTOR",
+        value_name = "SELECTOR",
+        value_parser = pod_selector
+    )]
+    pub drain_pod_selector: Option<String>,
+
+    /// Also drain pods in kube-system (never drained otherwise, as FLUO), so their
+    /// PodDisruptionBudgets (e.g. CoreDNS's) hold through the reboot.
+    #[arg(
+        long,
+        env = "UPDATE_AGENT_DRAIN_KUBE_SYSTEM",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = shell::flags::parse_bool
+    )]
+    pub drain_kube_system: bool,
+
     /// The host's os-release (ID and VERSION labels). A missing file is not fatal.
     #[arg(
         long,
@@ -170,6 +272,12 @@ fn dbus_address(s: &str) -> Result<String, String> {
     }
 }
 
+fn pod_selector(s: &str) -> Result<String, String> {
+    let s = non_empty(s)?;
+    protocol::selector::LabelSelector::parse(&s).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
 fn parse_drain_timeout_action(s: &str) -> Result<DrainTimeoutAction, String> {
     DrainTimeoutAction::from_str(s).map_err(|_| "expected \"uncordon\" or \"reboot\"".to_string())
 }
@@ -221,6 +329,39 @@ mod tests {
         assert_eq!(a.log_format, LogFormat::Json);
         let a = parse(&["--node=n", "--force-drain=false"]).unwrap();
         assert!(!a.force_drain);
+        assert!(a.reboot_sentinel.is_none() && a.drain_pod_selector.is_none());
+        assert!(
+            !a.prefer_no_schedule_taint && !a.exclude_from_load_balancers && !a.drain_kube_system
+        );
+        assert_eq!(a.volume_detach_timeout, Duration::from_secs(300));
+        assert!(
+            a.skip_wait_for_delete_timeout.is_zero()
+                && a.exclude_from_load_balancers_wait.is_zero()
+        );
+        let a = parse(&[
+            "--node=n",
+            "--reboot-sentinel=/host/run/reboot-required",
+            "--prefer-no-schedule-taint",
+            "-exclude-from-load-balancers=true",
+            "--exclude-from-load-balancers-wait=30",
+            "--volume-detach-timeout=0",
+            "--skip-wait-for-delete-timeout=1m",
+            "--drain-pod-selector=app in (web,api),!critical",
+            "--drain-kube-system",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.reboot_sentinel,
+            Some(PathBuf::from("/host/run/reboot-required"))
+        );
+        assert!(a.prefer_no_schedule_taint && a.exclude_from_load_balancers && a.drain_kube_system);
+        assert_eq!(a.exclude_from_load_balancers_wait, Duration::from_secs(30));
+        assert!(a.volume_detach_timeout.is_zero());
+        assert_eq!(a.skip_wait_for_delete_timeout, Duration::from_secs(60));
+        assert_eq!(
+            a.drain_pod_selector.as_deref(),
+            Some("app in (web,api),!critical")
+        );
     }
 
     #[test]
@@ -245,6 +386,31 @@ mod tests {
             (&["--node=n", "--dbus-address=nonsense"], "--dbus-address"),
             (&["--node=n", "--log-format=xml"], "--log-format"),
             (&["--node=n", "--os-release-path="], "--os-release-path"),
+            (&["--node=n", "--reboot-sentinel="], "--reboot-sentinel"),
+            (
+                &["--node=n", "--prefer-no-schedule-taint=yes"],
+                "--prefer-no-schedule-taint",
+            ),
+            (
+                &["--node=n", "--exclude-from-load-balancers-wait=-1s"],
+                "--exclude-from-load-balancers-wait",
+            ),
+            (
+                &["--node=n", "--volume-detach-timeout=soon"],
+                "--volume-detach-timeout",
+            ),
+            (
+                &["--node=n", "--skip-wait-for-delete-timeout=1x"],
+                "--skip-wait-for-delete-timeout",
+            ),
+            (
+                &["--node=n", "--drain-pod-selector=app in (web"],
+                "--drain-pod-selector",
+            ),
+            (
+                &["--node=n", "--drain-kube-system=2"],
+                "--drain-kube-system",
+            ),
             (&[][..], "--node"),
         ] {
             let e = parse(args).unwrap_err().to_string();

@@ -1,11 +1,15 @@
 //! Draining the node through the Eviction API (policy/v1), so PodDisruptionBudgets hold.
 //!
 //! What is drained, in this order (see [`classify`]):
+//! - with `--drain-pod-selector`, only the pods it matches are looked at (kubectl drain's
+//!   `--pod-selector`);
 //! - pods in `kube-system` are left alone, as FLUO does (it never evicts them, to keep the
-//!   control plane and node-critical add-ons running until the reboot);
+//!   control plane and node-critical add-ons running until the reboot), unless
+//!   `--drain-kube-system`;
 //! - mirror pods (annotation `kubernetes.io/config.mirror`) and pods controlled by a
 //!   DaemonSet are skipped (the kubelet and the DaemonSet controller own them);
-//! - pods already terminating are waited for;
+//! - pods already terminating are waited for, unless their deletionTimestamp is older than
+//!   `--skip-wait-for-delete-timeout` (then they count as gone, as in kubectl drain);
 //! - finished pods (`Succeeded`/`Failed`) are deleted;
 //! - pods without a controller are evicted only with `--force-drain`; otherwise the drain
 //!   fails at once, naming them (they would not come back anywhere, so they are never
@@ -24,11 +28,20 @@
 //! the same name (a StatefulSet's) is never evicted by mistake. The drain then waits until
 //! every pod is gone or replaced (UID change), watching the node's pods (no polling); each
 //! pod must be gone within its grace period (plus [`DrainOptions::pod_delete_margin`]), and
-//! the whole drain within [`DrainOptions::timeout`] (`--grace-period`).
+//! the whole drain within [`DrainOptions::timeout`] (`--grace-period`). With
+//! `--skip-wait-for-delete-timeout`, a pod still terminating that long after its
+//! deletionTimestamp counts as gone instead of failing the drain.
+//!
+//! With `--exclude-from-load-balancers-wait`, the evictions start only that long after the
+//! plan is recorded (the node was labelled out of load balancers just before the drain).
+//! When every pod is gone, the drain waits up to `--volume-detach-timeout` for the node's
+//! volumes to detach ([`wait_for_volumes`]), so a fast reboot does not leave them attached
+//! (Multi-Attach errors where the pods start again); past it the reboot goes ahead.
 //!
 //! [`drain`] runs these steps in order: `list_pods`, `plan` (classify each; nothing touched
 //! yet), `record_plan` (the record on the node), then `wait_until_gone`, which sends the
-//! evictions and deletions (`request`, each retried on its own) and watches the pods go.
+//! evictions and deletions (`request`, each retried on its own) and watches the pods go, and
+//! last [`wait_for_volumes`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -49,7 +62,10 @@ use tracing::{debug, info, warn};
 use protocol::evicted::EvictedPods;
 
 use crate::recovery::workload_of;
+
+mod volumes;
 use shell::{Backoff, NodeWriter};
+use volumes::wait_for_volumes;
 
 /// The annotation the kubelet puts on mirror pods of static pods.
 pub const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
@@ -73,6 +89,18 @@ pub struct DrainOptions {
     pub retry_max: Duration,
     /// Counts eviction retries (`fluo_eviction_retries_total`), if set.
     pub metrics: Option<crate::metrics::Metrics>,
+    /// `--drain-pod-selector`: only pods matching this label selector are drained.
+    pub pod_selector: Option<String>,
+    /// `--drain-kube-system`: drain kube-system's pods too.
+    pub kube_system: bool,
+    /// `--skip-wait-for-delete-timeout`: a pod this long past its deletionTimestamp counts
+    /// as gone.
+    pub skip_wait_for_delete: Option<Duration>,
+    /// Wait this long after recording the plan before the first eviction
+    /// (`--exclude-from-load-balancers-wait`).
+    pub wait_before_evicting: Duration,
+    /// `--volume-detach-timeout` (zero: do not wait).
+    pub volume_detach_timeout: Duration,
 }
 
 impl DrainOptions {
@@ -85,6 +113,11 @@ impl DrainOptions {
             pod_delete_margin: Duration::from_secs(10),
             retry_max: Duration::from_secs(5),
             metrics: None,
+            pod_selector: None,
+            kube_system: false,
+            skip_wait_for_delete: None,
+            wait_before_evicting: Duration::ZERO,
+            volume_detach_timeout: Duration::ZERO,
         }
     }
 }
@@ -104,10 +137,10 @@ pub enum PodAction {
     Blocked,
 }
 
-/// Decides what to do with a pod (see the module docs for the rules).
-pub fn classify(pod: &Pod, force: bool) -> PodAction {
-    if pod.namespace().as_deref() == Some(KUBE_SYSTEM) {
-        return PodAction::Skip("in kube-system (never drained, as FLUO)");
+/// Decides what to do with a pod at `now` (see the module docs for the rules).
+pub fn classify(pod: &Pod, opts: &DrainOptions, now: chrono::DateTime<chrono::Utc>) -> PodAction {
+    if !opts.kube_system && pod.namespace().as_deref() == Some(KUBE_SYSTEM) {
+        return PodAction::Skip("in kube-system (not drained without --drain-kube-system)");
     }
     if pod.annotations().contains_key(MIRROR_POD_ANNOTATION) {
         return PodAction::Skip("mirror pod");
@@ -119,18 +152,28 @@ pub fn classify(pod: &Pod, force: bool) -> PodAction {
     if controller.is_some_and(|c| c.kind == "DaemonSet") {
         return PodAction::Skip("DaemonSet pod");
     }
-    if pod.metadata.deletion_timestamp.is_some() {
+    if let Some(deleted) = &pod.metadata.deletion_timestamp {
+        let past = now.timestamp() - deleted.0.as_second();
+        if opts
+            .skip_wait_for_delete
+            .is_some_and(|skip| past > skip.as_secs() as i64)
+        {
+            return PodAction::Skip(SKIPPED_TERMINATING);
+        }
         return PodAction::Wait;
     }
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if matches!(phase, Some("Succeeded" | "Failed")) {
         return PodAction::Delete;
     }
-    if controller.is_none() && !force {
+    if controller.is_none() && !opts.force {
         return PodAction::Blocked;
     }
     PodAction::Evict
 }
+
+/// Why a pod stuck in Terminating was left behind.
+const SKIPPED_TERMINATING: &str = "still terminating past --skip-wait-for-delete-timeout";
 
 /// What a successful drain did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -143,6 +186,21 @@ pub struct DrainSummary {
     pub waited: Vec<String>,
     /// `namespace/name` of skipped pods, with the reason.
     pub skipped: Vec<(String, &'static str)>,
+    /// What became of the node's volumes after the pods were gone.
+    pub volumes: Volumes,
+}
+
+/// The wait for the node's volumes to detach ([`wait_for_volumes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Volumes {
+    /// Not waited for (`--volume-detach-timeout=0`).
+    #[default]
+    NotChecked,
+    /// None attached (any more), after this long.
+    Detached(Duration),
+    /// Still attached or in use when the time was up (or they could not be looked at):
+    /// what, for the Warning Event.
+    NotDetached(String),
 }
 
 /// Why a drain failed. The message is complete on its own: it goes on the node.
@@ -242,6 +300,13 @@ pub async fn drain(client: Client, opts: &DrainOptions) -> Result<DrainSummary, 
     let pods = list_pods(&client, opts, deadline).await?;
     let plan = plan(pods, opts)?;
     record_plan(&client, opts, &plan.evicted, deadline).await?;
+    if !opts.wait_before_evicting.is_zero() && !plan.requests.is_empty() {
+        info!(
+            wait_s = opts.wait_before_evicting.as_secs_f64(),
+            "excluded from load balancers; waiting before the first eviction"
+        );
+        tokio::time::sleep_until(deadline.min(Instant::now() + opts.wait_before_evicting)).await;
+    }
     info!(
         evict = plan.summary.evicted.len(),
         delete = plan.summary.deleted.len(),
@@ -255,9 +320,14 @@ pub async fn drain(client: Client, opts: &DrainOptions) -> Result<DrainSummary, 
         .into_iter()
         .map(|(pod, evict)| request(client.clone(), pod, evict, opts))
         .collect();
-    wait_until_gone(&client, opts, plan.pending, requests, deadline).await?;
+    let mut summary = plan.summary;
+    let abandoned = wait_until_gone(&client, opts, plan.pending, requests, deadline).await?;
+    summary
+        .skipped
+        .extend(abandoned.into_iter().map(|k| (k, SKIPPED_TERMINATING)));
     info!(elapsed_ms = start.elapsed().as_millis() as u64, "drained");
-    Ok(plan.summary)
+    summary.volumes = wait_for_volumes(&client, opts).await;
+    Ok(summary)
 }
 
 /// The pods on the node. Retried until `deadline`: an API hiccup at the start should not
@@ -268,7 +338,10 @@ async fn list_pods(
     deadline: Instant,
 ) -> Result<Vec<Pod>, DrainError> {
     let all: Api<Pod> = Api::all(client.clone());
-    let on_node = ListParams::default().fields(&format!("spec.nodeName={}", opts.node));
+    let mut on_node = ListParams::default().fields(&format!("spec.nodeName={}", opts.node));
+    if let Some(selector) = &opts.pod_selector {
+        on_node = on_node.labels(selector);
+    }
     let mut backoff = Backoff::new(Duration::from_millis(200), opts.retry_max);
     loop {
         match all.list(&on_node).await {
@@ -307,10 +380,13 @@ fn plan(pods: Vec<Pod>, opts: &DrainOptions) -> Result<Plan, DrainError> {
     let mut pending = HashMap::new();
     let mut requests = Vec::new();
     let mut evicting = Vec::new();
+    let now = chrono::Utc::now();
+    // A pod's own wait after its grace period: the margin, or as long as kubectl would.
+    let after_grace = opts.skip_wait_for_delete.unwrap_or(opts.pod_delete_margin);
     for pod in pods {
         let k = key(&pod);
         let uid = pod.uid().unwrap_or_default();
-        let action = classify(&pod, opts.force);
+        let action = classify(&pod, opts, now);
         debug!(pod = %k, ?action, "drain plan");
         let mut entry = Pending {
             key: k.clone(),
@@ -333,11 +409,10 @@ fn plan(pods: Vec<Pod>, opts: &DrainOptions) -> Result<Plan, DrainError> {
                     .metadata
                     .deletion_timestamp
                     .as_ref()
-                    .map(|t| (t.0.as_second() - chrono::Utc::now().timestamp()).max(0))
+                    .map(|t| (t.0.as_second() - now.timestamp()).max(0))
                     .unwrap_or(entry.grace_seconds);
-                entry.deadline = Some(
-                    Instant::now() + Duration::from_secs(left as u64) + opts.pod_delete_margin,
-                );
+                entry.deadline =
+                    Some(Instant::now() + Duration::from_secs(left as u64) + after_grace);
                 entry.accepted = true;
                 summary.waited.push(k);
             }
@@ -366,14 +441,16 @@ fn plan(pods: Vec<Pod>, opts: &DrainOptions) -> Result<Plan, DrainError> {
 
 /// Sends the requests and waits until every pending pod is gone: one watch of the node's
 /// pods (no polling) sees each deleted, or missing from a relist after a reconnect. Each
-/// pod must be gone by its own deadline, and all by `deadline`.
+/// pod must be gone by its own deadline, and all by `deadline`. With
+/// `--skip-wait-for-delete-timeout` a pod past its own deadline counts as gone instead:
+/// those are returned.
 async fn wait_until_gone(
     client: &Client,
     opts: &DrainOptions,
     pending: HashMap<String, Pending>,
     mut requests: FuturesUnordered<impl Future<Output = (String, Result<Outcome, DrainError>)>>,
     deadline: Instant,
-) -> Result<(), DrainError> {
+) -> Result<Vec<String>, DrainError> {
     let all: Api<Pod> = Api::all(client.clone());
     let on_node = format!("spec.nodeName={}", opts.node);
     let mut events = watcher(all, watcher::Config::default().fields(&on_node))
@@ -383,9 +460,11 @@ async fn wait_until_gone(
         pending,
         relisted: None,
     };
+    let after_grace = opts.skip_wait_for_delete.unwrap_or(opts.pod_delete_margin);
+    let mut abandoned = Vec::new();
     loop {
         if waiting.pending.is_empty() {
-            return Ok(());
+            return Ok(abandoned);
         }
         let next_pod_deadline = waiting.next_deadline();
         let pod_deadline = next_pod_deadline.as_ref().map(|(d, _)| *d);
@@ -394,7 +473,7 @@ async fn wait_until_gone(
                 Outcome::Gone => {
                     waiting.pending.remove(&uid);
                 }
-                Outcome::Accepted => waiting.accepted(&uid, opts.pod_delete_margin),
+                Outcome::Accepted => waiting.accepted(&uid, after_grace),
             },
             ev = events.next() => match ev {
                 Some(Ok(ev)) => waiting.on_event(ev),
@@ -403,6 +482,12 @@ async fn wait_until_gone(
             },
             _ = tokio::time::sleep_until(pod_deadline.unwrap_or(deadline)), if pod_deadline.is_some_and(|d| d < deadline) => {
                 let (_, uid) = next_pod_deadline.expect("a deadline");
+                if opts.skip_wait_for_delete.is_some() {
+                    let p = waiting.pending.remove(&uid).expect("pending");
+                    warn!(pod = %p.key, "still terminating past --skip-wait-for-delete-timeout; counting it as gone");
+                    abandoned.push(p.key);
+                    continue;
+                }
                 return Err(waiting.not_gone(&uid, opts.pod_delete_margin));
             }
             _ = tokio::time::sleep_until(deadline) => {
@@ -709,18 +794,62 @@ mod tests {
         }
     }
 
+    fn opts(force: bool) -> DrainOptions {
+        let mut o = DrainOptions::new("n", Duration::from_secs(60));
+        o.force = force;
+        o
+    }
+
+    #[test]
+    fn kube_system_and_stuck_terminating_pods_by_flag() {
+        let now = chrono::Utc::now();
+        let sys = pod("kube-system", Some("ReplicaSet"), "Running");
+        assert!(matches!(
+            classify(&sys, &opts(false), now),
+            PodAction::Skip(_)
+        ));
+        let mut o = opts(false);
+        o.kube_system = true;
+        assert_eq!(classify(&sys, &o, now), PodAction::Evict);
+        // Deleted (grace over) 90 s ago.
+        let mut stuck = pod("default", Some("ReplicaSet"), "Running");
+        stuck.metadata.deletion_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(now.timestamp() - 90).unwrap(),
+        ));
+        assert_eq!(classify(&stuck, &opts(false), now), PodAction::Wait);
+        o.skip_wait_for_delete = Some(Duration::from_secs(60));
+        assert_eq!(
+            classify(&stuck, &o, now),
+            PodAction::Skip(SKIPPED_TERMINATING)
+        );
+        o.skip_wait_for_delete = Some(Duration::from_secs(120));
+        assert_eq!(classify(&stuck, &o, now), PodAction::Wait);
+    }
+
     #[test]
     fn classification() {
         assert_eq!(
-            classify(&pod("default", Some("ReplicaSet"), "Running"), false),
+            classify(
+                &pod("default", Some("ReplicaSet"), "Running"),
+                &opts(false),
+                chrono::Utc::now()
+            ),
             PodAction::Evict
         );
         assert!(matches!(
-            classify(&pod("kube-system", None, "Running"), false),
+            classify(
+                &pod("kube-system", None, "Running"),
+                &opts(false),
+                chrono::Utc::now()
+            ),
             PodAction::Skip(_)
         ));
         assert!(matches!(
-            classify(&pod("default", Some("DaemonSet"), "Running"), false),
+            classify(
+                &pod("default", Some("DaemonSet"), "Running"),
+                &opts(false),
+                chrono::Utc::now()
+            ),
             PodAction::Skip(_)
         ));
         let mut mirror = pod("default", None, "Running");
@@ -729,31 +858,56 @@ mod tests {
             .annotations
             .get_or_insert_default()
             .insert(MIRROR_POD_ANNOTATION.into(), "x".into());
-        assert!(matches!(classify(&mirror, false), PodAction::Skip(_)));
+        assert!(matches!(
+            classify(&mirror, &opts(false), chrono::Utc::now()),
+            PodAction::Skip(_)
+        ));
         assert_eq!(
-            classify(&pod("default", None, "Running"), false),
+            classify(
+                &pod("default", None, "Running"),
+                &opts(false),
+                chrono::Utc::now()
+            ),
             PodAction::Blocked
         );
         assert_eq!(
-            classify(&pod("default", None, "Running"), true),
+            classify(
+                &pod("default", None, "Running"),
+                &opts(true),
+                chrono::Utc::now()
+            ),
             PodAction::Evict
         );
         // Finished pods go, controller or not.
         assert_eq!(
-            classify(&pod("default", None, "Succeeded"), false),
+            classify(
+                &pod("default", None, "Succeeded"),
+                &opts(false),
+                chrono::Utc::now()
+            ),
             PodAction::Delete
         );
         assert_eq!(
-            classify(&pod("default", Some("Job"), "Failed"), false),
+            classify(
+                &pod("default", Some("Job"), "Failed"),
+                &opts(false),
+                chrono::Utc::now()
+            ),
             PodAction::Delete
         );
         let mut term = pod("default", Some("ReplicaSet"), "Running");
         term.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
-        assert_eq!(classify(&term, false), PodAction::Wait);
+        assert_eq!(
+            classify(&term, &opts(false), chrono::Utc::now()),
+            PodAction::Wait
+        );
         // A non-controller owner does not count as a controller.
         let mut loose = pod("default", Some("ReplicaSet"), "Running");
         loose.metadata.owner_references.as_mut().unwrap()[0].controller = None;
-        assert_eq!(classify(&loose, false), PodAction::Blocked);
+        assert_eq!(
+            classify(&loose, &opts(false), chrono::Utc::now()),
+            PodAction::Blocked
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Users and tests match these reasons and notes (docs/metrics.md lists them), so each is
 //! one variant with its wording next to it rather than a format string at the call site.
 
+use std::path::Path;
 use std::time::Duration;
 
 use kube::runtime::events::EventType;
@@ -14,6 +15,18 @@ use crate::drain::DrainSummary;
 /// One Event the agent reports about its node.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum AgentEvent<'a> {
+    /// The agent marked the node reboot-needed; `by` names what asked.
+    RebootNeeded { by: &'a str },
+    /// `--reboot-sentinel` is still there after the reboot it asked for.
+    SentinelOutlivedReboot {
+        path: &'a Path,
+        asked_in_boot: &'a str,
+    },
+    /// After the drain, the node's volumes detached.
+    VolumesDetached { took: Duration },
+    /// After the drain, volumes were still attached when `--volume-detach-timeout` was up
+    /// (or could not be looked at); the reboot goes ahead.
+    VolumesNotDetached { timeout: Duration, what: &'a str },
     /// The node is cordoned and the drain begins.
     DrainStarted { grace_period: Duration },
     /// The drain finished (`took` is unknown if it started before this agent did).
@@ -52,6 +65,10 @@ impl AgentEvent<'_> {
     /// The Event's `reason`.
     pub(crate) fn reason(&self) -> &'static str {
         match self {
+            AgentEvent::RebootNeeded { .. } => "RebootNeeded",
+            AgentEvent::SentinelOutlivedReboot { .. } => "RebootSentinelStale",
+            AgentEvent::VolumesDetached { .. } => "VolumesDetached",
+            AgentEvent::VolumesNotDetached { .. } => "VolumesNotDetached",
             AgentEvent::DrainStarted { .. } => "DrainStarted",
             AgentEvent::DrainFinished { .. } => "DrainFinished",
             AgentEvent::DrainFailed { .. } => "DrainFailed",
@@ -68,6 +85,10 @@ impl AgentEvent<'_> {
     /// The Event's `action`: the phase of the cycle it belongs to.
     pub(crate) fn action(&self) -> &'static str {
         match self {
+            AgentEvent::RebootNeeded { .. } | AgentEvent::SentinelOutlivedReboot { .. } => {
+                "RebootNeeded"
+            }
+            AgentEvent::VolumesDetached { .. } | AgentEvent::VolumesNotDetached { .. } => "Drain",
             AgentEvent::DrainStarted { .. }
             | AgentEvent::DrainFinished { .. }
             | AgentEvent::DrainFailed { .. }
@@ -86,7 +107,9 @@ impl AgentEvent<'_> {
         match self {
             AgentEvent::DrainFailed { .. }
             | AgentEvent::RebootFailed { .. }
-            | AgentEvent::EvictedPodsNotReady { .. } => EventType::Warning,
+            | AgentEvent::EvictedPodsNotReady { .. }
+            | AgentEvent::SentinelOutlivedReboot { .. }
+            | AgentEvent::VolumesNotDetached { .. } => EventType::Warning,
             _ => EventType::Normal,
         }
     }
@@ -94,6 +117,24 @@ impl AgentEvent<'_> {
     /// The Event's `note`.
     pub(crate) fn note(&self) -> String {
         match *self {
+            AgentEvent::RebootNeeded { by } => {
+                format!("reboot needed (asked by {by}); waiting for the operator's reboot-ok")
+            }
+            AgentEvent::SentinelOutlivedReboot {
+                path,
+                asked_in_boot,
+            } => format!(
+                "the reboot sentinel {} is still there after the reboot it asked for in boot {asked_in_boot}; not rebooting again until it is removed (it should live on tmpfs)",
+                path.display()
+            ),
+            AgentEvent::VolumesDetached { took } => format!(
+                "the node's volumes are detached (waited {}s)",
+                took.as_secs()
+            ),
+            AgentEvent::VolumesNotDetached { timeout, what } => format!(
+                "volumes not detached within --volume-detach-timeout {}s, rebooting anyway: {what}",
+                timeout.as_secs()
+            ),
             AgentEvent::DrainStarted { grace_period } => format!(
                 "cordoned; evicting the pods (--grace-period {}s)",
                 grace_period.as_secs()
@@ -168,8 +209,55 @@ mod tests {
             deleted: vec!["a/3".into()],
             waited: vec![],
             skipped: vec![("kube-system/x".into(), "why")],
+            volumes: Default::default(),
         };
         let cases = [
+            (
+                AgentEvent::RebootNeeded {
+                    by: "update_engine, sentinel",
+                },
+                (
+                    Normal,
+                    "RebootNeeded",
+                    "RebootNeeded",
+                    "reboot needed (asked by update_engine, sentinel); waiting for the operator's reboot-ok",
+                ),
+            ),
+            (
+                AgentEvent::SentinelOutlivedReboot {
+                    path: Path::new("/host/run/reboot-required"),
+                    asked_in_boot: "b1",
+                },
+                (
+                    Warning,
+                    "RebootSentinelStale",
+                    "RebootNeeded",
+                    "the reboot sentinel /host/run/reboot-required is still there after the reboot it asked for in boot b1; not rebooting again until it is removed (it should live on tmpfs)",
+                ),
+            ),
+            (
+                AgentEvent::VolumesDetached {
+                    took: Duration::from_millis(2_500),
+                },
+                (
+                    Normal,
+                    "VolumesDetached",
+                    "Drain",
+                    "the node's volumes are detached (waited 2s)",
+                ),
+            ),
+            (
+                AgentEvent::VolumesNotDetached {
+                    timeout: Duration::from_secs(300),
+                    what: "attached: csi-1",
+                },
+                (
+                    Warning,
+                    "VolumesNotDetached",
+                    "Drain",
+                    "volumes not detached within --volume-detach-timeout 300s, rebooting anyway: attached: csi-1",
+                ),
+            ),
             (
                 AgentEvent::DrainStarted {
                     grace_period: Duration::from_millis(60_500),

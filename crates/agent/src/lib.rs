@@ -36,6 +36,7 @@ mod host_follower;
 pub mod metrics;
 mod node_loop;
 pub mod recovery;
+mod sentinel;
 
 use std::future::Future;
 use std::time::Duration;
@@ -47,7 +48,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span};
 
-pub use protocol::agent::DrainTimeoutAction;
+pub use protocol::agent::{DrainTimeoutAction, NodeOptions};
 pub use protocol::hostinfo::HostInfo;
 
 use crate::drain::DrainOptions;
@@ -84,6 +85,24 @@ pub struct AgentConfig {
     pub pod_recovery_timeout: Duration,
     /// While waiting for them, how often their pods are listed again (default 5 s).
     pub pod_recovery_poll: Duration,
+    /// `--reboot-sentinel`: a file whose existence asks for a reboot.
+    pub reboot_sentinel: Option<std::path::PathBuf>,
+    /// How often the sentinel is looked at (default 5 s).
+    pub sentinel_poll: Duration,
+    /// `--prefer-no-schedule-taint` and `--exclude-from-load-balancers`.
+    pub node_options: NodeOptions,
+    /// `--exclude-from-load-balancers-wait`: after labelling, wait this long before evicting.
+    pub exclude_from_lb_wait: Duration,
+    /// `--volume-detach-timeout`: after the drain, wait up to this long for the node's
+    /// volumes to detach (zero: do not wait).
+    pub volume_detach_timeout: Duration,
+    /// `--skip-wait-for-delete-timeout`: a pod deleted longer ago than this counts as gone
+    /// (zero: always wait).
+    pub skip_wait_for_delete_timeout: Duration,
+    /// `--drain-pod-selector`: drain only the pods it matches.
+    pub drain_pod_selector: Option<String>,
+    /// `--drain-kube-system`: drain kube-system's pods too.
+    pub drain_kube_system: bool,
     /// This agent's metrics (its own registry): clone it before [`run`] to read them.
     pub metrics: metrics::Metrics,
     /// Serve `/metrics`, `/healthz` and `/readyz` here while [`run`] runs
@@ -108,6 +127,14 @@ impl AgentConfig {
                 .to_std()
                 .expect("positive"),
             pod_recovery_poll: Duration::from_secs(5),
+            reboot_sentinel: None,
+            sentinel_poll: Duration::from_secs(5),
+            node_options: NodeOptions::default(),
+            exclude_from_lb_wait: Duration::ZERO,
+            volume_detach_timeout: Duration::from_secs(300),
+            skip_wait_for_delete_timeout: Duration::ZERO,
+            drain_pod_selector: None,
+            drain_kube_system: false,
             metrics: metrics::Metrics::new(),
             metrics_address: None,
         }
@@ -118,6 +145,13 @@ impl AgentConfig {
         o.force = self.force_drain;
         o.pod_delete_margin = self.pod_delete_margin;
         o.metrics = Some(self.metrics.clone());
+        o.pod_selector = self.drain_pod_selector.clone();
+        o.kube_system = self.drain_kube_system;
+        o.skip_wait_for_delete = Some(self.skip_wait_for_delete_timeout).filter(|d| !d.is_zero());
+        if self.node_options.exclude_from_load_balancers {
+            o.wait_before_evicting = self.exclude_from_lb_wait;
+        }
+        o.volume_detach_timeout = self.volume_detach_timeout;
         o
     }
 }
@@ -150,6 +184,8 @@ pub async fn run<H: Host>(
     // the fleet simulation).
     let span = info_span!("agent", node = %cfg.node);
     let (tx, rx) = watch::channel(None);
+    let (sentinel_tx, sentinel_rx) = watch::channel(None);
+    let sentinel = cfg.reboot_sentinel.clone().map(|p| (p, cfg.sentinel_poll));
     let mut agent = Agent::new(client, cfg, events);
     let work = async {
         tokio::select! {
@@ -158,7 +194,13 @@ pub async fn run<H: Host>(
                 Ok(())
             }
             never = follow_host(&host, tx) => match never {},
-            r = agent.run(&host, rx) => r,
+            never = async {
+                match &sentinel {
+                    Some((path, poll)) => sentinel::follow_sentinel(path, *poll, sentinel_tx).await,
+                    None => std::future::pending().await,
+                }
+            } => match never {},
+            r = agent.run(&host, rx, sentinel_rx) => r,
             () = background => Err(anyhow::anyhow!("the observability tasks ended unexpectedly")),
         }
     };

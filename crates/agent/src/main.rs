@@ -51,6 +51,16 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
     cfg.drain_timeout_action = args.drain_timeout_action;
     cfg.host_info = host_info;
     cfg.metrics_address = args.metrics_address.0;
+    cfg.reboot_sentinel = args.reboot_sentinel;
+    cfg.node_options = agent::NodeOptions {
+        prefer_no_schedule_taint: args.prefer_no_schedule_taint,
+        exclude_from_load_balancers: args.exclude_from_load_balancers,
+    };
+    cfg.exclude_from_lb_wait = args.exclude_from_load_balancers_wait;
+    cfg.volume_detach_timeout = args.volume_detach_timeout;
+    cfg.skip_wait_for_delete_timeout = args.skip_wait_for_delete_timeout;
+    cfg.drain_pod_selector = args.drain_pod_selector;
+    cfg.drain_kube_system = args.drain_kube_system;
 
     agent::run(client, host, cfg, shell::signal::shutdown_token()).await
 }

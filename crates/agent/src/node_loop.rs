@@ -14,6 +14,7 @@ mod reboot;
 mod writes;
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use host::{Host, UpdateStatus};
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use protocol::agent::{AgentInput, AgentStep, next_step};
+use protocol::agent::{AgentInput, AgentStep, next_step, sentinel_outlived_reboot};
 use protocol::evicted;
 use protocol::keys;
 use protocol::node::{NodeState, NodeView};
@@ -76,6 +77,10 @@ pub(crate) struct Agent {
     relist: Relist,
     /// update_engine's newest status.
     host: Option<UpdateStatus>,
+    /// Whether `--reboot-sentinel` exists (`None`: not looked at yet, or no sentinel).
+    sentinel: Option<bool>,
+    /// The boot ID a sentinel that outlived its reboot was reported for (once each).
+    sentinel_reported: Option<String>,
     /// A drain finished in this cycle (reset when the node is no longer cordoned and in
     /// progress, so a later cycle drains again).
     drained: bool,
@@ -104,6 +109,8 @@ impl Agent {
             listed: false,
             relist: Relist::Idle,
             host: None,
+            sentinel: None,
+            sentinel_reported: None,
             drained: false,
             drain_started: None,
             retry_at: None,
@@ -125,6 +132,7 @@ impl Agent {
         &mut self,
         host: &H,
         mut host_rx: watch::Receiver<Option<UpdateStatus>>,
+        mut sentinel_rx: watch::Receiver<Option<bool>>,
     ) -> anyhow::Result<()> {
         let config = watcher::Config::default().fields(&format!("metadata.name={}", self.cfg.node));
         let mut events: BoxStream<'static, Result<watcher::Event<Node>, watcher::Error>> =
@@ -149,6 +157,11 @@ impl Agent {
                 changed = host_rx.changed() => {
                     changed.context("the host follower stopped")?;
                     self.host = host_rx.borrow_and_update().clone();
+                    dirty = true;
+                }
+                changed = sentinel_rx.changed() => {
+                    changed.context("the sentinel follower stopped")?;
+                    self.sentinel = *sentinel_rx.borrow_and_update();
                     dirty = true;
                 }
                 result = async { drain.as_mut().expect("guarded").await }, if drain.is_some() => {
@@ -235,7 +248,15 @@ impl Agent {
             self.note_wait(format!("node {} not found", self.cfg.node));
             return Flow::Done;
         };
+        // With a sentinel, nothing is decided before it was looked at: deciding as if there
+        // were none would forget the record of what it asked.
+        let sentinel = match (&self.cfg.reboot_sentinel, self.sentinel) {
+            (None, _) => None,
+            (Some(_), None) => return Flow::Done,
+            (Some(_), Some(present)) => Some(present),
+        };
         let view = node_view(&node);
+        self.report_stale_sentinel(&view, sentinel);
         let in_progress = view.annotation(keys::REBOOT_IN_PROGRESS) == Some(keys::TRUE);
         if !(in_progress && view.unschedulable) && self.drained {
             debug!("a new cycle will drain again");
@@ -261,6 +282,8 @@ impl Agent {
             now,
             pods: pods.as_ref(),
             pod_recovery_timeout,
+            options: self.cfg.node_options,
+            sentinel,
         });
         // The drain goes on while the node stays cordoned for it and the decision is still
         // to drain (or to record something on the way).
@@ -285,6 +308,28 @@ impl Agent {
                 Flow::Done
             }
         }
+    }
+
+    /// A sentinel still there after the reboot it asked for is not obeyed again: said once
+    /// per boot it asked in, as a Warning Event and a log line.
+    fn report_stale_sentinel(&mut self, view: &NodeView, sentinel: Option<bool>) {
+        let Some(asked_in) = sentinel_outlived_reboot(view, sentinel) else {
+            return;
+        };
+        if self.sentinel_reported.as_deref() == Some(asked_in) {
+            return;
+        }
+        let path = self.cfg.reboot_sentinel.as_deref().unwrap_or(Path::new(""));
+        warn!(
+            path = %path.display(),
+            asked_in_boot = asked_in,
+            "the reboot sentinel is still there after the reboot it asked for; not rebooting again until it is removed"
+        );
+        self.event(AgentEvent::SentinelOutlivedReboot {
+            path,
+            asked_in_boot: asked_in,
+        });
+        self.sentinel_reported = Some(asked_in.to_string());
     }
 
     fn note_wait(&mut self, reason: String) {

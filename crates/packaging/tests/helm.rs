@@ -341,7 +341,8 @@ fn object_keys(v: &Value) -> BTreeSet<String> {
 
 /// Flags that are not values: `--help`/`--version`; `--metrics-address` (from metricsPort,
 /// which the probes and port share); the agent's `--node` and the operator's `--namespace`
-/// (from the downward API, as in FLUO); `--kubeconfig` (a pod uses its service account).
+/// (from the downward API, as in FLUO); `--kubeconfig` (a pod uses its service account);
+/// `--reboot-sentinel` (from `agent.rebootSentinel`, a host path the chart also mounts).
 const NOT_VALUES: &[&str] = &[
     "help",
     "version",
@@ -349,6 +350,7 @@ const NOT_VALUES: &[&str] = &[
     "node",
     "namespace",
     "kubeconfig",
+    "reboot-sentinel",
 ];
 
 #[test]
@@ -421,6 +423,13 @@ fn flag_cases() -> Vec<(&'static str, &'static str, Value, Vec<&'static str>)> {
         ("agent", "updateConfPaths", json!(["/usr/share/flatcar/update.conf", "/etc/flatcar/update.conf"]),
             vec!["--update-conf-paths=/usr/share/flatcar/update.conf", "--update-conf-paths=/etc/flatcar/update.conf"]),
         ("agent", "logFormat", json!("json"), vec!["--log-format=json"]),
+        ("agent", "preferNoScheduleTaint", json!(true), vec!["--prefer-no-schedule-taint=true"]),
+        ("agent", "excludeFromLoadBalancers", json!(true), vec!["--exclude-from-load-balancers=true"]),
+        ("agent", "excludeFromLoadBalancersWait", json!("30s"), vec!["--exclude-from-load-balancers-wait=30s"]),
+        ("agent", "volumeDetachTimeout", json!(0), vec!["--volume-detach-timeout=0"]),
+        ("agent", "skipWaitForDeleteTimeout", json!(60), vec!["--skip-wait-for-delete-timeout=60"]),
+        ("agent", "drainPodSelector", json!("app!=keep,tier in (web)"), vec!["--drain-pod-selector=app!=keep,tier in (web)"]),
+        ("agent", "drainKubeSystem", json!(true), vec!["--drain-kube-system=true"]),
     ]
 }
 
@@ -824,6 +833,9 @@ fn bad_values_are_refused_naming_them() {
         (json!({"agent": {"flags": {"drainTimeoutAction": "drain"}}}), "/agent/flags/drainTimeoutAction"),
         (json!({"agent": {"flags": {"osReleasePath": "etc/os-release"}}}), "/agent/flags/osReleasePath"),
         (json!({"agent": {"flags": {"forceDrain": "true"}}}), "/agent/flags/forceDrain"),
+        (json!({"agent": {"flags": {"volumeDetachTimeout": -1}}}), "/agent/flags/volumeDetachTimeout"),
+        (json!({"agent": {"flags": {"skipWaitForDeleteTimeout": "1 min"}}}), "/agent/flags/skipWaitForDeleteTimeout"),
+        (json!({"agent": {"flags": {"drainPodSelector": ""}}}), "/agent/flags/drainPodSelector"),
         (json!({"agent": {"affinity": {}}}), "additional properties 'affinity' not allowed"),
         (json!({"agent": {"tolerations": [{"operator": "Exist"}]}}), "/agent/tolerations/0/operator"),
         (json!({"agent": {"metricsPort": 70000}}), "/agent/metricsPort"),
@@ -1457,4 +1469,46 @@ async fn a_rollout_runs_from_the_chart_rendered_with_non_default_flags() {
         }
     }
     assert_eq!(seen, BTreeSet::from(["operator", "agent"]), "{logs}");
+}
+
+#[test]
+fn the_reboot_sentinel_is_mounted_read_only_and_passed_inside_the_pod() {
+    let default = render(json!({}));
+    let pod = agent_pod(&default);
+    assert!(
+        !serde_json::to_string(pod)
+            .unwrap()
+            .contains("reboot-sentinel"),
+        "no sentinel by default"
+    );
+    let objs = render(json!({"agent": {"rebootSentinel": "/run/reboot-required"}}));
+    let pod = agent_pod(&objs);
+    assert!(
+        args(pod).contains(&"--reboot-sentinel=/host/run/reboot-required".to_string()),
+        "{:?}",
+        args(pod)
+    );
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    let mount = mounts
+        .iter()
+        .find(|m| m["name"] == "reboot-sentinel")
+        .expect("the sentinel's mount");
+    assert_eq!(mount["mountPath"], "/host/run");
+    assert_eq!(mount["readOnly"], true);
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "reboot-sentinel")
+        .expect("the sentinel's volume");
+    assert_eq!(
+        volume["hostPath"],
+        json!({"path": "/run", "type": "Directory"})
+    );
+    accepted_by("update-agent", &args(pod), ("UPDATE_AGENT_NODE", "node-1"));
+    // A path whose directory would be the host's root, or a relative one, is refused.
+    for bad in ["/reboot-required", "run/reboot-required", "/run/"] {
+        let e = try_render(json!({"agent": {"rebootSentinel": bad}})).unwrap_err();
+        assert!(e.contains("/agent/rebootSentinel"), "{bad}: {e}");
+    }
 }

@@ -143,12 +143,20 @@ pub fn positive_duration(s: &str) -> Result<Duration, String> {
 
 /// Whole seconds (FLUO's `--grace-period 600`) or a Go duration; more than zero.
 pub fn seconds_or_duration(s: &str) -> Result<Duration, String> {
+    match seconds_or_duration_or_zero(s)? {
+        d if d.is_zero() => Err("must be more than zero".into()),
+        d => Ok(d),
+    }
+}
+
+/// Whole seconds or a Go duration, zero allowed (where `0` turns a wait off).
+pub fn seconds_or_duration_or_zero(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
         let secs: u64 = t.parse().map_err(|_| "too large".to_string())?;
-        return positive_duration(&format!("{secs}s"));
+        return duration(&format!("{secs}s"));
     }
-    positive_duration(t)
+    duration(t)
 }
 
 #[cfg(test)]
@@ -168,7 +176,13 @@ mod tests {
             "", "0", "0s", "-5", "-5s", "abc", "10x", "s", "1..2s", "1h-2m", "5 m",
         ] {
             assert!(seconds_or_duration(bad).is_err(), "{bad:?}");
+            if !bad.starts_with('0') {
+                assert!(seconds_or_duration_or_zero(bad).is_err(), "{bad:?}");
+            }
         }
+        assert_eq!(seconds_or_duration_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(seconds_or_duration_or_zero("30"), Ok(s(30.0)));
+        assert_eq!(seconds_or_duration_or_zero("2m"), Ok(s(120.0)));
         assert_eq!(duration("0"), Ok(Duration::ZERO));
         assert_eq!(duration("0s"), Ok(Duration::ZERO));
         assert!(duration("-1m").unwrap_err().contains("negative"));

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{Agent, DrainFuture, Flow};
-use crate::drain::{self, DrainError, DrainSummary};
+use crate::drain::{self, DrainError, DrainSummary, Volumes};
 use crate::events::AgentEvent;
 use crate::node_view;
 
@@ -65,6 +65,14 @@ impl Agent {
             self.cfg.metrics.drained(d);
         }
         self.event(AgentEvent::DrainFinished { took, summary });
+        match &summary.volumes {
+            Volumes::NotChecked => {}
+            Volumes::Detached(took) => self.event(AgentEvent::VolumesDetached { took: *took }),
+            Volumes::NotDetached(what) => self.event(AgentEvent::VolumesNotDetached {
+                timeout: self.cfg.volume_detach_timeout,
+                what,
+            }),
+        }
         self.drained = true;
     }
 

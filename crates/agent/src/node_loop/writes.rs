@@ -5,6 +5,7 @@
 
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
+use protocol::agent::needed_by;
 use protocol::keys;
 use protocol::node::NodeView;
 use protocol::patch::NodePatch;
@@ -65,6 +66,15 @@ impl Agent {
             && after.annotation(keys::EVICTED_PODS).is_none()
         {
             self.report_gate();
+        }
+        let before_by = needed_by(before);
+        let after_by = needed_by(&after);
+        if after.annotation(keys::REBOOT_NEEDED) == Some(keys::TRUE)
+            && after_by.iter().any(|b| !before_by.contains(b))
+        {
+            self.event(AgentEvent::RebootNeeded {
+                by: &after_by.join(", "),
+            });
         }
         let in_progress = |v: &NodeView| v.annotation(keys::REBOOT_IN_PROGRESS) == Some(keys::TRUE);
         if in_progress(before) && !in_progress(&after) {

@@ -71,6 +71,10 @@ pub struct Options {
     pub pod_start: Duration,
     /// How long a simulated reboot keeps a node NotReady.
     pub reboot_duration: Duration,
+    /// From a VolumeAttachment created to it attached (`status.attached`).
+    pub volume_attach: Duration,
+    /// From the last pod using a volume on a node gone to its VolumeAttachment detached.
+    pub volume_detach: Duration,
     /// The authorizer; see [`authz::Mode`].
     pub authorization: authz::Mode,
 }
@@ -85,6 +89,8 @@ impl Default for Options {
             bookmark_interval: Duration::from_secs(1),
             pod_start: Duration::from_millis(300),
             reboot_duration: Duration::from_secs(1),
+            volume_attach: Duration::from_secs(1),
+            volume_detach: Duration::from_secs(2),
             authorization: authz::Mode::default(),
         }
     }
@@ -151,6 +157,8 @@ impl Sandbox {
             store.clone(),
             controllers::SimTiming {
                 pod_start: opts.pod_start,
+                volume_attach: opts.volume_attach,
+                volume_detach: opts.volume_detach,
             },
         ));
         let sim = Arc::new(sim::Sim::new(store.clone(), opts.reboot_duration));

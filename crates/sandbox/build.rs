@@ -18,6 +18,7 @@ fn main() {
         "api/events/v1",
         "api/rbac/v1",
         "api/admissionregistration/v1",
+        "api/storage/v1",
         "api/autoscaling/v1",
         "api/authorization/v1",
         "api/authentication/v1",

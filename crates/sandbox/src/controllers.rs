@@ -1,6 +1,16 @@
 //! The simulated control plane and kubelets: scheduler, ReplicaSet, Deployment and DaemonSet
-//! controllers, the disruption controller (PDB status), garbage collection, and the kubelet's
-//! pod start and graceful termination. Driven by store events, not polling.
+//! controllers, the disruption controller (PDB status), garbage collection, the kubelet's
+//! pod start and graceful termination, and volume attach/detach (the attach-detach
+//! controller, a CSI external-attacher and the kubelet's `status.volumesInUse`). Driven by
+//! store events, not polling.
+//!
+//! Volumes: a pod's `persistentVolumeClaim` C in namespace NS mounts the PersistentVolume
+//! [`pv_name`] (claims are not served; each is taken as bound, ReadWriteMany). While a pod
+//! bound to a node mounts it, the node lists [`volume_in_use`] and has a VolumeAttachment
+//! [`volume_attachment_name`], attached after [`SimTiming::volume_attach`]. Once the last such
+//! pod is gone from the store the entry leaves `volumesInUse` at once, and the
+//! VolumeAttachment is deleted: the attacher's finalizer keeps it, still attached, for
+//! [`SimTiming::volume_detach`], then it turns `attached: false` and is gone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -17,6 +27,38 @@ use crate::store::{EventType, Inner, Key, Store, controller_of, meta, now_rfc333
 pub struct SimTiming {
     /// From a pod bound to a Ready node to it running Ready.
     pub pod_start: Duration,
+    /// From a VolumeAttachment created to the attacher setting `status.attached`.
+    pub volume_attach: Duration,
+    /// From a VolumeAttachment's deletion (its node's last pod using the volume gone) to it
+    /// detached and removed.
+    pub volume_detach: Duration,
+}
+
+/// The CSI driver of every simulated volume: VolumeAttachments' `spec.attacher`.
+pub const ATTACHER: &str = "sandbox.csi.k8s.io";
+/// The external-attacher's finalizer (`external-attacher/` and the driver's name with
+/// non-alphanumerics as `-`): a VolumeAttachment being deleted stays until it is detached.
+const ATTACHER_FINALIZER: &str = "external-attacher/sandbox-csi-k8s-io";
+
+/// The PersistentVolume that claim `claim` of namespace `ns` is taken to be bound to.
+pub fn pv_name(ns: &str, claim: &str) -> String {
+    format!("pv-{ns}-{claim}")
+}
+
+/// The VolumeAttachment of `pv` on `node`, named as Kubernetes' CSI attacher names it:
+/// `csi-` and the hex SHA-256 of the volume, the attacher and the node.
+pub fn volume_attachment_name(pv: &str, node: &str) -> String {
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{pv}{ATTACHER}{node}").as_bytes(),
+    );
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("csi-{hex}")
+}
+
+/// `pv`'s entry in a Node's `status.volumesInUse`: the CSI unique volume name.
+pub fn volume_in_use(pv: &str) -> String {
+    format!("kubernetes.io/csi/{ATTACHER}^{pv}")
 }
 
 fn res(group: &str, plural: &str) -> &'static Resource {
@@ -33,6 +75,9 @@ fn deployments() -> &'static Resource {
 }
 fn daemonsets() -> &'static Resource {
     res("apps", "daemonsets")
+}
+fn volume_attachments() -> &'static Resource {
+    res("storage.k8s.io", "volumeattachments")
 }
 
 pub fn node_ready(node: &Value) -> bool {
@@ -62,6 +107,12 @@ struct Dirty {
     pdb_pods: BTreeMap<String, Vec<Arc<Value>>>,
     pdbs: BTreeSet<Key>,
     gc_uids: HashSet<String>,
+    /// Nodes whose VolumeAttachments and `volumesInUse` are brought in line with their pods.
+    volume_nodes: BTreeSet<String>,
+    all_volume_nodes: bool,
+    /// VolumeAttachments (name, uid) for the attacher to attach, and to detach and release.
+    attach: Vec<(String, String)>,
+    detach: Vec<(String, String)>,
 }
 
 pub async fn run(store: Store, timing: SimTiming) {
@@ -101,6 +152,19 @@ fn resync(store: &Store, dirty: &mut Dirty) {
     let st = store.lock();
     dirty.pending_pods = true;
     dirty.all_daemonsets = true;
+    dirty.all_volume_nodes = true;
+    // The attacher's timers re-check the object when they fire, so one started twice is harmless.
+    for ((_, n), va) in st.iter(volume_attachments(), None) {
+        if !attached_by_us(va) {
+            continue;
+        }
+        let uid = meta(va, "uid").unwrap_or("").to_string();
+        if deleting(va) {
+            dirty.detach.push((n.clone(), uid));
+        } else if !attached(va) {
+            dirty.attach.push((n.clone(), uid));
+        }
+    }
     for ((ns, n), _) in st.iter(replicasets(), None) {
         dirty.replicasets.insert((ns.clone(), n.clone()));
     }
@@ -144,6 +208,15 @@ fn note(
                 }
                 _ => {}
             }
+            let before = ev.old.as_deref().and_then(mounted);
+            let after = (ev.kind != EventType::Deleted)
+                .then(|| mounted(o))
+                .flatten();
+            if before != after {
+                for (node, _) in before.iter().chain(&after) {
+                    dirty.volume_nodes.insert(node.to_string());
+                }
+            }
             if ev.kind == EventType::Deleted {
                 return;
             }
@@ -184,6 +257,14 @@ fn note(
             // change with pods, not nodes.
             if ev.kind != EventType::Deleted && schedulable(o) {
                 dirty.pending_pods = true;
+            }
+            // A new node gets the volumes of pods bound before it existed, a deleted one loses
+            // its attachments, and a volumesInUse someone else rewrote is the kubelet's again.
+            fn in_use(n: &Value) -> Option<&Value> {
+                n.pointer("/status/volumesInUse")
+            }
+            if ev.kind != EventType::Modified || ev.old.as_deref().map(in_use) != Some(in_use(o)) {
+                dirty.volume_nodes.insert(name.clone());
             }
             // DaemonSets follow the set of nodes and their labels.
             fn labels(n: &Value) -> Option<&Value> {
@@ -244,8 +325,69 @@ fn note(
         "poddisruptionbudgets" => {
             dirty.pdbs.insert((ns, name));
         }
+        "volumeattachments" => {
+            let node = o.pointer("/spec/nodeName").and_then(Value::as_str);
+            if ev.kind == EventType::Deleted {
+                // A volume still in use there gets a new VolumeAttachment (one being deleted
+                // cannot be taken back).
+                if let Some(node) = node {
+                    dirty.volume_nodes.insert(node.to_string());
+                }
+                return;
+            }
+            if !attached_by_us(o) {
+                return;
+            }
+            let uid = meta(o, "uid").unwrap_or("").to_string();
+            let old = ev.old.as_deref();
+            if deleting(o) {
+                if !old.is_some_and(deleting) {
+                    dirty.detach.push((name, uid));
+                }
+            } else if !attached(o) && (ev.kind == EventType::Added || old.is_some_and(attached)) {
+                // New, or set back to detached by someone: the attacher (re)attaches.
+                dirty.attach.push((name, uid));
+            }
+        }
         _ => {}
     }
+}
+
+/// The node a pod is bound to and the PersistentVolumes it mounts there; None when it mounts
+/// none, is not bound, or has finished (the kubelet unmounts a finished pod's volumes).
+fn mounted(pod: &Value) -> Option<(&str, BTreeSet<String>)> {
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())?;
+    if matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    ) {
+        return None;
+    }
+    let ns = meta(pod, "namespace").unwrap_or("");
+    let pvs: BTreeSet<String> = pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)?
+        .iter()
+        .filter_map(|v| v.pointer("/persistentVolumeClaim/claimName")?.as_str())
+        .filter(|c| !c.is_empty())
+        .map(|c| pv_name(ns, c))
+        .collect();
+    (!pvs.is_empty()).then_some((node, pvs))
+}
+
+fn attached_by_us(va: &Value) -> bool {
+    va.pointer("/spec/attacher").and_then(Value::as_str) == Some(ATTACHER)
+}
+
+fn attached(va: &Value) -> bool {
+    va.pointer("/status/attached") == Some(&json!(true))
+}
+
+fn deleting(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp").is_some()
 }
 
 fn process(store: &Store, dirty: &mut Dirty, timing: &SimTiming) {
@@ -296,6 +438,7 @@ fn process(store: &Store, dirty: &mut Dirty, timing: &SimTiming) {
             start_pod(&mut st, &ns, &n, &uid, &node);
         });
     }
+    volumes(store, &mut st, dirty, timing);
     let mut pdbs = std::mem::take(&mut dirty.pdbs);
     for ns in std::mem::take(&mut dirty.pdb_namespaces) {
         pdbs.extend(st.iter(eviction::pdbs(), Some(&ns)).map(|(k, _)| k.clone()));
@@ -319,6 +462,171 @@ fn process(store: &Store, dirty: &mut Dirty, timing: &SimTiming) {
     for (ns, n) in pdbs {
         eviction::refresh(&mut st, &ns, &n);
     }
+}
+
+/// The attach-detach controller and the kubelet for the nodes noted, then the attacher's
+/// timers for the VolumeAttachments noted.
+fn volumes(store: &Store, st: &mut Inner, dirty: &mut Dirty, timing: &SimTiming) {
+    if std::mem::take(&mut dirty.all_volume_nodes) {
+        let known = st.iter(nodes(), None).map(|((_, n), _)| n.clone());
+        let attached_to = st
+            .iter(volume_attachments(), None)
+            .filter_map(|(_, va)| va.pointer("/spec/nodeName")?.as_str().map(str::to_string));
+        let all: Vec<String> = known.chain(attached_to).collect();
+        dirty.volume_nodes.extend(all);
+    }
+    let todo = std::mem::take(&mut dirty.volume_nodes);
+    if !todo.is_empty() {
+        // One pass over the VolumeAttachments for the whole batch, not one per node.
+        let mut by_node: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
+        for (_, va) in st.iter(volume_attachments(), None) {
+            if let Some(n) = va.pointer("/spec/nodeName").and_then(Value::as_str)
+                && attached_by_us(va)
+                && todo.contains(n)
+            {
+                by_node.entry(n.to_string()).or_default().push(va.clone());
+            }
+        }
+        for node in &todo {
+            let vas = by_node.remove(node).unwrap_or_default();
+            reconcile_volumes(st, node, &vas);
+        }
+    }
+    for (name, uid) in std::mem::take(&mut dirty.attach) {
+        after(store, timing.volume_attach, move |st| {
+            attach_volume(st, &name, &uid)
+        });
+    }
+    for (name, uid) in std::mem::take(&mut dirty.detach) {
+        after(store, timing.volume_detach, move |st| {
+            detach_volume(st, &name, &uid)
+        });
+    }
+}
+
+/// Runs `f` under the store's lock once `delay` has passed, on a timer task of its own, so
+/// the wait never holds the lock.
+fn after(store: &Store, delay: Duration, f: impl FnOnce(&mut Inner) + Send + 'static) {
+    let store = store.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        f(&mut store.lock());
+    });
+}
+
+/// What `node`'s pods mount decides its `volumesInUse` (the kubelet) and its
+/// VolumeAttachments (the attach-detach controller). `vas` are the ones of our attacher there.
+fn reconcile_volumes(st: &mut Inner, node: &str, vas: &[Arc<Value>]) {
+    let Some(n) = st.get(nodes(), "", node) else {
+        // A node that is gone has nothing attached any more; its kubelet reports nothing.
+        for va in vas {
+            release(st, va);
+        }
+        return;
+    };
+    let wanted: BTreeSet<String> = st
+        .pods_on_node(node)
+        .filter_map(|(_, p)| mounted(p))
+        .flat_map(|(_, pvs)| pvs)
+        .collect();
+    // Sorted and unique, as the kubelet reports them (the set is sorted, the prefix shared).
+    let in_use: Vec<String> = wanted.iter().map(|pv| volume_in_use(pv)).collect();
+    let want = (!in_use.is_empty()).then(|| json!(in_use));
+    if n.pointer("/status/volumesInUse") != want.as_ref() {
+        let _ = st.modify(nodes(), "", node, |v| {
+            match want {
+                Some(w) => v["status"]["volumesInUse"] = w,
+                // Go's omitempty: an empty list is no field.
+                None => {
+                    if let Some(s) = v.get_mut("status").and_then(Value::as_object_mut) {
+                        s.remove("volumesInUse");
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+    for va in vas {
+        let pv = va
+            .pointer("/spec/source/persistentVolumeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !wanted.contains(pv) {
+            release(st, va);
+        }
+    }
+    for pv in &wanted {
+        // One being deleted stays until detached; its DELETED event brings us back here.
+        let name = volume_attachment_name(pv, node);
+        if st.get(volume_attachments(), "", &name).is_some() {
+            continue;
+        }
+        let _ = st.create(
+            volume_attachments(),
+            json!({
+                "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+                // The attacher puts its finalizer on before attaching; here at once, so a
+                // volume is never detached without the detach delay.
+                "metadata": {"name": name, "finalizers": [ATTACHER_FINALIZER]},
+                "spec": {"attacher": ATTACHER, "nodeName": node, "source": {"persistentVolumeName": pv}},
+                "status": {"attached": false},
+            }),
+        );
+    }
+}
+
+/// The attach-detach controller deletes a VolumeAttachment no longer needed; the attacher's
+/// finalizer keeps it until [`detach_volume`].
+fn release(st: &mut Inner, va: &Value) {
+    if !deleting(va) {
+        let name = meta(va, "name").unwrap_or("");
+        let _ = crate::api::delete_object(st, volume_attachments(), "", name, None);
+    }
+}
+
+/// The attacher, once the attach delay passed: attached, if it is still the same object and
+/// still wanted.
+fn attach_volume(st: &mut Inner, name: &str, uid: &str) {
+    let Some(va) = st.get(volume_attachments(), "", name) else {
+        return;
+    };
+    if meta(&va, "uid") != Some(uid) || deleting(&va) || attached(&va) {
+        return;
+    }
+    let _ = st.modify(volume_attachments(), "", name, |v| {
+        let fins = v["metadata"]["finalizers"].as_array().cloned();
+        let mut fins = fins.unwrap_or_default();
+        if !fins.contains(&json!(ATTACHER_FINALIZER)) {
+            fins.push(json!(ATTACHER_FINALIZER));
+            v["metadata"]["finalizers"] = json!(fins);
+        }
+        v["status"]["attached"] = json!(true);
+        Ok(())
+    });
+}
+
+/// The attacher, once the detach delay passed: detached (`attached: false`), then its
+/// finalizer lifted, which ends the deletion.
+fn detach_volume(st: &mut Inner, name: &str, uid: &str) {
+    let Some(va) = st.get(volume_attachments(), "", name) else {
+        return;
+    };
+    if meta(&va, "uid") != Some(uid) || !deleting(&va) {
+        return;
+    }
+    let _ = st.modify(volume_attachments(), "", name, |v| {
+        v["status"]["attached"] = json!(false);
+        Ok(())
+    });
+    let _ = st.modify(volume_attachments(), "", name, |v| {
+        if let Some(f) = v
+            .pointer_mut("/metadata/finalizers")
+            .and_then(Value::as_array_mut)
+        {
+            f.retain(|x| x != ATTACHER_FINALIZER);
+        }
+        Ok(())
+    });
 }
 
 /// Ready and not cordoned: a node the scheduler may place pods on.

@@ -71,6 +71,10 @@ pub struct Options {
     pub pod_start: Duration,
     /// How long a simulated reboot keeps a node NotReady.
     pub reboot_duration: Duration,
+    /// From a VolumeAttachment created to it attached (`status.attached`).
+    pub volume_attach: Duration,
+    /// From the last pod using a volume on a node gone to its VolumeAttachment detached.
+    pub volume_detach: Duration,
     /// The authorizer; see [`authz::Mode`].
     pub authorization: authz::Mode,
 }
@@ -85,6 +89,8 @@ impl Default for Options {
             bookmark_interval: Duration::from_secs(1),
             pod_start: Duration::from_millis(300),
             reboot_duration: Duration::from_secs(1),
+            volume_attach: Duration::from_secs(1),
+            volume_detach: Duration::from_secs(2),
             authorization: authz::Mode::default(),
         }
     }
@@ -151,6 +157,8 @@ impl Sandbox {
             store.clone(),
             controllers::SimTiming {
                 pod_start: opts.pod_start,
+                volume_attach: opts.volume_attach,
+                volume_detach: opts.volume_detach,
             },
         ));
         let sim = Arc::new(sim::Sim::new(store.clone(), opts.reboot_duration));
@@ -332,7 +340,51 @@ impl Sandbox {
         max_unavailable: Option<u32>,
         grace_seconds: u32,
     ) -> anyhow::Result<()> {
+        self.workload(ns, name, replicas, max_unavailable, grace_seconds, None)
+    }
+
+    /// [`Sandbox::add_workload`] whose pods mount the PersistentVolumeClaim `claim` (shared by
+    /// all of them, as ReadWriteMany), so each node running one has the volume attached and in
+    /// use (see [`controllers`]).
+    pub fn add_workload_with_claim(
+        &self,
+        ns: &str,
+        name: &str,
+        replicas: u32,
+        max_unavailable: Option<u32>,
+        grace_seconds: u32,
+        claim: &str,
+    ) -> anyhow::Result<()> {
+        self.workload(
+            ns,
+            name,
+            replicas,
+            max_unavailable,
+            grace_seconds,
+            Some(claim),
+        )
+    }
+
+    fn workload(
+        &self,
+        ns: &str,
+        name: &str,
+        replicas: u32,
+        max_unavailable: Option<u32>,
+        grace_seconds: u32,
+        claim: Option<&str>,
+    ) -> anyhow::Result<()> {
         let r = |p| resources::find("apps", "v1", p).expect("known");
+        let mut pod_spec = json!({
+            "terminationGracePeriodSeconds": grace_seconds,
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+        });
+        if let Some(claim) = claim {
+            pod_spec["volumes"] =
+                json!([{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]);
+            pod_spec["containers"][0]["volumeMounts"] =
+                json!([{"name": "data", "mountPath": "/data"}]);
+        }
         let mut st = self.store().lock();
         if st.get(store::ns_resource(), "", ns).is_none() {
             st.create(
@@ -352,7 +404,7 @@ impl Sandbox {
                     "selector": {"matchLabels": labels},
                     "template": {
                         "metadata": {"labels": labels},
-                        "spec": {"terminationGracePeriodSeconds": grace_seconds, "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]},
+                        "spec": pod_spec,
                     },
                 },
             }),

@@ -4,7 +4,7 @@
 //! it. Custom resources (monitoring.coreos.com) get none, as a CRD without a schema would not.
 
 use k8s_openapi::api::{
-    admissionregistration, apps, autoscaling, coordination, core, events, policy, rbac,
+    admissionregistration, apps, autoscaling, coordination, core, events, policy, rbac, storage,
 };
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -65,6 +65,9 @@ fn kinds(group: &str, version: &str, g: &mut SchemaGenerator) -> Vec<(&'static s
                 add::<admissionregistration::v1::ValidatingAdmissionPolicyBinding>(g),
             ),
         ],
+        ("storage.k8s.io", "v1") => {
+            vec![("VolumeAttachment", add::<storage::v1::VolumeAttachment>(g))]
+        }
         _ => Vec::new(),
     }
 }

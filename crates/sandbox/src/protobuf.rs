@@ -63,6 +63,7 @@ fn package(api_version: &str) -> Option<&'static str> {
         "events.k8s.io/v1" => "api.events.v1",
         "rbac.authorization.k8s.io/v1" => "api.rbac.v1",
         "admissionregistration.k8s.io/v1" => "api.admissionregistration.v1",
+        "storage.k8s.io/v1" => "api.storage.v1",
         "autoscaling/v1" => "api.autoscaling.v1",
         // SelfSubjectAccessReview (`kubectl auth can-i`), SelfSubjectReview (`auth whoami`).
         "authorization.k8s.io/v1" => "api.authorization.v1",
@@ -231,6 +232,8 @@ fn json_name(desc: &MessageDescriptor, proto_name: &str) -> String {
 const INLINE: &[(&str, &str)] = &[
     ("api.core.v1.Probe", "handler"),
     ("api.core.v1.Volume", "volumeSource"),
+    // A VolumeAttachment's spec.source.inlineVolumeSpec.
+    ("api.core.v1.PersistentVolumeSpec", "persistentVolumeSource"),
     ("api.core.v1.EphemeralContainer", "ephemeralContainerCommon"),
     ("api.core.v1.SecretKeySelector", "localObjectReference"),
     ("api.core.v1.ConfigMapKeySelector", "localObjectReference"),
@@ -661,6 +664,13 @@ mod tests {
                 "variables": [{"name": "node", "expression": "object.metadata.name"}],
                 "validations": [{"expression": "true", "message": "no"}],
             },
+        }));
+        // A false bool that Go's JSON always writes (no omitempty) stays.
+        round_trip(json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+            "metadata": {"name": "csi-0123"},
+            "spec": {"attacher": "sandbox.csi.k8s.io", "nodeName": "node-1", "source": {"persistentVolumeName": "pv-shop-data"}},
+            "status": {"attached": false},
         }));
         round_trip(json!({
             "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",

@@ -281,6 +281,19 @@ pub static RESOURCES: &[Resource] = &[
         false,
         "validatingadmissionpolicybindings"
     ),
+    // The attach-detach controller's record of a volume attached to a node, which the agent
+    // waits on before rebooting (controllers.rs simulates the attaching).
+    res!(
+        "storage.k8s.io",
+        "v1",
+        "volumeattachments",
+        "volumeattachment",
+        "VolumeAttachment",
+        false,
+        &[],
+        true,
+        "volumeattachments"
+    ),
     res!(
         "monitoring.coreos.com",
         "v1",

@@ -42,7 +42,12 @@ pub fn to_table_at(
     let column_definitions: Vec<Value> = cols
         .iter()
         .map(|(name, ty, prio, desc)| {
-            let format = if *name == "Name" { "name" } else { "" };
+            // The attacher is a driver's name, and kube-apiserver marks it so.
+            let format = if *name == "Name" || (kind, *name) == ("VolumeAttachment", "Attacher") {
+                "name"
+            } else {
+                ""
+            };
             json!({"name": name, "type": ty, "format": format, "description": desc, "priority": prio})
         })
         .collect();
@@ -419,6 +424,34 @@ fn columns(kind: &str) -> Vec<Col> {
             ),
             AGE,
         ],
+        "VolumeAttachment" => vec![
+            NAME,
+            (
+                "Attacher",
+                "string",
+                0,
+                "attacher indicates the name of the volume driver that MUST handle this request. This is the name returned by GetPluginName().",
+            ),
+            (
+                "PV",
+                "string",
+                0,
+                "persistentVolumeName represents the name of the persistent volume to attach.",
+            ),
+            (
+                "Node",
+                "string",
+                0,
+                "nodeName represents the node that the volume should be attached to.",
+            ),
+            (
+                "Attached",
+                "boolean",
+                0,
+                "attached indicates the volume is successfully attached. This field must only be set by the entity completing the attach operation, i.e. the external-attacher.",
+            ),
+            AGE,
+        ],
         _ => vec![NAME, AGE],
     };
     match kind {
@@ -585,6 +618,15 @@ impl Printer<'_> {
                     self.age(),
                 ]
             }
+            "VolumeAttachment" => vec![
+                self.name(),
+                self.s("/spec/attacher").into(),
+                self.s("/spec/source/persistentVolumeName").into(),
+                self.s("/spec/nodeName").into(),
+                // A Go bool: absent reads false.
+                (self.obj.pointer("/status/attached") == Some(&Value::Bool(true))).into(),
+                self.age(),
+            ],
             _ => vec![self.name(), self.age()],
         }
     }
@@ -1611,6 +1653,38 @@ mod tests {
         );
         assert_eq!(col_names(&t), ["Name", "Age"]);
         assert_eq!(t["rows"][0]["cells"], json!(["x", "3d5h"]));
+    }
+
+    #[test]
+    fn volume_attachments() {
+        let va = json!({"metadata": {"name": "csi-ab", "creationTimestamp": T0},
+            "spec": {"attacher": "sandbox.csi.k8s.io", "nodeName": "node-1", "source": {"persistentVolumeName": "pv-shop-data"}},
+            "status": {"attached": true}});
+        let t = table("VolumeAttachment", vec![va]);
+        assert_eq!(
+            col_names(&t),
+            ["Name", "Attacher", "PV", "Node", "Attached", "Age"]
+        );
+        assert_eq!(t["columnDefinitions"][1]["format"], "name");
+        assert_eq!(t["columnDefinitions"][4]["type"], "boolean");
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "csi-ab",
+                "sandbox.csi.k8s.io",
+                "pv-shop-data",
+                "node-1",
+                true,
+                "3d5h"
+            ])
+        );
+        assert_eq!(
+            cells(
+                "VolumeAttachment",
+                json!({"metadata": {"name": "x"}, "spec": {}})
+            )[2..5],
+            [json!(""), json!(""), json!(false)]
+        );
     }
 
     #[test]

@@ -246,7 +246,7 @@ fn note(
                             .get(pods(), &ns, &name)
                             .is_some_and(|p| meta(&p, "uid") == Some(uid.as_str()))
                         {
-                            let _ = st.remove(pods(), &ns, &name);
+                            kubelet_released(&mut st, &ns, &name);
                         }
                     });
                 }
@@ -624,6 +624,40 @@ fn detach_volume(st: &mut Inner, name: &str, uid: &str) {
             .and_then(Value::as_array_mut)
         {
             f.retain(|x| x != ATTACHER_FINALIZER);
+        }
+        Ok(())
+    });
+}
+
+/// The kubelet is done with a pod (its grace period is over, or its node went down): the
+/// pod is deleted, unless finalizers hold it. Then, as in Kubernetes, it stays Terminating
+/// with its containers stopped until they are lifted (the store then completes the
+/// deletion).
+pub(crate) fn kubelet_released(st: &mut Inner, ns: &str, name: &str) {
+    let held = st.get(pods(), ns, name).is_some_and(|p| {
+        p.pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
+    });
+    if !held {
+        let _ = st.remove(pods(), ns, name);
+        return;
+    }
+    let _ = st.modify(pods(), ns, name, |v| {
+        if v.pointer("/metadata/deletionTimestamp").is_none() {
+            v["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        }
+        v["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        if let Some(cs) = v
+            .pointer_mut("/status/conditions")
+            .and_then(Value::as_array_mut)
+        {
+            for c in cs
+                .iter_mut()
+                .filter(|c| c["type"] == "Ready" || c["type"] == "ContainersReady")
+            {
+                c["status"] = json!("False");
+            }
         }
         Ok(())
     });

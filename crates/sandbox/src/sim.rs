@@ -188,7 +188,7 @@ impl Sim {
                         Ok(())
                     });
                 } else {
-                    let _ = st.remove(pods(), &ns, &n);
+                    crate::controllers::kubelet_released(&mut st, &ns, &n);
                 }
             }
         }

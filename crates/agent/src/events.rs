@@ -16,7 +16,7 @@ use crate::drain::DrainSummary;
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum AgentEvent<'a> {
     /// The agent marked the node reboot-needed; `by` names what asked.
-    RebootNeeded { by: &'a str },
+    RebootRequested { by: &'a str },
     /// `--reboot-sentinel` is still there after the reboot it asked for.
     SentinelOutlivedReboot {
         path: &'a Path,
@@ -65,7 +65,7 @@ impl AgentEvent<'_> {
     /// The Event's `reason`.
     pub(crate) fn reason(&self) -> &'static str {
         match self {
-            AgentEvent::RebootNeeded { .. } => "RebootNeeded",
+            AgentEvent::RebootRequested { .. } => "RebootRequested",
             AgentEvent::SentinelOutlivedReboot { .. } => "RebootSentinelStale",
             AgentEvent::VolumesDetached { .. } => "VolumesDetached",
             AgentEvent::VolumesNotDetached { .. } => "VolumesNotDetached",
@@ -85,7 +85,7 @@ impl AgentEvent<'_> {
     /// The Event's `action`: the phase of the cycle it belongs to.
     pub(crate) fn action(&self) -> &'static str {
         match self {
-            AgentEvent::RebootNeeded { .. } | AgentEvent::SentinelOutlivedReboot { .. } => {
+            AgentEvent::RebootRequested { .. } | AgentEvent::SentinelOutlivedReboot { .. } => {
                 "RebootNeeded"
             }
             AgentEvent::VolumesDetached { .. } | AgentEvent::VolumesNotDetached { .. } => "Drain",
@@ -117,7 +117,7 @@ impl AgentEvent<'_> {
     /// The Event's `note`.
     pub(crate) fn note(&self) -> String {
         match *self {
-            AgentEvent::RebootNeeded { by } => {
+            AgentEvent::RebootRequested { by } => {
                 format!("reboot needed (asked by {by}); waiting for the operator's reboot-ok")
             }
             AgentEvent::SentinelOutlivedReboot {
@@ -213,12 +213,12 @@ mod tests {
         };
         let cases = [
             (
-                AgentEvent::RebootNeeded {
+                AgentEvent::RebootRequested {
                     by: "update_engine, sentinel",
                 },
                 (
                     Normal,
-                    "RebootNeeded",
+                    "RebootRequested",
                     "RebootNeeded",
                     "reboot needed (asked by update_engine, sentinel); waiting for the operator's reboot-ok",
                 ),

@@ -121,7 +121,7 @@ async fn the_sentinel_triggers_exactly_one_coordinated_reboot() {
             && annotation(n, keys::SENTINEL_BOOT_ID) == Some(boot.as_str())
     })
     .await;
-    let asked = wait_event(&client, "RebootNeeded").await;
+    let asked = wait_event(&client, "RebootRequested").await;
     assert!(
         asked
             .message

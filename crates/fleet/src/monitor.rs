@@ -576,6 +576,7 @@ mod tests {
             unschedulable,
             boot_id: boot.into(),
             ready,
+            taints: vec![],
         }
     }
 

@@ -377,6 +377,7 @@ fn rbac_is_least_privilege_and_every_binding_resolves() {
         ("", "nodes", &["get", "list", "watch", "patch"]),
         ("", "pods", &["list", "watch", "delete"]),
         ("", "pods/eviction", &["create"]),
+        ("storage.k8s.io", "volumeattachments", &["list", "watch"]),
     ]);
     agent.extend(triples(events));
     assert_eq!(

@@ -72,7 +72,7 @@ impl Agent {
         if after.annotation(keys::REBOOT_NEEDED) == Some(keys::TRUE)
             && after_by.iter().any(|b| !before_by.contains(b))
         {
-            self.event(AgentEvent::RebootNeeded {
+            self.event(AgentEvent::RebootRequested {
                 by: &after_by.join(", "),
             });
         }

@@ -386,7 +386,7 @@ mod tests {
         .expect_err("a foreign label");
         assert!(
             e.message.ends_with(
-                "denied request: the update-agent may change only flatcar-linux-update.v1.flatcar-linux.net/ labels"
+                "denied request: the update-agent may change only flatcar-linux-update.v1.flatcar-linux.net/ labels and node.kubernetes.io/exclude-from-external-load-balancers"
             ),
             "{}",
             e.message

@@ -467,7 +467,7 @@ async fn kubectl_apply_k_installs_the_shipped_policy() {
         ["NAME", "VALIDATIONS", "PARAMKIND", "AGE"],
         "{out}"
     );
-    assert_eq!(lines[1][..3], [OWN_NODE, "6", "<unset>"], "{out}");
+    assert_eq!(lines[1][..3], [OWN_NODE, "7", "<unset>"], "{out}");
     let out = k.ok(&["get", "validatingadmissionpolicybindings"]).await;
     let lines: Vec<Vec<&str>> = out
         .lines()
@@ -529,21 +529,32 @@ async fn agents_kubeconfigs_under_the_shipped_policy() {
     assert!(!ok, "a foreign label is refused");
     assert!(
         err.contains(&format!(
-            "denied request: the update-agent may change only {PREFIX} labels"
+            "denied request: the update-agent may change only {PREFIX} labels and node.kubernetes.io/exclude-from-external-load-balancers"
         )),
         "{err}"
     );
-    // A taint is refused too.
+    // A foreign taint is refused too, and so is ours with a harder effect; ours as
+    // PreferNoSchedule (--prefer-no-schedule-taint) is admitted.
+    for taint in [
+        "k=v:NoSchedule",
+        &format!("{PREFIX}reboot-pending:NoExecute"),
+    ] {
+        let (ok, _, err) = agent.run(&["taint", "node", "node-1", taint]).await;
+        assert!(!ok, "{taint} is refused");
+        assert!(
+            err.contains(
+                "denied request: the update-agent may add or remove only its own PreferNoSchedule taint"
+            ),
+            "{err}"
+        );
+    }
+    let ours = format!("{PREFIX}reboot-pending:PreferNoSchedule");
+    let (ok, _, err) = agent.run(&["taint", "node", "node-1", &ours]).await;
+    assert!(ok, "our own taint: {err}");
     let (ok, _, err) = agent
-        .run(&["taint", "node", "node-1", "k=v:NoSchedule"])
+        .run(&["taint", "node", "node-1", &format!("{ours}-")])
         .await;
-    assert!(!ok, "a taint is refused");
-    assert!(
-        err.contains(
-            "denied request: the update-agent may change only spec.unschedulable in a Node's spec"
-        ),
-        "{err}"
-    );
+    assert!(ok, "our own taint removed: {err}");
 
     // The operator's writes are not the policy's business.
     let ok_key = format!("{PREFIX}reboot-ok=true");

@@ -180,6 +180,12 @@ async fn deployed_roles_cover_exactly_what_a_rollout_calls() {
             "get",
             "re-reading a node after an unanswered write",
         ),
+        (
+            "storage.k8s.io",
+            "volumeattachments",
+            "watch",
+            "the wait for volumes to detach watches only while something is still attached after its first list",
+        ),
     ];
     for (who, grants, used) in [
         ("operator", &operator_grants, &used_by_operator),

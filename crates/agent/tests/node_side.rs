@@ -9,7 +9,8 @@
 //! - `--prefer-no-schedule-taint`: tainted while waiting, untainted after, others' taints kept;
 //! - `--exclude-from-load-balancers`: labelled at the drain, unlabelled after, a label set by
 //!   someone else kept;
-//! - `--skip-wait-for-delete-timeout`, `--drain-pod-selector`, `--drain-kube-system`.
+//! - `--skip-wait-for-delete-timeout`, `--drain-pod-selector`, `--drain-kube-system`;
+//! - and a reboot logind accepted that never happened: asked again after `--reboot-timeout`.
 
 mod common;
 
@@ -525,6 +526,35 @@ async fn the_drain_takes_only_selected_pods_and_kube_system_when_asked() {
             .unwrap_or_default()
             .contains("2 pods evicted"),
         "web and dns only"
+    );
+    machine.stop().await;
+}
+
+/// logind accepts the reboot but the machine never goes down (a hung shutdown): after
+/// `--reboot-timeout` the agent says so on the node and asks again, and the machine
+/// reboots exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reboot_that_never_happened_is_asked_again_and_reboots_once() {
+    let sb = cluster(&["node-1"], Options::default()).await;
+    let client = sb.client();
+    let mut cfg = config("node-1", Duration::from_secs(30));
+    cfg.reboot_timeout = Duration::from_secs(1);
+    let machine = start(&sb, "node-1", cfg);
+    settled(&client, "node-1").await;
+    machine.host().lose_reboots(1);
+    machine.host().offer_update("4081.3.0").await;
+    wait_node(&client, "node-1", "reboot-needed", |n| {
+        annotation(n, keys::REBOOT_NEEDED) == Some("true")
+    })
+    .await;
+    reboot(&sb, "node-1", async || {}).await;
+    assert_eq!(machine.host().reboots_lost(), 1);
+    assert_eq!(machine.host().reboots(), 1, "one reboot, not two");
+    let ev = wait_event(&client, "RebootFailed").await;
+    let note = ev.message.unwrap_or_default();
+    assert!(
+        note.contains("logind accepted the reboot") && note.contains("still up"),
+        "{note}"
     );
     machine.stop().await;
 }

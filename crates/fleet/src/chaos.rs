@@ -49,6 +49,15 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const BLOCKED_DRAIN_TIMEOUT: Duration = Duration::from_secs(6);
 /// The operator's `--reboot-timeout` in scenarios (stuck-node marking).
 pub const REBOOT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The agents' `--reboot-timeout`: how long after logind accepted a reboot the agent asks
+/// again (a lost reboot).
+pub const AGENT_REBOOT_TIMEOUT: Duration = Duration::from_secs(2);
+/// deploy/'s ClusterRoleBindings, revoked by [`FaultKind::RbacRevoke`].
+pub const AGENT_BINDING: &str = "flatcar-linux-update-agent";
+pub const OPERATOR_BINDING: &str = "flatcar-linux-update-operator";
+/// What logind says while an inhibitor lock refuses the reboot.
+const INHIBITED: &str = "Operation inhibited by \"chaos\" (inhibitor lock held; \
+                         org.freedesktop.login1.OperationInProgress)";
 
 /// Where a node is in its reboot, to kill its agent right there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -123,6 +132,23 @@ pub enum FaultKind {
     WindowClose { reopen_after: Duration },
     /// Updates arrive on these nodes (the others got theirs at the start).
     LateUpdate { nodes: Vec<String> },
+    /// Every open watch ends and the history is compacted (etcd compaction): resuming
+    /// from an older resourceVersion, or continuing a list, is 410 Gone.
+    WatchExpiry,
+    /// The API server restarts: every watch ends, every request fails with 503 for
+    /// `lasting`, and the history is compacted at both ends (410 on resume).
+    ApiRestart { lasting: Duration },
+    /// logind refuses `node`'s reboot (an inhibitor lock) for `lasting` from when the node
+    /// starts draining.
+    LogindRefuse { node: String, lasting: Duration },
+    /// logind accepts `node`'s first reboot call but the machine never goes down.
+    RebootLost { node: String },
+    /// The ClusterRoleBinding `binding` (the agents' or the operator's) is deleted for
+    /// `lasting`, then created again: their requests are 403 meanwhile.
+    RbacRevoke {
+        binding: &'static str,
+        lasting: Duration,
+    },
 }
 
 impl FaultKind {
@@ -139,11 +165,16 @@ impl FaultKind {
             FaultKind::PdbBlock { .. } => "pdb-block",
             FaultKind::WindowClose { .. } => "window-close",
             FaultKind::LateUpdate { .. } => "late-update",
+            FaultKind::WatchExpiry => "watch-expiry",
+            FaultKind::ApiRestart { .. } => "api-restart",
+            FaultKind::LogindRefuse { .. } => "logind-refuse",
+            FaultKind::RebootLost { .. } => "reboot-lost",
+            FaultKind::RbacRevoke { .. } => "rbac-revoke",
         }
     }
 
     /// Every kind's name.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 15] = [
         "api-errors",
         "latency",
         "watch-cuts",
@@ -154,6 +185,11 @@ impl FaultKind {
         "pdb-block",
         "window-close",
         "late-update",
+        "watch-expiry",
+        "api-restart",
+        "logind-refuse",
+        "reboot-lost",
+        "rbac-revoke",
     ];
 
     fn lasting(&self) -> Option<Duration> {
@@ -161,7 +197,8 @@ impl FaultKind {
             FaultKind::ApiErrors { lasting, .. }
             | FaultKind::Latency { lasting, .. }
             | FaultKind::WatchCuts { lasting, .. }
-            | FaultKind::Outage { lasting } => Some(*lasting),
+            | FaultKind::Outage { lasting }
+            | FaultKind::ApiRestart { lasting } => Some(*lasting),
             _ => None,
         }
     }
@@ -333,6 +370,67 @@ impl Scenario {
                 kind: FaultKind::LateUpdate { nodes: late },
             });
         }
+        let drain_seconds = rng.random_range(0..=1);
+        let reboot = ms(&mut rng, 300, 700);
+        let drain_timeout_action = if rng.random_bool(0.2) {
+            DrainTimeoutAction::Reboot
+        } else {
+            DrainTimeoutAction::Uncordon
+        };
+        // The later kinds are drawn after everything above, so the earlier kinds' schedule
+        // of a seed is what it was before they existed.
+        if rng.random_bool(0.4) {
+            faults.push(Fault {
+                at: at(&mut rng),
+                kind: FaultKind::WatchExpiry,
+            });
+        }
+        if rng.random_bool(0.3) {
+            faults.push(Fault {
+                at: at(&mut rng),
+                kind: FaultKind::ApiRestart {
+                    lasting: ms(&mut rng, 200, 1000),
+                },
+            });
+        }
+        // Nodes that reboot in every scenario (not the dead one, not the blocked one).
+        let rebooting: Vec<String> = names
+            .iter()
+            .filter(|n| {
+                !faults.iter().any(|f| {
+                    matches!(&f.kind, FaultKind::NeverBack { node } | FaultKind::PdbBlock { node } if node == *n)
+                })
+            })
+            .cloned()
+            .collect();
+        if !rebooting.is_empty() && rng.random_bool(0.3) {
+            faults.push(Fault {
+                at: Duration::ZERO,
+                kind: FaultKind::LogindRefuse {
+                    node: rebooting.choose(&mut rng).expect("nodes").clone(),
+                    lasting: ms(&mut rng, 500, 2500),
+                },
+            });
+        }
+        if !rebooting.is_empty() && rng.random_bool(0.25) {
+            faults.push(Fault {
+                at: Duration::ZERO,
+                kind: FaultKind::RebootLost {
+                    node: rebooting.choose(&mut rng).expect("nodes").clone(),
+                },
+            });
+        }
+        if rng.random_bool(0.3) {
+            faults.push(Fault {
+                at: at(&mut rng),
+                kind: FaultKind::RbacRevoke {
+                    binding: [AGENT_BINDING, OPERATOR_BINDING]
+                        .choose(&mut rng)
+                        .expect("bindings"),
+                    lasting: ms(&mut rng, 500, 2000),
+                },
+            });
+        }
         faults.sort_by_key(|f| f.at);
         Scenario {
             seed,
@@ -341,13 +439,9 @@ impl Scenario {
             max,
             per_zone,
             pods_per_node: 2,
-            drain_seconds: rng.random_range(0..=1),
-            reboot: ms(&mut rng, 300, 700),
-            drain_timeout_action: if rng.random_bool(0.2) {
-                DrainTimeoutAction::Reboot
-            } else {
-                DrainTimeoutAction::Uncordon
-            },
+            drain_seconds,
+            reboot,
+            drain_timeout_action,
             faults,
             chaos_for,
         }
@@ -432,7 +526,7 @@ impl Scenario {
                             .map_or(*after_events, |n| n.min(*after_events)),
                     );
                 }
-                FaultKind::Outage { .. } => {
+                FaultKind::Outage { .. } | FaultKind::ApiRestart { .. } => {
                     plan.outage_until = Some(t0 + f.at + lasting);
                 }
                 _ => {}
@@ -671,6 +765,7 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
         };
         c.drain_timeout_action = action;
         c.api_backoff_max = Duration::from_secs(1);
+        c.reboot_timeout = AGENT_REBOOT_TIMEOUT;
         // The agent's own default: scenarios run side by side on a busy machine.
         c.pod_delete_margin = Duration::from_secs(10);
         c
@@ -701,6 +796,21 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
             .ok_or_else(|| anyhow::anyhow!("no host {node}"))?
             .stay_down();
     }
+    let lost: Vec<&str> = s
+        .faults
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FaultKind::RebootLost { node } => Some(node.as_str()),
+            _ => None,
+        })
+        .collect();
+    for node in &lost {
+        sb.host(node)
+            .ok_or_else(|| anyhow::anyhow!("no host {node}"))?
+            .lose_reboots(1);
+    }
+    // Taken out of the store directly: injected API errors must not stop the fault itself.
+    let revoked: Mutex<Vec<serde_json::Value>> = Mutex::default();
     let window_close = s.find(|k| match k {
         FaultKind::WindowClose { reopen_after } => Some(*reopen_after),
         _ => None,
@@ -809,7 +919,52 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
                 fire("late-update");
                 Ok(())
             }),
-            FaultKind::NeverBack { .. } | FaultKind::PdbBlock { .. } => continue,
+            FaultKind::WatchExpiry => Box::pin(async move {
+                tokio::time::sleep_until(at.into()).await;
+                compact_and_cut(sb);
+                fire("watch-expiry");
+                Ok(())
+            }),
+            FaultKind::ApiRestart { lasting } => Box::pin(async move {
+                tokio::time::sleep_until(at.into()).await;
+                compact_and_cut(sb);
+                fire("api-restart");
+                tokio::time::sleep(*lasting).await;
+                // The restarted server's watch cache starts from now.
+                sb.store().lock().compact();
+                Ok(())
+            }),
+            FaultKind::LogindRefuse { node, lasting } => Box::pin(async move {
+                let mut changes = checker.changes();
+                while !checker
+                    .nodes()
+                    .get(node)
+                    .is_some_and(|f| Step::Draining.reached(f))
+                {
+                    changes.changed().await?;
+                }
+                let host = sb
+                    .host(node)
+                    .ok_or_else(|| anyhow::anyhow!("no host {node}"))?;
+                host.fail_reboots(Some(INHIBITED));
+                fire("logind-refuse");
+                tokio::time::sleep(*lasting).await;
+                host.fail_reboots(None);
+                Ok(())
+            }),
+            FaultKind::RbacRevoke { binding, lasting } => {
+                let revoked = &revoked;
+                Box::pin(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    revoke_binding(sb, binding, revoked)?;
+                    fire("rbac-revoke");
+                    tokio::time::sleep(*lasting).await;
+                    restore_bindings(sb, revoked)
+                })
+            }
+            FaultKind::NeverBack { .. }
+            | FaultKind::PdbBlock { .. }
+            | FaultKind::RebootLost { .. } => continue,
         };
         tasks.push(task);
     }
@@ -817,8 +972,17 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
     if let Ok(Err(e)) = tokio::time::timeout(s.chaos_for, chaos).await {
         return Err(e.context("a fault could not be injected"));
     }
-    // The faults stop: no more injected errors, every agent runs, the window is open.
+    // The faults stop: no more injected errors, every agent runs, the window is open,
+    // logind allows reboots, the permissions are back.
     sb.faults().set(FaultPlan::default());
+    for f in &s.faults {
+        if let FaultKind::LogindRefuse { node, .. } = &f.kind
+            && let Some(h) = sb.host(node)
+        {
+            h.fail_reboots(None);
+        }
+    }
+    restore_bindings(sb, &revoked)?;
     let still_down: Vec<String> = down_agents.lock().unwrap().iter().cloned().collect();
     for node in still_down {
         restart_agent(&cluster, &node, &down_agents);
@@ -848,6 +1012,11 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
     {
         fire("never-back");
     }
+    for node in &lost {
+        if sb.host(node).is_some_and(|h| h.reboots_lost() > 0) {
+            fire("reboot-lost");
+        }
+    }
     let finished = pending.is_empty();
     for (node, why) in pending {
         checker.violate(
@@ -876,6 +1045,52 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
         finished,
         duration: started.elapsed(),
     })
+}
+
+/// Ends every open watch and forgets the history before now: resumes are 410 Gone.
+fn compact_and_cut(sb: &Sandbox) {
+    let mut store = sb.store().lock();
+    store.compact();
+    sb.faults().cut_all_watches();
+}
+
+fn cluster_role_bindings() -> anyhow::Result<&'static sandbox::resources::Resource> {
+    sandbox::resources::find("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
+        .ok_or_else(|| anyhow::anyhow!("the sandbox serves no clusterrolebindings"))
+}
+
+/// Deletes the ClusterRoleBinding `name`, keeping it to create again.
+fn revoke_binding(
+    sb: &Sandbox,
+    name: &str,
+    revoked: &Mutex<Vec<serde_json::Value>>,
+) -> anyhow::Result<()> {
+    let gone = sb
+        .store()
+        .lock()
+        .remove(cluster_role_bindings()?, "", name)
+        .map_err(|e| anyhow::anyhow!("deleting ClusterRoleBinding {name}: {}", e.message))?;
+    revoked.lock().unwrap().push((*gone).clone());
+    Ok(())
+}
+
+/// Creates again the ClusterRoleBindings a fault deleted.
+fn restore_bindings(sb: &Sandbox, revoked: &Mutex<Vec<serde_json::Value>>) -> anyhow::Result<()> {
+    let taken: Vec<serde_json::Value> = std::mem::take(&mut *revoked.lock().unwrap());
+    for mut b in taken {
+        if let Some(md) = b["metadata"].as_object_mut() {
+            for k in [
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "managedFields",
+            ] {
+                md.remove(k);
+            }
+        }
+        sb.create(b)?;
+    }
+    Ok(())
 }
 
 fn restart_agent(cluster: &Cluster, node: &str, down: &Mutex<BTreeSet<String>>) {

@@ -111,6 +111,12 @@ async fn chaos_seeds_41_to_50_and_every_fault_kind_is_scheduled() {
         .flat_map(|o| o.injected.errors.values())
         .sum();
     assert!(errors > 0, "no request failed");
+    // The later kinds bit: watches were ended at once, 403s were answered.
+    let all = fired(&outcomes);
+    let cut: u64 = outcomes.iter().map(|o| o.injected.watches_cut).sum();
+    if all.contains_key("watch-expiry") || all.contains_key("api-restart") {
+        assert!(cut > 0, "no watch was ended: {all:?}");
+    }
 }
 
 #[test]

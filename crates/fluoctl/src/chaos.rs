@@ -66,7 +66,8 @@ pub async fn run(args: ChaosArgs) -> ExitCode {
                 .map(|(c, n)| format!("{n}x{c}"))
                 .collect();
             println!(
-                "  fired: {}; requests failed: {} ; delayed: {}; refused in outage: {}",
+                "  fired: {}; requests failed: {} ; delayed: {}; refused in outage: {}; \
+                 refused by RBAC: {}; watches ended at once: {}",
                 fired.join(", "),
                 if errors.is_empty() {
                     "none".to_string()
@@ -74,7 +75,9 @@ pub async fn run(args: ChaosArgs) -> ExitCode {
                     errors.join(" ")
                 },
                 o.injected.delayed,
-                o.injected.outage
+                o.injected.outage,
+                o.injected.forbidden,
+                o.injected.watches_cut
             );
         }
         for v in &o.violations {

@@ -129,6 +129,7 @@ async fn handle(
     if !authz::allowed(st.authz, &st.store, &req.user, &attrs) {
         let e = authz::forbidden(&req.user, &attrs);
         tracing::debug!(message = %e.message, "sandbox: forbidden");
+        st.faults.count_forbidden();
         return e.into_response();
     }
     let res_name = match &req.sub {
@@ -538,14 +539,16 @@ impl Filter {
     }
 }
 
-fn encode_continue(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
+/// The list's resourceVersion and the last key it returned, as kube-apiserver's token
+/// carries the resourceVersion it was listed at: a token from before a compaction is 410.
+fn encode_continue(rv: &str, ns: &str, name: &str) -> String {
+    format!("{rv}|{ns}/{name}")
         .bytes()
         .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-fn decode_continue(tok: &str) -> ApiResult<(String, String)> {
+fn decode_continue(tok: &str) -> ApiResult<(u64, (String, String))> {
     let bad = || ApiError::bad_request(format!("invalid continue token {tok:?}"));
     if !tok.len().is_multiple_of(2) {
         return Err(bad());
@@ -555,8 +558,10 @@ fn decode_continue(tok: &str) -> ApiResult<(String, String)> {
         .map(|i| u8::from_str_radix(&tok[i..i + 2], 16))
         .collect();
     let s = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
-    let (ns, name) = s.split_once('/').ok_or_else(bad)?;
-    Ok((ns.to_string(), name.to_string()))
+    let (rv, key) = s.split_once('|').ok_or_else(bad)?;
+    let rv = rv.parse().map_err(|_| bad())?;
+    let (ns, name) = key.split_once('/').ok_or_else(bad)?;
+    Ok((rv, (ns.to_string(), name.to_string())))
 }
 
 fn list(
@@ -577,6 +582,16 @@ fn list(
         None => None,
     };
     let store = st.store.lock();
+    let after = match after {
+        Some((rv, _)) if rv < store.compacted_rv(req.res) => {
+            return Err(ApiError::gone(
+                "The provided continue parameter is too old to display a consistent list \
+                 result. You can start a new list without the continue parameter.",
+            ));
+        }
+        Some((_, key)) => Some(key),
+        None => None,
+    };
     let rv = store.current_rv().to_string();
     let mut items = Vec::new();
     let mut next = None;
@@ -589,6 +604,7 @@ fn list(
             if next.is_none() {
                 let last: &Value = items.last().expect("limit > 0");
                 next = Some(encode_continue(
+                    &rv,
                     meta(last, "namespace").unwrap_or(""),
                     meta(last, "name").unwrap_or(""),
                 ));
@@ -1160,6 +1176,8 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>, headers: &HeaderMap) 
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
     let plan = st.faults.plan();
+    let mut cuts = st.faults.watch_cuts();
+    cuts.mark_unchanged();
     let cut_after_events = plan.watch_cut_after_events;
     let deadline =
         tokio::time::Instant::now() + plan.watch_cut_after.map_or(timeout, |c| c.min(timeout));
@@ -1225,6 +1243,10 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>, headers: &HeaderMap) 
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
+                _ = cuts.changed() => {
+                    st.faults.count_watch_cut();
+                    break;
+                }
                 _ = ticker.tick(), if bookmarks => {
                     // Drain what is queued under the store lock, so the bookmark's resourceVersion
                     // never runs ahead of an event this watcher has not been sent yet.

@@ -1,5 +1,6 @@
 //! Seeded, deterministic fault injection for the API server: errors by verb and resource,
-//! latency, cut watch streams and whole-API outages.
+//! latency, cut watch streams, whole-API outages, and every open watch ended at once (an
+//! API server restart, or with [`crate::store::Store::compact`] an etcd compaction).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -45,12 +46,21 @@ pub struct InjectedCounts {
     pub delayed: u64,
     /// Requests refused during an outage.
     pub outage: u64,
+    /// Times every open watch was ended at once ([`Faults::cut_all_watches`]).
+    pub all_watches_cut: u64,
+    /// Watch streams ended by those cuts.
+    pub watches_cut: u64,
+    /// Requests refused by RBAC (403). Not injected: counted so a harness that revokes a
+    /// permission can show that the revocation bit.
+    pub forbidden: u64,
 }
 
 pub struct Faults {
     plan: Mutex<FaultPlan>,
     rng: Mutex<StdRng>,
     counts: Mutex<InjectedCounts>,
+    /// Bumped to end every open watch stream.
+    cuts: tokio::sync::watch::Sender<u64>,
 }
 
 pub enum Injected {
@@ -64,7 +74,28 @@ impl Faults {
             plan: Mutex::new(FaultPlan::default()),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             counts: Mutex::default(),
+            cuts: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Ends every open watch stream now, as an API server restart does. Clients resume from
+    /// their last resourceVersion (after a compaction: 410 Gone, and they relist).
+    pub fn cut_all_watches(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+        self.count(|c| c.all_watches_cut += 1);
+    }
+
+    /// For a watch stream: changes when [`Faults::cut_all_watches`] is called.
+    pub fn watch_cuts(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.cuts.subscribe()
+    }
+
+    pub(crate) fn count_watch_cut(&self) {
+        self.count(|c| c.watches_cut += 1);
+    }
+
+    pub(crate) fn count_forbidden(&self) {
+        self.count(|c| c.forbidden += 1);
     }
 
     pub fn set(&self, plan: FaultPlan) {

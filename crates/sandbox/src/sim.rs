@@ -221,6 +221,10 @@ struct HostInner {
     rebooting: AtomicBool,
     reboots: AtomicU32,
     stay_down: AtomicBool,
+    /// Reboot calls still to accept without going down.
+    lost_reboots: AtomicU32,
+    /// Reboot calls accepted without going down so far.
+    reboots_lost: AtomicU32,
 }
 
 /// A simulated Flatcar host: update_engine and logind.
@@ -252,6 +256,8 @@ impl SimHost {
                 rebooting: AtomicBool::new(false),
                 reboots: AtomicU32::new(0),
                 stay_down: AtomicBool::new(false),
+                lost_reboots: AtomicU32::new(0),
+                reboots_lost: AtomicU32::new(0),
             }),
         }
     }
@@ -323,6 +329,17 @@ impl SimHost {
         self.inner.stay_down.store(true, Ordering::SeqCst);
     }
 
+    /// The next `n` reboot calls are accepted (logind answers) but the machine never goes
+    /// down: a shutdown that hangs, or a reboot lost to a race.
+    pub fn lose_reboots(&self, n: u32) {
+        self.inner.lost_reboots.store(n, Ordering::SeqCst);
+    }
+
+    /// Reboot calls that were accepted and lost so far.
+    pub fn reboots_lost(&self) -> u32 {
+        self.inner.reboots_lost.load(Ordering::SeqCst)
+    }
+
     /// How many times this machine rebooted.
     pub fn reboots(&self) -> u32 {
         self.inner.reboots.load(Ordering::SeqCst)
@@ -384,6 +401,18 @@ impl Host for SimHost {
             .sim
             .upgrade()
             .ok_or_else(|| HostError::Other("the sandbox is gone".into()))?;
+        if self.inner.rebooting.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if self
+            .inner
+            .lost_reboots
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            self.inner.reboots_lost.fetch_add(1, Ordering::SeqCst);
+            return Ok(());
+        }
         if self.inner.rebooting.swap(true, Ordering::SeqCst) {
             return Ok(());
         }

@@ -505,6 +505,11 @@ impl Inner {
         Ok((replay, b.tx.subscribe()))
     }
 
+    /// Events at or below this resourceVersion are gone for `r`'s watches and lists.
+    pub fn compacted_rv(&self, r: &Resource) -> u64 {
+        self.bucket(r).compacted_rv
+    }
+
     /// Drops all watch history, so any watch from an older resourceVersion gets 410 Gone.
     pub fn compact(&mut self) {
         let rv = self.rv;

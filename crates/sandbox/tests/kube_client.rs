@@ -94,6 +94,117 @@ async fn reflector_survives_cut_watches_and_410_gone() {
 }
 
 #[tokio::test]
+async fn a_restart_ends_every_open_watch_and_after_a_compaction_the_watcher_relists() {
+    let sb = sandbox(3).await;
+    let nodes: Api<Node> = Api::all(sb.client());
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(nodes.clone(), watcher::Config::default()).default_backoff(),
+    );
+    let task = tokio::spawn(stream.for_each(|_| async {}));
+    reader.wait_until_ready().await.expect("initial list");
+    // A change the watcher sees, so its resourceVersion is behind the compaction below.
+    let label = |v: &str| json!({"metadata": {"labels": {"round": v}}});
+    nodes
+        .patch(
+            "node-1",
+            &PatchParams::default(),
+            &Patch::Merge(&label("one")),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(10, || reader
+            .get(&kube::runtime::reflector::ObjectRef::new("node-1"))
+            .is_some_and(
+                |n| n.metadata.labels.as_ref().unwrap().get("round") == Some(&"one".to_string())
+            ))
+        .await
+    );
+    // As an API server restart after an etcd compaction: every stream ends at once and
+    // resuming from the old resourceVersion is 410 Gone.
+    for i in 1..=3 {
+        nodes
+            .patch(
+                &format!("node-{i}"),
+                &PatchParams::default(),
+                &Patch::Merge(&label("two")),
+            )
+            .await
+            .unwrap();
+    }
+    {
+        let mut store = sb.store().lock();
+        store.compact();
+        sb.faults().cut_all_watches();
+    }
+    let injected = sb.faults().injected();
+    assert_eq!(injected.all_watches_cut, 1);
+    assert!(
+        eventually(5, || sb.faults().injected().watches_cut >= 1).await,
+        "the open watch was ended: {:?}",
+        sb.faults().injected()
+    );
+    assert!(
+        eventually(10, || reader.state().iter().all(|n| n
+            .metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .get("round")
+            .map(String::as_str)
+            == Some("two")))
+        .await,
+        "the watcher relisted after the restart and has every change"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_continue_token_from_before_a_compaction_is_410_gone() {
+    let sb = sandbox(3).await;
+    let nodes: Api<Node> = Api::all(sb.client());
+    let page = nodes.list(&ListParams::default().limit(1)).await.unwrap();
+    let token = page.metadata.continue_.clone().expect("a continue token");
+    // Without a compaction the token goes on where the first page ended.
+    let next = nodes
+        .list(&ListParams::default().limit(1).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(next.items[0].metadata.name.as_deref(), Some("node-2"));
+    nodes
+        .patch(
+            "node-3",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"x": "1"}}})),
+        )
+        .await
+        .unwrap();
+    sb.store().lock().compact();
+    match nodes
+        .list(&ListParams::default().limit(1).continue_token(&token))
+        .await
+    {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"), "{e:?}");
+            assert!(e.message.contains("continue parameter is too old"), "{e:?}");
+        }
+        other => panic!("expected 410 Gone, got {other:?}"),
+    }
+    // A new list without the token works.
+    assert_eq!(
+        nodes
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
 async fn watch_from_a_compacted_resource_version_is_410() {
     let sb = sandbox(1).await;
     let nodes: Api<Node> = Api::all(sb.client());

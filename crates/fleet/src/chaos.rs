@@ -26,7 +26,7 @@ use protocol::window::RebootWindow;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
-use sandbox::faults::InjectedCounts;
+use sandbox::faults::{InjectedCounts, Partition};
 use sandbox::{ErrorRule, FaultPlan, Sandbox, SimHost};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -149,6 +149,9 @@ pub enum FaultKind {
         binding: &'static str,
         lasting: Duration,
     },
+    /// `node`'s agent is cut off from the API for `lasting`: its requests get no answer,
+    /// then 504; half of them were carried out all the same.
+    AgentPartition { node: String, lasting: Duration },
 }
 
 impl FaultKind {
@@ -170,11 +173,12 @@ impl FaultKind {
             FaultKind::LogindRefuse { .. } => "logind-refuse",
             FaultKind::RebootLost { .. } => "reboot-lost",
             FaultKind::RbacRevoke { .. } => "rbac-revoke",
+            FaultKind::AgentPartition { .. } => "agent-partition",
         }
     }
 
     /// Every kind's name.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "api-errors",
         "latency",
         "watch-cuts",
@@ -190,6 +194,7 @@ impl FaultKind {
         "logind-refuse",
         "reboot-lost",
         "rbac-revoke",
+        "agent-partition",
     ];
 
     fn lasting(&self) -> Option<Duration> {
@@ -198,7 +203,8 @@ impl FaultKind {
             | FaultKind::Latency { lasting, .. }
             | FaultKind::WatchCuts { lasting, .. }
             | FaultKind::Outage { lasting }
-            | FaultKind::ApiRestart { lasting } => Some(*lasting),
+            | FaultKind::ApiRestart { lasting }
+            | FaultKind::AgentPartition { lasting, .. } => Some(*lasting),
             _ => None,
         }
     }
@@ -431,6 +437,15 @@ impl Scenario {
                 },
             });
         }
+        if rng.random_bool(0.3) {
+            faults.push(Fault {
+                at: at(&mut rng),
+                kind: FaultKind::AgentPartition {
+                    node: names.choose(&mut rng).expect("nodes").clone(),
+                    lasting: ms(&mut rng, 500, 3000),
+                },
+            });
+        }
         faults.sort_by_key(|f| f.at);
         Scenario {
             seed,
@@ -528,6 +543,13 @@ impl Scenario {
                 }
                 FaultKind::Outage { .. } | FaultKind::ApiRestart { .. } => {
                     plan.outage_until = Some(t0 + f.at + lasting);
+                }
+                FaultKind::AgentPartition { node, .. } => {
+                    plan.partition = Some(Partition {
+                        node: node.clone(),
+                        until: t0 + f.at + lasting,
+                        applied_rate: 0.5,
+                    });
                 }
                 _ => {}
             }
@@ -877,7 +899,8 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
             FaultKind::ApiErrors { .. }
             | FaultKind::Latency { .. }
             | FaultKind::WatchCuts { .. }
-            | FaultKind::Outage { .. } => {
+            | FaultKind::Outage { .. }
+            | FaultKind::AgentPartition { .. } => {
                 let name = f.kind.name();
                 Box::pin(async move {
                     tokio::time::sleep_until(at.into()).await;

@@ -67,7 +67,8 @@ pub async fn run(args: ChaosArgs) -> ExitCode {
                 .collect();
             println!(
                 "  fired: {}; requests failed: {} ; delayed: {}; refused in outage: {}; \
-                 refused by RBAC: {}; watches ended at once: {}",
+                 refused by RBAC: {}; watches ended at once: {}; timed out in a partition: {} \
+                 ({} carried out)",
                 fired.join(", "),
                 if errors.is_empty() {
                     "none".to_string()
@@ -77,7 +78,9 @@ pub async fn run(args: ChaosArgs) -> ExitCode {
                 o.injected.delayed,
                 o.injected.outage,
                 o.injected.forbidden,
-                o.injected.watches_cut
+                o.injected.watches_cut,
+                o.injected.partitioned,
+                o.injected.partitioned_applied
             );
         }
         for v in &o.violations {

@@ -136,6 +136,27 @@ async fn handle(
         Some(s) => format!("{}/{s}", req.res.plural),
         None => req.res.plural.to_string(),
     };
+    let node = req
+        .user
+        .extra
+        .get(identity::NODE_NAME_EXTRA)
+        .and_then(|n| n.first())
+        .map_or("", String::as_str);
+    if let Some((until, applied)) = st.faults.partitioned(node) {
+        let streams = verb == "watch" || req.sub.as_deref() == Some("log");
+        if applied && !streams {
+            let _ = crate::admission::collect_warnings(|| {
+                handle_verb(&st, verb, &req, &headers, &body, &query)
+            });
+        }
+        tokio::time::sleep_until(until.into()).await;
+        return ApiError::new(
+            504,
+            "Timeout",
+            "Timeout: request did not complete within the allowed duration (injected partition)",
+        )
+        .into_response();
+    }
     let (delay, injected) = st.faults.for_request(verb, &res_name);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -149,22 +170,35 @@ async fn handle(
     if verb == "watch" {
         return watch(st.clone(), req, query, &headers);
     }
-    let (result, warnings) = crate::admission::collect_warnings(|| match verb {
-        _ if req.sub.as_deref() == Some("scale") => {
-            crate::scale::handle(&st, verb, &req, &headers, &body, &query)
-        }
-        "get" => get(&st, &req, &headers, &query),
-        "list" => list(&st, &req, &headers, &query),
-        "create" => create(&st, &req, &headers, &body, &query),
-        "update" => update(&st, &req, &headers, &body, &query),
-        "patch" => patch(&st, &req, &headers, &body, &query),
-        "delete" => delete(&st, &req, &body, &query),
-        "deletecollection" => delete_collection(&st, &req, &query),
-        _ => Err(ApiError::method_not_allowed()),
+    let (result, warnings) = crate::admission::collect_warnings(|| {
+        handle_verb(&st, verb, &req, &headers, &body, &query)
     });
     let mut resp = respond(&headers, result);
     crate::admission::add_warning_headers(&mut resp, &warnings);
     resp
+}
+
+fn handle_verb(
+    st: &ApiState,
+    verb: &str,
+    req: &Req,
+    headers: &HeaderMap,
+    body: &Bytes,
+    query: &HashMap<String, String>,
+) -> ApiResult<(StatusCode, Value)> {
+    match verb {
+        _ if req.sub.as_deref() == Some("scale") => {
+            crate::scale::handle(st, verb, req, headers, body, query)
+        }
+        "get" => get(st, req, headers, query),
+        "list" => list(st, req, headers, query),
+        "create" => create(st, req, headers, body, query),
+        "update" => update(st, req, headers, body, query),
+        "patch" => patch(st, req, headers, body, query),
+        "delete" => delete(st, req, body, query),
+        "deletecollection" => delete_collection(st, req, query),
+        _ => Err(ApiError::method_not_allowed()),
+    }
 }
 
 /// The ValidatingAdmissionPolicy check of a write (crate::admission); every handler that

@@ -35,6 +35,20 @@ pub struct FaultPlan {
     pub watch_cut_after: Option<Duration>,
     /// Every request fails with 503 until then.
     pub outage_until: Option<Instant>,
+    /// One node's agent cut off from the API while the others are not.
+    pub partition: Option<Partition>,
+}
+
+/// The requests of one node's agent (its token's `authentication.kubernetes.io/node-name`)
+/// get no answer until `until`, then a 504 Timeout, as when a client times out across a
+/// network partition. Some writes are applied before their answer is lost: the client
+/// cannot tell which.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    pub node: String,
+    pub until: Instant,
+    /// Probability in 0..=1 that a request is carried out although its answer is lost.
+    pub applied_rate: f64,
 }
 
 /// What was injected so far, for harnesses that must show their faults happened.
@@ -50,6 +64,10 @@ pub struct InjectedCounts {
     pub all_watches_cut: u64,
     /// Watch streams ended by those cuts.
     pub watches_cut: u64,
+    /// Requests of a partitioned agent answered only by a timeout, and how many of those
+    /// were carried out all the same.
+    pub partitioned: u64,
+    pub partitioned_applied: u64,
     /// Requests refused by RBAC (403). Not injected: counted so a harness that revokes a
     /// permission can show that the revocation bit.
     pub forbidden: u64,
@@ -124,6 +142,29 @@ impl Faults {
 
     fn count(&self, f: impl FnOnce(&mut InjectedCounts)) {
         f(&mut self.counts.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// For a request of `node`'s agent: None when it is not partitioned; otherwise until when
+    /// to hold it and whether to carry it out before answering 504.
+    pub fn partitioned(&self, node: &str) -> Option<(Instant, bool)> {
+        if node.is_empty() {
+            return None;
+        }
+        let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        let p = plan.partition.as_ref()?;
+        if p.node != node || Instant::now() >= p.until {
+            return None;
+        }
+        let applied = self
+            .rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .random_bool(p.applied_rate.clamp(0.0, 1.0));
+        self.count(|c| {
+            c.partitioned += 1;
+            c.partitioned_applied += u64::from(applied);
+        });
+        Some((p.until, applied))
     }
 
     /// Decides, for one request, the latency to add and whether it fails.

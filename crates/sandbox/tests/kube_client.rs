@@ -205,6 +205,59 @@ async fn a_continue_token_from_before_a_compaction_is_410_gone() {
 }
 
 #[tokio::test]
+async fn a_partitioned_agent_gets_timeouts_while_others_are_answered() {
+    use sandbox::faults::Partition;
+    let sb = sandbox(2).await;
+    // As the agent configures its client: kube's own retry of 5xx off.
+    let mut config = sb.config_for(&sandbox::UserInfo::agent("node-1")).unwrap();
+    config.default_retry = false;
+    let cut_off: Api<Node> = Api::all(kube::Client::try_from(config).unwrap());
+    let other: Api<Node> = Api::all(sb.client_for(&sandbox::UserInfo::agent("node-2")).unwrap());
+    let admin: Api<Node> = Api::all(sb.client());
+    let label = |v: &str| Patch::Merge(json!({"metadata": {"labels": {"p": v}}}));
+    for (applied_rate, value) in [(0.0, "lost"), (1.0, "applied")] {
+        let until = std::time::Instant::now() + Duration::from_millis(700);
+        sb.faults().set(FaultPlan {
+            partition: Some(Partition {
+                node: "node-1".into(),
+                until,
+                applied_rate,
+            }),
+            ..Default::default()
+        });
+        let write = tokio::spawn({
+            let cut_off = cut_off.clone();
+            async move {
+                cut_off
+                    .patch("node-1", &PatchParams::default(), &label(value))
+                    .await
+            }
+        });
+        // Meanwhile another node's agent is answered at once.
+        other
+            .patch("node-2", &PatchParams::default(), &label(value))
+            .await
+            .unwrap();
+        assert!(!write.is_finished(), "the partitioned request is held");
+        match write.await.unwrap() {
+            Err(kube::Error::Api(e)) => assert_eq!((e.code, e.reason.as_str()), (504, "Timeout")),
+            other => panic!("expected a 504 Timeout, got {other:?}"),
+        }
+        assert!(std::time::Instant::now() >= until);
+        let seen = admin.get("node-1").await.unwrap();
+        let got = seen.metadata.labels.unwrap_or_default().get("p").cloned();
+        // Carried out or not, the client could not tell: only the store knows.
+        if applied_rate == 1.0 {
+            assert_eq!(got.as_deref(), Some("applied"));
+        } else {
+            assert_eq!(got, None);
+        }
+    }
+    let injected = sb.faults().injected();
+    assert_eq!((injected.partitioned, injected.partitioned_applied), (2, 1));
+}
+
+#[tokio::test]
 async fn watch_from_a_compacted_resource_version_is_410() {
     let sb = sandbox(1).await;
     let nodes: Api<Node> = Api::all(sb.client());

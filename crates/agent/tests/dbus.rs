@@ -216,3 +216,43 @@ async fn logind_error_is_surfaced_on_the_node_and_retried() {
     );
     s.stop().await;
 }
+
+/// The system's dbus-daemon restarts: every connection drops, update_engine and logind
+/// come back on the new bus. The agent follows the new update_engine (re-subscribing and
+/// reading its status again) and its reboot goes to the new logind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_system_bus_is_followed_and_the_reboot_reaches_the_new_logind() {
+    init_logging();
+    let mut s = setup().await;
+    let c = s.client.clone();
+    wait_node(&c, "node-1", "initial status", |n| {
+        annotation(n, keys::LAST_CHECKED_TIME) == Some("100")
+    })
+    .await;
+    s.bus.restart().expect("dbus-daemon restarts");
+    s.engine = FakeUpdateEngine::start(
+        s.bus.address(),
+        status(UPDATE_STATUS_UPDATED_NEED_REBOOT, 600, "4081.3.0"),
+    )
+    .await
+    .expect("update_engine on the new bus");
+    s.logind = FakeLogind::start(s.bus.address())
+        .await
+        .expect("logind on the new bus");
+    wait_node(
+        &c,
+        "node-1",
+        "reboot-needed from the new update_engine",
+        |n| {
+            annotation(n, keys::REBOOT_NEEDED) == Some("true")
+                && annotation(n, keys::LAST_CHECKED_TIME) == Some("600")
+        },
+    )
+    .await;
+    grant(&c, "node-1").await;
+    let calls = tokio::time::timeout(STEP, s.logind.wait_for_reboot_calls(1))
+        .await
+        .expect("Reboot reached the new logind");
+    assert_eq!(calls, vec![false]);
+    s.stop().await;
+}

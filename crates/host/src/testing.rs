@@ -46,8 +46,37 @@ impl TestBus {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("bus.conf");
         std::fs::write(&config, bus_config(&dir.path().join("bus")))?;
+        let (daemon, address) = Self::spawn(dir.path())?;
+        Ok(Self {
+            daemon,
+            address,
+            _dir: dir,
+        })
+    }
+
+    /// Kills the daemon and starts a new one on the same socket, as when the system's
+    /// dbus-daemon restarts: every connection drops and every name is gone.
+    pub fn restart(&mut self) -> io::Result<()> {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        let dir = self._dir.path().to_path_buf();
+        // The dead daemon leaves its socket file behind; a new one cannot bind over it.
+        let _ = std::fs::remove_file(dir.join("bus"));
+        let (daemon, address) = Self::spawn(&dir)?;
+        if address != self.address {
+            return Err(io::Error::other(format!(
+                "the restarted bus listens on {address}, not {}",
+                self.address
+            )));
+        }
+        self.daemon = daemon;
+        Ok(())
+    }
+
+    fn spawn(dir: &Path) -> io::Result<(Child, String)> {
+        let config = dir.join("bus.conf");
         // To a file, not a pipe: nobody reads it while the bus runs.
-        let log = dir.path().join("dbus-daemon.log");
+        let log = dir.join("dbus-daemon.log");
         let mut daemon = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", config.display()))
             .args(["--nofork", "--print-address"])
@@ -58,7 +87,14 @@ impl TestBus {
         // The address is printed once the socket is listening.
         let mut line = String::new();
         let read = BufReader::new(daemon.stdout.take().expect("piped stdout")).read_line(&mut line);
-        let address = line.trim().to_owned();
+        // Without the daemon's guid, as the system bus's well-known address: a client then
+        // reconnects to a restarted daemon (a new guid) at the same address.
+        let address: String = line
+            .trim()
+            .split(',')
+            .filter(|kv| !kv.starts_with("guid="))
+            .collect::<Vec<_>>()
+            .join(",");
         if read.is_err() || address.is_empty() {
             let _ = daemon.kill();
             let _ = daemon.wait();
@@ -67,11 +103,7 @@ impl TestBus {
                 "dbus-daemon did not start ({read:?}): {stderr}"
             )));
         }
-        Ok(Self {
-            daemon,
-            address,
-            _dir: dir,
-        })
+        Ok((daemon, address))
     }
 
     /// The bus address, for `DbusHost::connect(Some(..))` and the fakes.

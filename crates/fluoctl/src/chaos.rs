@@ -22,7 +22,8 @@ pub struct ChaosArgs {
     /// Scenarios run at once.
     #[arg(long, allow_negative_numbers = true, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=32))]
     pub jobs: u64,
-    /// Also print each scenario's cluster shape, fault schedule and the requests the sandbox failed.
+    /// Also print each scenario's cluster shape, fault schedule and the requests the sandbox
+    /// failed, delayed, refused or timed out, and the watches it ended.
     #[arg(long)]
     pub verbose: bool,
 }

@@ -47,10 +47,12 @@ enum Command {
     /// Undo `fluoctl pause`: of one node or, without NODE, of the whole cluster.
     Resume(pause::PauseArgs),
     /// Seeded chaos scenarios on the sandbox: faults (operator leader killed, agents killed at
-    /// each step, API errors, latency, cut watches, an API outage, a node that never comes
-    /// back, a PDB that never allows eviction, a window boundary, late updates) during a
-    /// rollout, every change checked against the protocol's invariants; then the rollout must
-    /// finish. Ends with `N scenarios, F faults, V violations` (exit status 1 if V > 0).
+    /// each step, API errors, latency, cut watches, an API outage, watch expiry and API server
+    /// restarts with 410 Gone, a partitioned agent, revoked RBAC, logind refusing or losing a
+    /// reboot, a node that never comes back, a PDB that never allows eviction, a window
+    /// boundary, late updates) during a rollout, every change checked against the protocol's
+    /// invariants; then the rollout must finish. Ends with `N scenarios, F faults, V
+    /// violations` (exit status 1 if V > 0).
     Chaos(chaos::ChaosArgs),
     /// A dry run: the order in which the nodes that need a reboot would reboot, in batches,
     /// with the operator's settings, window boundaries and the estimated duration.

@@ -55,6 +55,11 @@ pub const AGENT_REBOOT_TIMEOUT: Duration = Duration::from_secs(2);
 /// deploy/'s ClusterRoleBindings, revoked by [`FaultKind::RbacRevoke`].
 pub const AGENT_BINDING: &str = "flatcar-linux-update-agent";
 pub const OPERATOR_BINDING: &str = "flatcar-linux-update-operator";
+/// The hooks of scenarios with [`FaultKind::LeaderKillBetweenPhases`]: approved this long
+/// after the operator's label appears.
+const HOOK_DELAY: Duration = Duration::from_millis(300);
+const BEFORE_HOOK: &str = "hooks.example.com/before-reboot-ok";
+const AFTER_HOOK: &str = "hooks.example.com/after-reboot-ok";
 /// What logind says while an inhibitor lock refuses the reboot.
 const INHIBITED: &str = "Operation inhibited by \"chaos\" (inhibitor lock held; \
                          org.freedesktop.login1.OperationInProgress)";
@@ -152,6 +157,10 @@ pub enum FaultKind {
     /// `node`'s agent is cut off from the API for `lasting`: its requests get no answer,
     /// then 504; half of them were carried out all the same.
     AgentPartition { node: String, lasting: Duration },
+    /// With before- and after-reboot hooks configured: the leader dies right after it
+    /// labelled a node `label` (`before-reboot` or `after-reboot`), between that first
+    /// write and the one that finishes the step (the grant, the release).
+    LeaderKillBetweenPhases { label: &'static str },
 }
 
 impl FaultKind {
@@ -174,11 +183,12 @@ impl FaultKind {
             FaultKind::RebootLost { .. } => "reboot-lost",
             FaultKind::RbacRevoke { .. } => "rbac-revoke",
             FaultKind::AgentPartition { .. } => "agent-partition",
+            FaultKind::LeaderKillBetweenPhases { .. } => "leader-kill-between-phases",
         }
     }
 
     /// Every kind's name.
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 17] = [
         "api-errors",
         "latency",
         "watch-cuts",
@@ -195,6 +205,7 @@ impl FaultKind {
         "reboot-lost",
         "rbac-revoke",
         "agent-partition",
+        "leader-kill-between-phases",
     ];
 
     fn lasting(&self) -> Option<Duration> {
@@ -446,6 +457,16 @@ impl Scenario {
                 },
             });
         }
+        if rng.random_bool(0.3) {
+            faults.push(Fault {
+                at: Duration::ZERO,
+                kind: FaultKind::LeaderKillBetweenPhases {
+                    label: *[keys::BEFORE_REBOOT, keys::AFTER_REBOOT]
+                        .choose(&mut rng)
+                        .expect("labels"),
+                },
+            });
+        }
         faults.sort_by_key(|f| f.at);
         Scenario {
             seed,
@@ -469,8 +490,14 @@ impl Scenario {
             pods_per_node: self.pods_per_node,
             drain_seconds: self.drain_seconds,
             reboot: self.reboot,
-            hook_delay: None,
+            hook_delay: self.hooks().then_some(HOOK_DELAY),
         }
+    }
+
+    /// Whether the operator runs with before- and after-reboot hooks.
+    fn hooks(&self) -> bool {
+        self.find(|k| matches!(k, FaultKind::LeaderKillBetweenPhases { .. }).then_some(()))
+            .is_some()
     }
 
     fn find<'a, T>(&'a self, f: impl Fn(&'a FaultKind) -> Option<T>) -> Option<T> {
@@ -505,6 +532,10 @@ impl Scenario {
         op.max_rebooting_per_zone = self.per_zone.map(MaxRebooting::Count);
         op.reboot_timeout = chrono::TimeDelta::from_std(REBOOT_TIMEOUT).expect("small");
         op.window = window;
+        if self.hooks() {
+            op.before_reboot_annotations = vec![BEFORE_HOOK.to_string()];
+            op.after_reboot_annotations = vec![AFTER_HOOK.to_string()];
+        }
         op
     }
 
@@ -985,6 +1016,19 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
                     restore_bindings(sb, revoked)
                 })
             }
+            FaultKind::LeaderKillBetweenPhases { label } => Box::pin(async move {
+                let mut changes = checker.changes();
+                while !checker
+                    .nodes()
+                    .values()
+                    .any(|f| f.view.label(label) == Some(keys::TRUE))
+                {
+                    changes.changed().await?;
+                }
+                ops.kill_leader()?;
+                fire("leader-kill-between-phases");
+                Ok(())
+            }),
             FaultKind::NeverBack { .. }
             | FaultKind::PdbBlock { .. }
             | FaultKind::RebootLost { .. } => continue,
@@ -1185,6 +1229,11 @@ fn unfinished(s: &Scenario, nodes: &BTreeMap<String, NodeFacts>) -> Vec<(String,
                 t(keys::REBOOT_NEEDED),
                 v.ready
             ))
+        } else if let Some(l) = [keys::BEFORE_REBOOT, keys::AFTER_REBOOT]
+            .into_iter()
+            .find(|l| v.label(l) == Some(keys::TRUE))
+        {
+            Some(format!("still labelled {l}=true after its cycle"))
         } else if v.label(keys::LABEL_VERSION) != Some(NEW_VERSION) {
             Some(format!(
                 "runs version {:?}, not {NEW_VERSION}",

@@ -461,7 +461,7 @@ impl Scenario {
             faults.push(Fault {
                 at: Duration::ZERO,
                 kind: FaultKind::LeaderKillBetweenPhases {
-                    label: *[keys::BEFORE_REBOOT, keys::AFTER_REBOOT]
+                    label: [keys::BEFORE_REBOOT, keys::AFTER_REBOOT]
                         .choose(&mut rng)
                         .expect("labels"),
                 },

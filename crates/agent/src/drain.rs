@@ -101,6 +101,8 @@ pub struct DrainOptions {
     pub wait_before_evicting: Duration,
     /// `--volume-detach-timeout` (zero: do not wait).
     pub volume_detach_timeout: Duration,
+    /// The API server's clock, which set the pods' deletionTimestamps.
+    pub clock: shell::ServerClock,
 }
 
 impl DrainOptions {
@@ -118,6 +120,7 @@ impl DrainOptions {
             skip_wait_for_delete: None,
             wait_before_evicting: Duration::ZERO,
             volume_detach_timeout: Duration::ZERO,
+            clock: shell::ServerClock::default(),
         }
     }
 }
@@ -380,7 +383,7 @@ fn plan(pods: Vec<Pod>, opts: &DrainOptions) -> Result<Plan, DrainError> {
     let mut pending = HashMap::new();
     let mut requests = Vec::new();
     let mut evicting = Vec::new();
-    let now = chrono::Utc::now();
+    let now = opts.clock.now();
     // A pod's own wait after its grace period: the margin, or as long as kubectl would.
     let after_grace = opts.skip_wait_for_delete.unwrap_or(opts.pod_delete_margin);
     for pod in pods {

@@ -103,6 +103,12 @@ pub struct AgentConfig {
     pub drain_pod_selector: Option<String>,
     /// `--drain-kube-system`: drain kube-system's pods too.
     pub drain_kube_system: bool,
+    /// The API server's time: the operator's stamps (`granted-at`, `grant-expires`), the
+    /// drain's deadlines and the agent's own stamps are read on it, not on this machine's
+    /// clock, which may be minutes off. Build [`run`]'s client on it
+    /// ([`shell::kube_client_with_clock`], [`shell::clock::client`]); otherwise it is the
+    /// local clock.
+    pub clock: shell::ServerClock,
     /// This agent's metrics (its own registry): clone it before [`run`] to read them.
     pub metrics: metrics::Metrics,
     /// Serve `/metrics`, `/healthz` and `/readyz` here while [`run`] runs
@@ -135,6 +141,7 @@ impl AgentConfig {
             skip_wait_for_delete_timeout: Duration::ZERO,
             drain_pod_selector: None,
             drain_kube_system: false,
+            clock: shell::ServerClock::default(),
             metrics: metrics::Metrics::new(),
             metrics_address: None,
         }
@@ -152,6 +159,7 @@ impl AgentConfig {
             o.wait_before_evicting = self.exclude_from_lb_wait;
         }
         o.volume_detach_timeout = self.volume_detach_timeout;
+        o.clock = self.clock.clone();
         o
     }
 }

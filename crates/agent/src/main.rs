@@ -39,12 +39,14 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
         group = host_info.group.as_deref(),
         "host"
     );
-    let client = shell::kube_client(args.kubeconfig.as_deref()).await?;
+    let clock = shell::ServerClock::default();
+    let client = shell::kube_client_with_clock(args.kubeconfig.as_deref(), &clock).await?;
     let host = host::DbusHost::connect(args.dbus_address.as_deref())
         .await
         .context("--dbus-address")?;
 
     let mut cfg = AgentConfig::new(&args.node);
+    cfg.clock = clock;
     cfg.grace_period = args.grace_period;
     cfg.pod_recovery_timeout = args.pod_recovery_timeout;
     cfg.force_drain = args.force_drain;

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use host::{Host, UpdateStatus};
@@ -265,7 +265,7 @@ impl Agent {
         self.warn_if_malformed(&view);
         let state = NodeState::parse(&view).ok();
         let pods = self.gather_pods(state.as_ref()).await;
-        let now = Utc::now();
+        let now = self.cfg.clock.now();
         let pod_recovery_timeout =
             TimeDelta::from_std(self.cfg.pod_recovery_timeout).unwrap_or(TimeDelta::MAX);
         self.gate.status = evicted::evaluate(

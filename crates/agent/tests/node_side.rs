@@ -558,3 +558,73 @@ async fn a_reboot_that_never_happened_is_asked_again_and_reboots_once() {
     );
     machine.stop().await;
 }
+
+/// A grant stamped by the operator, judged by an agent whose machine's clock is minutes
+/// off: `grant-expires` is read on the API server's clock (its answers' `Date`), so a grant
+/// that expired is not started by a node whose clock lags, and one that has not expired is
+/// started by a node whose clock runs ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_expiry_is_judged_on_the_api_servers_clock_not_the_nodes() {
+    let sb = cluster(&["node-1", "node-2"], Options::default()).await;
+    let client = sb.client();
+    let stamp = |d: chrono::TimeDelta| {
+        (chrono::Utc::now() + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let mut machines = Vec::new();
+    for (node, skew) in [("node-1", -10), ("node-2", 10)] {
+        let mut cfg = config(node, Duration::from_secs(30));
+        cfg.clock = shell::ServerClock::with_local_skew(chrono::TimeDelta::minutes(skew));
+        let m = start(&sb, node, cfg);
+        settled(&client, node).await;
+        m.host().offer_update("4081.3.0").await;
+        wait_node(&client, node, "reboot-needed", |n| {
+            annotation(n, keys::REBOOT_NEEDED) == Some("true")
+        })
+        .await;
+        machines.push(m);
+    }
+    // node-1's clock lags 10 minutes: its grant expired 5 s ago on the server's clock (and
+    // on the operator's), 9 minutes 55 s in the future on node-1's own.
+    set_annotations(
+        &client,
+        "node-1",
+        &[
+            (keys::GRANTED_AT, &stamp(chrono::TimeDelta::minutes(-1))),
+            (keys::GRANT_EXPIRES, &stamp(chrono::TimeDelta::seconds(-5))),
+            (keys::REBOOT_OK, "true"),
+        ],
+    )
+    .await;
+    // node-2's clock runs 10 minutes ahead: its grant has 2 minutes left on the server's
+    // clock, expired 8 minutes ago on node-2's own.
+    set_annotations(
+        &client,
+        "node-2",
+        &[
+            (keys::GRANTED_AT, &stamp(chrono::TimeDelta::seconds(-5))),
+            (keys::GRANT_EXPIRES, &stamp(chrono::TimeDelta::minutes(2))),
+            (keys::REBOOT_OK, "true"),
+        ],
+    )
+    .await;
+    wait_node(
+        &client,
+        "node-2",
+        "node-2 starts its unexpired grant",
+        |n| annotation(n, keys::REBOOT_IN_PROGRESS) == Some("true"),
+    )
+    .await;
+    // node-2's start shows the agents have acted on their grants; node-1 must not have.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let n1 = get_node(&client, "node-1").await;
+    assert_ne!(
+        annotation(&n1, keys::REBOOT_IN_PROGRESS),
+        Some("true"),
+        "node-1 started a grant that had expired"
+    );
+    assert!(!unschedulable(&n1));
+    assert_eq!(machines[0].host().reboots(), 0);
+    for m in machines {
+        m.stop().await;
+    }
+}

@@ -32,15 +32,21 @@ pub fn agent_config(node: &str, host: &SimHost) -> AgentConfig {
 /// as `update-agent` configures its own: kube's built-in retry of 429/503 is off,
 /// the agent's loops retry with backoff themselves.
 pub fn agent_client(sb: &Sandbox, user: &sandbox::UserInfo) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(agent_client_config(sb, user)?)?)
+}
+
+/// The settings of [`agent_client`].
+pub fn agent_client_config(sb: &Sandbox, user: &sandbox::UserInfo) -> anyhow::Result<kube::Config> {
     let mut config = sb.config_for(user)?;
     config.default_retry = false;
-    Ok(kube::Client::try_from(config)?)
+    Ok(config)
 }
 
 type MakeConfig = Arc<dyn Fn(&str, &SimHost) -> AgentConfig + Send + Sync>;
 
 struct Member {
-    client: kube::Client,
+    /// The agent's client settings: a client is built per start, on that agent's clock.
+    config: kube::Config,
     host: SimHost,
     running: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     starts: u32,
@@ -61,12 +67,14 @@ fn start_member(name: &str, m: &mut Member, make_config: &MakeConfig) {
     }
     let token = CancellationToken::new();
     let cfg = make_config(name, &m.host);
-    let handle = tokio::spawn(agent::run(
-        m.client.clone(),
-        m.host.clone(),
-        cfg,
-        token.clone(),
-    ));
+    let client = match shell::clock::client(m.config.clone(), &cfg.clock) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(node = name, error = %e, "cannot build the agent's client");
+            return;
+        }
+    };
+    let handle = tokio::spawn(agent::run(client, m.host.clone(), cfg, token.clone()));
     m.running = Some((token, handle));
     m.starts += 1;
 }
@@ -101,7 +109,7 @@ impl Fleet {
                     .host(n)
                     .ok_or_else(|| anyhow::anyhow!("node {n} was not added with add_node"))?;
                 let mut m = Member {
-                    client: agent_client(sb, &sandbox::UserInfo::agent(n))?,
+                    config: agent_client_config(sb, &sandbox::UserInfo::agent(n))?,
                     host,
                     running: None,
                     starts: 0,

@@ -161,6 +161,10 @@ pub enum FaultKind {
     /// labelled a node `label` (`before-reboot` or `after-reboot`), between that first
     /// write and the one that finishes the step (the grant, the release).
     LeaderKillBetweenPhases { label: &'static str },
+    /// These nodes' clocks are off by so many seconds (either way, minutes), while the
+    /// reboot window closes (a `WindowClose` is always scheduled with it): the operator's
+    /// stamps must be judged on the API server's clock.
+    ClockSkew { nodes: Vec<(String, i64)> },
 }
 
 impl FaultKind {
@@ -184,11 +188,12 @@ impl FaultKind {
             FaultKind::RbacRevoke { .. } => "rbac-revoke",
             FaultKind::AgentPartition { .. } => "agent-partition",
             FaultKind::LeaderKillBetweenPhases { .. } => "leader-kill-between-phases",
+            FaultKind::ClockSkew { .. } => "clock-skew",
         }
     }
 
     /// Every kind's name.
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 18] = [
         "api-errors",
         "latency",
         "watch-cuts",
@@ -206,6 +211,7 @@ impl FaultKind {
         "rbac-revoke",
         "agent-partition",
         "leader-kill-between-phases",
+        "clock-skew",
     ];
 
     fn lasting(&self) -> Option<Duration> {
@@ -466,6 +472,34 @@ impl Scenario {
                         .expect("labels"),
                 },
             });
+        }
+        if rng.random_bool(0.35) {
+            let mut skewed = names.clone();
+            skewed.shuffle(&mut rng);
+            skewed.truncate(rng.random_range(1..=(nodes as usize / 2).max(1)));
+            skewed.sort();
+            let nodes = skewed
+                .into_iter()
+                .map(|n| {
+                    let sign = if rng.random_bool(0.5) { 1 } else { -1 };
+                    (n, sign * rng.random_range(60..=600))
+                })
+                .collect();
+            faults.push(Fault {
+                at: Duration::ZERO,
+                kind: FaultKind::ClockSkew { nodes },
+            });
+            if !faults
+                .iter()
+                .any(|f| matches!(f.kind, FaultKind::WindowClose { .. }))
+            {
+                faults.push(Fault {
+                    at: ms(&mut rng, 1000, 3500),
+                    kind: FaultKind::WindowClose {
+                        reopen_after: ms(&mut rng, 1000, 2500),
+                    },
+                });
+            }
         }
         faults.sort_by_key(|f| f.at);
         Scenario {
@@ -809,8 +843,18 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
     first.lease = chaos_lease();
     let action = s.drain_timeout_action;
     let blocked = s.pdb_blocked().map(str::to_string);
+    let skews: BTreeMap<String, i64> = s
+        .find(|k| match k {
+            FaultKind::ClockSkew { nodes } => Some(nodes.iter().cloned().collect()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let skewed = !skews.is_empty();
     let mut cluster = Cluster::start_with(sb, &spec, first, move |node: &str, host: &SimHost| {
         let mut c = agent_config(node, host);
+        if let Some(secs) = skews.get(node) {
+            c.clock = shell::ServerClock::with_local_skew(chrono::TimeDelta::seconds(*secs));
+        }
         c.grace_period = if blocked.as_deref() == Some(node) {
             BLOCKED_DRAIN_TIMEOUT
         } else {
@@ -836,6 +880,9 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
         .await?;
     let sb = &cluster.sandbox;
     let mut fired: BTreeMap<&'static str, u32> = BTreeMap::new();
+    if skewed {
+        *fired.entry("clock-skew").or_default() += 1;
+    }
     if let Some(node) = s.pdb_blocked() {
         add_blocking_pdb(sb, node)?;
         anyhow::ensure!(
@@ -1031,7 +1078,8 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
             }),
             FaultKind::NeverBack { .. }
             | FaultKind::PdbBlock { .. }
-            | FaultKind::RebootLost { .. } => continue,
+            | FaultKind::RebootLost { .. }
+            | FaultKind::ClockSkew { .. } => continue,
         };
         tasks.push(task);
     }

@@ -290,3 +290,55 @@ async fn the_checker_catches_reboots_with_protected_pods_and_lost_annotations() 
     assert!(has("PodDisruptionBudget protects"), "{text:#?}");
     assert!(has("rebooted 2 times"), "{text:#?}");
 }
+
+/// With the reboot window closed, a drain started anyway (a node whose clock lags, taking
+/// an expired grant for a valid one, would do this) is caught, and so is the grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_catches_a_drain_started_after_the_window_closed() {
+    use chrono::{Timelike, Utc};
+    let sb = Sandbox::start(Default::default()).await.unwrap();
+    sb.add_node("n1", &[]).unwrap();
+    // A daily window that opens two hours from now: closed now.
+    let opens = Utc::now() + chrono::TimeDelta::hours(2);
+    let window = protocol::window::RebootWindow::parse(
+        &format!("{:02}:{:02}", opens.hour(), opens.minute()),
+        "1h",
+    )
+    .unwrap();
+    let mut r = rules(1);
+    r.window = Some(window);
+    let checker = Checker::start(sb.store(), r);
+    let api: Api<Node> = Api::all(sb.client_as("rogue").unwrap());
+    let t = keys::TRUE;
+    patch(
+        &api,
+        "n1",
+        json!({"metadata": {"annotations": {keys::REBOOT_NEEDED: t}}}),
+    )
+    .await;
+    assert!(
+        checker.violations().is_empty(),
+        "{:?}",
+        checker.violations()
+    );
+    patch(
+        &api,
+        "n1",
+        json!({"metadata": {"annotations": {keys::REBOOT_OK: t}}}),
+    )
+    .await;
+    patch(
+        &api,
+        "n1",
+        json!({"metadata": {"annotations": {keys::REBOOT_IN_PROGRESS: t, keys::AGENT_MADE_UNSCHEDULABLE: t}},
+               "spec": {"unschedulable": true}}),
+    )
+    .await;
+    let v = wait_violations(&checker, 2).await;
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert!(
+        v.iter()
+            .all(|v| v.nodes == ["n1"] && v.what.contains("outside the reboot window")),
+        "{v:?}"
+    );
+}

@@ -6,6 +6,18 @@ use anyhow::Context;
 /// retry of 429/503 (up to 15 times, minutes in all) is off: our loops back off and log
 /// themselves, and must see the errors.
 pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    kube::Client::try_from(config(kubeconfig).await?).context("cannot build the Kubernetes client")
+}
+
+/// [`kube_client`], whose answers also keep `clock` on the API server's time.
+pub async fn kube_client_with_clock(
+    kubeconfig: Option<&std::path::Path>,
+    clock: &crate::ServerClock,
+) -> anyhow::Result<kube::Client> {
+    crate::clock::client(config(kubeconfig).await?, clock)
+}
+
+async fn config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
     let mut config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -19,5 +31,5 @@ pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result
         )?,
     };
     config.default_retry = false;
-    kube::Client::try_from(config).context("cannot build the Kubernetes client")
+    Ok(config)
 }

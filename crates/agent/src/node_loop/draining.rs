@@ -5,7 +5,6 @@
 //! The drain itself runs as a future the loop polls alongside the watches, so a withdrawn
 //! grant stops it at once.
 
-use chrono::Utc;
 use kube::ResourceExt;
 use protocol::agent::AgentStep;
 use tokio::time::Instant;
@@ -102,7 +101,7 @@ impl Agent {
                 &view,
                 reason,
                 self.cfg.drain_timeout_action,
-                Utc::now(),
+                self.cfg.clock.now(),
             ) {
                 AgentStep::Patch(mut p) => {
                     p.minimize(&view);

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
 use protocol::evicted::{self, PodRecovery, WorkloadPods};
 use protocol::node::NodeState;
 use tokio::time::Instant;
@@ -74,7 +74,9 @@ impl Agent {
             let timeout =
                 TimeDelta::from_std(self.cfg.pod_recovery_timeout).unwrap_or(TimeDelta::MAX);
             let left = match rec.back.and_then(|b| b.checked_add_signed(timeout)) {
-                Some(deadline) => (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+                Some(deadline) => (deadline - self.cfg.clock.now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO),
                 None => poll,
             };
             self.gate.recheck_at =

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use host::Host;
 use kube::ResourceExt;
 use protocol::agent::{may_reboot, reboot_failed};
@@ -102,7 +101,7 @@ impl Agent {
     /// Writes `reboot-error` (informational: no resourceVersion precondition).
     async fn record_reboot_error(&mut self, view: &NodeView, error: &str) {
         self.event(AgentEvent::RebootFailed { error });
-        let p = reboot_failed(view, error, Utc::now());
+        let p = reboot_failed(view, error, self.cfg.clock.now());
         match self.write(&p, None).await {
             Ok(n) => self.node = Some(n),
             Err(e) => warn!(error = %e, "cannot record the reboot error on the node"),

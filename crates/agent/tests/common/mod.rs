@@ -214,7 +214,9 @@ impl Machine {
     /// [`Machine::start`] with the agent authenticated as `user`, e.g. its own service
     /// account's projected token ([`UserInfo::agent`]).
     pub fn start_as(sb: &Sandbox, node: &str, cfg: AgentConfig, user: &UserInfo) -> Machine {
-        let client = sb.client_for(user).expect("client");
+        // On the agent's clock, as update-agent builds its client.
+        let client =
+            shell::clock::client(sb.config_for(user).expect("config"), &cfg.clock).expect("client");
         let host = sb.host(node).expect("a simulated node");
         let state = Arc::new(Mutex::new(MachineState {
             agent: Some(spawn_agent(&client, &host, &cfg)),

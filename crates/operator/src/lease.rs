@@ -23,12 +23,13 @@
 //!   no other replica can take the Lease before `t0 + lease_duration`. The
 //!   leader's work stops at the renew deadline if renewing keeps failing, so
 //!   two replicas never act at once.
-//! - On shutdown the leader's work is stopped first, then the Lease is
+//! - On shutdown the leader's work is stopped first, then both objects are
 //!   released (holder emptied, duration 1 s, as client-go's
-//!   `ReleaseOnCancel`), so a standby takes over within one retry period.
+//!   `ReleaseOnCancel`), so a standby, ours or FLUO's, takes over at its next
+//!   try.
 //! - With a `wanted` signal ([`crate::work`]), a replica campaigns only while
 //!   some node needs an operator, and a leader whose work ends
-//!   [`WorkEnd::Idle`] releases the Lease the same way: an idle cluster costs
+//!   [`WorkEnd::Idle`] releases the lock the same way: an idle cluster costs
 //!   no renewals.
 //!
 //! kube-lease-manager was not used: its `watch()` keeps reporting leadership
@@ -824,5 +825,61 @@ where
         };
         elector.release_logged("leader term ended").await;
         return result.unwrap_or(Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ConfigMap's record must read as Go's `json.Unmarshal` of client-go's
+    /// `LeaderElectionRecord` expects, and ours must read what Go's `json.Marshal` wrote.
+    #[test]
+    fn the_config_map_record_is_gos_json() {
+        let t: Timestamp = "2026-12-06T20:00:30.123456Z".parse().unwrap();
+        let rec = ElectionRecord {
+            holder_identity: "op-1".into(),
+            lease_duration_seconds: 15,
+            acquire_time: Some(t),
+            renew_time: None,
+            leader_transitions: 2,
+        };
+        let json = serde_json::to_string(&rec).unwrap();
+        // Go's field order, whole seconds, a zero time as null.
+        assert_eq!(
+            json,
+            r#"{"holderIdentity":"op-1","leaseDurationSeconds":15,"acquireTime":"2026-12-06T20:00:30Z","renewTime":null,"leaderTransitions":2}"#
+        );
+        // FLUO's, with a field newer client-go adds and one missing: both are fine.
+        let go = r#"{"holderIdentity":"fluo","leaseDurationSeconds":90,"acquireTime":"2026-12-06T20:00:00Z","renewTime":"2026-12-06T20:00:30Z","strategy":"x"}"#;
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "lock", "annotations": {LEADER_ANNOTATION: go}}
+        }))
+        .unwrap();
+        let (rec, raw) = ElectionRecord::from_config_map(&cm).unwrap();
+        assert_eq!(raw, go);
+        assert_eq!(rec.holder_identity, "fluo");
+        assert_eq!(rec.lease_duration_seconds, 90);
+        assert_eq!(rec.leader_transitions, 0);
+        assert_eq!(
+            rec.renew_time,
+            Some("2026-12-06T20:00:30Z".parse().unwrap())
+        );
+        // No annotation: an empty record, as client-go reads it; garbage is an error.
+        let empty = ConfigMap::default();
+        assert_eq!(
+            ElectionRecord::from_config_map(&empty).unwrap(),
+            (ElectionRecord::default(), String::new())
+        );
+        let mut bad = cm.clone();
+        bad.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(LEADER_ANNOTATION.into(), "not json".into());
+        assert!(ElectionRecord::from_config_map(&bad).is_err());
+        // A Lease's record and back keeps the times to the microsecond.
+        let spec = rec.to_lease(LeaseSpec::default());
+        assert_eq!(ElectionRecord::from_lease(&spec), rec);
     }
 }

@@ -972,8 +972,10 @@ async fn each_side_waits_while_the_other_holds_and_takes_over_once_released() {
         "ours led {:?} after FLUO released (our retry period: {ours_retry:?})",
         led - released
     );
+    // Our next jittered retry (at most 1.5 retry periods), plus the requests and the leader's
+    // first list before it reports leading, on a machine shared with other builds.
     assert!(
-        led - released <= ours_retry.mul_f64(1.5) + Duration::from_millis(250),
+        led - released <= ours_retry.mul_f64(1.5) + Duration::from_millis(500),
         "{:?}",
         led - released
     );

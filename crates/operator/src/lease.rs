@@ -159,6 +159,13 @@ pub const LEADER_ANNOTATION: &str = "control-plane.alpha.kubernetes.io/leader";
 /// objects name different holders.
 pub const UNKNOWN_LEADER: &str = "leaderelection.k8s.io/unknown";
 
+/// On the lock's ConfigMap while its record is only a copy of the Lease's (the record's text):
+/// set when we add a missing ConfigMap for a Lease that a Lease-only client (an older version
+/// of ours) holds or released. While it matches the record, the copy follows the Lease, so a
+/// release of the Lease frees the whole lock at once. Any real write of the record (FLUO's or
+/// ours) makes it stale: client-go keeps other annotations but rewrites the record.
+pub const MIRROR_ANNOTATION: &str = "flatcar-linux-update.v1.flatcar-linux.net/lock-mirrors-lease";
+
 /// client-go's `LeaderElectionRecord` as Go writes it into the ConfigMap's annotation: every
 /// field, times in whole seconds (`metav1.Time`) or `null`. Unknown fields are ignored, as Go does.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -240,13 +247,29 @@ impl ElectionRecord {
         Ok((rec, raw.clone()))
     }
 
-    /// Writes the record into the ConfigMap's annotation, keeping the others.
+    /// Writes the record into the ConfigMap's annotation, keeping the others but
+    /// [`MIRROR_ANNOTATION`].
     pub fn put_into(&self, cm: &mut ConfigMap) {
         let json = serde_json::to_string(self).expect("a record serialises");
-        cm.metadata
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(LEADER_ANNOTATION.to_string(), json);
+        let a = cm.metadata.annotations.get_or_insert_with(Default::default);
+        a.remove(MIRROR_ANNOTATION);
+        a.insert(LEADER_ANNOTATION.to_string(), json);
+    }
+
+    /// Writes the record as a copy of the Lease's, marked [`MIRROR_ANNOTATION`].
+    fn mirror_into(&self, cm: &mut ConfigMap) {
+        self.put_into(cm);
+        let a = cm.metadata.annotations.get_or_insert_with(Default::default);
+        let json = a[LEADER_ANNOTATION].clone();
+        a.insert(MIRROR_ANNOTATION.to_string(), json);
+    }
+
+    /// Whether the ConfigMap's record is still the copy [`ElectionRecord::mirror_into`] wrote.
+    fn is_mirror(cm: &ConfigMap) -> bool {
+        cm.metadata.annotations.as_ref().is_some_and(|a| {
+            a.get(MIRROR_ANNOTATION).is_some()
+                && a.get(MIRROR_ANNOTATION) == a.get(LEADER_ANNOTATION)
+        })
     }
 }
 
@@ -445,7 +468,7 @@ impl Elector {
                     metadata: named(&self.name),
                     ..Default::default()
                 };
-                rec.put_into(&mut cm);
+                rec.mirror_into(&mut cm);
                 match self.config_maps.create(&self.post_params(), &cm).await {
                     Ok(cm) => {
                         info!(lock = %self.name, holder = %rec.holder_identity, "created the ConfigMap half of the leader election lock (FLUO's ConfigMapsLeases lock)");
@@ -456,9 +479,32 @@ impl Elector {
                 }
             }
         };
-        let (cm_rec, cm_raw) = ElectionRecord::from_config_map(&cm)?;
         let lease_spec = lease.as_ref().map(|l| l.spec.clone().unwrap_or_default());
         let lease_rec = lease_spec.as_ref().map(ElectionRecord::from_lease);
+        let mut cm = cm;
+        if let Some(lr) = lease_rec
+            .as_ref()
+            .filter(|_| ElectionRecord::is_mirror(&cm))
+        {
+            // The copy follows the Lease (a Lease-only holder renewed or released), with the
+            // resourceVersion read: a 409 means someone wrote the ConfigMap since.
+            let (copied, _) = ElectionRecord::from_config_map(&cm)?;
+            if serde_json::to_string(lr)? != serde_json::to_string(&copied)? {
+                lr.mirror_into(&mut cm);
+                cm = match self
+                    .config_maps
+                    .replace(&self.name, &self.post_params(), &cm)
+                    .await
+                {
+                    Ok(cm) => cm,
+                    Err(e) if is_conflict(&e) => {
+                        return Ok(Attempt::Other(lr.holder_identity.clone()));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+            }
+        }
+        let (cm_rec, cm_raw) = ElectionRecord::from_config_map(&cm)?;
         // The primary's record, or UnknownLeader when the two name different holders (a
         // missing Lease: a ConfigMap-only lock of an older client-go; its record counts).
         let mut rec = cm_rec.clone();

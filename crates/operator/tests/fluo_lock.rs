@@ -334,12 +334,16 @@ mod go {
             lock: ConfigMapLock,
             identity: String,
         },
+        /// The `leases` lock alone: what older versions of ours did.
+        Lease { lock: LeaseLock, identity: String },
     }
 
     impl Lock {
         pub fn identity(&self) -> &str {
             match self {
-                Lock::Multi { identity, .. } | Lock::ConfigMap { identity, .. } => identity,
+                Lock::Multi { identity, .. }
+                | Lock::ConfigMap { identity, .. }
+                | Lock::Lease { identity, .. } => identity,
             }
         }
 
@@ -347,6 +351,7 @@ mod go {
         pub async fn get(&mut self) -> Result<(Record, Vec<u8>), LockError> {
             match self {
                 Lock::ConfigMap { lock, .. } => lock.get().await,
+                Lock::Lease { lock, .. } => lock.get().await,
                 Lock::Multi {
                     primary,
                     secondary,
@@ -380,6 +385,7 @@ mod go {
         pub async fn create(&mut self, ler: &Record) -> Result<(), LockError> {
             match self {
                 Lock::ConfigMap { lock, .. } => lock.create(ler).await,
+                Lock::Lease { lock, .. } => lock.create(ler).await,
                 Lock::Multi {
                     primary, secondary, ..
                 } => {
@@ -397,6 +403,7 @@ mod go {
         pub async fn update(&mut self, ler: &Record) -> Result<(), LockError> {
             match self {
                 Lock::ConfigMap { lock, .. } => lock.update(ler).await,
+                Lock::Lease { lock, .. } => lock.update(ler).await,
                 Lock::Multi {
                     primary, secondary, ..
                 } => {
@@ -1101,4 +1108,84 @@ async fn a_lease_alone_keeps_fluo_waiting() {
     );
     assert!(waited >= go::FLUO.lease_duration, "{waited:?}");
     f.stop().await;
+}
+
+/// An older version of ours (the Lease alone, released on shutdown: client-go's Lease lock with
+/// ReleaseOnCancel) and this one, as during a rolling update: each waits while the other
+/// holds, and this one leads at its next try once the old one released, as the ConfigMap it
+/// added for FLUO follows the Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_lease_only_version_and_ours_take_turns() {
+    let sb = sandbox().await;
+    let admin = sb.client_as("admin").unwrap();
+    let client = sb.client_for(&sandbox::UserInfo::operator()).unwrap();
+    let ours_retry = fleet::fast_lease().retry_period;
+    let old_version = |identity: &str| {
+        go::Replica::start(go::LeaderElector::new(
+            go::Lock::Lease {
+                lock: go::LeaseLock::new(&client, NS, LOCK),
+                identity: identity.into(),
+            },
+            go::Config {
+                release_on_cancel: true,
+                ..go::FLUO
+            },
+        ))
+    };
+    let old = old_version("update-operator-old");
+    wait_for("the old version to lead", PATIENCE, || async {
+        old.acquired_at()
+    })
+    .await;
+    let (op, m) = ours(&sb, "update-operator-new");
+    let ex = Exclusion::watch(&[&m], std::slice::from_ref(&old.leading));
+    tokio::time::sleep(go::FLUO.lease_duration * 3).await;
+    assert!(
+        !m.is_leader(),
+        "ours took the lock from a live older version"
+    );
+    // The ConfigMap ours added names the Lease's holder, so FLUO would wait too.
+    assert_eq!(
+        holders(&admin).await,
+        (
+            Some("update-operator-old".into()),
+            Some("update-operator-old".into())
+        )
+    );
+    let released = Instant::now();
+    old.stop().await;
+    let led = wait_leading(&m, "ours to lead after the old version released").await;
+    println!(
+        "ours led {:?} after the older version released (our retry period: {ours_retry:?})",
+        led - released
+    );
+    assert!(
+        led - released <= ours_retry.mul_f64(1.5) + Duration::from_millis(500),
+        "{:?}",
+        led - released
+    );
+    ex.check();
+
+    // Back: ours holds, an older version waits, then takes over at its next try.
+    let old = old_version("update-operator-old-2");
+    let ex = Exclusion::watch(&[&m], std::slice::from_ref(&old.leading));
+    tokio::time::sleep(go::FLUO.lease_duration * 3).await;
+    assert!(old.acquired_at().is_none(), "{:#?}", old.lines());
+    let released = Instant::now();
+    op.stop().await.unwrap();
+    let acquired = wait_for("the old version to lead", PATIENCE, || async {
+        old.acquired_at()
+    })
+    .await;
+    println!(
+        "the older version led {:?} after ours began to shut down",
+        acquired - released
+    );
+    assert!(
+        acquired - released <= go::FLUO.retry_period.mul_f64(2.2) + Duration::from_millis(500),
+        "{:?}",
+        acquired - released
+    );
+    ex.check();
+    old.stop().await;
 }

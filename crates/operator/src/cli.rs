@@ -54,7 +54,7 @@ impl From<StuckNodeAction> for protocol::operator::StuckNodeAction {
     about = "Decides which Flatcar nodes may reboot (FLUO-compatible update-operator).",
     long_about = "Decides which Flatcar nodes may reboot: at most --max-rebooting-nodes at once, \
                   only inside the reboot window, gated by before/after-reboot hook annotations. \
-                  Leader-elected through a coordination.k8s.io Lease in POD_NAMESPACE. \
+                  Leader-elected through FLUO's lock (a Lease and a ConfigMap) in POD_NAMESPACE. \
                   Every flag can also be set from the environment variable shown."
 )]
 pub struct Args {
@@ -245,7 +245,7 @@ pub struct Args {
     )]
     pub release_lease_after_idle: Duration,
 
-    /// Name of the leader election Lease (FLUO's lock name by default).
+    /// Name of the leader election lock, a Lease and a ConfigMap (FLUO's lock name by default).
     #[arg(long, env = "UPDATE_OPERATOR_LEASE_NAME", value_name = "NAME", default_value = DEFAULT_LEASE_NAME, allow_hyphen_values = true, value_parser = dns_subdomain)]
     pub lease_name: String,
 

@@ -1,5 +1,6 @@
 //! update-operator: decides which Flatcar nodes may reboot, leader-elected
-//! through a Lease; a drop-in replacement for FLUO's update-operator.
+//! through FLUO's lock (a Lease and a ConfigMap); a drop-in replacement for
+//! FLUO's update-operator.
 //!
 //! [`run`] is the whole operator, usable in-process (several replicas in one
 //! process, no globals): it campaigns for the Lease ([`lease`]) and, while it

@@ -667,13 +667,17 @@ fn namespace_values() {
 
 #[test]
 fn lease_name_and_metrics_port_values_follow_through() {
-    let role = |objs: &[Value]| find(objs, "Role", OPERATOR)["rules"][1]["resourceNames"].clone();
+    // The Lease's rule and the ConfigMap's: the two halves of the lock.
+    let role = |objs: &[Value]| {
+        let rules = &find(objs, "Role", OPERATOR)["rules"];
+        [1, 3].map(|i| rules[i]["resourceNames"].clone())
+    };
     assert_eq!(
         role(&render(json!({}))),
-        json!(["flatcar-linux-update-operator-lock"])
+        [(); 2].map(|_| json!(["flatcar-linux-update-operator-lock"]))
     );
     let objs = render(json!({"operator": {"flags": {"leaseName": "reboot-lock"}}}));
-    assert_eq!(role(&objs), json!(["reboot-lock"]));
+    assert_eq!(role(&objs), [(); 2].map(|_| json!(["reboot-lock"])));
 
     let objs = render(json!({"operator": {"metricsPort": 9100}, "agent": {"metricsPort": 9101}}));
     for (pod, port) in [(operator_pod(&objs), 9100), (agent_pod(&objs), 9101)] {

@@ -371,6 +371,12 @@ fn rbac_is_least_privilege_and_every_binding_resolves() {
                 "leases/flatcar-linux-update-operator-lock",
                 &["get", "update", "list", "watch"]
             ),
+            ("", "configmaps", &["create"]),
+            (
+                "",
+                "configmaps/flatcar-linux-update-operator-lock",
+                &["get", "update"]
+            ),
         ])
     );
     let mut agent = triples(&[

@@ -251,6 +251,8 @@ async fn can_i_answers_for_each_identity() {
     for want in [
         "leases.coordination.k8s.io [] [] [create]",
         "leases.coordination.k8s.io [] [flatcar-linux-update-operator-lock] [get update list watch]",
+        "configmaps [] [] [create]",
+        "configmaps [] [flatcar-linux-update-operator-lock] [get update]",
         "nodes [] [] [get list watch patch]",
     ] {
         assert!(rows.iter().any(|r| r == want), "{want:?} in:\n{list}");

@@ -40,8 +40,19 @@ pub struct Usage {
 
 impl ChildProc {
     pub fn spawn(bin: &Path, args: &[String], log: PathBuf) -> anyhow::Result<ChildProc> {
+        ChildProc::spawn_with_env(bin, args, &[], log)
+    }
+
+    /// [`ChildProc::spawn`] with these environment variables added.
+    pub fn spawn_with_env(
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> anyhow::Result<ChildProc> {
         let child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -5,6 +5,7 @@ mod child;
 mod report;
 mod scenarios;
 mod simagent;
+mod soak;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,7 +26,8 @@ struct Args {
     /// Small sizes (seconds, not minutes), for a smoke test; figures are not meaningful.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run, comma-separated (default: all).
+    /// Scenarios to run, comma-separated (default: all but `soak`, which runs only when
+    /// named and writes bench/SOAK.md).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Scenario>,
     /// Where RESULTS.md and results.json go.
@@ -78,6 +80,18 @@ struct Args {
     /// Operator at scale: --max-rebooting-nodes [250; quick 20].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     scale_max_rebooting: Option<u32>,
+    /// Soak: minutes [60; quick 1].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    soak_minutes: Option<u64>,
+    /// Soak: nodes [300; quick 20].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    soak_nodes: Option<u32>,
+    /// Soak: --max-rebooting-nodes [30; quick 5].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    soak_max_rebooting: Option<u32>,
+    /// Soak: nodes running the real update-agent binary (on a private dbus-daemon) [2].
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=20))]
+    soak_real_agents: u32,
     /// Idle windows (API requests while nothing happens; the agent's memory) [60; quick 2].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     idle_seconds: Option<u64>,
@@ -90,6 +104,7 @@ enum Scenario {
     Rollout,
     Operator,
     Agent,
+    Soak,
 }
 
 fn pick<T>(given: Option<T>, quick: bool, small: T, full: T) -> T {
@@ -123,7 +138,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         agent: child::binary(&bin_dir, "update-agent")?,
         logs: work.path().to_path_buf(),
     };
-    let runs = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
+    let runs =
+        |s: Scenario| args.only.contains(&s) || (args.only.is_empty() && s != Scenario::Soak);
     let idle = Duration::from_secs(pick(args.idle_seconds, q, 2, 60));
     let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let mut scenarios = BTreeMap::new();
@@ -136,6 +152,54 @@ async fn run(args: Args) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         )
     };
+
+    if runs(Scenario::Soak) {
+        let cfg = soak::SoakConfig {
+            nodes: pick(args.soak_nodes, q, 20, 300),
+            max: pick(args.soak_max_rebooting, q, 5, 30),
+            duration: Duration::from_secs(60 * pick(args.soak_minutes, q, 1, 60)),
+            round_every: Duration::from_secs(if q { 15 } else { 120 }),
+            // Long enough between kills for each replica's own slope.
+            failover_every: Duration::from_secs(if q { 20 } else { 900 }),
+            restart_every: Duration::from_secs(if q { 10 } else { 60 }),
+            real_agents: args.soak_real_agents,
+            sample_every: Duration::from_secs(if q { 2 } else { 15 }),
+        };
+        step(&format!(
+            "soak: {} nodes, {} at a time, {:.0} min",
+            cfg.nodes,
+            cfg.max,
+            cfg.duration.as_secs_f64() / 60.0
+        ));
+        let r = soak::soak(&env, &cfg, 1).await?;
+        let m = Machine::detect(&repo, load_at_start.clone());
+        let machine = format!(
+            "{}, git {}, {} build; {} cores ({}), {:.1} GiB; load average {} at the start, {} at the end.",
+            m.date,
+            m.git_commit,
+            m.build,
+            m.cores,
+            m.cpu_model,
+            m.memory_gib,
+            m.load_average[0].trim(),
+            report::load_average().trim()
+        );
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(args.out.join("SOAK.md"), soak::markdown(&r, &machine, &cfg))?;
+        std::fs::write(
+            args.out.join("soak.json"),
+            serde_json::to_string_pretty(&r)?,
+        )?;
+        eprintln!("bench: wrote {}", args.out.join("SOAK.md").display());
+        anyhow::ensure!(
+            r.lost.is_empty(),
+            "the soak lost or doubled updates: {}",
+            r.lost.join("; ")
+        );
+        if args.only.iter().all(|s| *s == Scenario::Soak) {
+            return Ok(());
+        }
+    }
 
     let latency = if runs(Scenario::Latency) {
         let (n, s) = (

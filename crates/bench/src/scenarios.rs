@@ -24,7 +24,7 @@ use crate::child::{ChildProc, Usage};
 use crate::simagent::{SimAgents, Step};
 
 /// The operator's Lease namespace in every scenario.
-const NAMESPACE: &str = fleet::cluster::NAMESPACE;
+pub(crate) const NAMESPACE: &str = fleet::cluster::NAMESPACE;
 
 /// Where the binaries are and where their logs go.
 pub struct Env {
@@ -43,7 +43,7 @@ fn need_reboot_status() -> UpdateStatus {
     }
 }
 
-fn node_names(n: u32) -> Vec<String> {
+pub(crate) fn node_names(n: u32) -> Vec<String> {
     ClusterSpec {
         nodes: n,
         ..Default::default()
@@ -52,7 +52,10 @@ fn node_names(n: u32) -> Vec<String> {
 }
 
 /// A sandbox with `names` as nodes and the operator's namespace.
-async fn sandbox_with_nodes(names: &[String], reboot: Duration) -> anyhow::Result<Sandbox> {
+pub(crate) async fn sandbox_with_nodes(
+    names: &[String],
+    reboot: Duration,
+) -> anyhow::Result<Sandbox> {
     let sb = Sandbox::start(sandbox::Options {
         reboot_duration: reboot,
         ..Default::default()

@@ -13,8 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use k8s_openapi::api::core::v1::{Node, ObjectReference};
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
 use protocol::keys;
 use protocol::node::{NodeState, NodeView, format_time};
@@ -24,6 +23,7 @@ use telemetry::events::{EventSink, node_ref};
 
 use crate::metrics::Metrics;
 use crate::notify::{self, Notification, Notifier};
+use crate::reconcile::CachedNode;
 
 /// What every term of one replica reports through.
 pub(crate) struct Reporter {
@@ -73,6 +73,8 @@ struct Seen {
     released: bool,
     blocker: Option<&'static str>,
     granted_at: Option<DateTime<Utc>>,
+    /// The round that saw it last (entries of nodes gone are dropped).
+    round: u64,
 }
 
 /// One leader term's reporting state. Creating it sets `fluo_operator_leader` to 1 and
@@ -80,8 +82,10 @@ struct Seen {
 /// gauges.
 pub(crate) struct Observer {
     r: Arc<Reporter>,
-    /// None until the first decision of the term.
+    /// None until the first decision of the term. Updated in place: a round allocates
+    /// only for nodes new to it.
     seen: Option<HashMap<String, Seen>>,
+    round: u64,
     problems: HashMap<String, String>,
 }
 
@@ -121,8 +125,7 @@ struct Capacity<'a> {
 
 impl<'a> Capacity<'a> {
     fn new(
-        managed: &[&'a NodeView],
-        states: &HashMap<&str, NodeState>,
+        managed: &[&'a CachedNode],
         decision: &Decision,
         cfg: &'a OperatorConfig,
         now: DateTime<Utc>,
@@ -135,21 +138,28 @@ impl<'a> Capacity<'a> {
         let mut zone_nodes = BTreeMap::new();
         let mut zone_held = BTreeMap::new();
         let mut held = 0;
-        for v in managed {
+        for c in managed {
+            let v = &c.node.view;
             let z = cfg.zone_of(v);
             *zone_nodes.entry(z).or_default() += 1;
-            let mut after = (*v).clone();
-            if let Some(p) = patches.get(v.name.as_str()) {
-                p.apply(&mut after);
-            }
-            if cfg.counts_against_max(&after) {
+            // Only a patched node is copied and parsed again.
+            let counts = match patches.get(v.name.as_str()) {
+                Some(p) => {
+                    let mut after = v.clone();
+                    p.apply(&mut after);
+                    cfg.counts_against_max(&after)
+                }
+                None => cfg.counts_against_max_parsed(v, c.node.state.as_ref().ok()),
+            };
+            if counts {
                 held += 1;
                 *zone_held.entry(z).or_default() += 1;
             }
         }
         let interval = cfg.min_reboot_interval;
-        let last_turn = states
-            .values()
+        let last_turn = managed
+            .iter()
+            .filter_map(|c| c.node.state.as_ref().ok())
             .flat_map(|s| [s.picked_at, s.released_at, s.granted_at])
             .flatten()
             .chain(picked(decision).iter().map(|_| now))
@@ -287,15 +297,16 @@ impl Observer {
         Observer {
             r,
             seen: None,
+            round: 0,
             problems: HashMap::new(),
         }
     }
 
-    /// Reports on the nodes `decision` was made on (`views`, with `nodes` for their UIDs).
+    /// Reports on the nodes `decision` was made on (in name order), from their states as
+    /// parsed when they changed.
     pub(crate) fn observe(
         &mut self,
-        views: &[NodeView],
-        nodes: &HashMap<String, Arc<Node>>,
+        nodes: &[Arc<CachedNode>],
         decision: &Decision,
         cfg: &OperatorConfig,
         inputs: &ClusterInputs,
@@ -303,10 +314,10 @@ impl Observer {
     ) {
         let r = self.r.clone();
         r.metrics.set_window_open(cfg.window_open(now));
-        let managed: Vec<&NodeView> = views.iter().filter(|v| cfg.manages(v)).collect();
-        let states: HashMap<&str, NodeState> = managed
+        let managed: Vec<&CachedNode> = nodes
             .iter()
-            .filter_map(|v| NodeState::parse(v).ok().map(|s| (v.name.as_str(), s)))
+            .map(|c| &**c)
+            .filter(|c| cfg.manages(&c.node.view))
             .collect();
         // Stuck as of this decision (its `stuck-since` is written by it).
         let stuck: HashMap<&str, &str> = decision
@@ -315,8 +326,9 @@ impl Observer {
             .map(|s| (s.node.as_str(), s.reason.as_str()))
             .collect();
         let mut counts: BTreeMap<Phase, i64> = BTreeMap::new();
-        for (name, s) in &states {
-            let phase = if stuck.contains_key(name) {
+        for c in &managed {
+            let Ok(s) = &c.node.state else { continue };
+            let phase = if stuck.contains_key(c.name()) {
                 Phase::Stuck
             } else {
                 Phase::of(s)
@@ -328,215 +340,67 @@ impl Observer {
         self.report_problems(decision, nodes);
 
         let picked = picked(decision);
-        let cap = Capacity::new(&managed, &states, decision, cfg, now);
-        let mut now_seen: HashMap<String, Seen> = HashMap::new();
-        let mut blockers: HashMap<&str, String> = HashMap::new();
-        for v in &managed {
-            let Some(s) = states.get(v.name.as_str()) else {
-                continue;
-            };
-            let blocked = (s.reboot_needed && !s.holds_slot() && !picked.contains(v.name.as_str()))
+        let cap = Capacity::new(&managed, decision, cfg, now);
+        self.round += 1;
+        let round = self.round;
+        // The first decision of a term only records.
+        let report = self.seen.is_some();
+        let seen = self.seen.get_or_insert_with(HashMap::new);
+        for c in &managed {
+            let Ok(s) = &c.node.state else { continue };
+            let v = &c.node.view;
+            let name = v.name.as_str();
+            let blocked = (s.reboot_needed && !s.holds_slot() && !picked.contains(name))
                 .then(|| blocker(s, v, cfg, inputs, &cap, now));
-            let seen = Seen {
+            let cur = Seen {
                 needed: s.reboot_needed,
                 granted: s.reboot_ok,
                 in_progress: s.reboot_in_progress,
                 before: s.before_reboot,
                 after: s.after_reboot,
                 stuck: stuck
-                    .get(v.name.as_str())
+                    .get(name)
                     .map(|r| r.to_string())
                     .or_else(|| s.stuck_since.as_ref().map(|st| st.reason.clone())),
-                released: decision.released.contains(&v.name),
+                released: decision
+                    .released
+                    .binary_search_by(|n| n.as_str().cmp(name))
+                    .is_ok(),
                 blocker: blocked.as_ref().map(|(b, _)| *b),
                 granted_at: s.granted_at,
+                round,
             };
-            if let Some((_, note)) = blocked {
-                blockers.insert(v.name.as_str(), note);
-            }
-            now_seen.insert(v.name.clone(), seen);
-        }
-        if let Some(prev) = &self.seen {
-            for v in &managed {
-                let (Some(cur), Some(old)) = (now_seen.get(&v.name), prev.get(&v.name)) else {
-                    continue;
-                };
-                let uid = nodes.get(&v.name).and_then(|n| n.uid());
-                self.transitions(
-                    v,
-                    uid,
-                    old,
-                    cur,
-                    blockers.get(v.name.as_str()),
-                    cfg,
-                    &cap,
-                    now,
-                );
+            match seen.get_mut(name) {
+                Some(old) => {
+                    if report {
+                        let note = blocked.as_ref().map(|(_, n)| n);
+                        transitions(&r, v, c.uid.clone(), old, &cur, note, cfg, &cap, now);
+                    }
+                    *old = cur;
+                }
+                None => {
+                    seen.insert(name.to_string(), cur);
+                }
             }
         }
-        self.seen = Some(now_seen);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn transitions(
-        &self,
-        v: &NodeView,
-        uid: Option<String>,
-        old: &Seen,
-        cur: &Seen,
-        blocker_note: Option<&String>,
-        cfg: &OperatorConfig,
-        cap: &Capacity,
-        now: DateTime<Utc>,
-    ) {
-        let r = &self.r;
-        let name = v.name.as_str();
-        let ev = |type_, reason: &str, action: &str, note: String| {
-            r.event(name, uid.clone(), type_, reason, action, note)
-        };
-        use EventType::{Normal, Warning};
-        if cur.needed && !old.needed {
-            let version = v
-                .annotation(keys::NEW_VERSION)
-                .filter(|s| !s.is_empty())
-                .map(|s| format!(" (update to {s})"))
-                .unwrap_or_default();
-            ev(
-                Normal,
-                "RebootNeeded",
-                "Observe",
-                format!("the node needs a reboot{version}"),
-            );
-        }
-        if cur.before && !old.before {
-            ev(
-                Normal,
-                "BeforeRebootHooks",
-                "Pick",
-                format!(
-                    "picked for a reboot; waiting for the before-reboot annotations: {}",
-                    list(&cfg.before_reboot_annotations)
-                ),
-            );
-        }
-        if cur.granted && !old.granted {
-            r.metrics.granted();
-            let until = v
-                .annotation(keys::GRANT_EXPIRES)
-                .map(|t| format!(", to start before {t}"))
-                .unwrap_or_default();
-            let note = format!(
-                "reboot granted ({} of {} slots in use{until})",
-                cap.held, cap.max
-            );
-            ev(Normal, "RebootGranted", "Grant", note.clone());
-            r.notify(notify::GRANT, name, note, now);
-        }
-        if cur.in_progress && !old.in_progress {
-            r.notify(
-                notify::REBOOT,
-                name,
-                "the agent started draining and rebooting the node".into(),
-                now,
-            );
-        }
-        if cur.after && !old.after {
-            ev(
-                Normal,
-                "AfterRebootHooks",
-                "Wait",
-                format!(
-                    "back from the reboot; waiting for the after-reboot annotations: {}",
-                    list(&cfg.after_reboot_annotations)
-                ),
-            );
-        }
-        if old.granted && !cur.granted {
-            if !cur.needed {
-                let took = old.granted_at.and_then(|g| (now - g).to_std().ok());
-                r.metrics.completed(took);
-                let took = took
-                    .map(|d| format!(" {}s after the grant", d.as_secs()))
-                    .unwrap_or_default();
-                let note = format!("rebooted and back: reboot slot released{took}");
-                ev(Normal, "RebootReleased", "Release", note.clone());
-                r.notify(notify::BACK, name, note, now);
-            } else {
-                let why = if let Some(f) = v.annotation(keys::DRAIN_FAILURE) {
-                    format!("the drain failed: {f}")
-                } else if v.annotation(keys::REBOOT_PAUSED) == Some(keys::TRUE) {
-                    "the node was paused".into()
-                } else if !cfg.window_open(now) {
-                    "the reboot window closed before the reboot started".into()
-                } else if let Some(n) = blocker_note {
-                    n.clone()
-                } else {
-                    "the grant expired or was withdrawn before the reboot started".into()
-                };
-                let failed = v.annotation(keys::DRAIN_FAILURE).is_some();
-                let type_ = if failed { Warning } else { Normal };
-                let note = format!("reboot grant withdrawn: {why}");
-                ev(type_, "GrantWithdrawn", "Withdraw", note.clone());
-                let event = if failed {
-                    notify::DRAIN_FAILED
-                } else {
-                    notify::GRANT_WITHDRAWN
-                };
-                r.notify(event, name, note, now);
-            }
-        } else if old.before && !cur.before && !cur.granted {
-            ev(
-                Normal,
-                "GrantWithdrawn",
-                "Withdraw",
-                format!(
-                    "no longer waiting for the before-reboot annotations: {}",
-                    blocker_note.map_or("the node is no longer rebootable", |s| s)
-                ),
-            );
-        }
-        if let Some(why) = &cur.stuck
-            && old.stuck.is_none()
-        {
-            ev(Warning, "NodeStuck", "Timeout", why.clone());
-            r.notify(notify::STUCK, name, why.clone(), now);
-        }
-        if cur.released && !old.released {
-            // The stuck node keeps its marks; only the count changes.
-            let note = format!(
-                "stuck and down: its reboot slot no longer counts against --max-rebooting-nodes \
-                 (--stuck-node-action=release), so the next node may reboot while this one stays down \
-                 ({} of {} slots in use)",
-                cap.held, cap.max
-            );
-            ev(Warning, "SlotReleased", "Release", note.clone());
-            r.notify(notify::SLOT_RELEASED, name, note, now);
-        }
-        if cur.blocker.is_some()
-            && cur.blocker != old.blocker
-            && let (Some(b), Some(note)) = (cur.blocker, blocker_note)
-        {
-            r.metrics.blocked(b);
-            ev(
-                Normal,
-                "RebootBlocked",
-                "Block",
-                format!("cannot grant a reboot now: {note}"),
-            );
-        }
+        seen.retain(|_, s| s.round == round);
     }
 
     /// A Warning Event for each node whose malformed values changed.
-    fn report_problems(&mut self, decision: &Decision, nodes: &HashMap<String, Arc<Node>>) {
+    fn report_problems(&mut self, decision: &Decision, nodes: &[Arc<CachedNode>]) {
         let mut now: HashMap<String, String> = HashMap::new();
         for p in &decision.problems {
             now.insert(p.node.clone(), p.message.clone());
         }
         for (node, msg) in &now {
             if self.problems.get(node) != Some(msg) {
+                let uid = nodes
+                    .binary_search_by(|c| c.name().cmp(node))
+                    .ok()
+                    .and_then(|i| nodes[i].uid.clone());
                 self.r.event(
                     node,
-                    nodes.get(node).and_then(|n| n.uid()),
+                    uid,
                     EventType::Warning,
                     "InvalidProtocolValue",
                     "Skip",
@@ -545,6 +409,155 @@ impl Observer {
             }
         }
         self.problems = now;
+    }
+}
+
+/// The Events, metrics and notifications of one node's changes since the last round.
+#[allow(clippy::too_many_arguments)]
+fn transitions(
+    r: &Reporter,
+    v: &NodeView,
+    uid: Option<String>,
+    old: &Seen,
+    cur: &Seen,
+    blocker_note: Option<&String>,
+    cfg: &OperatorConfig,
+    cap: &Capacity,
+    now: DateTime<Utc>,
+) {
+    let name = v.name.as_str();
+    let ev = |type_, reason: &str, action: &str, note: String| {
+        r.event(name, uid.clone(), type_, reason, action, note)
+    };
+    use EventType::{Normal, Warning};
+    if cur.needed && !old.needed {
+        let version = v
+            .annotation(keys::NEW_VERSION)
+            .filter(|s| !s.is_empty())
+            .map(|s| format!(" (update to {s})"))
+            .unwrap_or_default();
+        ev(
+            Normal,
+            "RebootNeeded",
+            "Observe",
+            format!("the node needs a reboot{version}"),
+        );
+    }
+    if cur.before && !old.before {
+        ev(
+            Normal,
+            "BeforeRebootHooks",
+            "Pick",
+            format!(
+                "picked for a reboot; waiting for the before-reboot annotations: {}",
+                list(&cfg.before_reboot_annotations)
+            ),
+        );
+    }
+    if cur.granted && !old.granted {
+        r.metrics.granted();
+        let until = v
+            .annotation(keys::GRANT_EXPIRES)
+            .map(|t| format!(", to start before {t}"))
+            .unwrap_or_default();
+        let note = format!(
+            "reboot granted ({} of {} slots in use{until})",
+            cap.held, cap.max
+        );
+        ev(Normal, "RebootGranted", "Grant", note.clone());
+        r.notify(notify::GRANT, name, note, now);
+    }
+    if cur.in_progress && !old.in_progress {
+        r.notify(
+            notify::REBOOT,
+            name,
+            "the agent started draining and rebooting the node".into(),
+            now,
+        );
+    }
+    if cur.after && !old.after {
+        ev(
+            Normal,
+            "AfterRebootHooks",
+            "Wait",
+            format!(
+                "back from the reboot; waiting for the after-reboot annotations: {}",
+                list(&cfg.after_reboot_annotations)
+            ),
+        );
+    }
+    if old.granted && !cur.granted {
+        if !cur.needed {
+            let took = old.granted_at.and_then(|g| (now - g).to_std().ok());
+            r.metrics.completed(took);
+            let took = took
+                .map(|d| format!(" {}s after the grant", d.as_secs()))
+                .unwrap_or_default();
+            let note = format!("rebooted and back: reboot slot released{took}");
+            ev(Normal, "RebootReleased", "Release", note.clone());
+            r.notify(notify::BACK, name, note, now);
+        } else {
+            let why = if let Some(f) = v.annotation(keys::DRAIN_FAILURE) {
+                format!("the drain failed: {f}")
+            } else if v.annotation(keys::REBOOT_PAUSED) == Some(keys::TRUE) {
+                "the node was paused".into()
+            } else if !cfg.window_open(now) {
+                "the reboot window closed before the reboot started".into()
+            } else if let Some(n) = blocker_note {
+                n.clone()
+            } else {
+                "the grant expired or was withdrawn before the reboot started".into()
+            };
+            let failed = v.annotation(keys::DRAIN_FAILURE).is_some();
+            let type_ = if failed { Warning } else { Normal };
+            let note = format!("reboot grant withdrawn: {why}");
+            ev(type_, "GrantWithdrawn", "Withdraw", note.clone());
+            let event = if failed {
+                notify::DRAIN_FAILED
+            } else {
+                notify::GRANT_WITHDRAWN
+            };
+            r.notify(event, name, note, now);
+        }
+    } else if old.before && !cur.before && !cur.granted {
+        ev(
+            Normal,
+            "GrantWithdrawn",
+            "Withdraw",
+            format!(
+                "no longer waiting for the before-reboot annotations: {}",
+                blocker_note.map_or("the node is no longer rebootable", |s| s)
+            ),
+        );
+    }
+    if let Some(why) = &cur.stuck
+        && old.stuck.is_none()
+    {
+        ev(Warning, "NodeStuck", "Timeout", why.clone());
+        r.notify(notify::STUCK, name, why.clone(), now);
+    }
+    if cur.released && !old.released {
+        // The stuck node keeps its marks; only the count changes.
+        let note = format!(
+            "stuck and down: its reboot slot no longer counts against --max-rebooting-nodes \
+             (--stuck-node-action=release), so the next node may reboot while this one stays down \
+             ({} of {} slots in use)",
+            cap.held, cap.max
+        );
+        ev(Warning, "SlotReleased", "Release", note.clone());
+        r.notify(notify::SLOT_RELEASED, name, note, now);
+    }
+    if cur.blocker.is_some()
+        && cur.blocker != old.blocker
+        && let (Some(b), Some(note)) = (cur.blocker, blocker_note)
+    {
+        r.metrics.blocked(b);
+        ev(
+            Normal,
+            "RebootBlocked",
+            "Block",
+            format!("cannot grant a reboot now: {note}"),
+        );
     }
 }
 

@@ -179,105 +179,154 @@ impl<'a> Capacity<'a> {
     }
 }
 
-/// Why a node that needs a reboot and holds no slot was not picked: the `blocker` label of
-/// `fluo_grants_blocked_total` and a sentence for the Event. Mirrors the order of
-/// `protocol::operator::decide_with`'s checks.
-fn blocker(
-    s: &NodeState,
-    view: &NodeView,
-    cfg: &OperatorConfig,
-    inputs: &ClusterInputs,
-    cap: &Capacity,
-    now: DateTime<Utc>,
-) -> (&'static str, String) {
-    if s.reboot_paused {
-        return (
-            "paused",
-            format!(
+/// Why a node that needs a reboot and holds no slot was not picked. Found for every waiting
+/// node in every round (thousands at the start of a rollout), so it only points at what
+/// the sentence needs; the sentence is written when an Event or notification uses it.
+#[derive(Debug, Clone, Copy)]
+enum Blocked<'a> {
+    Paused,
+    ClusterPaused,
+    Alerts(&'a [String]),
+    Pods(&'a [String]),
+    Window,
+    NotReady,
+    Backoff {
+        until: DateTime<Utc>,
+        reason: &'a str,
+    },
+    Interval(DateTime<Utc>),
+    Capacity {
+        held: usize,
+        max: usize,
+    },
+    ZoneCapacity {
+        held: usize,
+        max: usize,
+        zone: Option<&'a str>,
+    },
+    Waiting {
+        held: usize,
+        max: usize,
+    },
+}
+
+impl Blocked<'_> {
+    /// The `blocker` label of `fluo_grants_blocked_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Blocked::Paused => "paused",
+            Blocked::ClusterPaused => "cluster_paused",
+            Blocked::Alerts(_) => "alerts",
+            Blocked::Pods(_) => "pods",
+            Blocked::Window => "window",
+            Blocked::NotReady => "not_ready",
+            Blocked::Backoff { .. } => "backoff",
+            Blocked::Interval(_) => "interval",
+            Blocked::Capacity { .. } | Blocked::Waiting { .. } => "capacity",
+            Blocked::ZoneCapacity { .. } => "zone_capacity",
+        }
+    }
+
+    /// The sentence for the Event.
+    fn note(&self, cfg: &OperatorConfig, now: DateTime<Utc>) -> String {
+        match *self {
+            Blocked::Paused => format!(
                 "the node is paused ({} is true)",
                 short(keys::REBOOT_PAUSED)
             ),
-        );
+            Blocked::ClusterPaused => {
+                "reboots are paused cluster-wide (the operator's Lease is annotated paused=true)"
+                    .into()
+            }
+            Blocked::Alerts(b) => format!("blocked cluster-wide: {}", b.join("; ")),
+            Blocked::Pods(b) => format!("blocked: {}", b.join("; ")),
+            Blocked::Window => {
+                let next = cfg
+                    .window_next_change(now)
+                    .map(|t| format!(" (it opens at {})", format_time(t)))
+                    .unwrap_or_default();
+                format!("the reboot window is closed{next}")
+            }
+            Blocked::NotReady => "the node is not Ready".into(),
+            Blocked::Backoff { until, reason } => format!(
+                "backing off after a failed drain until {} ({reason})",
+                format_time(until)
+            ),
+            Blocked::Interval(until) => format!(
+                "--min-reboot-interval: the next node may be picked at {}",
+                format_time(until)
+            ),
+            Blocked::Capacity { held, max } => {
+                format!("all {held} of {max} reboot slots are in use (--max-rebooting-nodes)")
+            }
+            Blocked::ZoneCapacity { held, max, zone } => format!(
+                "{held} of {max} reboot slots of zone {} are in use (--max-rebooting-nodes-per-zone)",
+                zone.unwrap_or("(no zone label)")
+            ),
+            Blocked::Waiting { held, max } => {
+                format!("waiting for a reboot slot ({held} of {max} in use)")
+            }
+        }
+    }
+}
+
+/// Why a node that needs a reboot and holds no slot was not picked. Mirrors the order of
+/// `protocol::operator::decide_parsed`'s checks.
+fn blocker<'a>(
+    s: &'a NodeState,
+    view: &'a NodeView,
+    cfg: &OperatorConfig,
+    inputs: &'a ClusterInputs,
+    cap: &Capacity,
+    now: DateTime<Utc>,
+) -> Blocked<'a> {
+    if s.reboot_paused {
+        return Blocked::Paused;
     }
     if inputs.paused {
-        return (
-            "cluster_paused",
-            "reboots are paused cluster-wide (the operator's Lease is annotated paused=true)"
-                .into(),
-        );
+        return Blocked::ClusterPaused;
     }
     if !inputs.blockers.is_empty() {
-        return (
-            "alerts",
-            format!("blocked cluster-wide: {}", inputs.blockers.join("; ")),
-        );
+        return Blocked::Alerts(&inputs.blockers);
     }
     if let Some(b) = inputs.node_blockers.get(&s.name).filter(|b| !b.is_empty()) {
-        return ("pods", format!("blocked: {}", b.join("; ")));
+        return Blocked::Pods(b);
     }
     if !cfg.window_open(now) {
-        let next = cfg
-            .window_next_change(now)
-            .map(|t| format!(" (it opens at {})", format_time(t)))
-            .unwrap_or_default();
-        return ("window", format!("the reboot window is closed{next}"));
+        return Blocked::Window;
     }
     if !s.ready {
-        return ("not_ready", "the node is not Ready".into());
+        return Blocked::NotReady;
     }
     if let Some(f) = &s.drain_failure
         && let Some(until) = f.at.checked_add_signed(failure_backoff(s.reboot_failures))
         && now < until
     {
-        return (
-            "backoff",
-            format!(
-                "backing off after a failed drain until {} ({})",
-                format_time(until),
-                f.reason
-            ),
-        );
+        return Blocked::Backoff {
+            until,
+            reason: &f.reason,
+        };
     }
     if let Some(until) = cap.interval_until {
-        return (
-            "interval",
-            format!(
-                "--min-reboot-interval: the next node may be picked at {}",
-                format_time(until)
-            ),
-        );
+        return Blocked::Interval(until);
     }
-    if cap.held >= cap.max {
-        return (
-            "capacity",
-            format!(
-                "all {} of {} reboot slots are in use (--max-rebooting-nodes)",
-                cap.held, cap.max
-            ),
-        );
+    let (held, max) = (cap.held, cap.max);
+    if held >= max {
+        return Blocked::Capacity { held, max };
     }
     if let Some(m) = cap.zone_max {
-        let z = cfg.zone_of(view);
-        let zmax = m.resolve(cap.zone_nodes.get(&z).copied().unwrap_or(0));
-        let zheld = cap.zone_held.get(&z).copied().unwrap_or(0);
+        let zone = cfg.zone_of(view);
+        let zmax = m.resolve(cap.zone_nodes.get(&zone).copied().unwrap_or(0));
+        let zheld = cap.zone_held.get(&zone).copied().unwrap_or(0);
         if zheld >= zmax {
-            return (
-                "zone_capacity",
-                format!(
-                    "{} of {zmax} reboot slots of zone {} are in use (--max-rebooting-nodes-per-zone)",
-                    zheld,
-                    z.unwrap_or("(no zone label)")
-                ),
-            );
+            return Blocked::ZoneCapacity {
+                held: zheld,
+                max: zmax,
+                zone,
+            };
         }
     }
-    (
-        "capacity",
-        format!(
-            "waiting for a reboot slot ({} of {} in use)",
-            cap.held, cap.max
-        ),
-    )
+    Blocked::Waiting { held, max }
 }
 
 fn list(hooks: &[String]) -> String {
@@ -366,15 +415,14 @@ impl Observer {
                     .released
                     .binary_search_by(|n| n.as_str().cmp(name))
                     .is_ok(),
-                blocker: blocked.as_ref().map(|(b, _)| *b),
+                blocker: blocked.as_ref().map(Blocked::label),
                 granted_at: s.granted_at,
                 round,
             };
             match seen.get_mut(name) {
                 Some(old) => {
                     if report {
-                        let note = blocked.as_ref().map(|(_, n)| n);
-                        transitions(&r, v, c.uid.clone(), old, &cur, note, cfg, &cap, now);
+                        transitions(&r, v, c.uid.clone(), old, &cur, blocked, cfg, &cap, now);
                     }
                     *old = cur;
                 }
@@ -420,7 +468,7 @@ fn transitions(
     uid: Option<String>,
     old: &Seen,
     cur: &Seen,
-    blocker_note: Option<&String>,
+    blocked: Option<Blocked<'_>>,
     cfg: &OperatorConfig,
     cap: &Capacity,
     now: DateTime<Utc>,
@@ -503,8 +551,8 @@ fn transitions(
                 "the node was paused".into()
             } else if !cfg.window_open(now) {
                 "the reboot window closed before the reboot started".into()
-            } else if let Some(n) = blocker_note {
-                n.clone()
+            } else if let Some(b) = blocked {
+                b.note(cfg, now)
             } else {
                 "the grant expired or was withdrawn before the reboot started".into()
             };
@@ -526,7 +574,10 @@ fn transitions(
             "Withdraw",
             format!(
                 "no longer waiting for the before-reboot annotations: {}",
-                blocker_note.map_or("the node is no longer rebootable", |s| s)
+                blocked.map_or_else(
+                    || "the node is no longer rebootable".to_string(),
+                    |b| b.note(cfg, now)
+                )
             ),
         );
     }
@@ -549,14 +600,14 @@ fn transitions(
     }
     if cur.blocker.is_some()
         && cur.blocker != old.blocker
-        && let (Some(b), Some(note)) = (cur.blocker, blocker_note)
+        && let Some(b) = blocked
     {
-        r.metrics.blocked(b);
+        r.metrics.blocked(b.label());
         ev(
             Normal,
             "RebootBlocked",
             "Block",
-            format!("cannot grant a reboot now: {note}"),
+            format!("cannot grant a reboot now: {}", b.note(cfg, now)),
         );
     }
 }

@@ -260,11 +260,17 @@ impl OperatorConfig {
     }
 
     /// [`counts_against_max`](Self::counts_against_max) with the node's state already
-    /// parsed: `state` is `NodeState::parse(view).ok()`.
+    /// parsed: `state` is `NodeState::parse(view).ok()`. A well-formed node's slot is read
+    /// from its state (the same answer as the view's, without five lookups of long keys:
+    /// this runs for every node in every round).
     pub fn counts_against_max_parsed(&self, view: &NodeView, state: Option<&NodeState>) -> bool {
-        view.holds_slot()
-            && !(self.stuck_node_action == StuckNodeAction::Release
-                && state.is_some_and(slot_released))
+        match state {
+            Some(s) => {
+                s.holds_slot()
+                    && !(self.stuck_node_action == StuckNodeAction::Release && slot_released(s))
+            }
+            None => view.holds_slot(),
+        }
     }
 
     /// The node's zone (`None`: the zone of nodes without the label).
@@ -759,7 +765,10 @@ pub fn decide_parsed(
         *zone_nodes.entry(z).or_default() += 1;
         if cfg.counts_against_max_parsed(a, s.as_deref()) {
             *zone_held.entry(z).or_default() += 1;
-        } else if a.holds_slot() {
+        } else if s
+            .as_deref()
+            .map_or_else(|| a.holds_slot(), NodeState::holds_slot)
+        {
             released.push(a.name.clone());
         }
     }

@@ -23,10 +23,10 @@ fn main() -> ExitCode {
 /// glibc's malloc, set before any thread starts (an environment variable a user would have
 /// to set is no answer). By default every thread that allocates gets an arena of its own
 /// (up to 8 per core) and keeps what is freed in it, and large blocks freed once raise the
-/// threshold below which they are taken from (and kept in) the heap: at 5,000 nodes the
-/// watch's task and the rounds on other threads left the operator's peak RSS about 10 MiB
-/// higher (bench/RESULTS.md). Two arenas, and blocks of 128 KiB and more mapped on their
-/// own and returned when freed, as are free 128 KiB at the top of the heap.
+/// threshold below which they are taken from (and kept in) the heap. Two arenas, and
+/// blocks of 128 KiB and more mapped on their own and returned when freed, as are free
+/// 128 KiB at the top of the heap: at 5,000 nodes, idle RSS 44.8 -> 34.2 MiB and peak
+/// 68.6 -> 58.4 MiB in one run each (docs/bench.md, "Known limits").
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets malloc's parameters; no other thread exists yet.

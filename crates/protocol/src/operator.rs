@@ -627,12 +627,16 @@ fn in_backoff(s: &NodeState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     (now < until).then_some(until)
 }
 
+/// The merged patches of a round, by the node's position among the managed nodes: the few
+/// patched nodes are found without a lookup per node.
+type Patches = BTreeMap<usize, NodePatch>;
+
 /// Adds `p` (from [`node_steps`] or [`stuck_step`], which leave its node name empty so that
-/// a node with nothing to do costs no allocation) to the node `name`'s merged patch.
-fn add_patch(patches: &mut BTreeMap<String, NodePatch>, name: &str, p: NodePatch) {
+/// a node with nothing to do costs no allocation) to the merged patch of node `i`, `name`.
+fn add_patch(patches: &mut Patches, i: usize, name: &str, p: NodePatch) {
     if !p.is_empty() {
         patches
-            .entry(name.to_string())
+            .entry(i)
             .or_insert_with(|| NodePatch::new(name))
             .merge(p);
     }
@@ -643,14 +647,15 @@ fn add_patch(patches: &mut BTreeMap<String, NodePatch>, name: &str, p: NodePatch
 fn patched<'a>(
     s: Cow<'a, NodeState>,
     p: NodePatch,
+    i: usize,
     after: &mut Cow<'a, NodeView>,
-    patches: &mut BTreeMap<String, NodePatch>,
+    patches: &mut Patches,
 ) -> Option<Cow<'a, NodeState>> {
     if p.is_empty() {
         return Some(s);
     }
     p.apply(after.to_mut());
-    add_patch(patches, &after.name, p);
+    add_patch(patches, i, &after.name, p);
     NodeState::parse(after).ok().map(Cow::Owned)
 }
 
@@ -718,7 +723,7 @@ pub fn decide_parsed(
     // Their states as the patches leave them (None: malformed, before or after its own
     // steps); only a patched node is parsed again.
     let mut after_states: Vec<Option<Cow<'_, NodeState>>> = Vec::with_capacity(nodes.len());
-    let mut patches: BTreeMap<String, NodePatch> = BTreeMap::new();
+    let mut patches = Patches::new();
     let mut problems = Vec::new();
     let mut stuck = Vec::new();
     let mut wake: Vec<DateTime<Utc>> = Vec::new();
@@ -736,13 +741,13 @@ pub fn decide_parsed(
             Ok(s) => s,
         };
         let p = node_steps(s, node.view, &ctx);
-        let Some(s) = patched(Cow::Borrowed(s), p, &mut after[i], &mut patches) else {
+        let Some(s) = patched(Cow::Borrowed(s), p, i, &mut after[i], &mut patches) else {
             after_states.push(None);
             continue;
         };
         let (p, st) = stuck_step(&s, &after[i], &ctx, &mut wake);
         stuck.extend(st);
-        after_states.push(patched(s, p, &mut after[i], &mut patches));
+        after_states.push(patched(s, p, i, &mut after[i], &mut patches));
     }
     // The well-formed nodes' states after their own steps (what step 5 picks from).
     let states = || {
@@ -843,17 +848,15 @@ pub fn decide_parsed(
             p.set_label(keys::BEFORE_REBOOT, keys::TRUE);
         }
         p.set_annotation(keys::PICKED_AT, format_time(now));
-        add_patch(&mut patches, &view.name, p);
+        add_patch(&mut patches, i, &view.name, p);
     }
 
     // Minimize each merged patch against the node as it was.
     let mut out = Vec::new();
-    for node in &nodes {
-        if let Some(mut p) = patches.remove(&node.view.name) {
-            p.minimize(node.view);
-            if !p.is_empty() {
-                out.push(p);
-            }
+    for (i, mut p) in patches {
+        p.minimize(nodes[i].view);
+        if !p.is_empty() {
+            out.push(p);
         }
     }
     out.sort_by(|a, b| a.node.cmp(&b.node));

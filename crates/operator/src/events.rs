@@ -13,8 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use k8s_openapi::api::core::v1::{Node, ObjectReference};
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
 use protocol::keys;
 use protocol::node::{NodeState, NodeView, format_time};
@@ -24,6 +23,7 @@ use telemetry::events::{EventSink, node_ref};
 
 use crate::metrics::Metrics;
 use crate::notify::{self, Notification, Notifier};
+use crate::reconcile::CachedNode;
 
 /// What every term of one replica reports through.
 pub(crate) struct Reporter {
@@ -73,6 +73,8 @@ struct Seen {
     released: bool,
     blocker: Option<&'static str>,
     granted_at: Option<DateTime<Utc>>,
+    /// The round that saw it last (entries of nodes gone are dropped).
+    round: u64,
 }
 
 /// One leader term's reporting state. Creating it sets `fluo_operator_leader` to 1 and
@@ -80,8 +82,10 @@ struct Seen {
 /// gauges.
 pub(crate) struct Observer {
     r: Arc<Reporter>,
-    /// None until the first decision of the term.
+    /// None until the first decision of the term. Updated in place: a round allocates
+    /// only for nodes new to it.
     seen: Option<HashMap<String, Seen>>,
+    round: u64,
     problems: HashMap<String, String>,
 }
 
@@ -121,8 +125,7 @@ struct Capacity<'a> {
 
 impl<'a> Capacity<'a> {
     fn new(
-        managed: &[&'a NodeView],
-        states: &HashMap<&str, NodeState>,
+        managed: &[&'a CachedNode],
         decision: &Decision,
         cfg: &'a OperatorConfig,
         now: DateTime<Utc>,
@@ -135,21 +138,28 @@ impl<'a> Capacity<'a> {
         let mut zone_nodes = BTreeMap::new();
         let mut zone_held = BTreeMap::new();
         let mut held = 0;
-        for v in managed {
+        for c in managed {
+            let v = &c.node.view;
             let z = cfg.zone_of(v);
             *zone_nodes.entry(z).or_default() += 1;
-            let mut after = (*v).clone();
-            if let Some(p) = patches.get(v.name.as_str()) {
-                p.apply(&mut after);
-            }
-            if cfg.counts_against_max(&after) {
+            // Only a patched node is copied and parsed again.
+            let counts = match patches.get(v.name.as_str()) {
+                Some(p) => {
+                    let mut after = v.clone();
+                    p.apply(&mut after);
+                    cfg.counts_against_max(&after)
+                }
+                None => cfg.counts_against_max_parsed(v, c.node.state.as_ref().ok()),
+            };
+            if counts {
                 held += 1;
                 *zone_held.entry(z).or_default() += 1;
             }
         }
         let interval = cfg.min_reboot_interval;
-        let last_turn = states
-            .values()
+        let last_turn = managed
+            .iter()
+            .filter_map(|c| c.node.state.as_ref().ok())
             .flat_map(|s| [s.picked_at, s.released_at, s.granted_at])
             .flatten()
             .chain(picked(decision).iter().map(|_| now))
@@ -169,105 +179,154 @@ impl<'a> Capacity<'a> {
     }
 }
 
-/// Why a node that needs a reboot and holds no slot was not picked: the `blocker` label of
-/// `fluo_grants_blocked_total` and a sentence for the Event. Mirrors the order of
-/// `protocol::operator::decide_with`'s checks.
-fn blocker(
-    s: &NodeState,
-    view: &NodeView,
-    cfg: &OperatorConfig,
-    inputs: &ClusterInputs,
-    cap: &Capacity,
-    now: DateTime<Utc>,
-) -> (&'static str, String) {
-    if s.reboot_paused {
-        return (
-            "paused",
-            format!(
+/// Why a node that needs a reboot and holds no slot was not picked. Found for every waiting
+/// node in every round (thousands at the start of a rollout), so it only points at what
+/// the sentence needs; the sentence is written when an Event or notification uses it.
+#[derive(Debug, Clone, Copy)]
+enum Blocked<'a> {
+    Paused,
+    ClusterPaused,
+    Alerts(&'a [String]),
+    Pods(&'a [String]),
+    Window,
+    NotReady,
+    Backoff {
+        until: DateTime<Utc>,
+        reason: &'a str,
+    },
+    Interval(DateTime<Utc>),
+    Capacity {
+        held: usize,
+        max: usize,
+    },
+    ZoneCapacity {
+        held: usize,
+        max: usize,
+        zone: Option<&'a str>,
+    },
+    Waiting {
+        held: usize,
+        max: usize,
+    },
+}
+
+impl Blocked<'_> {
+    /// The `blocker` label of `fluo_grants_blocked_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Blocked::Paused => "paused",
+            Blocked::ClusterPaused => "cluster_paused",
+            Blocked::Alerts(_) => "alerts",
+            Blocked::Pods(_) => "pods",
+            Blocked::Window => "window",
+            Blocked::NotReady => "not_ready",
+            Blocked::Backoff { .. } => "backoff",
+            Blocked::Interval(_) => "interval",
+            Blocked::Capacity { .. } | Blocked::Waiting { .. } => "capacity",
+            Blocked::ZoneCapacity { .. } => "zone_capacity",
+        }
+    }
+
+    /// The sentence for the Event.
+    fn note(&self, cfg: &OperatorConfig, now: DateTime<Utc>) -> String {
+        match *self {
+            Blocked::Paused => format!(
                 "the node is paused ({} is true)",
                 short(keys::REBOOT_PAUSED)
             ),
-        );
+            Blocked::ClusterPaused => {
+                "reboots are paused cluster-wide (the operator's Lease is annotated paused=true)"
+                    .into()
+            }
+            Blocked::Alerts(b) => format!("blocked cluster-wide: {}", b.join("; ")),
+            Blocked::Pods(b) => format!("blocked: {}", b.join("; ")),
+            Blocked::Window => {
+                let next = cfg
+                    .window_next_change(now)
+                    .map(|t| format!(" (it opens at {})", format_time(t)))
+                    .unwrap_or_default();
+                format!("the reboot window is closed{next}")
+            }
+            Blocked::NotReady => "the node is not Ready".into(),
+            Blocked::Backoff { until, reason } => format!(
+                "backing off after a failed drain until {} ({reason})",
+                format_time(until)
+            ),
+            Blocked::Interval(until) => format!(
+                "--min-reboot-interval: the next node may be picked at {}",
+                format_time(until)
+            ),
+            Blocked::Capacity { held, max } => {
+                format!("all {held} of {max} reboot slots are in use (--max-rebooting-nodes)")
+            }
+            Blocked::ZoneCapacity { held, max, zone } => format!(
+                "{held} of {max} reboot slots of zone {} are in use (--max-rebooting-nodes-per-zone)",
+                zone.unwrap_or("(no zone label)")
+            ),
+            Blocked::Waiting { held, max } => {
+                format!("waiting for a reboot slot ({held} of {max} in use)")
+            }
+        }
+    }
+}
+
+/// Why a node that needs a reboot and holds no slot was not picked. Mirrors the order of
+/// `protocol::operator::decide_parsed`'s checks.
+fn blocker<'a>(
+    s: &'a NodeState,
+    view: &'a NodeView,
+    cfg: &OperatorConfig,
+    inputs: &'a ClusterInputs,
+    cap: &Capacity,
+    now: DateTime<Utc>,
+) -> Blocked<'a> {
+    if s.reboot_paused {
+        return Blocked::Paused;
     }
     if inputs.paused {
-        return (
-            "cluster_paused",
-            "reboots are paused cluster-wide (the operator's Lease is annotated paused=true)"
-                .into(),
-        );
+        return Blocked::ClusterPaused;
     }
     if !inputs.blockers.is_empty() {
-        return (
-            "alerts",
-            format!("blocked cluster-wide: {}", inputs.blockers.join("; ")),
-        );
+        return Blocked::Alerts(&inputs.blockers);
     }
     if let Some(b) = inputs.node_blockers.get(&s.name).filter(|b| !b.is_empty()) {
-        return ("pods", format!("blocked: {}", b.join("; ")));
+        return Blocked::Pods(b);
     }
     if !cfg.window_open(now) {
-        let next = cfg
-            .window_next_change(now)
-            .map(|t| format!(" (it opens at {})", format_time(t)))
-            .unwrap_or_default();
-        return ("window", format!("the reboot window is closed{next}"));
+        return Blocked::Window;
     }
     if !s.ready {
-        return ("not_ready", "the node is not Ready".into());
+        return Blocked::NotReady;
     }
     if let Some(f) = &s.drain_failure
         && let Some(until) = f.at.checked_add_signed(failure_backoff(s.reboot_failures))
         && now < until
     {
-        return (
-            "backoff",
-            format!(
-                "backing off after a failed drain until {} ({})",
-                format_time(until),
-                f.reason
-            ),
-        );
+        return Blocked::Backoff {
+            until,
+            reason: &f.reason,
+        };
     }
     if let Some(until) = cap.interval_until {
-        return (
-            "interval",
-            format!(
-                "--min-reboot-interval: the next node may be picked at {}",
-                format_time(until)
-            ),
-        );
+        return Blocked::Interval(until);
     }
-    if cap.held >= cap.max {
-        return (
-            "capacity",
-            format!(
-                "all {} of {} reboot slots are in use (--max-rebooting-nodes)",
-                cap.held, cap.max
-            ),
-        );
+    let (held, max) = (cap.held, cap.max);
+    if held >= max {
+        return Blocked::Capacity { held, max };
     }
     if let Some(m) = cap.zone_max {
-        let z = cfg.zone_of(view);
-        let zmax = m.resolve(cap.zone_nodes.get(&z).copied().unwrap_or(0));
-        let zheld = cap.zone_held.get(&z).copied().unwrap_or(0);
+        let zone = cfg.zone_of(view);
+        let zmax = m.resolve(cap.zone_nodes.get(&zone).copied().unwrap_or(0));
+        let zheld = cap.zone_held.get(&zone).copied().unwrap_or(0);
         if zheld >= zmax {
-            return (
-                "zone_capacity",
-                format!(
-                    "{} of {zmax} reboot slots of zone {} are in use (--max-rebooting-nodes-per-zone)",
-                    zheld,
-                    z.unwrap_or("(no zone label)")
-                ),
-            );
+            return Blocked::ZoneCapacity {
+                held: zheld,
+                max: zmax,
+                zone,
+            };
         }
     }
-    (
-        "capacity",
-        format!(
-            "waiting for a reboot slot ({} of {} in use)",
-            cap.held, cap.max
-        ),
-    )
+    Blocked::Waiting { held, max }
 }
 
 fn list(hooks: &[String]) -> String {
@@ -287,15 +346,16 @@ impl Observer {
         Observer {
             r,
             seen: None,
+            round: 0,
             problems: HashMap::new(),
         }
     }
 
-    /// Reports on the nodes `decision` was made on (`views`, with `nodes` for their UIDs).
+    /// Reports on the nodes `decision` was made on (in name order), from their states as
+    /// parsed when they changed.
     pub(crate) fn observe(
         &mut self,
-        views: &[NodeView],
-        nodes: &HashMap<String, Arc<Node>>,
+        nodes: &[Arc<CachedNode>],
         decision: &Decision,
         cfg: &OperatorConfig,
         inputs: &ClusterInputs,
@@ -303,10 +363,10 @@ impl Observer {
     ) {
         let r = self.r.clone();
         r.metrics.set_window_open(cfg.window_open(now));
-        let managed: Vec<&NodeView> = views.iter().filter(|v| cfg.manages(v)).collect();
-        let states: HashMap<&str, NodeState> = managed
+        let managed: Vec<&CachedNode> = nodes
             .iter()
-            .filter_map(|v| NodeState::parse(v).ok().map(|s| (v.name.as_str(), s)))
+            .map(|c| &**c)
+            .filter(|c| cfg.manages(&c.node.view))
             .collect();
         // Stuck as of this decision (its `stuck-since` is written by it).
         let stuck: HashMap<&str, &str> = decision
@@ -315,8 +375,9 @@ impl Observer {
             .map(|s| (s.node.as_str(), s.reason.as_str()))
             .collect();
         let mut counts: BTreeMap<Phase, i64> = BTreeMap::new();
-        for (name, s) in &states {
-            let phase = if stuck.contains_key(name) {
+        for c in &managed {
+            let Ok(s) = &c.node.state else { continue };
+            let phase = if stuck.contains_key(c.name()) {
                 Phase::Stuck
             } else {
                 Phase::of(s)
@@ -328,215 +389,66 @@ impl Observer {
         self.report_problems(decision, nodes);
 
         let picked = picked(decision);
-        let cap = Capacity::new(&managed, &states, decision, cfg, now);
-        let mut now_seen: HashMap<String, Seen> = HashMap::new();
-        let mut blockers: HashMap<&str, String> = HashMap::new();
-        for v in &managed {
-            let Some(s) = states.get(v.name.as_str()) else {
-                continue;
-            };
-            let blocked = (s.reboot_needed && !s.holds_slot() && !picked.contains(v.name.as_str()))
+        let cap = Capacity::new(&managed, decision, cfg, now);
+        self.round += 1;
+        let round = self.round;
+        // The first decision of a term only records.
+        let report = self.seen.is_some();
+        let seen = self.seen.get_or_insert_with(HashMap::new);
+        for c in &managed {
+            let Ok(s) = &c.node.state else { continue };
+            let v = &c.node.view;
+            let name = v.name.as_str();
+            let blocked = (s.reboot_needed && !s.holds_slot() && !picked.contains(name))
                 .then(|| blocker(s, v, cfg, inputs, &cap, now));
-            let seen = Seen {
+            let cur = Seen {
                 needed: s.reboot_needed,
                 granted: s.reboot_ok,
                 in_progress: s.reboot_in_progress,
                 before: s.before_reboot,
                 after: s.after_reboot,
                 stuck: stuck
-                    .get(v.name.as_str())
+                    .get(name)
                     .map(|r| r.to_string())
                     .or_else(|| s.stuck_since.as_ref().map(|st| st.reason.clone())),
-                released: decision.released.contains(&v.name),
-                blocker: blocked.as_ref().map(|(b, _)| *b),
+                released: decision
+                    .released
+                    .binary_search_by(|n| n.as_str().cmp(name))
+                    .is_ok(),
+                blocker: blocked.as_ref().map(Blocked::label),
                 granted_at: s.granted_at,
+                round,
             };
-            if let Some((_, note)) = blocked {
-                blockers.insert(v.name.as_str(), note);
-            }
-            now_seen.insert(v.name.clone(), seen);
-        }
-        if let Some(prev) = &self.seen {
-            for v in &managed {
-                let (Some(cur), Some(old)) = (now_seen.get(&v.name), prev.get(&v.name)) else {
-                    continue;
-                };
-                let uid = nodes.get(&v.name).and_then(|n| n.uid());
-                self.transitions(
-                    v,
-                    uid,
-                    old,
-                    cur,
-                    blockers.get(v.name.as_str()),
-                    cfg,
-                    &cap,
-                    now,
-                );
+            match seen.get_mut(name) {
+                Some(old) => {
+                    if report {
+                        transitions(&r, v, c.uid.clone(), old, &cur, blocked, cfg, &cap, now);
+                    }
+                    *old = cur;
+                }
+                None => {
+                    seen.insert(name.to_string(), cur);
+                }
             }
         }
-        self.seen = Some(now_seen);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn transitions(
-        &self,
-        v: &NodeView,
-        uid: Option<String>,
-        old: &Seen,
-        cur: &Seen,
-        blocker_note: Option<&String>,
-        cfg: &OperatorConfig,
-        cap: &Capacity,
-        now: DateTime<Utc>,
-    ) {
-        let r = &self.r;
-        let name = v.name.as_str();
-        let ev = |type_, reason: &str, action: &str, note: String| {
-            r.event(name, uid.clone(), type_, reason, action, note)
-        };
-        use EventType::{Normal, Warning};
-        if cur.needed && !old.needed {
-            let version = v
-                .annotation(keys::NEW_VERSION)
-                .filter(|s| !s.is_empty())
-                .map(|s| format!(" (update to {s})"))
-                .unwrap_or_default();
-            ev(
-                Normal,
-                "RebootNeeded",
-                "Observe",
-                format!("the node needs a reboot{version}"),
-            );
-        }
-        if cur.before && !old.before {
-            ev(
-                Normal,
-                "BeforeRebootHooks",
-                "Pick",
-                format!(
-                    "picked for a reboot; waiting for the before-reboot annotations: {}",
-                    list(&cfg.before_reboot_annotations)
-                ),
-            );
-        }
-        if cur.granted && !old.granted {
-            r.metrics.granted();
-            let until = v
-                .annotation(keys::GRANT_EXPIRES)
-                .map(|t| format!(", to start before {t}"))
-                .unwrap_or_default();
-            let note = format!(
-                "reboot granted ({} of {} slots in use{until})",
-                cap.held, cap.max
-            );
-            ev(Normal, "RebootGranted", "Grant", note.clone());
-            r.notify(notify::GRANT, name, note, now);
-        }
-        if cur.in_progress && !old.in_progress {
-            r.notify(
-                notify::REBOOT,
-                name,
-                "the agent started draining and rebooting the node".into(),
-                now,
-            );
-        }
-        if cur.after && !old.after {
-            ev(
-                Normal,
-                "AfterRebootHooks",
-                "Wait",
-                format!(
-                    "back from the reboot; waiting for the after-reboot annotations: {}",
-                    list(&cfg.after_reboot_annotations)
-                ),
-            );
-        }
-        if old.granted && !cur.granted {
-            if !cur.needed {
-                let took = old.granted_at.and_then(|g| (now - g).to_std().ok());
-                r.metrics.completed(took);
-                let took = took
-                    .map(|d| format!(" {}s after the grant", d.as_secs()))
-                    .unwrap_or_default();
-                let note = format!("rebooted and back: reboot slot released{took}");
-                ev(Normal, "RebootReleased", "Release", note.clone());
-                r.notify(notify::BACK, name, note, now);
-            } else {
-                let why = if let Some(f) = v.annotation(keys::DRAIN_FAILURE) {
-                    format!("the drain failed: {f}")
-                } else if v.annotation(keys::REBOOT_PAUSED) == Some(keys::TRUE) {
-                    "the node was paused".into()
-                } else if !cfg.window_open(now) {
-                    "the reboot window closed before the reboot started".into()
-                } else if let Some(n) = blocker_note {
-                    n.clone()
-                } else {
-                    "the grant expired or was withdrawn before the reboot started".into()
-                };
-                let failed = v.annotation(keys::DRAIN_FAILURE).is_some();
-                let type_ = if failed { Warning } else { Normal };
-                let note = format!("reboot grant withdrawn: {why}");
-                ev(type_, "GrantWithdrawn", "Withdraw", note.clone());
-                let event = if failed {
-                    notify::DRAIN_FAILED
-                } else {
-                    notify::GRANT_WITHDRAWN
-                };
-                r.notify(event, name, note, now);
-            }
-        } else if old.before && !cur.before && !cur.granted {
-            ev(
-                Normal,
-                "GrantWithdrawn",
-                "Withdraw",
-                format!(
-                    "no longer waiting for the before-reboot annotations: {}",
-                    blocker_note.map_or("the node is no longer rebootable", |s| s)
-                ),
-            );
-        }
-        if let Some(why) = &cur.stuck
-            && old.stuck.is_none()
-        {
-            ev(Warning, "NodeStuck", "Timeout", why.clone());
-            r.notify(notify::STUCK, name, why.clone(), now);
-        }
-        if cur.released && !old.released {
-            // The stuck node keeps its marks; only the count changes.
-            let note = format!(
-                "stuck and down: its reboot slot no longer counts against --max-rebooting-nodes \
-                 (--stuck-node-action=release), so the next node may reboot while this one stays down \
-                 ({} of {} slots in use)",
-                cap.held, cap.max
-            );
-            ev(Warning, "SlotReleased", "Release", note.clone());
-            r.notify(notify::SLOT_RELEASED, name, note, now);
-        }
-        if cur.blocker.is_some()
-            && cur.blocker != old.blocker
-            && let (Some(b), Some(note)) = (cur.blocker, blocker_note)
-        {
-            r.metrics.blocked(b);
-            ev(
-                Normal,
-                "RebootBlocked",
-                "Block",
-                format!("cannot grant a reboot now: {note}"),
-            );
-        }
+        seen.retain(|_, s| s.round == round);
     }
 
     /// A Warning Event for each node whose malformed values changed.
-    fn report_problems(&mut self, decision: &Decision, nodes: &HashMap<String, Arc<Node>>) {
+    fn report_problems(&mut self, decision: &Decision, nodes: &[Arc<CachedNode>]) {
         let mut now: HashMap<String, String> = HashMap::new();
         for p in &decision.problems {
             now.insert(p.node.clone(), p.message.clone());
         }
         for (node, msg) in &now {
             if self.problems.get(node) != Some(msg) {
+                let uid = nodes
+                    .binary_search_by(|c| c.name().cmp(node))
+                    .ok()
+                    .and_then(|i| nodes[i].uid.clone());
                 self.r.event(
                     node,
-                    nodes.get(node).and_then(|n| n.uid()),
+                    uid,
                     EventType::Warning,
                     "InvalidProtocolValue",
                     "Skip",
@@ -545,6 +457,158 @@ impl Observer {
             }
         }
         self.problems = now;
+    }
+}
+
+/// The Events, metrics and notifications of one node's changes since the last round.
+#[allow(clippy::too_many_arguments)]
+fn transitions(
+    r: &Reporter,
+    v: &NodeView,
+    uid: Option<String>,
+    old: &Seen,
+    cur: &Seen,
+    blocked: Option<Blocked<'_>>,
+    cfg: &OperatorConfig,
+    cap: &Capacity,
+    now: DateTime<Utc>,
+) {
+    let name = v.name.as_str();
+    let ev = |type_, reason: &str, action: &str, note: String| {
+        r.event(name, uid.clone(), type_, reason, action, note)
+    };
+    use EventType::{Normal, Warning};
+    if cur.needed && !old.needed {
+        let version = v
+            .annotation(keys::NEW_VERSION)
+            .filter(|s| !s.is_empty())
+            .map(|s| format!(" (update to {s})"))
+            .unwrap_or_default();
+        ev(
+            Normal,
+            "RebootNeeded",
+            "Observe",
+            format!("the node needs a reboot{version}"),
+        );
+    }
+    if cur.before && !old.before {
+        ev(
+            Normal,
+            "BeforeRebootHooks",
+            "Pick",
+            format!(
+                "picked for a reboot; waiting for the before-reboot annotations: {}",
+                list(&cfg.before_reboot_annotations)
+            ),
+        );
+    }
+    if cur.granted && !old.granted {
+        r.metrics.granted();
+        let until = v
+            .annotation(keys::GRANT_EXPIRES)
+            .map(|t| format!(", to start before {t}"))
+            .unwrap_or_default();
+        let note = format!(
+            "reboot granted ({} of {} slots in use{until})",
+            cap.held, cap.max
+        );
+        ev(Normal, "RebootGranted", "Grant", note.clone());
+        r.notify(notify::GRANT, name, note, now);
+    }
+    if cur.in_progress && !old.in_progress {
+        r.notify(
+            notify::REBOOT,
+            name,
+            "the agent started draining and rebooting the node".into(),
+            now,
+        );
+    }
+    if cur.after && !old.after {
+        ev(
+            Normal,
+            "AfterRebootHooks",
+            "Wait",
+            format!(
+                "back from the reboot; waiting for the after-reboot annotations: {}",
+                list(&cfg.after_reboot_annotations)
+            ),
+        );
+    }
+    if old.granted && !cur.granted {
+        if !cur.needed {
+            let took = old.granted_at.and_then(|g| (now - g).to_std().ok());
+            r.metrics.completed(took);
+            let took = took
+                .map(|d| format!(" {}s after the grant", d.as_secs()))
+                .unwrap_or_default();
+            let note = format!("rebooted and back: reboot slot released{took}");
+            ev(Normal, "RebootReleased", "Release", note.clone());
+            r.notify(notify::BACK, name, note, now);
+        } else {
+            let why = if let Some(f) = v.annotation(keys::DRAIN_FAILURE) {
+                format!("the drain failed: {f}")
+            } else if v.annotation(keys::REBOOT_PAUSED) == Some(keys::TRUE) {
+                "the node was paused".into()
+            } else if !cfg.window_open(now) {
+                "the reboot window closed before the reboot started".into()
+            } else if let Some(b) = blocked {
+                b.note(cfg, now)
+            } else {
+                "the grant expired or was withdrawn before the reboot started".into()
+            };
+            let failed = v.annotation(keys::DRAIN_FAILURE).is_some();
+            let type_ = if failed { Warning } else { Normal };
+            let note = format!("reboot grant withdrawn: {why}");
+            ev(type_, "GrantWithdrawn", "Withdraw", note.clone());
+            let event = if failed {
+                notify::DRAIN_FAILED
+            } else {
+                notify::GRANT_WITHDRAWN
+            };
+            r.notify(event, name, note, now);
+        }
+    } else if old.before && !cur.before && !cur.granted {
+        ev(
+            Normal,
+            "GrantWithdrawn",
+            "Withdraw",
+            format!(
+                "no longer waiting for the before-reboot annotations: {}",
+                blocked.map_or_else(
+                    || "the node is no longer rebootable".to_string(),
+                    |b| b.note(cfg, now)
+                )
+            ),
+        );
+    }
+    if let Some(why) = &cur.stuck
+        && old.stuck.is_none()
+    {
+        ev(Warning, "NodeStuck", "Timeout", why.clone());
+        r.notify(notify::STUCK, name, why.clone(), now);
+    }
+    if cur.released && !old.released {
+        // The stuck node keeps its marks; only the count changes.
+        let note = format!(
+            "stuck and down: its reboot slot no longer counts against --max-rebooting-nodes \
+             (--stuck-node-action=release), so the next node may reboot while this one stays down \
+             ({} of {} slots in use)",
+            cap.held, cap.max
+        );
+        ev(Warning, "SlotReleased", "Release", note.clone());
+        r.notify(notify::SLOT_RELEASED, name, note, now);
+    }
+    if cur.blocker.is_some()
+        && cur.blocker != old.blocker
+        && let Some(b) = blocked
+    {
+        r.metrics.blocked(b.label());
+        ev(
+            Normal,
+            "RebootBlocked",
+            "Block",
+            format!("cannot grant a reboot now: {}", b.note(cfg, now)),
+        );
     }
 }
 

@@ -76,7 +76,7 @@ impl LeaderNeeded {
 
 /// Starts judging; the future runs the watch and never ends. Until the first
 /// list completes a leader is wanted, so a replica that cannot list acts as
-/// one that always campaigns (the safe side: the leader's own reflector
+/// one that always campaigns (the safe side: the leader's own node watch
 /// reports the failure).
 pub fn watch_leader_needed(
     api: Api<Node>,

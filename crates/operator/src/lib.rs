@@ -4,9 +4,9 @@
 //!
 //! [`run`] is the whole operator, usable in-process (several replicas in one
 //! process, no globals): it campaigns for the Lease ([`lease`]) and, while it
-//! leads, keeps a reflector of Nodes, runs [`protocol::operator::decide`] on
-//! every change and at the next window edge, and writes the resulting patches
-//! ([`reconcile`]). [`cli`] turns FLUO's flags into a [`Config`].
+//! leads, keeps a cache of Nodes (each parsed once per change), runs
+//! [`protocol::operator::decide`] on every change and at the next window edge,
+//! and writes the resulting patches ([`reconcile`]). [`cli`] turns FLUO's flags into a [`Config`].
 
 pub mod alerts;
 pub mod cli;

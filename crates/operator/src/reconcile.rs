@@ -1,5 +1,9 @@
-//! The leader's work: a reflector of Nodes, [`protocol::operator::decide`] on
-//! every change and at [`Decision::next_check`], and the resulting patches.
+//! The leader's work: a cache of Nodes kept from one watch, [`protocol::operator::decide`]
+//! on every change and at [`Decision::next_check`], and the resulting patches.
+//!
+//! Each Node is converted to the protocol's view and parsed once per change, when its watch
+//! event (or our patch's answer) arrives ([`CachedNode`]); every round's decision, quiet
+//! check and Events share that, and the cache keeps nothing else of the Node.
 //!
 //! Patches are JSON merge patches carrying the `metadata.resourceVersion` of
 //! the Node they were decided on, so a Node that changed in between answers
@@ -13,23 +17,22 @@
 //! thousand nodes asking at once are a thousand such patches). Each node's
 //! patch is on its own: one failure does not stop the others.
 //!
-//! The reflector's cache can lag behind our own writes. The Node a successful
+//! The watch's cache can lag behind our own writes. The Node a successful
 //! patch returns is kept as an overlay until the cache has moved past the
 //! resourceVersion the patch was decided on, so a decision never counts a
 //! slot we just granted as free.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::{StreamExt, stream};
-use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use protocol::node::NodeView;
-use protocol::operator::{ClusterInputs, Decision, busy, decide_with};
+use protocol::node::{NodeView, Parsed, ParsedNode};
+use protocol::operator::{ClusterInputs, Decision, OperatorConfig, busy_parsed, decide_parsed};
 use protocol::patch::NodePatch;
 use shell::{Backoff, NodeWriter};
 use tokio::sync::Notify;
@@ -40,7 +43,7 @@ use tracing::{debug, info, warn};
 use crate::Config;
 use crate::events::{Observer, Reporter};
 use crate::lease::{Leadership, WorkEnd};
-use protocol::k8s::node_view;
+use protocol::k8s::into_node_view;
 
 /// How often the cached nodes are decided on again even without events (no
 /// API request is made for it).
@@ -55,7 +58,7 @@ const PATCH_CONCURRENCY: usize = 8;
 /// What became of one node's patch.
 #[derive(Debug)]
 enum Outcome {
-    Applied(Box<Node>),
+    Applied(Box<CachedNode>),
     /// 409: the node changed since the decision.
     Conflict,
     /// 404: the node is gone.
@@ -120,8 +123,137 @@ impl ProblemLog {
         self.stuck = stuck;
     }
 }
+/// What the cache keeps of a Node's annotations and labels: what the operator reads. Our
+/// protocol's keys (all under [`protocol::keys::PREFIX`]), the hook annotations
+/// (`--before-reboot-annotations`, `--after-reboot-annotations`), and the labels
+/// `--zone-label` and `--node-selector` name. Other controllers' annotations (some are
+/// kilobytes of JSON) and labels are never read, so they are not kept.
+pub(crate) struct Keep {
+    annotations: BTreeSet<String>,
+    labels: BTreeSet<String>,
+}
 
-/// Our own writes, until the reflector has caught up with them.
+impl Keep {
+    pub(crate) fn new(cfg: &OperatorConfig) -> Self {
+        let annotations = cfg
+            .before_reboot_annotations
+            .iter()
+            .chain(&cfg.after_reboot_annotations)
+            .cloned()
+            .collect();
+        let labels = std::iter::once(cfg.zone_label.clone())
+            .chain(
+                cfg.node_selector
+                    .iter()
+                    .flat_map(|s| s.requirements().iter().map(|r| r.key.clone())),
+            )
+            .collect();
+        Keep {
+            annotations,
+            labels,
+        }
+    }
+
+    fn annotation(&self, key: &str) -> bool {
+        key.starts_with(protocol::keys::PREFIX) || self.annotations.contains(key)
+    }
+
+    fn label(&self, key: &str) -> bool {
+        key.starts_with(protocol::keys::PREFIX) || self.labels.contains(key)
+    }
+}
+
+/// One Node as the leader keeps it: its view (what [`Keep`] keeps) and state, converted and
+/// parsed once when its watch event or our patch's answer arrives, then shared by every
+/// round until the Node changes again; the uid (Events) and the resourceVersion (patch
+/// preconditions, overlay). Nothing else of the Node is kept: its managedFields, images,
+/// addresses, conditions, ... were most of the cache's memory at 5,000 nodes.
+#[derive(Debug)]
+pub(crate) struct CachedNode {
+    pub(crate) node: ParsedNode,
+    pub(crate) uid: Option<String>,
+    pub(crate) resource_version: Option<String>,
+}
+
+impl CachedNode {
+    pub(crate) fn new(mut node: Node, keep: &Keep) -> Self {
+        let uid = node.metadata.uid.take();
+        let resource_version = node.metadata.resource_version.take();
+        let mut view = into_node_view(node);
+        view.annotations.retain(|k, _| keep.annotation(k));
+        view.labels.retain(|k, _| keep.label(k));
+        // The agent's taint is the agent's business (it writes spec.taints whole).
+        view.taints = Vec::new();
+        CachedNode {
+            node: ParsedNode::new(view),
+            uid,
+            resource_version,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.node.view.name
+    }
+
+    pub(crate) fn parsed(&self) -> Parsed<'_> {
+        self.node.as_parsed()
+    }
+}
+
+/// The position of node `name` in `nodes`, which are in name order.
+fn find<'a>(nodes: &'a [Arc<CachedNode>], name: &str) -> Option<&'a Arc<CachedNode>> {
+    nodes
+        .binary_search_by(|c| c.name().cmp(name))
+        .ok()
+        .map(|i| &nodes[i])
+}
+
+/// The Nodes as the watch last showed them, by name, kept up to date from its events by the
+/// watch's task (which converts and parses each Node there, off the rounds' path).
+#[derive(Default)]
+pub(crate) struct NodeCache {
+    nodes: BTreeMap<String, Arc<CachedNode>>,
+    /// During a (re)list: the nodes listed so far; they replace `nodes` when it is done.
+    relist: Option<BTreeMap<String, Arc<CachedNode>>>,
+    /// The first list is done.
+    ready: bool,
+}
+
+impl NodeCache {
+    pub(crate) fn apply(&mut self, ev: watcher::Event<Node>, keep: &Keep) {
+        let entry = |n: Node| {
+            let c = CachedNode::new(n, keep);
+            (c.name().to_string(), Arc::new(c))
+        };
+        match ev {
+            watcher::Event::Init => self.relist = Some(BTreeMap::new()),
+            watcher::Event::InitApply(n) => {
+                let (name, c) = entry(n);
+                self.relist.get_or_insert_default().insert(name, c);
+            }
+            watcher::Event::InitDone => {
+                if let Some(nodes) = self.relist.take() {
+                    self.nodes = nodes;
+                }
+                self.ready = true;
+            }
+            watcher::Event::Apply(n) => {
+                let (name, c) = entry(n);
+                self.nodes.insert(name, c);
+            }
+            watcher::Event::Delete(n) => {
+                self.nodes.remove(&n.name_any());
+            }
+        }
+    }
+
+    /// The nodes in name order (shared, not copied).
+    pub(crate) fn snapshot(&self) -> Vec<Arc<CachedNode>> {
+        self.nodes.values().cloned().collect()
+    }
+}
+
+/// Our own writes, until the watch's cache has caught up with them.
 ///
 /// Per node: the patched Node we got back, and the resourceVersions it
 /// supersedes (the one our first patch was decided on, then each of our
@@ -131,7 +263,7 @@ impl ProblemLog {
 /// the cache has caught up.
 #[derive(Default)]
 struct Overlay {
-    nodes: HashMap<String, (Vec<String>, Arc<Node>)>,
+    nodes: HashMap<String, (Vec<String>, Arc<CachedNode>)>,
     /// Writes without an answer: node name -> resourceVersion decided on. Until
     /// we know the node's state after them, no new slot is granted.
     uncertain: HashMap<String, String>,
@@ -141,17 +273,17 @@ impl Overlay {
     /// Resolves uncertain writes against the current (overlaid) nodes:
     /// settled once the node has moved past the decided resourceVersion, or
     /// by reading it back. Returns whether some are still unresolved.
-    async fn resolve(&mut self, api: &Api<Node>, current: &BTreeMap<String, Arc<Node>>) -> bool {
+    async fn resolve(&mut self, api: &Api<Node>, current: &[Arc<CachedNode>], keep: &Keep) -> bool {
         let pending: Vec<(String, String)> = self.uncertain.drain().collect();
         for (name, decided_rv) in pending {
-            let rv = current.get(&name).and_then(|n| n.resource_version());
-            if rv.as_deref() != Some(decided_rv.as_str()) {
+            let rv = find(current, &name).and_then(|n| n.resource_version.as_deref());
+            if rv != Some(decided_rv.as_str()) {
                 continue;
             }
             match tokio::time::timeout(Duration::from_secs(10), api.get_opt(&name)).await {
                 Ok(Ok(Some(node))) => {
                     if node.resource_version().as_deref() != Some(decided_rv.as_str()) {
-                        self.record(decided_rv, node);
+                        self.record(decided_rv, CachedNode::new(node, keep));
                     }
                 }
                 Ok(Ok(None)) => {}
@@ -163,34 +295,32 @@ impl Overlay {
         !self.uncertain.is_empty()
     }
 
-    /// The nodes to decide on, by name: the cache, with our newer writes on top.
-    fn merged(&mut self, cached: &[Arc<Node>]) -> BTreeMap<String, Arc<Node>> {
-        let mut by_name: BTreeMap<String, Arc<Node>> = BTreeMap::new();
-        for n in cached {
-            by_name.insert(n.name_any(), n.clone());
-        }
-        self.nodes
-            .retain(|name, (superseded, patched)| match by_name.get_mut(name) {
-                Some(cached)
-                    if cached
-                        .resource_version()
-                        .is_some_and(|rv| superseded.contains(&rv)) =>
+    /// The nodes to decide on, in name order: the cache's, with our newer writes on top.
+    fn merged(&mut self, cached: &[Arc<CachedNode>]) -> Vec<Arc<CachedNode>> {
+        let mut nodes = cached.to_vec();
+        self.nodes.retain(|name, (superseded, patched)| {
+            match nodes.binary_search_by(|c| c.name().cmp(name)) {
+                Ok(i)
+                    if nodes[i]
+                        .resource_version
+                        .as_ref()
+                        .is_some_and(|rv| superseded.contains(rv)) =>
                 {
-                    *cached = patched.clone();
+                    nodes[i] = patched.clone();
                     true
                 }
                 _ => false,
-            });
-        by_name
+            }
+        });
+        nodes
     }
 
     /// Records the Node a write decided on `decided_rv` produced.
-    fn record(&mut self, decided_rv: String, mut patched: Node) {
-        slim(&mut patched);
-        let name = patched.name_any();
+    fn record(&mut self, decided_rv: String, patched: CachedNode) {
+        let name = patched.name().to_string();
         let patched = Arc::new(patched);
         match self.nodes.get_mut(&name) {
-            Some((superseded, prev)) if prev.resource_version().as_deref() == Some(&decided_rv) => {
+            Some((superseded, prev)) if prev.resource_version.as_deref() == Some(&decided_rv) => {
                 superseded.push(decided_rv);
                 *prev = patched;
             }
@@ -201,92 +331,21 @@ impl Overlay {
     }
 }
 
-/// The last round's views, reused for every node whose object is the same `Arc` (the
-/// reflector and the overlay hand out the same one while a Node is unchanged): converting
-/// every Node on every event was a quarter of a round at 1,000 nodes, and a round's length
-/// is how long a freed slot waits for the next event's decision.
-#[derive(Default)]
-struct ViewCache {
-    nodes: Vec<Arc<Node>>,
-    views: Vec<NodeView>,
-}
-
-impl ViewCache {
-    /// The views of `merged`, in its (name) order.
-    fn update(&mut self, merged: &BTreeMap<String, Arc<Node>>) -> &[NodeView] {
-        if self.nodes.len() != merged.len() {
-            self.nodes = merged.values().cloned().collect();
-            self.views = self.nodes.iter().map(|n| node_view(n)).collect();
-        }
-        for (i, n) in merged.values().enumerate() {
-            if !Arc::ptr_eq(&self.nodes[i], n) {
-                self.views[i] = node_view(n);
-                self.nodes[i] = n.clone();
-            }
-        }
-        &self.views
-    }
-}
-
-/// Keeps only what the operator reads of a Node: what
-/// [`protocol::k8s::node_view`] reads (name, annotations, labels,
-/// `spec.unschedulable`, the Ready condition's status, `status.nodeInfo.bootID`),
-/// the uid (Events) and the resourceVersion (patch preconditions, overlay).
-/// The rest (managedFields, images, addresses, capacity, the other
-/// conditions, ...) was most of the cache's memory at 5,000 nodes.
-fn slim(node: &mut Node) {
-    let meta = std::mem::take(&mut node.metadata);
-    node.metadata = ObjectMeta {
-        name: meta.name,
-        uid: meta.uid,
-        resource_version: meta.resource_version,
-        // All of them: hook annotations (`--before-reboot-annotations`) can have any key.
-        annotations: meta.annotations,
-        // All of them: `--node-selector` and `--zone-label` can name any key.
-        labels: meta.labels,
-        ..ObjectMeta::default()
-    };
-    let unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable);
-    node.spec = unschedulable.map(|u| NodeSpec {
-        unschedulable: Some(u),
-        ..NodeSpec::default()
-    });
-    node.status = node.status.take().map(|s| NodeStatus {
-        conditions: s.conditions.map(|cs| {
-            cs.into_iter()
-                .filter(|c| c.type_ == "Ready")
-                .map(|c| NodeCondition {
-                    type_: c.type_,
-                    status: c.status,
-                    ..NodeCondition::default()
-                })
-                .collect()
-        }),
-        node_info: s.node_info.map(|i| NodeSystemInfo {
-            boot_id: i.boot_id,
-            ..NodeSystemInfo::default()
-        }),
-        ..NodeStatus::default()
-    });
-}
-
 #[tracing::instrument(name = "patch", skip_all, fields(node = %patch.node))]
 async fn apply_one(
     writer: &NodeWriter,
     leadership: &Leadership,
     patch: &NodePatch,
     resource_version: &str,
+    keep: &Keep,
 ) -> Outcome {
     let Some(left) = leadership.time_left() else {
         return Outcome::NotLeader;
     };
     debug!(change = %describe(patch), "patching node");
     match tokio::time::timeout(left, writer.patch(patch, Some(resource_version))).await {
-        // Slimmed at once: a phase holds every answer until all its patches are done.
-        Ok(Ok(mut node)) => {
-            slim(&mut node);
-            Outcome::Applied(Box::new(node))
-        }
+        // Converted at once: a phase holds every answer until all its patches are done.
+        Ok(Ok(node)) => Outcome::Applied(Box::new(CachedNode::new(node, keep))),
         Ok(Err(kube::Error::Api(s))) if s.code == 409 => Outcome::Conflict,
         Ok(Err(kube::Error::Api(s))) if s.code == 404 => Outcome::Gone,
         // A 5xx (e.g. 504 after a storage timeout) may still have been applied.
@@ -330,11 +389,12 @@ async fn apply_phase(
     leadership: &Leadership,
     patches: Vec<(NodePatch, String)>,
     overlay: &mut Overlay,
+    keep: &Keep,
     result: &mut RoundResult,
 ) {
     let outcomes: Vec<(NodePatch, String, Outcome)> = stream::iter(patches)
         .map(|(p, rv)| async move {
-            let o = apply_one(writer, leadership, &p, &rv).await;
+            let o = apply_one(writer, leadership, &p, &rv, keep).await;
             (p, rv, o)
         })
         .buffer_unordered(PATCH_CONCURRENCY)
@@ -370,42 +430,50 @@ struct Leader {
     writer: NodeWriter,
     cfg: Arc<Config>,
     leadership: Leadership,
+    /// Kept up to date by the watch's task.
+    cache: Arc<Mutex<NodeCache>>,
+    keep: Arc<Keep>,
     overlay: Overlay,
-    cache: ViewCache,
     problems: ProblemLog,
     observer: Observer,
 }
 
 impl Leader {
     /// Decides once on the current view and applies the patches.
-    #[tracing::instrument(name = "round", skip_all, fields(nodes = cached.len()))]
+    #[tracing::instrument(name = "round", skip_all, fields(nodes))]
     async fn round(
         &mut self,
-        cached: Vec<Arc<Node>>,
         inputs: &ClusterInputs,
     ) -> (RoundResult, Option<chrono::DateTime<Utc>>) {
         let Leader {
             writer,
             cfg,
             leadership,
-            overlay,
             cache,
+            keep,
+            overlay,
             problems,
             observer,
         } = self;
+        let cached = cache.lock().unwrap_or_else(|e| e.into_inner()).snapshot();
+        tracing::Span::current().record("nodes", cached.len());
         let mut merged = overlay.merged(&cached);
         let mut unresolved = false;
         if !overlay.uncertain.is_empty() {
-            unresolved = overlay.resolve(writer.api(), &merged).await;
+            unresolved = overlay.resolve(writer.api(), &merged, keep).await;
             merged = overlay.merged(&cached);
         }
-        let views = cache.update(&merged);
-        let nodes: HashMap<String, Arc<Node>> = merged.into_iter().collect();
+        drop(cached);
         let now = Utc::now();
-        let decision = decide_with(views, &cfg.operator, inputs, now);
+        let (decision, quiet) = {
+            let parsed: Vec<Parsed<'_>> = merged.iter().map(|c| c.parsed()).collect();
+            let decision = decide_parsed(&parsed, &cfg.operator, inputs, now);
+            let quiet = parsed.iter().all(|p| !busy_parsed(*p, &cfg.operator));
+            (decision, quiet)
+        };
         problems.update(&decision);
         // Events, notifications and node metrics (never waits).
-        observer.observe(views, &nodes, &decision, &cfg.operator, inputs, now);
+        observer.observe(&merged, &decision, &cfg.operator, inputs, now);
         let mut result = RoundResult {
             failed: unresolved,
             quiet: cfg.release_lease_after_idle.is_some()
@@ -413,23 +481,29 @@ impl Leader {
                 && decision.patches.is_empty()
                 && decision.stuck.is_empty()
                 && decision.problems.is_empty()
-                && views.iter().all(|v| !busy(v, &cfg.operator)),
+                && quiet,
             ..Default::default()
         };
-        let by_name: HashMap<&str, &NodeView> =
-            views.iter().map(|v| (v.name.as_str(), v)).collect();
         let (mut release, mut acquire, mut rest) = (Vec::new(), Vec::new(), Vec::new());
         for p in decision.patches {
-            let Some(rv) = nodes.get(&p.node).and_then(|n| n.resource_version()) else {
+            let Some(c) = find(&merged, &p.node) else {
                 continue;
             };
-            match by_name.get(p.node.as_str()) {
-                Some(v) if v.holds_slot() => release.push((p, rv)),
-                Some(v) if holds_slot_after(v, &p) => acquire.push((p, rv)),
-                _ => rest.push((p, rv)),
+            let Some(rv) = c.resource_version.clone() else {
+                continue;
+            };
+            let v = &c.node.view;
+            if v.holds_slot() {
+                release.push((p, rv));
+            } else if holds_slot_after(v, &p) {
+                acquire.push((p, rv));
+            } else {
+                rest.push((p, rv));
             }
         }
-        apply_phase(writer, leadership, release, overlay, &mut result).await;
+        // Not held across the writes: the next round takes a fresh snapshot.
+        drop(merged);
+        apply_phase(writer, leadership, release, overlay, keep, &mut result).await;
         if !acquire.is_empty() {
             if unresolved || result.failed || result.conflict || result.not_leader {
                 debug!(
@@ -437,10 +511,10 @@ impl Leader {
                     "not granting new slots until the other writes of this decision succeed"
                 );
             } else {
-                apply_phase(writer, leadership, acquire, overlay, &mut result).await;
+                apply_phase(writer, leadership, acquire, overlay, keep, &mut result).await;
             }
         }
-        apply_phase(writer, leadership, rest, overlay, &mut result).await;
+        apply_phase(writer, leadership, rest, overlay, keep, &mut result).await;
         (result, decision.next_check)
     }
 }
@@ -473,22 +547,31 @@ pub(crate) async fn lead(
     // Leader gauge and election Event now; the leader's gauges are zeroed when it drops.
     let observer = Observer::new(reporter);
     let writer = NodeWriter::new(client.clone(), &cfg.field_manager);
-    let (reader, store_writer) = reflector::store::<Node>();
+    let cache = Arc::new(Mutex::new(NodeCache::default()));
+    let keep = Arc::new(Keep::new(&cfg.operator));
+    let (ready_tx, mut ready) = tokio::sync::watch::channel(false);
     let changed = Arc::new(Notify::new());
     let node_watch = crate::leader_needed::node_watch(&cfg.operator);
     let inputs = crate::inputs::Inputs::start(&client, &cfg, changed.clone());
     let events = {
-        let changed = changed.clone();
-        let stream = reflector(
-            store_writer,
-            watcher(writer.api().clone(), node_watch).modify(slim),
-        )
-        .default_backoff();
+        let (changed, cache, keep) = (changed.clone(), cache.clone(), keep.clone());
+        let stream = watcher(writer.api().clone(), node_watch).default_backoff();
         async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(ev) = stream.next().await {
                 match ev {
-                    Ok(_) => changed.notify_one(),
+                    Ok(ev) => {
+                        // Converted and parsed here, once per change; the lock is never held
+                        // across an await.
+                        let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+                        c.apply(ev, &keep);
+                        let is_ready = c.ready;
+                        drop(c);
+                        if is_ready {
+                            ready_tx.send_if_modified(|r| !std::mem::replace(r, true));
+                        }
+                        changed.notify_one();
+                    }
                     Err(e) => warn!(error = %e, "watching nodes failed; retrying with backoff"),
                 }
             }
@@ -498,20 +581,24 @@ pub(crate) async fn lead(
 
     tokio::select! {
         _ = leadership.cancelled() => return Ok(WorkEnd::LeadershipEnded),
-        r = reader.wait_until_ready() => r.map_err(|e| anyhow::anyhow!("node reflector stopped: {e}"))?,
+        r = ready.wait_for(|r| *r) => {
+            r.map_err(|e| anyhow::anyhow!("node watch stopped: {e}"))?;
+        }
     }
     tokio::select! {
         _ = leadership.cancelled() => return Ok(WorkEnd::LeadershipEnded),
         r = inputs.wait_until_ready() => r?,
     }
-    info!(nodes = reader.len(), "watching nodes; deciding");
+    let listed = cache.lock().unwrap_or_else(|e| e.into_inner()).nodes.len();
+    info!(nodes = listed, "watching nodes; deciding");
 
     let mut leader = Leader {
         writer,
         cfg: cfg.clone(),
         leadership: leadership.clone(),
+        cache,
+        keep,
         overlay: Overlay::default(),
-        cache: ViewCache::default(),
         problems: ProblemLog::default(),
         observer,
     };
@@ -521,7 +608,7 @@ pub(crate) async fn lead(
         if !leadership.may_act() {
             return Ok(WorkEnd::LeadershipEnded);
         }
-        let (result, next_check) = leader.round(reader.state(), &inputs.current()).await;
+        let (result, next_check) = leader.round(&inputs.current()).await;
         let mut wake = Instant::now() + RESYNC;
         if let Some(t) = next_check {
             wake = wake.min(instant_at(t));
@@ -566,8 +653,13 @@ pub(crate) async fn lead(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::k8s::node_view;
     use protocol::keys;
     use serde_json::json;
+
+    fn cached(n: Node) -> CachedNode {
+        CachedNode::new(n, &Keep::new(&OperatorConfig::default()))
+    }
 
     fn node(name: &str, rv: &str, ok: &str) -> Node {
         serde_json::from_value(json!({
@@ -576,57 +668,58 @@ mod tests {
         .unwrap()
     }
 
-    fn ok_of(o: &mut Overlay, cached: &[Node]) -> Vec<String> {
-        let cached: Vec<Arc<Node>> = cached.iter().cloned().map(Arc::new).collect();
-        o.merged(&cached)
-            .values()
-            .map(|n| node_view(n))
+    fn names(nodes: &[Arc<CachedNode>]) -> Vec<String> {
+        nodes
+            .iter()
+            .map(|c| &c.node.view)
             .map(|v| format!("{}={}", v.name, v.annotation(keys::REBOOT_OK).unwrap_or("")))
             .collect()
     }
 
+    fn ok_of(o: &mut Overlay, nodes: &[Node]) -> Vec<String> {
+        let nodes: Vec<Arc<CachedNode>> =
+            nodes.iter().cloned().map(|n| Arc::new(cached(n))).collect();
+        names(&o.merged(&nodes))
+    }
+
     #[test]
-    fn view_cache_follows_the_objects() {
-        let names = |v: &[NodeView]| -> Vec<String> {
-            v.iter()
-                .map(|v| format!("{}={}", v.name, v.annotation(keys::REBOOT_OK).unwrap_or("")))
-                .collect()
-        };
-        let by_name = |nodes: &[&Arc<Node>]| -> BTreeMap<String, Arc<Node>> {
-            nodes
-                .iter()
-                .map(|n| (n.name_any(), Arc::clone(n)))
-                .collect()
-        };
-        let a = Arc::new(node("a", "1", "false"));
-        let b = Arc::new(node("b", "1", "false"));
-        let mut cache = ViewCache::default();
-        assert_eq!(
-            names(cache.update(&by_name(&[&a, &b]))),
-            ["a=false", "b=false"]
-        );
-        // A changed object is converted again; an unchanged one is kept.
-        let b2 = Arc::new(node("b", "2", "true"));
-        assert_eq!(
-            names(cache.update(&by_name(&[&a, &b2]))),
-            ["a=false", "b=true"]
-        );
-        assert!(Arc::ptr_eq(&cache.nodes[0], &a));
-        // One gone, another come at the same count: every position follows its object.
-        let c = Arc::new(node("c", "1", "true"));
-        assert_eq!(
-            names(cache.update(&by_name(&[&b2, &c]))),
-            ["b=true", "c=true"]
-        );
-        assert_eq!(names(cache.update(&by_name(&[&c]))), ["c=true"]);
-        assert!(cache.update(&BTreeMap::new()).is_empty());
+    fn node_cache_follows_the_watch() {
+        let keep = Keep::new(&OperatorConfig::default());
+        let mut cache = NodeCache::default();
+        cache.apply(watcher::Event::Init, &keep);
+        cache.apply(watcher::Event::InitApply(node("b", "1", "false")), &keep);
+        cache.apply(watcher::Event::InitApply(node("a", "1", "false")), &keep);
+        // Until the list is done, nothing is there.
+        assert!(!cache.ready && cache.snapshot().is_empty());
+        cache.apply(watcher::Event::InitDone, &keep);
+        assert!(cache.ready);
+        assert_eq!(names(&cache.snapshot()), ["a=false", "b=false"]);
+        let a = cache.snapshot()[0].clone();
+        // A changed node is parsed again; an unchanged one is the same object.
+        cache.apply(watcher::Event::Apply(node("b", "2", "true")), &keep);
+        let now = cache.snapshot();
+        assert_eq!(names(&now), ["a=false", "b=true"]);
+        assert!(Arc::ptr_eq(&now[0], &a));
+        assert_eq!(now[1].resource_version.as_deref(), Some("2"));
+        assert!(now[1].node.state.as_ref().is_ok_and(|s| s.reboot_ok));
+        cache.apply(watcher::Event::Delete(node("a", "1", "false")), &keep);
+        assert_eq!(names(&cache.snapshot()), ["b=true"]);
+        // A relist replaces the nodes once it is done; in between the old ones stay.
+        cache.apply(watcher::Event::Init, &keep);
+        cache.apply(watcher::Event::InitApply(node("c", "3", "yes")), &keep);
+        assert_eq!(names(&cache.snapshot()), ["b=true"]);
+        cache.apply(watcher::Event::InitDone, &keep);
+        let now = cache.snapshot();
+        assert_eq!(names(&now), ["c=yes"]);
+        assert!(now[0].node.state.is_err());
+        assert!(find(&now, "c").is_some() && find(&now, "b").is_none());
     }
 
     #[test]
     fn overlay_keeps_our_writes_until_the_cache_catches_up() {
         let mut o = Overlay::default();
-        o.record("10".into(), node("a", "11", "true"));
-        o.record("11".into(), node("a", "12", "false"));
+        o.record("10".into(), cached(node("a", "11", "true")));
+        o.record("11".into(), cached(node("a", "12", "false")));
         let b = node("b", "5", "false");
         // The cache lags: our latest write wins.
         assert_eq!(
@@ -652,7 +745,7 @@ mod tests {
     #[test]
     fn overlay_drops_deleted_nodes() {
         let mut o = Overlay::default();
-        o.record("1".into(), node("a", "2", "true"));
+        o.record("1".into(), cached(node("a", "2", "true")));
         assert!(ok_of(&mut o, &[]).is_empty());
         assert!(o.nodes.is_empty());
     }
@@ -678,12 +771,18 @@ mod tests {
     }
 
     #[test]
-    fn slimming_keeps_what_the_operator_reads() {
+    fn the_cache_keeps_what_the_operator_reads() {
         let full: Node = serde_json::from_value(json!({
             "metadata": {
                 "name": "n1", "uid": "u1", "resourceVersion": "7",
-                "annotations": {keys::REBOOT_NEEDED: "true", "hook.example.com/ok": "true"},
-                "labels": {"topology.kubernetes.io/zone": "a"},
+                "annotations": {
+                    keys::REBOOT_NEEDED: "true", "hook.example.com/ok": "true",
+                    "other.example.com/big": "{\"json\": \"the operator never reads\"}",
+                },
+                "labels": {
+                    "topology.kubernetes.io/zone": "a", "role": "worker",
+                    "kubernetes.io/hostname": "n1", keys::BEFORE_REBOOT: "true",
+                },
                 "managedFields": [{"manager": "kubelet", "operation": "Update"}],
                 "creationTimestamp": "2026-01-01T00:00:00Z",
             },
@@ -704,38 +803,33 @@ mod tests {
             },
         }))
         .unwrap();
-        let mut slimmed = full.clone();
-        slim(&mut slimmed);
-        // Taints are the agent's business (its PreferNoSchedule taint); the operator drops them.
+        let cfg = OperatorConfig {
+            after_reboot_annotations: vec!["hook.example.com/ok".into()],
+            node_selector: Some(protocol::selector::LabelSelector::parse("role=worker").unwrap()),
+            ..OperatorConfig::default()
+        };
+        let c = CachedNode::new(full.clone(), &Keep::new(&cfg));
+        // Our keys, the hooks, the zone and the selector's labels; not the others'
+        // annotations and labels, nor the agent's taints.
         let mut want = node_view(&full);
         assert!(!want.taints.is_empty());
         want.taints.clear();
-        assert_eq!(node_view(&slimmed), want);
-        assert_eq!(slimmed.uid().as_deref(), Some("u1"));
-        assert_eq!(slimmed.resource_version().as_deref(), Some("7"));
+        want.annotations.remove("other.example.com/big");
+        want.labels.remove("kubernetes.io/hostname");
+        assert_eq!(c.node.view, want);
+        assert_eq!(c.node.view.labels.len(), 3);
+        assert_eq!(c.node.state, protocol::node::NodeState::parse(&want));
+        assert_eq!(c.uid.as_deref(), Some("u1"));
+        assert_eq!(c.resource_version.as_deref(), Some("7"));
+        // Without hooks or a selector, only what the protocol reads stays.
+        let c = cached(full);
+        assert_eq!(c.node.view.annotations.len(), 1);
         assert_eq!(
-            serde_json::to_value(&slimmed).unwrap(),
-            json!({
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": {
-                    "name": "n1", "uid": "u1", "resourceVersion": "7",
-                    "annotations": {keys::REBOOT_NEEDED: "true", "hook.example.com/ok": "true"},
-                    "labels": {"topology.kubernetes.io/zone": "a"},
-                },
-                "spec": {"unschedulable": true},
-                "status": {
-                    "conditions": [{"type": "Ready", "status": "True"}],
-                    "nodeInfo": {
-                        "bootID": "b1", "machineID": "", "systemUUID": "", "kernelVersion": "",
-                        "osImage": "", "containerRuntimeVersion": "", "kubeletVersion": "",
-                        "kubeProxyVersion": "", "operatingSystem": "", "architecture": "",
-                    },
-                },
-            })
+            c.node.view.labels.keys().collect::<Vec<_>>(),
+            [keys::BEFORE_REBOOT, "topology.kubernetes.io/zone"]
         );
-        // A node without spec or status stays without them.
-        let mut bare = node("b", "1", "false");
-        slim(&mut bare);
-        assert!(bare.spec.is_none() && bare.status.is_none());
+        // A node without spec or status: not Ready, no boot ID.
+        let bare = cached(node("b", "1", "false"));
+        assert!(!bare.node.view.ready && bare.node.view.boot_id.is_empty());
     }
 }

@@ -6,11 +6,33 @@ use k8s_openapi::api::core::v1::Node;
 /// The parts of `node` the protocol reads.
 pub fn node_view(node: &Node) -> NodeView {
     let meta = &node.metadata;
-    let status = node.status.as_ref();
     NodeView {
         name: meta.name.clone().unwrap_or_default(),
         annotations: meta.annotations.clone().unwrap_or_default(),
         labels: meta.labels.clone().unwrap_or_default(),
+        ..view_but_metadata(node)
+    }
+}
+
+/// [`node_view`] of a Node no longer needed: its name, annotations and labels are moved,
+/// not copied.
+pub fn into_node_view(mut node: Node) -> NodeView {
+    let meta = std::mem::take(&mut node.metadata);
+    NodeView {
+        name: meta.name.unwrap_or_default(),
+        annotations: meta.annotations.unwrap_or_default(),
+        labels: meta.labels.unwrap_or_default(),
+        ..view_but_metadata(&node)
+    }
+}
+
+/// The view's fields from `spec` and `status`.
+fn view_but_metadata(node: &Node) -> NodeView {
+    let status = node.status.as_ref();
+    NodeView {
+        name: String::new(),
+        annotations: Default::default(),
+        labels: Default::default(),
         unschedulable: node
             .spec
             .as_ref()
@@ -65,6 +87,7 @@ mod tests {
         }))
         .unwrap();
         let v = node_view(&node);
+        assert_eq!(into_node_view(node.clone()), v);
         assert_eq!(v.name, "n1");
         assert_eq!(v.annotation("a"), Some("1"));
         assert_eq!(v.label("l"), Some("x"));

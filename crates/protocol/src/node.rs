@@ -196,6 +196,49 @@ pub struct NodeState {
     pub evicted_pods: Option<EvictedPods>,
 }
 
+/// A node's view with its state parsed once ([`NodeState::parse`]): what a shell keeps per
+/// node so that each Node is parsed once per change, not once per decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedNode {
+    /// The view.
+    pub view: NodeView,
+    /// `NodeState::parse(&view)`.
+    pub state: Result<NodeState, ParseError>,
+}
+
+impl ParsedNode {
+    /// Parses `view`.
+    pub fn new(view: NodeView) -> Self {
+        let state = NodeState::parse(&view);
+        ParsedNode { view, state }
+    }
+
+    /// The borrowed pair the decisions take.
+    pub fn as_parsed(&self) -> Parsed<'_> {
+        Parsed::of(&self.view, &self.state)
+    }
+}
+
+/// A view and its parsed state, borrowed: what `protocol::operator`'s `*_parsed`
+/// functions take. `state` must be `NodeState::parse(view)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Parsed<'a> {
+    /// The view.
+    pub view: &'a NodeView,
+    /// Its parsed state.
+    pub state: Result<&'a NodeState, &'a ParseError>,
+}
+
+impl<'a> Parsed<'a> {
+    /// Pairs `view` with `state`, which must be `NodeState::parse(view)`.
+    pub fn of(view: &'a NodeView, state: &'a Result<NodeState, ParseError>) -> Self {
+        Parsed {
+            view,
+            state: state.as_ref(),
+        }
+    }
+}
+
 fn parse_bool(view: &NodeView, kind: KeyKind, key: &'static str) -> Result<bool, ParseError> {
     let v = match kind {
         KeyKind::Annotation => view.annotation(key),

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::keys;
-use crate::node::{NodeState, NodeView, format_time, format_timestamped};
+use crate::node::{NodeState, NodeView, Parsed, format_time, format_timestamped};
 use crate::patch::NodePatch;
 use crate::schedule::Schedule;
 use crate::selector::LabelSelector;
@@ -256,9 +256,21 @@ impl OperatorConfig {
     /// given that slot back ([`slot_released`]). A malformed node that holds
     /// a slot always counts.
     pub fn counts_against_max(&self, view: &NodeView) -> bool {
-        view.holds_slot()
-            && !(self.stuck_node_action == StuckNodeAction::Release
-                && NodeState::parse(view).is_ok_and(|s| slot_released(&s)))
+        self.counts_against_max_parsed(view, NodeState::parse(view).ok().as_ref())
+    }
+
+    /// [`counts_against_max`](Self::counts_against_max) with the node's state already
+    /// parsed: `state` is `NodeState::parse(view).ok()`. A well-formed node's slot is read
+    /// from its state (the same answer as the view's, without five lookups of long keys:
+    /// this runs for every node in every round).
+    pub fn counts_against_max_parsed(&self, view: &NodeView, state: Option<&NodeState>) -> bool {
+        match state {
+            Some(s) => {
+                s.holds_slot()
+                    && !(self.stuck_node_action == StuckNodeAction::Release && slot_released(s))
+            }
+            None => view.holds_slot(),
+        }
     }
 
     /// The node's zone (`None`: the zone of nodes without the label).
@@ -445,7 +457,7 @@ struct Ctx<'a> {
 /// pick (step 5) come after.
 fn node_steps(s: &NodeState, view: &NodeView, c: &Ctx) -> NodePatch {
     let cfg = c.cfg;
-    let mut p = NodePatch::new(&s.name);
+    let mut p = NodePatch::default();
     let blocked = c.inputs.blocked(&s.name);
     // A turn may start on this node now (window, pause, blockers).
     let may_start = c.window_open && !c.halted && !blocked;
@@ -561,7 +573,7 @@ fn stuck_step(
     c: &Ctx,
     wake: &mut Vec<DateTime<Utc>>,
 ) -> (NodePatch, Option<StuckNode>) {
-    let mut p = NodePatch::new(&s.name);
+    let mut p = NodePatch::default();
     if !(s.reboot_ok || s.reboot_in_progress) {
         if s.stuck_since.is_some() {
             p.remove_annotation(keys::STUCK_SINCE);
@@ -615,30 +627,36 @@ fn in_backoff(s: &NodeState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     (now < until).then_some(until)
 }
 
-fn add_patch(patches: &mut BTreeMap<String, NodePatch>, p: NodePatch) {
+/// The merged patches of a round, by the node's position among the managed nodes: the few
+/// patched nodes are found without a lookup per node.
+type Patches = BTreeMap<usize, NodePatch>;
+
+/// Adds `p` (from [`node_steps`] or [`stuck_step`], which leave its node name empty so that
+/// a node with nothing to do costs no allocation) to the merged patch of node `i`, `name`.
+fn add_patch(patches: &mut Patches, i: usize, name: &str, p: NodePatch) {
     if !p.is_empty() {
-        let name = p.node.clone();
         patches
-            .entry(name.clone())
-            .or_insert_with(|| NodePatch::new(&name))
+            .entry(i)
+            .or_insert_with(|| NodePatch::new(name))
             .merge(p);
     }
 }
 
 /// Applies `p` to the node's working copy (copying it only then) and returns the node's state
 /// afterwards: `s` itself when `p` changes nothing; None if the result does not parse.
-fn patched(
-    s: NodeState,
+fn patched<'a>(
+    s: Cow<'a, NodeState>,
     p: NodePatch,
-    after: &mut Cow<'_, NodeView>,
-    patches: &mut BTreeMap<String, NodePatch>,
-) -> Option<NodeState> {
+    i: usize,
+    after: &mut Cow<'a, NodeView>,
+    patches: &mut Patches,
+) -> Option<Cow<'a, NodeState>> {
     if p.is_empty() {
         return Some(s);
     }
     p.apply(after.to_mut());
-    add_patch(patches, p);
-    NodeState::parse(after).ok()
+    add_patch(patches, i, &after.name, p);
+    NodeState::parse(after).ok().map(Cow::Owned)
 }
 
 /// [`decide_with`] without Lease, Pod or monitoring inputs.
@@ -653,14 +671,45 @@ pub fn decide(nodes: &[NodeView], cfg: &OperatorConfig, now: DateTime<Utc>) -> D
 /// [`OperatorConfig::counts_against_max`]); never grants or labels
 /// `before-reboot` outside the window, while paused or blocked; never patches
 /// a node outside `--node-selector`.
+///
+/// Parses every node; [`decide_parsed`] is the same decision on nodes parsed already.
 pub fn decide_with(
     nodes: &[NodeView],
     cfg: &OperatorConfig,
     inputs: &ClusterInputs,
     now: DateTime<Utc>,
 ) -> Decision {
+    let states: Vec<_> = nodes.iter().map(NodeState::parse).collect();
+    let parsed: Vec<Parsed<'_>> = nodes
+        .iter()
+        .zip(&states)
+        .map(|(v, s)| Parsed::of(v, s))
+        .collect();
+    decide_parsed(&parsed, cfg, inputs, now)
+}
+
+/// [`decide_with`] on nodes whose states are parsed already (each [`Parsed::state`] must be
+/// `NodeState::parse` of its view; property-tested to decide exactly as parsing them here).
+///
+/// Its cost: a node that needs no operator ([`busy_parsed`] false) and has no stale
+/// `reboot-needed-since` gets no patch and is neither copied nor parsed again; only
+/// patched nodes are. The protocol still looks at every managed node each round, without
+/// allocating per node: `--max-rebooting-nodes` as a percentage and the per-zone
+/// maximums count the managed nodes, every slot holder counts, `--min-reboot-interval`
+/// runs from the latest `picked-at`/`released-at`/`granted-at` of any node (quiet ones
+/// included), and grants, stuck marks and backoffs expire with time, not with events.
+pub fn decide_parsed(
+    nodes: &[Parsed<'_>],
+    cfg: &OperatorConfig,
+    inputs: &ClusterInputs,
+    now: DateTime<Utc>,
+) -> Decision {
     // Borrowed, not cloned: at 5,000 nodes every copy of the views is megabytes per round.
-    let nodes: Vec<&NodeView> = nodes.iter().filter(|v| cfg.manages(v)).collect();
+    let nodes: Vec<Parsed<'_>> = nodes
+        .iter()
+        .copied()
+        .filter(|p| cfg.manages(p.view))
+        .collect();
     let ctx = Ctx {
         cfg,
         inputs,
@@ -670,31 +719,43 @@ pub fn decide_with(
         halted: inputs.paused || !inputs.blockers.is_empty(),
     };
     // The nodes as the patches so far leave them; only a patched node is copied.
-    let mut after: Vec<Cow<'_, NodeView>> = nodes.iter().map(|v| Cow::Borrowed(*v)).collect();
-    let mut patches: BTreeMap<String, NodePatch> = BTreeMap::new();
+    let mut after: Vec<Cow<'_, NodeView>> = nodes.iter().map(|p| Cow::Borrowed(p.view)).collect();
+    // Their states as the patches leave them (None: malformed, before or after its own
+    // steps); only a patched node is parsed again.
+    let mut after_states: Vec<Option<Cow<'_, NodeState>>> = Vec::with_capacity(nodes.len());
+    let mut patches = Patches::new();
     let mut problems = Vec::new();
     let mut stuck = Vec::new();
-    // The well-formed nodes' states after their own steps (what step 5 picks from).
-    let mut states: Vec<(usize, NodeState)> = Vec::new();
     let mut wake: Vec<DateTime<Utc>> = Vec::new();
 
-    for (i, view) in nodes.iter().enumerate() {
-        match NodeState::parse(view) {
-            Err(e) => problems.push(NodeProblem {
-                node: view.name.clone(),
-                message: e.to_string(),
-            }),
-            Ok(s) => {
-                let p = node_steps(&s, view, &ctx);
-                let Some(s) = patched(s, p, &mut after[i], &mut patches) else {
-                    continue;
-                };
-                let (p, st) = stuck_step(&s, &after[i], &ctx, &mut wake);
-                stuck.extend(st);
-                states.extend(patched(s, p, &mut after[i], &mut patches).map(|s| (i, s)));
+    for (i, node) in nodes.iter().enumerate() {
+        let s = match node.state {
+            Err(e) => {
+                problems.push(NodeProblem {
+                    node: node.view.name.clone(),
+                    message: e.to_string(),
+                });
+                after_states.push(None);
+                continue;
             }
-        }
+            Ok(s) => s,
+        };
+        let p = node_steps(s, node.view, &ctx);
+        let Some(s) = patched(Cow::Borrowed(s), p, i, &mut after[i], &mut patches) else {
+            after_states.push(None);
+            continue;
+        };
+        let (p, st) = stuck_step(&s, &after[i], &ctx, &mut wake);
+        stuck.extend(st);
+        after_states.push(patched(s, p, i, &mut after[i], &mut patches));
     }
+    // The well-formed nodes' states after their own steps (what step 5 picks from).
+    let states = || {
+        after_states
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_deref().map(|s| (i, s)))
+    };
 
     // 5: pick rebootable nodes up to the free capacity, globally and per
     // zone, inside the window, unless paused or blocked, and not sooner than
@@ -703,21 +764,23 @@ pub fn decide_with(
     let mut zone_nodes: BTreeMap<Option<&str>, usize> = BTreeMap::new();
     let mut zone_held: BTreeMap<Option<&str>, usize> = BTreeMap::new();
     let mut released = Vec::new();
-    for (v, a) in nodes.iter().zip(&after) {
+    for ((node, a), s) in nodes.iter().zip(&after).zip(&after_states) {
         // Zones from the nodes as given: decisions never change labels but ours.
-        let z = cfg.zone_of(v);
+        let z = cfg.zone_of(node.view);
         *zone_nodes.entry(z).or_default() += 1;
-        if cfg.counts_against_max(a) {
+        if cfg.counts_against_max_parsed(a, s.as_deref()) {
             *zone_held.entry(z).or_default() += 1;
-        } else if a.holds_slot() {
+        } else if s
+            .as_deref()
+            .map_or_else(|| a.holds_slot(), NodeState::holds_slot)
+        {
             released.push(a.name.clone());
         }
     }
     let held: usize = zone_held.values().sum();
     let mut free = max.saturating_sub(held);
     let interval = cfg.min_reboot_interval;
-    let last_turn = states
-        .iter()
+    let last_turn = states()
         .flat_map(|(_, s)| [s.picked_at, s.released_at, s.granted_at])
         .flatten()
         .max();
@@ -725,9 +788,10 @@ pub fn decide_with(
         .filter(|_| interval > TimeDelta::zero())
         .and_then(|t| t.checked_add_signed(interval))
         .filter(|until| now < *until);
+    let mut picks = Vec::new();
     if ctx.window_open && !ctx.halted {
         let mut candidates = Vec::new();
-        for (i, s) in &states {
+        for (i, s) in states() {
             if !s.rebootable() || s.holds_slot() || !s.ready || inputs.blocked(&s.name) {
                 continue;
             }
@@ -736,7 +800,7 @@ pub fn decide_with(
                 continue;
             }
             let since = s.reboot_needed_since.unwrap_or(now);
-            candidates.push((s.reboot_failures, since, s.name.clone(), *i));
+            candidates.push((s.reboot_failures, since, s.name.as_str(), i));
         }
         candidates.sort();
         if let Some(until) = interval_until {
@@ -750,57 +814,55 @@ pub fn decide_with(
         } else {
             usize::MAX
         };
-        let mut picked = 0;
-        for (_, _, name, i) in candidates {
-            if free == 0 || picked >= limit {
+        for (_, _, _, i) in candidates {
+            if free == 0 || picks.len() >= limit {
                 break;
             }
-            let zone = cfg.zone_of(nodes[i]);
+            let zone = cfg.zone_of(nodes[i].view);
             if let Some(m) = cfg.max_rebooting_per_zone {
                 let zone_max = m.resolve(zone_nodes.get(&zone).copied().unwrap_or(0));
                 if zone_held.get(&zone).copied().unwrap_or(0) >= zone_max {
                     continue;
                 }
             }
-            let view = &after[i];
-            let mut p = NodePatch::new(&name);
-            if cfg.before_reboot_annotations.is_empty() {
-                grant(&mut p, view, cfg, now, ctx.window_end);
-            } else {
-                remove_hooks(&mut p, view, &cfg.before_reboot_annotations);
-                p.set_label(keys::BEFORE_REBOOT, keys::TRUE);
-            }
-            p.set_annotation(keys::PICKED_AT, format_time(now));
-            p.apply(after[i].to_mut());
-            add_patch(&mut patches, p);
+            picks.push(i);
             free -= 1;
-            picked += 1;
             *zone_held.entry(zone).or_default() += 1;
         }
     }
-
-    // Minimize each merged patch against the node as it was.
-    let mut out = Vec::new();
-    for view in &nodes {
-        if let Some(mut p) = patches.remove(&view.name) {
-            p.minimize(view);
-            if !p.is_empty() {
-                out.push(p);
-            }
-        }
-    }
-    out.sort_by(|a, b| a.node.cmp(&b.node));
-
-    if let Some(t) = cfg.window_next_change(now) {
-        wake.push(t);
-    }
-    for (_, s) in &states {
+    for (_, s) in states() {
         if s.reboot_ok
             && !s.reboot_in_progress
             && let Some(e) = s.grant_expires
         {
             wake.push(e);
         }
+    }
+    for i in picks {
+        let view = &after[i];
+        let mut p = NodePatch::default();
+        if cfg.before_reboot_annotations.is_empty() {
+            grant(&mut p, view, cfg, now, ctx.window_end);
+        } else {
+            remove_hooks(&mut p, view, &cfg.before_reboot_annotations);
+            p.set_label(keys::BEFORE_REBOOT, keys::TRUE);
+        }
+        p.set_annotation(keys::PICKED_AT, format_time(now));
+        add_patch(&mut patches, i, &view.name, p);
+    }
+
+    // Minimize each merged patch against the node as it was.
+    let mut out = Vec::new();
+    for (i, mut p) in patches {
+        p.minimize(nodes[i].view);
+        if !p.is_empty() {
+            out.push(p);
+        }
+    }
+    out.sort_by(|a, b| a.node.cmp(&b.node));
+
+    if let Some(t) = cfg.window_next_change(now) {
+        wake.push(t);
     }
     stuck.sort_by(|a, b| a.node.cmp(&b.node));
     released.sort();
@@ -831,8 +893,13 @@ pub fn needs_operator(view: &NodeView, cfg: &OperatorConfig, now: DateTime<Utc>)
 /// which is busy means no node needs an operator (property-tested), which
 /// spares the leader a decision per node.
 pub fn busy(view: &NodeView, cfg: &OperatorConfig) -> bool {
-    cfg.manages(view)
-        && match NodeState::parse(view) {
+    busy_parsed(Parsed::of(view, &NodeState::parse(view)), cfg)
+}
+
+/// [`busy`] on a node parsed already.
+pub fn busy_parsed(node: Parsed<'_>, cfg: &OperatorConfig) -> bool {
+    cfg.manages(node.view)
+        && match node.state {
             Err(_) => true,
             Ok(s) => {
                 s.reboot_needed

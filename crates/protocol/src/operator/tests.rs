@@ -1,11 +1,14 @@
 use super::*;
 use crate::node::NodeView;
 use crate::node::format_time;
+use crate::node::{Parsed, ParsedNode};
 use crate::patch::apply_all;
 use crate::schedule::Schedule;
 use crate::selector::LabelSelector;
 use crate::testutil::*;
 use proptest::prelude::*;
+
+mod reference;
 
 fn cfg(max: u32) -> OperatorConfig {
     OperatorConfig {
@@ -1624,8 +1627,75 @@ fn any_rollout() -> impl Strategy<Value = Vec<NodeView>> {
     })
 }
 
+/// Decides `nodes` through [`decide_parsed`] and checks it against the old path (each node
+/// parsed in the round, [`reference::decide_with`]) and [`decide_with`]; the cheap parts
+/// (`busy`, the slot count) likewise. Returns the nodes with the patches applied.
+fn same_as_the_old_path(
+    nodes: &[NodeView],
+    c: &OperatorConfig,
+    inputs: &ClusterInputs,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<NodeView>, TestCaseError> {
+    let parsed: Vec<ParsedNode> = nodes.iter().cloned().map(ParsedNode::new).collect();
+    let refs: Vec<Parsed<'_>> = parsed.iter().map(ParsedNode::as_parsed).collect();
+    let d = decide_parsed(&refs, c, inputs, now);
+    prop_assert_eq!(&d, &reference::decide_with(nodes, c, inputs, now));
+    prop_assert_eq!(&d, &decide_with(nodes, c, inputs, now));
+    for p in &parsed {
+        prop_assert_eq!(busy_parsed(p.as_parsed(), c), reference::busy(&p.view, c));
+        prop_assert_eq!(busy(&p.view, c), reference::busy(&p.view, c));
+        prop_assert_eq!(
+            c.counts_against_max_parsed(&p.view, p.state.as_ref().ok()),
+            reference::counts_against_max(c, &p.view)
+        );
+    }
+    let mut after = nodes.to_vec();
+    apply_all(&mut after, &d.patches);
+    Ok(after)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(384))]
+
+    /// Nodes parsed once decide exactly as nodes parsed in every round, round after round
+    /// (the patches applied, the clock moving), whatever the nodes, settings and inputs.
+    #[test]
+    fn parsed_nodes_decide_as_the_old_path(
+        (nodes, inputs) in any_cluster(t0()).prop_flat_map(|n| { let k = n.len(); (Just(n), any_inputs(k)) }),
+        c in any_config(),
+        dt in -(7 * 24 * 60i64)..(7 * 24 * 60),
+        step in 0i64..90,
+    ) {
+        let mut cur = nodes;
+        for round in 0..4 {
+            cur = same_as_the_old_path(&cur, &c, &inputs, t0() + mins(dt + step * round))?;
+        }
+    }
+
+    /// The same through rollouts with stuck slot holders in every phase, both
+    /// `--stuck-node-action`s, zones and hooks.
+    #[test]
+    fn parsed_rollouts_decide_as_the_old_path(
+        nodes in any_rollout(),
+        max in 1u32..3,
+        per_zone in prop::option::of(1u32..3),
+        release_slots in any::<bool>(),
+        hooks_after in any::<bool>(),
+        dt in 0i64..60,
+    ) {
+        let mut c = cfg(max);
+        c.max_rebooting_per_zone = per_zone.map(MaxRebooting::Count);
+        if release_slots {
+            c = release(c);
+        }
+        if hooks_after {
+            c = hooks(c, &[], &["hook-a"]);
+        }
+        let mut cur = nodes;
+        for round in 0..4 {
+            cur = same_as_the_old_path(&cur, &c, &ClusterInputs::default(), t0() + mins(dt + 10 * round))?;
+        }
+    }
 
     /// Stuck nodes in every phase, both actions: a new turn never starts while
     /// the holders that count are at a maximum, a node that drains or may

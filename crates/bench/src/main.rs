@@ -89,6 +89,9 @@ struct Args {
     /// Soak: --max-rebooting-nodes [30; quick 5].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5_000))]
     soak_max_rebooting: Option<u32>,
+    /// Soak: the leading update-operator is killed this often, seconds [900; quick 20].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    soak_failover_seconds: Option<u64>,
     /// Soak: nodes running the real update-agent binary (on a private dbus-daemon) [2].
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=20))]
     soak_real_agents: u32,
@@ -160,7 +163,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             duration: Duration::from_secs(60 * pick(args.soak_minutes, q, 1, 60)),
             round_every: Duration::from_secs(if q { 15 } else { 120 }),
             // Long enough between kills for each replica's own slope.
-            failover_every: Duration::from_secs(if q { 20 } else { 900 }),
+            failover_every: Duration::from_secs(pick(args.soak_failover_seconds, q, 20, 900)),
             restart_every: Duration::from_secs(if q { 10 } else { 60 }),
             real_agents: args.soak_real_agents,
             sample_every: Duration::from_secs(if q { 2 } else { 15 }),

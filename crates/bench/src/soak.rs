@@ -278,6 +278,7 @@ pub async fn soak(env: &Env, cfg: &SoakConfig, seed: u64) -> anyhow::Result<Soak
     let mut offers: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut series: BTreeMap<String, Series> = BTreeMap::new();
     let (mut round, mut failovers, mut restarts) = (1u32, 0u32, 0u32);
+    let mut failover_due = false;
     let (mut next_round, mut next_failover, mut next_restart, mut next_sample) = (
         t0 + cfg.round_every,
         t0 + cfg.failover_every,
@@ -325,6 +326,10 @@ pub async fn soak(env: &Env, cfg: &SoakConfig, seed: u64) -> anyhow::Result<Soak
         }
         if now < end && now >= next_failover {
             next_failover += cfg.failover_every;
+            failover_due = true;
+        }
+        // The leader lets its Lease go while no node needs it: the kill waits for one.
+        if failover_due {
             if let Some(holder) = leader(&sb)
                 && let Some(i) = replicas
                     .iter()
@@ -333,6 +338,7 @@ pub async fn soak(env: &Env, cfg: &SoakConfig, seed: u64) -> anyhow::Result<Soak
                 // SIGKILL: nothing released, the standby waits the Lease out.
                 drop(replicas.remove(i));
                 failovers += 1;
+                failover_due = false;
                 replica_n += 1;
                 replicas.push((replica_n, spawn_replica(env, &sb, cfg.max, replica_n)?));
             }

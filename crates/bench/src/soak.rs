@@ -329,19 +329,18 @@ pub async fn soak(env: &Env, cfg: &SoakConfig, seed: u64) -> anyhow::Result<Soak
             failover_due = true;
         }
         // The leader lets its Lease go while no node needs it: the kill waits for one.
-        if failover_due {
-            if let Some(holder) = leader(&sb)
-                && let Some(i) = replicas
-                    .iter()
-                    .position(|(n, _)| holder.starts_with(&format!("replica-{n}_")))
-            {
-                // SIGKILL: nothing released, the standby waits the Lease out.
-                drop(replicas.remove(i));
-                failovers += 1;
-                failover_due = false;
-                replica_n += 1;
-                replicas.push((replica_n, spawn_replica(env, &sb, cfg.max, replica_n)?));
-            }
+        if failover_due
+            && let Some(holder) = leader(&sb)
+            && let Some(i) = replicas
+                .iter()
+                .position(|(n, _)| holder.starts_with(&format!("replica-{n}_")))
+        {
+            // SIGKILL: nothing released, the standby waits the Lease out.
+            drop(replicas.remove(i));
+            failovers += 1;
+            failover_due = false;
+            replica_n += 1;
+            replicas.push((replica_n, spawn_replica(env, &sb, cfg.max, replica_n)?));
         }
         if now < end && now >= next_restart {
             next_restart += cfg.restart_every;

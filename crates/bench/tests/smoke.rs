@@ -2,11 +2,10 @@
 
 use std::process::Command;
 
-#[test]
-fn quick_bench_writes_every_metric() {
-    // The bench runs the update-operator and update-agent binaries from its own folder. A
-    // workspace test run has built them there already; rebuilding them here (with other
-    // features) would rewrite them under the feet of the tests that run them.
+/// The bench runs the update-operator and update-agent binaries from its own folder. A
+/// workspace test run has built them there already; rebuilding them here (with other
+/// features) would rewrite them under the feet of the tests that run them.
+fn binaries_beside_the_bench() {
     let dir = std::path::Path::new(env!("CARGO_BIN_EXE_bench"))
         .parent()
         .unwrap();
@@ -25,6 +24,11 @@ fn quick_bench_writes_every_metric() {
             "building update-operator and update-agent failed"
         );
     }
+}
+
+#[test]
+fn quick_bench_writes_every_metric() {
+    binaries_beside_the_bench();
     let out = tempfile::tempdir().unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_bench"))
         .args(["--quick", "--out"])
@@ -105,5 +109,46 @@ fn a_missing_binary_names_the_flag_and_the_fix() {
     assert!(
         stderr.contains("--bin-dir") && stderr.contains("cargo build --release"),
         "{stderr}"
+    );
+}
+
+/// `bench --only soak --quick`: a minute of versions on 20 nodes with failovers and restarts,
+/// two real agents over D-Bus; every node updated once per version offered, SOAK.md written.
+#[test]
+fn quick_soak_updates_every_node_once_per_version() {
+    binaries_beside_the_bench();
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--only", "soak", "--quick", "--out"])
+        .arg(out.path())
+        .output()
+        .expect("bench runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "bench --only soak --quick failed:\n{stderr}"
+    );
+    assert!(
+        !out.path().join("RESULTS.md").exists(),
+        "the soak alone must not overwrite RESULTS.md"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("soak.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["lost"], serde_json::json!([]), "{r}");
+    let (offers, reboots) = (
+        r["offers"].as_u64().unwrap(),
+        r["reboots"].as_u64().unwrap(),
+    );
+    assert_eq!(offers, reboots, "{r}");
+    assert!(offers >= 40, "at least two versions on every node: {r}");
+    assert!(r["failovers"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["agent_restarts"].as_u64().unwrap() >= 1, "{r}");
+    let agents = r["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 2, "both real agents sampled: {r}");
+    let md = std::fs::read_to_string(out.path().join("SOAK.md")).unwrap();
+    assert!(
+        md.contains("Lost or doubled") && md.contains("none."),
+        "{md}"
     );
 }

@@ -178,6 +178,17 @@ fn all_done(s: &Snapshot, n: usize) -> bool {
 
 /// The `update-operator` binary against `sb`, allowed `max` nodes at once.
 fn spawn_operator(env: &Env, sb: &Sandbox, max: u32, tag: &str) -> anyhow::Result<ChildProc> {
+    spawn_operator_with_env(env, sb, max, tag, &[])
+}
+
+/// [`spawn_operator`] with these environment variables added.
+pub(crate) fn spawn_operator_with_env(
+    env: &Env,
+    sb: &Sandbox,
+    max: u32,
+    tag: &str,
+    vars: &[(&str, &str)],
+) -> anyhow::Result<ChildProc> {
     let args = [
         "--kubeconfig".to_string(),
         sb.kubeconfig_path().display().to_string(),
@@ -188,24 +199,17 @@ fn spawn_operator(env: &Env, sb: &Sandbox, max: u32, tag: &str) -> anyhow::Resul
         "--metrics-address".into(),
         "off".into(),
     ];
-    ChildProc::spawn(
+    ChildProc::spawn_with_env(
         &env.operator,
         &args,
+        vars,
         env.logs.join(format!("update-operator-{tag}.log")),
     )
 }
 
 /// Whether some replica holds the operator's Lease (read from the store: no request).
 fn lease_held(sb: &Sandbox) -> bool {
-    let leases = sandbox::resources::find("coordination.k8s.io", "v1", "leases").expect("leases");
-    sb.store()
-        .lock()
-        .get(leases, NAMESPACE, operator::DEFAULT_LEASE_NAME)
-        .is_some_and(|l| {
-            l.pointer("/spec/holderIdentity")
-                .and_then(|v| v.as_str())
-                .is_some_and(|h| !h.is_empty())
-        })
+    fleet::operators::lease_holder(sb, NAMESPACE).is_some()
 }
 
 /// Waits until some replica holds the operator's Lease.

@@ -26,7 +26,7 @@ use sandbox::{Sandbox, SimHost};
 use serde::Serialize;
 
 use crate::child::ChildProc;
-use crate::scenarios::{Env, NAMESPACE, node_names, sandbox_with_nodes};
+use crate::scenarios::{Env, NAMESPACE, node_names, sandbox_with_nodes, spawn_operator_with_env};
 use crate::simagent::SimAgents;
 
 /// What the soak runs.
@@ -192,37 +192,14 @@ impl Drop for RealAgent {
     }
 }
 
-/// The Lease's holder, from the store (no request).
-fn leader(sb: &Sandbox) -> Option<String> {
-    let leases = sandbox::resources::find("coordination.k8s.io", "v1", "leases")?;
-    let lease = sb
-        .store()
-        .lock()
-        .get(leases, NAMESPACE, operator::DEFAULT_LEASE_NAME)?;
-    lease
-        .pointer("/spec/holderIdentity")
-        .and_then(|v| v.as_str())
-        .filter(|h| !h.is_empty())
-        .map(str::to_string)
-}
-
 fn spawn_replica(env: &Env, sb: &Sandbox, max: u32, n: u32) -> anyhow::Result<ChildProc> {
-    let args = [
-        "--kubeconfig".to_string(),
-        sb.kubeconfig_path().display().to_string(),
-        "--namespace".into(),
-        NAMESPACE.into(),
-        "--max-rebooting-nodes".into(),
-        max.to_string(),
-        "--metrics-address".into(),
-        "off".into(),
-    ];
     // HOSTNAME names the replica in its holder identity (`<HOSTNAME>_<random>`).
-    ChildProc::spawn_with_env(
-        &env.operator,
-        &args,
+    spawn_operator_with_env(
+        env,
+        sb,
+        max,
+        &format!("soak-{n}"),
         &[("HOSTNAME", &format!("replica-{n}"))],
-        env.logs.join(format!("update-operator-soak-{n}.log")),
     )
 }
 
@@ -330,7 +307,7 @@ pub async fn soak(env: &Env, cfg: &SoakConfig, seed: u64) -> anyhow::Result<Soak
         }
         // The leader lets its Lease go while no node needs it: the kill waits for one.
         if failover_due
-            && let Some(holder) = leader(&sb)
+            && let Some(holder) = fleet::operators::lease_holder(&sb, NAMESPACE)
             && let Some(i) = replicas
                 .iter()
                 .position(|(n, _)| holder.starts_with(&format!("replica-{n}_")))

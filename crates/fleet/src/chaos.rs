@@ -756,16 +756,7 @@ impl Operators<'_> {
     }
 
     fn leader(&self) -> Option<String> {
-        let leases = sandbox::resources::find("coordination.k8s.io", "v1", "leases")?;
-        let lease = self
-            .sb
-            .store()
-            .lock()
-            .get(leases, NAMESPACE, operator::DEFAULT_LEASE_NAME)?;
-        lease
-            .pointer("/spec/holderIdentity")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
+        crate::operators::lease_holder(self.sb, NAMESPACE)
     }
 
     /// Kills the leader (or the first replica when none leads) and starts another.

@@ -21,6 +21,21 @@ pub fn fast_lease() -> LeaseTiming {
 }
 
 /// An operator config with `max` nodes at once, no window, no hooks.
+/// Who holds the operator's Lease in `namespace` (read from the store: no request); None
+/// when no one does or it was released.
+pub fn lease_holder(sb: &Sandbox, namespace: &str) -> Option<String> {
+    let leases = sandbox::resources::find("coordination.k8s.io", "v1", "leases")?;
+    let lease = sb
+        .store()
+        .lock()
+        .get(leases, namespace, operator::DEFAULT_LEASE_NAME)?;
+    lease
+        .pointer("/spec/holderIdentity")
+        .and_then(|v| v.as_str())
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
 pub fn op_config(max: u32) -> OperatorConfig {
     OperatorConfig {
         max_rebooting: protocol::operator::MaxRebooting::Count(max),

@@ -460,7 +460,23 @@ pub struct Status {
     pub window: String,
     pub window_next_change: Option<String>,
     pub holders: Vec<String>,
+    /// Slots of Nodes deleted while they held one, still counted by the operator (from
+    /// its Lease, `departed-slots`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub departed: Vec<DepartedRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub departed_warning: Option<String>,
     pub nodes: Vec<NodeRow>,
+}
+
+/// A reboot slot of a deleted Node that still counts.
+#[derive(Serialize, Debug)]
+pub struct DepartedRow {
+    pub node: String,
+    /// When the operator saw the Node deleted.
+    pub since: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 /// Builds the status from what was read.
@@ -497,6 +513,25 @@ pub fn build(
         .filter(|n| n.holds_slot)
         .map(|n| n.name.clone())
         .collect();
+    let on_lease = cluster
+        .lease
+        .as_ref()
+        .and_then(|l| l.metadata.annotations.as_ref())
+        .and_then(|a| a.get(keys::DEPARTED_SLOTS));
+    let (departed, departed_warning) =
+        match protocol::operator::parse_departed(on_lease.map(String::as_str)) {
+            Ok(m) => (
+                m.into_iter()
+                    .map(|(node, d)| DepartedRow {
+                        node,
+                        since: format_time(d.since),
+                        zone: d.zone,
+                    })
+                    .collect(),
+                None,
+            ),
+            Err(e) => (Vec::new(), Some(e)),
+        };
     let window = if !op.has_window() {
         "always open"
     } else if op.window_open(now) {
@@ -512,7 +547,7 @@ pub fn build(
         lease_exists: cluster.lease.is_some(),
         paused,
         pause_warning,
-        slots_held: holders.len(),
+        slots_held: holders.len() + departed.len(),
         max_rebooting: op.max_rebooting.resolve(cluster.nodes.len()),
         max_rebooting_flag: op.max_rebooting.to_string(),
         max_rebooting_source: "given".into(),
@@ -520,6 +555,8 @@ pub fn build(
         window: window.to_string(),
         window_next_change: op.window_next_change(now).map(format_time),
         holders,
+        departed,
+        departed_warning,
         nodes,
     }
 }
@@ -585,12 +622,29 @@ pub fn render(st: &Status, now: DateTime<Utc>) -> String {
             "lease" => ", from the operator's Lease".to_string(),
             from => format!(", from {from}"),
         },
-        if st.holders.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", st.holders.join(", "))
+        {
+            let all: Vec<String> = st
+                .holders
+                .iter()
+                .cloned()
+                .chain(st.departed.iter().map(|d| {
+                    format!(
+                        "{} (Node deleted {} ago; counts until it is back and Ready)",
+                        d.node,
+                        age(&d.since, now)
+                    )
+                }))
+                .collect();
+            if all.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", all.join(", "))
+            }
         }
     ));
+    if let Some(w) = &st.departed_warning {
+        out.push_str(&format!("warning: {w}\n"));
+    }
     if st.settings != SettingsSource::default() {
         out.push_str(&format!("settings: {}\n", st.settings.line()));
     }

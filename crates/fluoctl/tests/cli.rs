@@ -720,3 +720,55 @@ async fn an_unreachable_server_is_a_clear_error() {
         assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_the_slots_of_deleted_nodes_the_operator_still_holds() {
+    let sb = states_cluster().await;
+    create_lease(&sb, "op-1");
+    let url = sb.url();
+    let admin = sb.client_as("admin").unwrap();
+    let since = chrono::Utc::now() - chrono::TimeDelta::minutes(3);
+    let value = format!(
+        r#"{{"gone-1":{{"since":"{}","zone":"z1"}}}}"#,
+        protocol::node::format_time(since)
+    );
+    let api: Api<Lease> = Api::namespaced(admin.clone(), NS);
+    let set = |v: String| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                LEASE,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(
+                    json!({"metadata": {"annotations": {keys::DEPARTED_SLOTS: v}}}),
+                ),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    set(value).await;
+    let out = fluoctl(&["status", "--server", &url]).await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("7 held / 1 max")
+            && text.contains("gone-1 (Node deleted 3m")
+            && text.contains("counts until it is back and Ready"),
+        "{text}"
+    );
+    let out = fluoctl(&["status", "--server", &url, "-o", "json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["slots_held"], 7);
+    assert_eq!(v["departed"][0]["node"], "gone-1");
+    assert_eq!(v["departed"][0]["zone"], "z1");
+    // Malformed: said, naming the annotation.
+    set("[]".into()).await;
+    let out = fluoctl(&["status", "--server", &url]).await;
+    let text = stdout(&out);
+    assert!(
+        text.contains("6 held / 1 max")
+            && text.contains(&format!("warning: annotation {}", keys::DEPARTED_SLOTS)),
+        "{text}"
+    );
+}

@@ -17,7 +17,7 @@ use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use protocol::blockers::{PodView, node_blockers};
 use protocol::keys;
-use protocol::operator::{ClusterInputs, parse_pause};
+use protocol::operator::{ClusterInputs, DepartedSlot, parse_departed, parse_pause};
 use protocol::selector::LabelSelector;
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
@@ -61,13 +61,17 @@ pub(crate) struct Inputs {
     _tasks: Vec<AbortOnDropHandle<()>>,
 }
 
-fn pause_value(store: &Store<Lease>, name: &str) -> Option<String> {
+fn lease_annotation(store: &Store<Lease>, name: &str, key: &str) -> Option<String> {
     store
         .state()
         .iter()
         .find(|l| l.metadata.name.as_deref() == Some(name))
         .and_then(|l| l.metadata.annotations.as_ref())
-        .and_then(|a| a.get(keys::PAUSED).cloned())
+        .and_then(|a| a.get(key).cloned())
+}
+
+fn pause_value(store: &Store<Lease>, name: &str) -> Option<String> {
+    lease_annotation(store, name, keys::PAUSED)
 }
 
 fn blockers_of(store: &Store<Pod>, sel: &LabelSelector) -> BTreeMap<String, Vec<String>> {
@@ -171,7 +175,15 @@ impl Inputs {
         Ok(())
     }
 
-    /// The inputs now; logs changes of the pause and of blocked nodes.
+    /// The departed slots the Lease carries ([`keys::DEPARTED_SLOTS`]).
+    pub(crate) fn departed_on_lease(&self) -> Result<BTreeMap<String, DepartedSlot>, String> {
+        parse_departed(
+            lease_annotation(&self.lease, &self.lease_name, keys::DEPARTED_SLOTS).as_deref(),
+        )
+    }
+
+    /// The inputs now (without departed slots: the leader keeps those); logs changes of the
+    /// pause and of blocked nodes.
     pub(crate) fn current(&self) -> ClusterInputs {
         let raw = pause_value(&self.lease, &self.lease_name);
         let (paused, malformed) = match parse_pause(raw.as_deref()) {
@@ -216,6 +228,7 @@ impl Inputs {
                 .map(crate::alerts::current)
                 .unwrap_or_default(),
             node_blockers,
+            departed: BTreeMap::new(),
         }
     }
 }

@@ -22,17 +22,23 @@
 //! resourceVersion the patch was decided on, so a decision never counts a
 //! slot we just granted as free.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::{StreamExt, stream};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
+use protocol::keys::DEPARTED_SLOTS;
 use protocol::node::{NodeView, Parsed, ParsedNode};
-use protocol::operator::{ClusterInputs, Decision, OperatorConfig, busy_parsed, decide_parsed};
+use protocol::operator::{
+    ClusterInputs, Decision, DepartedSlot, OperatorConfig, busy_parsed, decide_parsed,
+    departed_slot, format_departed,
+};
 use protocol::patch::NodePatch;
 use shell::{Backoff, NodeWriter};
 use tokio::sync::Notify;
@@ -217,6 +223,9 @@ pub(crate) struct NodeCache {
     relist: Option<BTreeMap<String, Arc<CachedNode>>>,
     /// The first list is done.
     ready: bool,
+    /// Nodes deleted since the last round took them (as last seen, and when), whether by a
+    /// watch event or missing from a relist: one that held a slot leaves a departed slot.
+    departures: Vec<(Arc<CachedNode>, chrono::DateTime<Utc>)>,
 }
 
 impl NodeCache {
@@ -233,7 +242,13 @@ impl NodeCache {
             }
             watcher::Event::InitDone => {
                 if let Some(nodes) = self.relist.take() {
-                    self.nodes = nodes;
+                    let now = Utc::now();
+                    let old = std::mem::replace(&mut self.nodes, nodes);
+                    for (name, c) in old {
+                        if !self.nodes.contains_key(&name) {
+                            self.departures.push((c, now));
+                        }
+                    }
                 }
                 self.ready = true;
             }
@@ -242,9 +257,16 @@ impl NodeCache {
                 self.nodes.insert(name, c);
             }
             watcher::Event::Delete(n) => {
-                self.nodes.remove(&n.name_any());
+                if let Some(c) = self.nodes.remove(&n.name_any()) {
+                    self.departures.push((c, Utc::now()));
+                }
             }
         }
+    }
+
+    /// The nodes deleted since the last call.
+    fn take_departures(&mut self) -> Vec<(Arc<CachedNode>, chrono::DateTime<Utc>)> {
+        std::mem::take(&mut self.departures)
     }
 
     /// The nodes in name order (shared, not copied).
@@ -436,6 +458,94 @@ struct Leader {
     overlay: Overlay,
     problems: ProblemLog,
     observer: Observer,
+    departed: Departed,
+}
+
+/// The reboot slots of deleted Nodes ([`DepartedSlot`]): kept by the leader, mirrored in the
+/// Lease's [`protocol::keys::DEPARTED_SLOTS`] annotation so the next leader counts them too.
+struct Departed {
+    leases: Api<Lease>,
+    lease_name: String,
+    slots: BTreeMap<String, DepartedSlot>,
+    /// What the Lease carries as far as we know (None: unknown, write it).
+    persisted: Option<BTreeMap<String, DepartedSlot>>,
+    /// The Lease's annotation did not parse: no new grants until it is fixed.
+    malformed: Option<String>,
+}
+
+impl Departed {
+    /// Takes over what the Lease carries (at the start of a leadership).
+    fn adopt(&mut self, on_lease: Result<BTreeMap<String, DepartedSlot>, String>) {
+        match on_lease {
+            Ok(slots) => {
+                for (node, s) in &slots {
+                    warn!(node = %node, since = %protocol::node::format_time(s.since), "a node deleted while it held a reboot slot still counts against the maximums (recorded on the Lease by the previous leader)");
+                }
+                if let Some(e) = self.malformed.take() {
+                    info!(problem = %e, "the Lease's departed slots are well-formed again");
+                }
+                self.persisted = Some(slots.clone());
+                self.slots = slots;
+            }
+            Err(e) => {
+                if self.malformed.as_ref() != Some(&e) {
+                    warn!(lease = %self.lease_name, problem = %e, "no new reboots");
+                }
+                self.malformed = Some(e);
+            }
+        }
+    }
+
+    /// Records a slot holder's deletion.
+    fn departed(&mut self, node: &CachedNode, at: chrono::DateTime<Utc>, cfg: &OperatorConfig) {
+        let p = node.parsed();
+        let Some(slot) = departed_slot(p.view, p.state.ok(), cfg, at) else {
+            return;
+        };
+        if self.slots.contains_key(node.name()) {
+            return;
+        }
+        warn!(node = %node.name(), "a node was deleted while it held a reboot slot: its machine may still be going down or booting, so the slot counts against the maximums until a node of that name is Ready again or --reboot-timeout has passed");
+        self.slots.insert(node.name().to_string(), slot);
+    }
+
+    /// Writes the slots to the Lease if they changed (three tries on conflicts).
+    async fn persist(&mut self, leadership: &Leadership) -> Result<(), String> {
+        if self.persisted.as_ref() == Some(&self.slots) {
+            return Ok(());
+        }
+        let value = format_departed(&self.slots);
+        let mut last = String::new();
+        for _ in 0..3 {
+            let Some(left) = leadership.time_left() else {
+                return Err("leadership ended".into());
+            };
+            let write = async {
+                let mut lease = self.leases.get(&self.lease_name).await?;
+                let a = lease
+                    .metadata
+                    .annotations
+                    .get_or_insert_with(Default::default);
+                match &value {
+                    Some(v) => a.insert(DEPARTED_SLOTS.to_string(), v.clone()),
+                    None => a.remove(DEPARTED_SLOTS),
+                };
+                self.leases
+                    .replace(&self.lease_name, &Default::default(), &lease)
+                    .await
+            };
+            match tokio::time::timeout(left, write).await {
+                Ok(Ok(_)) => {
+                    self.persisted = Some(self.slots.clone());
+                    return Ok(());
+                }
+                Ok(Err(kube::Error::Api(s))) if s.code == 409 => last = s.message,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err("timed out".into()),
+            }
+        }
+        Err(format!("conflicts: {last}"))
+    }
 }
 
 impl Leader {
@@ -454,8 +564,20 @@ impl Leader {
             overlay,
             problems,
             observer,
+            departed,
         } = self;
-        let cached = cache.lock().unwrap_or_else(|e| e.into_inner()).snapshot();
+        let (cached, departures) = {
+            let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+            (c.snapshot(), c.take_departures())
+        };
+        for (gone, at) in departures {
+            // Our own write may be newer than the watch's last view of it.
+            let last = overlay
+                .nodes
+                .get(gone.name())
+                .map_or(&gone, |(_, patched)| patched);
+            departed.departed(last, at, &cfg.operator);
+        }
         tracing::Span::current().record("nodes", cached.len());
         let mut merged = overlay.merged(&cached);
         let mut unresolved = false;
@@ -465,6 +587,13 @@ impl Leader {
         }
         drop(cached);
         let now = Utc::now();
+        let mut inputs = Cow::Borrowed(inputs);
+        if !departed.slots.is_empty() || departed.malformed.is_some() {
+            let i = inputs.to_mut();
+            i.departed = departed.slots.clone();
+            i.blockers.extend(departed.malformed.clone());
+        }
+        let inputs = &*inputs;
         let (decision, quiet) = {
             let parsed: Vec<Parsed<'_>> = merged.iter().map(|c| c.parsed()).collect();
             let decision = decide_parsed(&parsed, &cfg.operator, inputs, now);
@@ -472,12 +601,24 @@ impl Leader {
             (decision, quiet)
         };
         problems.update(&decision);
+        for (node, why) in &decision.departed_ended {
+            info!(node = %node, why = %why, "the reboot slot of a deleted node no longer counts");
+        }
+        departed.slots = decision.departed.clone();
+        // Before any other write: a slot granted while the record of a departed one exists
+        // only here would be one too many after a failover.
+        let persisted = departed.persist(leadership).await;
+        if let Err(e) = &persisted {
+            warn!(error = %e, "cannot record the departed reboot slots on the Lease; no new grants until it is done; retrying with backoff");
+        }
         // Events, notifications and node metrics (never waits).
         observer.observe(&merged, &decision, &cfg.operator, inputs, now);
         let mut result = RoundResult {
-            failed: unresolved,
+            failed: unresolved || persisted.is_err(),
             quiet: cfg.release_lease_after_idle.is_some()
                 && !unresolved
+                && departed.slots.is_empty()
+                && departed.malformed.is_none()
                 && decision.patches.is_empty()
                 && decision.stuck.is_empty()
                 && decision.problems.is_empty()
@@ -601,12 +742,23 @@ pub(crate) async fn lead(
         overlay: Overlay::default(),
         problems: ProblemLog::default(),
         observer,
+        departed: Departed {
+            leases: Api::namespaced(client.clone(), &cfg.namespace),
+            lease_name: cfg.lease_name.clone(),
+            slots: BTreeMap::new(),
+            persisted: None,
+            malformed: None,
+        },
     };
+    leader.departed.adopt(inputs.departed_on_lease());
     let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     let mut idle_since: Option<Instant> = None;
     loop {
         if !leadership.may_act() {
             return Ok(WorkEnd::LeadershipEnded);
+        }
+        if leader.departed.malformed.is_some() {
+            leader.departed.adopt(inputs.departed_on_lease());
         }
         let (result, next_check) = leader.round(&inputs.current()).await;
         let mut wake = Instant::now() + RESYNC;

@@ -491,3 +491,102 @@ async fn a_leader_that_cannot_renew_stops_acting_at_the_renew_deadline() {
     .await;
     a.stop().await.unwrap();
 }
+
+/// The operator under deploy/'s RBAC as replica `identity`.
+fn operator_sa(sb: &sandbox::Sandbox, identity: &str) -> Replica {
+    let mut cfg = operator::Config::new(sandbox::identity::NAMESPACE, op_config(1));
+    cfg.identity = identity.into();
+    cfg.lease = fleet::fast_lease();
+    Replica::start_as(sb, &sandbox::UserInfo::operator(), cfg).expect("operator starts")
+}
+
+/// deploy/'s Lease (in the operator's own namespace).
+async fn shipped_lease(client: &kube::Client) -> k8s_openapi::api::coordination::v1::Lease {
+    kube::Api::namespaced(client.clone(), sandbox::identity::NAMESPACE)
+        .get(operator::DEFAULT_LEASE_NAME)
+        .await
+        .expect("the Lease")
+}
+
+async fn departed_on_lease(client: &kube::Client) -> Option<String> {
+    shipped_lease(client)
+        .await
+        .metadata
+        .annotations
+        .and_then(|a| a.get(keys::DEPARTED_SLOTS).cloned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_deleted_mid_reboot_keeps_its_slot_across_a_failover_until_it_is_back() {
+    let sb = sandbox().await;
+    for n in ["n1", "n2"] {
+        sb.add_node(n, &[]).unwrap();
+    }
+    let admin = sb.client_as("admin").unwrap();
+    let a = operator_sa(&sb, "operator-a");
+    for n in ["n1", "n2"] {
+        mark_reboot_needed(&admin, n).await;
+    }
+    let first = wait_for("a grant", PATIENCE, || async {
+        let g = granted_nodes(&admin).await;
+        (g.len() == 1).then(|| g[0].clone())
+    })
+    .await;
+    let other = if first == "n1" { "n2" } else { "n1" };
+    // It drains and goes down; then its Node is deleted (a cloud controller, an admin).
+    annotate(&admin, &first, &[(keys::REBOOT_IN_PROGRESS, OK)]).await;
+    set_ready(&admin, &first, false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kube::Api::<k8s_openapi::api::core::v1::Node>::all(admin.clone())
+        .delete(&first, &Default::default())
+        .await
+        .expect("delete the node");
+    let recorded = wait_for("the departed slot on the Lease", PATIENCE, || async {
+        departed_on_lease(&admin).await
+    })
+    .await;
+    assert!(recorded.contains(&format!("\"{first}\"")), "{recorded}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        granted_nodes(&admin).await.is_empty(),
+        "the other node was granted while the deleted one may still be rebooting"
+    );
+    // The leader dies; the next one takes the record over from the Lease.
+    a.kill();
+    let b = operator_sa(&sb, "operator-b");
+    wait_for("operator-b to lead", Duration::from_secs(10), || async {
+        let spec = shipped_lease(&admin).await.spec?;
+        (spec.holder_identity.as_deref() == Some("operator-b")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        granted_nodes(&admin).await.is_empty(),
+        "granted after the failover"
+    );
+    // Its kubelet registers it again, without our marks, NotReady, then Ready.
+    let fresh: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": first, "labels": {"kubernetes.io/hostname": first}},
+        "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady"}]},
+    }))
+    .unwrap();
+    kube::Api::all(admin.clone())
+        .create(&Default::default(), &fresh)
+        .await
+        .expect("register the node again");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        granted_nodes(&admin).await.is_empty(),
+        "granted before it was Ready"
+    );
+    set_ready(&admin, &first, true).await;
+    wait_for("the other node granted", PATIENCE, || async {
+        (granted_nodes(&admin).await == [other]).then_some(())
+    })
+    .await;
+    wait_for("the record removed from the Lease", PATIENCE, || async {
+        departed_on_lease(&admin).await.is_none().then_some(())
+    })
+    .await;
+    b.stop().await.unwrap();
+}

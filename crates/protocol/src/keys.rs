@@ -148,6 +148,14 @@ key!(
     /// scheduling settings as JSON ([`crate::settings`]), for `fluoctl status` and `plan`.
     OPERATOR_SETTINGS = "operator-settings"
 );
+key!(
+    /// Annotation on the operator's Lease, written by the leader (ours): the reboot slots of
+    /// Nodes deleted while they held one, as JSON `{"<node>": {"since": "<RFC3339>", "zone":
+    /// "<zone>"}}` ([`crate::operator::DepartedSlot`]): their machines may still be going
+    /// down or booting, so each still counts until a Node of that name is back and Ready, or
+    /// `--reboot-timeout` after the deletion. Kept here so the next leader counts them too.
+    DEPARTED_SLOTS = "departed-slots"
+);
 
 key!(
     /// Annotation, agent (ours): what asked for the reboot, comma-separated in the order
@@ -193,7 +201,7 @@ pub const FLUO_KEYS: [&str; 13] = [
 ];
 
 /// The keys this project adds.
-pub const OUR_KEYS: [&str; 17] = [
+pub const OUR_KEYS: [&str; 18] = [
     REBOOT_BOOT_ID,
     DRAIN_FAILURE,
     REBOOT_ERROR,
@@ -207,6 +215,7 @@ pub const OUR_KEYS: [&str; 17] = [
     EVICTED_PODS,
     PAUSED,
     OPERATOR_SETTINGS,
+    DEPARTED_SLOTS,
     REBOOT_NEEDED_BY,
     SENTINEL_BOOT_ID,
     AGENT_EXCLUDED_FROM_LB,

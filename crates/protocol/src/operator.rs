@@ -321,6 +321,98 @@ pub struct ClusterInputs {
     /// Such a node is not picked, loses a `before-reboot` label and a grant
     /// it has not started.
     pub node_blockers: BTreeMap<String, Vec<String>>,
+    /// Reboot slots of Nodes deleted while they held one ([`DepartedSlot`]), by node name:
+    /// each counts against the maximums while [`decide`] keeps it in
+    /// [`Decision::departed`].
+    pub departed: BTreeMap<String, DepartedSlot>,
+}
+
+/// The reboot slot of a Node deleted while it held one (a cloud controller removing the
+/// Node of a machine that is down, an admin's `kubectl delete node`). Its machine may still
+/// be draining, going down or booting, and the kubelet registers a fresh Node of the same
+/// name without our marks when it is back; so the slot keeps counting against the maximums
+/// (in its zone too) until a Node of that name is Ready again or holds a slot itself, or
+/// until `--reboot-timeout` after the deletion (a machine removed for good). Without this,
+/// the deletion would free the slot at once and the next node could go down beside it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DepartedSlot {
+    /// When the operator saw the Node deleted.
+    #[serde(with = "rfc3339")]
+    pub since: DateTime<Utc>,
+    /// Its zone (`--zone-label`), None without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+mod rfc3339 {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::node::format_time(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::node::parse_time(&s)
+            .ok_or_else(|| D::Error::custom(format!("{s:?} is not an RFC3339 time")))
+    }
+}
+
+/// The slot `view`'s deletion at `now` leaves behind: Some if the operator manages it and it
+/// counts against the maximums (`state`: its parsed state, None if malformed).
+pub fn departed_slot(
+    view: &NodeView,
+    state: Option<&NodeState>,
+    cfg: &OperatorConfig,
+    now: DateTime<Utc>,
+) -> Option<DepartedSlot> {
+    (cfg.manages(view) && cfg.counts_against_max_parsed(view, state)).then(|| DepartedSlot {
+        since: now,
+        zone: cfg.zone_of(view).map(str::to_string),
+    })
+}
+
+/// Reads the Lease's [`keys::DEPARTED_SLOTS`] annotation (absent: none). An error names the
+/// annotation and the fix; the shell then halts new grants, the safe reading.
+pub fn parse_departed(value: Option<&str>) -> Result<BTreeMap<String, DepartedSlot>, String> {
+    let Some(v) = value else {
+        return Ok(BTreeMap::new());
+    };
+    serde_json::from_str(v).map_err(|e| {
+        format!(
+            "annotation {} has malformed value {v:?} ({e}); expected {{\"<node>\": {{\"since\": \"<RFC3339 time>\"}}}}: \
+             fix it, or remove it once those nodes' machines are back; no new grants until then",
+            keys::DEPARTED_SLOTS
+        )
+    })
+}
+
+/// The value of [`keys::DEPARTED_SLOTS`] for `departed` (None: remove the annotation).
+pub fn format_departed(departed: &BTreeMap<String, DepartedSlot>) -> Option<String> {
+    (!departed.is_empty())
+        .then(|| serde_json::to_string(departed).expect("departed slots serialize"))
+}
+
+/// Why a [`DepartedSlot`] stopped counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepartedEnd {
+    /// A Node of that name is registered again and Ready: the machine is back.
+    Back,
+    /// A Node of that name holds a slot itself (re-created with its marks): it counts as itself.
+    HoldsSlot,
+    /// `--reboot-timeout` passed since the deletion.
+    TimedOut,
+}
+
+impl fmt::Display for DepartedEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DepartedEnd::Back => "a Node of that name is registered again and Ready",
+            DepartedEnd::HoldsSlot => "a Node of that name holds a reboot slot itself",
+            DepartedEnd::TimedOut => "--reboot-timeout passed since the Node was deleted",
+        })
+    }
 }
 
 impl ClusterInputs {
@@ -391,6 +483,10 @@ pub struct Decision {
     /// Nodes holding a slot that does not count, as the patches leave them
     /// (`--stuck-node-action=release`, [`slot_released`]), sorted by name.
     pub released: Vec<String>,
+    /// The input's departed slots that still count (the shell keeps these, and persists them).
+    pub departed: BTreeMap<String, DepartedSlot>,
+    /// The input's departed slots that no longer count, and why.
+    pub departed_ended: Vec<(String, DepartedEnd)>,
 }
 
 fn hooks_done(view: &NodeView, hooks: &[String]) -> bool {
@@ -704,6 +800,7 @@ pub fn decide_parsed(
     inputs: &ClusterInputs,
     now: DateTime<Utc>,
 ) -> Decision {
+    let all = nodes;
     // Borrowed, not cloned: at 5,000 nodes every copy of the views is megabytes per round.
     let nodes: Vec<Parsed<'_>> = nodes
         .iter()
@@ -775,6 +872,35 @@ pub fn decide_parsed(
             .map_or_else(|| a.holds_slot(), NodeState::holds_slot)
         {
             released.push(a.name.clone());
+        }
+    }
+    // Slots of deleted Nodes count until their machine is back (see DepartedSlot).
+    let mut departed = BTreeMap::new();
+    let mut departed_ended = Vec::new();
+    for (name, d) in &inputs.departed {
+        let deadline = d
+            .since
+            .checked_add_signed(cfg.reboot_timeout)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        // Any Node of that name, managed or not.
+        let present = all.iter().find(|p| p.view.name == *name);
+        let end = if now >= deadline {
+            Some(DepartedEnd::TimedOut)
+        } else {
+            present.and_then(|p| match p.state {
+                Ok(s) if s.holds_slot() => Some(DepartedEnd::HoldsSlot),
+                Err(_) if p.view.holds_slot() => Some(DepartedEnd::HoldsSlot),
+                _ if p.view.ready => Some(DepartedEnd::Back),
+                _ => None,
+            })
+        };
+        match end {
+            Some(end) => departed_ended.push((name.clone(), end)),
+            None => {
+                wake.push(deadline);
+                *zone_held.entry(d.zone.as_deref()).or_default() += 1;
+                departed.insert(name.clone(), d.clone());
+            }
         }
     }
     let held: usize = zone_held.values().sum();
@@ -872,6 +998,8 @@ pub fn decide_parsed(
         next_check: wake.into_iter().filter(|t| *t > now).min(),
         stuck,
         released,
+        departed,
+        departed_ended,
     }
 }
 

@@ -1091,13 +1091,124 @@ fn a_released_node_that_comes_back_finishes_without_a_slot() {
 }
 
 #[test]
-fn a_deleted_node_frees_its_slot_at_once() {
+fn a_deleted_slot_holder_keeps_its_slot_until_its_node_is_back_and_ready() {
+    let c = cfg(1);
     let holder = needs("gone")
         .ann(keys::REBOOT_OK, "true")
         .ann(keys::REBOOT_IN_PROGRESS, "true")
         .time(keys::GRANTED_AT, t0() - mins(5));
-    assert!(granted_names(&decide(&[holder, needs("b")], &cfg(1), t0())).is_empty());
-    assert_eq!(granted_names(&decide(&[needs("b")], &cfg(1), t0())), ["b"]);
+    assert!(granted_names(&decide(&[holder.clone(), needs("b")], &c, t0())).is_empty());
+    // Deleted: without the record the slot would be free at once (what FLUO does).
+    assert_eq!(granted_names(&decide(&[needs("b")], &c, t0())), ["b"]);
+    let slot = departed_slot(&holder, NodeState::parse(&holder).ok().as_ref(), &c, t0()).unwrap();
+    assert_eq!(
+        slot,
+        DepartedSlot {
+            since: t0(),
+            zone: None
+        }
+    );
+    let inputs = ClusterInputs {
+        departed: [("gone".to_string(), slot.clone())].into(),
+        ..Default::default()
+    };
+    let at = |m| t0() + mins(m);
+    // Gone, or registered again by its kubelet (no marks) but not Ready yet: still counts.
+    let mut fresh = node("gone");
+    fresh.ready = false;
+    for nodes in [vec![needs("b")], vec![fresh.clone(), needs("b")]] {
+        let d = decide_with(&nodes, &c, &inputs, at(1));
+        assert!(granted_names(&d).is_empty(), "{d:?}");
+        assert_eq!(d.departed, inputs.departed);
+        assert!(d.departed_ended.is_empty());
+        assert!(d.next_check.is_some_and(|t| t <= t0() + c.reboot_timeout));
+    }
+    // Back and Ready: the slot is free.
+    fresh.ready = true;
+    let d = decide_with(&[fresh.clone(), needs("b")], &c, &inputs, at(1));
+    assert_eq!(granted_names(&d), ["b"]);
+    assert!(d.departed.is_empty());
+    assert_eq!(d.departed_ended, [("gone".to_string(), DepartedEnd::Back)]);
+    // Re-created with its marks (from a backup): it counts as itself, once.
+    let d = decide_with(&[holder.clone(), needs("b")], &c, &inputs, at(1));
+    assert!(granted_names(&d).is_empty());
+    assert_eq!(
+        d.departed_ended,
+        [("gone".to_string(), DepartedEnd::HoldsSlot)]
+    );
+    // Never back: --reboot-timeout after the deletion, the slot is free.
+    let d = decide_with(&[needs("b")], &c, &inputs, t0() + c.reboot_timeout);
+    assert_eq!(granted_names(&d), ["b"]);
+    assert_eq!(
+        d.departed_ended,
+        [("gone".to_string(), DepartedEnd::TimedOut)]
+    );
+    // A node that held no slot, or is not managed, leaves nothing behind.
+    let b = needs("b");
+    assert_eq!(
+        departed_slot(&b, NodeState::parse(&b).ok().as_ref(), &c, t0()),
+        None
+    );
+    let mut only_a = cfg(1);
+    only_a.node_selector = Some(LabelSelector::parse("pool=a").unwrap());
+    assert_eq!(departed_slot(&holder, None, &only_a, t0()), None);
+    // A malformed holder counts by its raw values.
+    let bad = holder.clone().ann(keys::GRANTED_AT, "yesterday");
+    assert!(departed_slot(&bad, None, &c, t0()).is_some());
+}
+
+#[test]
+fn a_departed_slot_counts_in_its_zone() {
+    let mut c = cfg(3);
+    c.max_rebooting_per_zone = Some(MaxRebooting::Count(1));
+    let holder = granted("gone").lbl(ZONE, "a");
+    let slot = departed_slot(&holder, NodeState::parse(&holder).ok().as_ref(), &c, t0()).unwrap();
+    assert_eq!(slot.zone.as_deref(), Some("a"));
+    let inputs = ClusterInputs {
+        departed: [("gone".to_string(), slot)].into(),
+        ..Default::default()
+    };
+    let nodes = [needs("a1").lbl(ZONE, "a"), needs("b1").lbl(ZONE, "b")];
+    assert_eq!(
+        granted_names(&decide_with(&nodes, &c, &inputs, t0())),
+        ["b1"]
+    );
+}
+
+#[test]
+fn departed_slots_round_trip_through_the_lease_annotation() {
+    assert_eq!(parse_departed(None), Ok(BTreeMap::new()));
+    let m: BTreeMap<String, DepartedSlot> = [
+        (
+            "a".to_string(),
+            DepartedSlot {
+                since: t0(),
+                zone: Some("z1".into()),
+            },
+        ),
+        (
+            "b".to_string(),
+            DepartedSlot {
+                since: t0() + mins(1),
+                zone: None,
+            },
+        ),
+    ]
+    .into();
+    let text = format_departed(&m).unwrap();
+    assert_eq!(
+        text,
+        r#"{"a":{"since":"2024-05-01T12:00:00Z","zone":"z1"},"b":{"since":"2024-05-01T12:01:00Z"}}"#
+    );
+    assert_eq!(parse_departed(Some(&text)), Ok(m));
+    assert_eq!(format_departed(&BTreeMap::new()), None);
+    for bad in ["", "[]", r#"{"a":{"since":"soon"}}"#, r#"{"a":{}}"#] {
+        let e = parse_departed(Some(bad)).unwrap_err();
+        assert!(
+            e.contains(keys::DEPARTED_SLOTS) && e.contains("no new grants"),
+            "{e}"
+        );
+    }
 }
 
 #[test]
@@ -1293,6 +1404,7 @@ fn any_inputs(n: usize) -> impl Strategy<Value = ClusterInputs> {
                 .filter(|(_, b)| **b)
                 .map(|(i, _)| (format!("n{i}"), vec![format!("pod default/p{i}")]))
                 .collect(),
+            departed: BTreeMap::new(),
         })
 }
 
@@ -1730,6 +1842,66 @@ proptest! {
                     prop_assert!(b.ready, "released a stuck node that is not back: {:?}", b);
                 }
             }
+            cur = after;
+        }
+    }
+
+    /// Slot holders deleted mid-rollout (some registered again, Ready or not): a new turn
+    /// never starts while the holders that count plus the departed slots still counting
+    /// are at the maximum, round after round; a departed slot ends only as documented.
+    #[test]
+    fn departed_slots_are_never_granted_beyond_the_max(
+        nodes in any_rollout(),
+        max in 1u32..3,
+        per_zone in prop::option::of(1u32..3),
+        deleted in prop::collection::vec(0u8..3, 4),
+        dt in 0i64..40,
+    ) {
+        let mut c = cfg(max);
+        c.max_rebooting_per_zone = per_zone.map(MaxRebooting::Count);
+        let mut departed = BTreeMap::new();
+        let mut cur = Vec::new();
+        for v in nodes {
+            // h0..h3: 0 stays, 1 is deleted, 2 is deleted and registered again (not Ready).
+            let fate = v.name.strip_prefix('h').and_then(|i| i.parse::<usize>().ok()).map_or(0, |i| deleted[i]);
+            match departed_slot(&v, NodeState::parse(&v).ok().as_ref(), &c, t0()) {
+                Some(slot) if fate > 0 => {
+                    departed.insert(v.name.clone(), slot);
+                    if fate == 2 {
+                        let mut fresh = node(&v.name);
+                        fresh.ready = false;
+                        cur.push(fresh.lbl(ZONE, v.label(ZONE).unwrap_or("a")));
+                    }
+                }
+                _ => cur.push(v),
+            }
+        }
+        cur.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut inputs = ClusterInputs { departed, ..Default::default() };
+        for round in 0..4 {
+            let now = t0() + mins(dt + 10 * round);
+            let d = decide_with(&cur, &c, &inputs, now);
+            let mut after = cur.clone();
+            apply_all(&mut after, &d.patches);
+            let added = after.iter().zip(&cur).any(|(a, b)| a.holds_slot() && !b.holds_slot());
+            if added {
+                prop_assert!(counted(&c, &after) + d.departed.len() <= max as usize, "{:?}", d);
+                if let Some(m) = per_zone {
+                    for z in ["a", "b"] {
+                        let held = after.iter().filter(|v| v.label(ZONE) == Some(z) && c.counts_against_max(v)).count()
+                            + d.departed.values().filter(|s| s.zone.as_deref() == Some(z)).count();
+                        prop_assert!(held <= m as usize, "zone {}: {:?}", z, d);
+                    }
+                }
+            }
+            for (name, slot) in &inputs.departed {
+                let present = cur.iter().find(|v| v.name == *name);
+                let ends = now >= slot.since + c.reboot_timeout
+                    || present.is_some_and(|v| v.ready || v.holds_slot());
+                prop_assert_eq!(!d.departed.contains_key(name), ends);
+                prop_assert_eq!(d.departed_ended.iter().any(|(n, _)| n == name), ends);
+            }
+            inputs.departed = d.departed.clone();
             cur = after;
         }
     }

@@ -207,5 +207,7 @@ pub(super) fn decide_with(
         next_check: wake.into_iter().filter(|t| *t > now).min(),
         stuck,
         released,
+        departed: BTreeMap::new(),
+        departed_ended: Vec::new(),
     }
 }

@@ -165,6 +165,10 @@ pub enum FaultKind {
     /// reboot window closes (a `WindowClose` is always scheduled with it): the operator's
     /// stamps must be judged on the API server's clock.
     ClockSkew { nodes: Vec<(String, i64)> },
+    /// The Node object of the first node seen down for its reboot (not the one that never
+    /// comes back) is deleted (a cloud controller, an admin); its kubelet registers a fresh
+    /// one, without our marks, when the machine is back.
+    NodeRecreate,
 }
 
 impl FaultKind {
@@ -189,11 +193,12 @@ impl FaultKind {
             FaultKind::AgentPartition { .. } => "agent-partition",
             FaultKind::LeaderKillBetweenPhases { .. } => "leader-kill-between-phases",
             FaultKind::ClockSkew { .. } => "clock-skew",
+            FaultKind::NodeRecreate => "node-recreate",
         }
     }
 
     /// Every kind's name.
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 19] = [
         "api-errors",
         "latency",
         "watch-cuts",
@@ -212,6 +217,7 @@ impl FaultKind {
         "agent-partition",
         "leader-kill-between-phases",
         "clock-skew",
+        "node-recreate",
     ];
 
     fn lasting(&self) -> Option<Duration> {
@@ -500,6 +506,12 @@ impl Scenario {
                     },
                 });
             }
+        }
+        if rng.random_bool(0.3) {
+            faults.push(Fault {
+                at: Duration::ZERO,
+                kind: FaultKind::NodeRecreate,
+            });
         }
         faults.sort_by_key(|f| f.at);
         Scenario {
@@ -950,6 +962,8 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
     let down_agents: Mutex<BTreeSet<String>> = Mutex::default();
     let reopened = Mutex::new(window_close.is_none());
     let bystander = Bystander::default();
+    // Nodes whose Node object was deleted and registered again: their annotations went with it.
+    let recreated: Mutex<BTreeSet<String>> = Mutex::default();
     let mut tasks: Vec<Task> = Vec::new();
     // The request-level faults: the plan of the moment.
     tasks.push(Box::pin(async {
@@ -962,8 +976,15 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
     tasks.push(Box::pin(bystander.run(sb, &cluster.names, s.seed)));
     for f in &s.faults {
         let at = t0 + f.at;
-        let (fire, ops, checker, down_agents, reopened, cluster) =
-            (&fire, &ops, &checker, &down_agents, &reopened, &cluster);
+        let (fire, ops, checker, down_agents, reopened, cluster, recreated) = (
+            &fire,
+            &ops,
+            &checker,
+            &down_agents,
+            &reopened,
+            &cluster,
+            &recreated,
+        );
         let task: Task = match &f.kind {
             FaultKind::ApiErrors { .. }
             | FaultKind::Latency { .. }
@@ -1067,6 +1088,34 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
                 fire("leader-kill-between-phases");
                 Ok(())
             }),
+            FaultKind::NodeRecreate => Box::pin(async move {
+                let mut changes = checker.changes();
+                // Down mid-reboot: draining done, the machine went NotReady.
+                let node = loop {
+                    let down = checker.nodes().into_iter().find(|(n, f)| {
+                        s.never_back() != Some(n.as_str())
+                            && f.reboots() == 0
+                            && !f.view.ready
+                            && f.view.annotation(keys::REBOOT_IN_PROGRESS) == Some(keys::TRUE)
+                    });
+                    if let Some((n, _)) = down {
+                        break n;
+                    }
+                    changes.changed().await?;
+                };
+                let node = &node;
+                // Out of the store directly, as the revoked bindings: injected API errors
+                // must not stop the fault itself.
+                let nodes = sandbox::resources::find("", "v1", "nodes")
+                    .ok_or_else(|| anyhow::anyhow!("the sandbox serves no nodes"))?;
+                sb.store()
+                    .lock()
+                    .remove(nodes, "", node)
+                    .map_err(|e| anyhow::anyhow!("deleting Node {node}: {}", e.message))?;
+                recreated.lock().unwrap().insert(node.clone());
+                fire("node-recreate");
+                Ok(())
+            }),
             FaultKind::NeverBack { .. }
             | FaultKind::PdbBlock { .. }
             | FaultKind::RebootLost { .. }
@@ -1106,7 +1155,7 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
         + Duration::from_secs(4) * s.nodes.div_ceil(s.max.max(1));
     let mut pending;
     loop {
-        pending = unfinished(s, &checker.nodes());
+        pending = unfinished(s, &cluster.names, &checker.nodes());
         if pending.is_empty() || Instant::now() >= deadline {
             break;
         }
@@ -1133,7 +1182,11 @@ async fn run_inner(s: &Scenario, started: Instant) -> anyhow::Result<Outcome> {
             ),
         );
     }
+    let recreated = recreated.into_inner().unwrap();
     for (node, why) in bystander.check(&checker.nodes()) {
+        if recreated.contains(&node) {
+            continue;
+        }
         checker.violate(vec![node], why);
     }
     let injected = sb.faults().injected();
@@ -1226,8 +1279,21 @@ fn reopen(ops: &Operators, checker: &Checker, reopened: &Mutex<bool>) -> anyhow:
 }
 
 /// The nodes not (yet) where the scenario must leave them, and why.
-fn unfinished(s: &Scenario, nodes: &BTreeMap<String, NodeFacts>) -> Vec<(String, String)> {
-    let mut out = Vec::new();
+fn unfinished(
+    s: &Scenario,
+    names: &[String],
+    nodes: &BTreeMap<String, NodeFacts>,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = names
+        .iter()
+        .filter(|n| !nodes.contains_key(*n))
+        .map(|n| {
+            (
+                n.clone(),
+                "its Node is gone (deleted, not registered again)".to_string(),
+            )
+        })
+        .collect();
     for (name, f) in nodes {
         let v = &f.view;
         let t = |k| v.annotation(k) == Some(keys::TRUE);

@@ -10,7 +10,9 @@
 //! Checked on every change:
 //! - at most `max` nodes disrupted at once (cordoned by us, i.e. unschedulable
 //!   with `agent-made-unschedulable=true`, or `reboot-in-progress=true`), and
-//!   at most the per-zone maximum in each zone;
+//!   at most the per-zone maximum in each zone; a node whose Node object is deleted while
+//!   disrupted still counts until a Node of that name is registered again and Ready (its
+//!   machine may still be going down or booting);
 //! - no grant (`reboot-ok` turning true) and no drain start
 //!   (`reboot-in-progress` turning true) while the reboot window is closed;
 //! - no node goes down (Ready turning false) with a pod still on it that a
@@ -125,6 +127,9 @@ struct State {
     pods: BTreeMap<(String, String), Pod>,
     pdbs: BTreeMap<(String, String), LabelSelector>,
     violations: Vec<Violation>,
+    /// Nodes whose Node object was deleted, as last seen, and whether they still count as
+    /// disrupted (they were when deleted, and no Node of that name is Ready yet).
+    departed: BTreeMap<String, (NodeFacts, bool)>,
     /// The last over-limit sets reported (global, per zone), so a lasting
     /// breach is one violation, not one per event.
     over: BTreeMap<String, BTreeSet<String>>,
@@ -167,6 +172,7 @@ impl Checker {
             pods: BTreeMap::new(),
             pdbs: BTreeMap::new(),
             violations: Vec::new(),
+            departed: BTreeMap::new(),
             over: BTreeMap::new(),
             changes: 0,
         };
@@ -207,7 +213,7 @@ impl Checker {
                 if ev.storage == nodes_res().storage {
                     if gone {
                         let name = meta(&ev.object, "name").unwrap_or("");
-                        st.nodes.remove(name);
+                        st.node_deleted(name);
                     } else {
                         st.node_changed(&ev.object);
                     }
@@ -353,6 +359,14 @@ impl State {
         !w.contains(now) && !w.contains(now - slack)
     }
 
+    fn node_deleted(&mut self, name: &str) {
+        if let Some(f) = self.nodes.remove(name) {
+            let counts = disrupted(&f.view);
+            self.departed.insert(name.to_string(), (f, counts));
+            self.check_limits();
+        }
+    }
+
     fn node_changed(&mut self, obj: &Value) {
         let node: Node = match serde_json::from_value(obj.clone()) {
             Ok(n) => n,
@@ -375,9 +389,11 @@ impl State {
             }
         };
         let prev = self.nodes.get(&name).map(|f| f.view.clone());
+        // A Node registered again continues the machine's boot history.
         let mut boot_ids = self
             .nodes
             .get(&name)
+            .or_else(|| self.departed.get(&name).map(|d| &d.0))
             .map(|f| f.boot_ids.clone())
             .unwrap_or_default();
         if !view.boot_id.is_empty() && boot_ids.last() != Some(&view.boot_id) {
@@ -395,6 +411,10 @@ impl State {
         }
         if let Some(prev) = &prev {
             self.transitions(prev, &view);
+        }
+        // Back and Ready, or disrupted again and counted as itself.
+        if view.ready || disrupted(&view) {
+            self.departed.remove(&name);
         }
         self.nodes.insert(
             name,
@@ -474,6 +494,12 @@ impl State {
             .values()
             .map(|f| &f.view)
             .filter(|v| disrupted(v))
+            .chain(
+                self.departed
+                    .values()
+                    .filter(|(_, counts)| *counts)
+                    .map(|(f, _)| &f.view),
+            )
             .collect();
         let mut breaches: Vec<(String, usize, BTreeSet<String>)> = Vec::new();
         if disrupted_now.len() > self.rules.max {

@@ -342,3 +342,69 @@ async fn the_checker_catches_a_drain_started_after_the_window_closed() {
         "{v:?}"
     );
 }
+
+/// A node deleted while it reboots still counts until a Node of that name is registered
+/// again and Ready: a second node starting its drain meanwhile is caught; once the first is
+/// back, a third is not, and the machine's boot history goes on across the two Node objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_counts_a_node_deleted_mid_reboot_until_it_is_back() {
+    let sb = Sandbox::start(Default::default()).await.unwrap();
+    for n in ["n1", "n2", "n3"] {
+        sb.add_node(n, &[]).unwrap();
+    }
+    let checker = Checker::start(sb.store(), rules(1));
+    let api: Api<Node> = Api::all(sb.client_as("rogue").unwrap());
+    let t = keys::TRUE;
+    let ready =
+        |status: &str| json!({"status": {"conditions": [{"type": "Ready", "status": status}]}});
+    patch(
+        &api,
+        "n1",
+        json!({"metadata": {"annotations": {keys::REBOOT_IN_PROGRESS: t}}}),
+    )
+    .await;
+    api.patch_status("n1", &PatchParams::default(), &Patch::Merge(ready("False")))
+        .await
+        .unwrap();
+    api.delete("n1", &Default::default()).await.unwrap();
+    // Its kubelet registers it again after the reboot: a new boot ID, NotReady at first.
+    let fresh: Node = serde_json::from_value(json!({
+        "metadata": {"name": "n1"},
+        "status": {"conditions": [{"type": "Ready", "status": "False"}], "nodeInfo": {"bootID": "b-new"}},
+    }))
+    .unwrap();
+    api.create(&Default::default(), &fresh).await.unwrap();
+    assert!(
+        checker.violations().is_empty(),
+        "{:?}",
+        checker.violations()
+    );
+    patch(
+        &api,
+        "n2",
+        json!({"metadata": {"annotations": {keys::REBOOT_IN_PROGRESS: t}}}),
+    )
+    .await;
+    let v = wait_violations(&checker, 1).await;
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].nodes, ["n1", "n2"], "{v:?}");
+    // n2 is done, n1 Ready: n3 may go.
+    patch(
+        &api,
+        "n2",
+        json!({"metadata": {"annotations": {keys::REBOOT_IN_PROGRESS: "false"}}}),
+    )
+    .await;
+    api.patch_status("n1", &PatchParams::default(), &Patch::Merge(ready("True")))
+        .await
+        .unwrap();
+    patch(
+        &api,
+        "n3",
+        json!({"metadata": {"annotations": {keys::REBOOT_IN_PROGRESS: t}}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(checker.violations().len(), 1, "{:?}", checker.violations());
+    assert_eq!(checker.nodes()["n1"].reboots(), 1);
+}

@@ -79,41 +79,41 @@ impl Sim {
         for (k, v) in labels {
             l[*k] = json!(v);
         }
-        let ip = format!("10.0.{}.{}", index / 250, index % 250 + 2);
-        let now = now_rfc3339();
-        let cond = |t: &str, s: &str, reason: &str, msg: &str| json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now});
-        let node = json!({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": l, "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
-            "spec": {"podCIDR": format!("10.244.{}.0/24", index % 250), "providerID": format!("sandbox://{name}")},
-            "status": {
-                "conditions": [
-                    cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                    cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                    cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-                    cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-                ],
-                "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
-                "capacity": {"cpu": "4", "memory": "16393232Ki", "pods": "110", "ephemeral-storage": "101430960Ki"},
-                "allocatable": {"cpu": "4", "memory": "16290832Ki", "pods": "110", "ephemeral-storage": "93478772582"},
-                "nodeInfo": {
-                    "bootID": new_uid(), "machineID": new_uid().replace('-', ""), "systemUUID": new_uid(),
-                    "kernelVersion": "6.6.60-flatcar", "osImage": format!("{OS_NAME} {INITIAL_VERSION} (Oklo)"),
-                    "containerRuntimeVersion": "containerd://1.7.23", "kubeletVersion": "v1.33.0",
-                    "kubeProxyVersion": "v1.33.0", "operatingSystem": "linux", "architecture": "amd64",
-                },
-            },
-        });
+        let registration = Registration {
+            labels: l,
+            index,
+            machine_id: new_uid().replace('-', ""),
+            system_uuid: new_uid(),
+        };
+        let node = registration.node(name, true, &new_uid(), INITIAL_VERSION);
         self.store
             .lock()
             .create(nodes(), node)
             .map_err(|e| anyhow::anyhow!(e.message))?;
-        let host = SimHost::new(name, Arc::downgrade(self));
+        let host = SimHost::new(name, Arc::downgrade(self), registration);
         self.hosts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_string(), host.clone());
         Ok(host)
+    }
+
+    /// The kubelet of a machine that boots registers its Node if there is none (deleted
+    /// meanwhile): a fresh one, with the kubelet's labels and none of the annotations, NotReady
+    /// until the next status update.
+    fn register_if_missing(&self, host: &SimHost, boot_id: &str, os_version: &str) {
+        let name = &host.inner.node;
+        let mut st = self.store.lock();
+        if st.get(nodes(), "", name).is_some() {
+            return;
+        }
+        let node = host
+            .inner
+            .registration
+            .node(name, false, boot_id, os_version);
+        if st.create(nodes(), node).is_ok() {
+            host.inner.registered_again.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     fn set_ready(
@@ -194,6 +194,7 @@ impl Sim {
         }
         let version = host.finish_reboot();
         let boot_id = new_uid();
+        self.register_if_missing(&host, &boot_id, &version);
         self.set_ready(&name, true, Some(boot_id.clone()), Some(&version));
         let event = json!({
             "apiVersion": "v1", "kind": "Event",
@@ -212,8 +213,65 @@ impl Sim {
     }
 }
 
+/// What a machine's kubelet registers its Node with.
+struct Registration {
+    labels: Value,
+    index: usize,
+    machine_id: String,
+    system_uuid: String,
+}
+
+impl Registration {
+    fn node(&self, name: &str, ready: bool, boot_id: &str, os_version: &str) -> Value {
+        let index = self.index;
+        let ip = format!("10.0.{}.{}", index / 250, index % 250 + 2);
+        let now = now_rfc3339();
+        let cond = |t: &str, s: &str, reason: &str, msg: &str| json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now});
+        let ready = if ready {
+            cond(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status",
+            )
+        } else {
+            cond(
+                "Ready",
+                "False",
+                "KubeletNotReady",
+                "container runtime status check may not have completed yet",
+            )
+        };
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": self.labels, "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
+            "spec": {"podCIDR": format!("10.244.{}.0/24", index % 250), "providerID": format!("sandbox://{name}")},
+            "status": {
+                "conditions": [
+                    cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                    cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                    cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                    ready,
+                ],
+                "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+                "capacity": {"cpu": "4", "memory": "16393232Ki", "pods": "110", "ephemeral-storage": "101430960Ki"},
+                "allocatable": {"cpu": "4", "memory": "16290832Ki", "pods": "110", "ephemeral-storage": "93478772582"},
+                "nodeInfo": {
+                    "bootID": boot_id, "machineID": self.machine_id, "systemUUID": self.system_uuid,
+                    "kernelVersion": "6.6.60-flatcar", "osImage": format!("{OS_NAME} {os_version} (Oklo)"),
+                    "containerRuntimeVersion": "containerd://1.7.23", "kubeletVersion": "v1.33.0",
+                    "kubeProxyVersion": "v1.33.0", "operatingSystem": "linux", "architecture": "amd64",
+                },
+            },
+        })
+    }
+}
+
 struct HostInner {
     node: String,
+    registration: Registration,
+    /// Times its kubelet registered the Node again after it was deleted.
+    registered_again: AtomicU32,
     sim: Weak<Sim>,
     status: watch::Sender<UpdateStatus>,
     os_version: Mutex<String>,
@@ -238,7 +296,7 @@ fn unix_now() -> i64 {
 }
 
 impl SimHost {
-    fn new(node: &str, sim: Weak<Sim>) -> SimHost {
+    fn new(node: &str, sim: Weak<Sim>, registration: Registration) -> SimHost {
         let idle = UpdateStatus {
             last_checked_time: unix_now(),
             progress: 0.0,
@@ -249,6 +307,8 @@ impl SimHost {
         SimHost {
             inner: Arc::new(HostInner {
                 node: node.to_string(),
+                registration,
+                registered_again: AtomicU32::new(0),
                 sim,
                 status: watch::channel(idle).0,
                 os_version: Mutex::new(INITIAL_VERSION.to_string()),
@@ -336,6 +396,12 @@ impl SimHost {
     }
 
     /// Reboot calls that were accepted and lost so far.
+    /// Times its kubelet registered the Node again because it was deleted while the
+    /// machine was down.
+    pub fn registered_again(&self) -> u32 {
+        self.inner.registered_again.load(Ordering::SeqCst)
+    }
+
     pub fn reboots_lost(&self) -> u32 {
         self.inner.reboots_lost.load(Ordering::SeqCst)
     }

@@ -31,7 +31,7 @@ pub enum LogFormat {
 /// `--stuck-node-action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StuckNodeAction {
-    /// The stuck node keeps its slot until it is back and released, or deleted.
+    /// The stuck node keeps its slot until it is back and released (a deleted Node's slot: until a Node of that name is Ready again, or --reboot-timeout after the deletion).
     Hold,
     /// Once the stuck node is down or rebooted, its slot no longer counts: the next node may go while it stays down.
     Release,
@@ -159,7 +159,7 @@ pub struct Args {
     )]
     pub reboot_timeout: Duration,
 
-    /// What becomes of the slot of a node stuck past --reboot-timeout. 'hold' (FLUO's behaviour): it keeps the slot until it is back and released or deleted, so with --max-rebooting-nodes=1 the rollout waits for a person. 'release': once the stuck node is down (in progress and NotReady) or rebooted, its slot no longer counts against the maximums and the next node may go; trade-off: one more node may be down while the stuck one stays down. A stuck node granted but not started, or draining, keeps its slot either way; the stuck node keeps every mark and, if it comes back, finishes without a slot.
+    /// What becomes of the slot of a node stuck past --reboot-timeout. 'hold' (FLUO's behaviour): it keeps the slot until it is back and released, so with --max-rebooting-nodes=1 the rollout waits for a person. 'release': once the stuck node is down (in progress and NotReady) or rebooted, its slot no longer counts against the maximums and the next node may go; trade-off: one more node may be down while the stuck one stays down. A stuck node granted but not started, or draining, keeps its slot either way; the stuck node keeps every mark and, if it comes back, finishes without a slot.
     #[arg(
         long,
         env = "UPDATE_OPERATOR_STUCK_NODE_ACTION",

@@ -118,7 +118,7 @@ impl ProblemLog {
             .collect();
         for st in &decision.stuck {
             if self.stuck.get(&st.node) != Some(&st.reason) {
-                warn!(node = %st.node, since = %protocol::node::format_time(st.since), reason = %st.reason, "node is stuck: it keeps its reboot slot until it comes back (or is deleted)");
+                warn!(node = %st.node, since = %protocol::node::format_time(st.since), reason = %st.reason, "node is stuck: it keeps its reboot slot until it comes back");
             }
         }
         for node in self.stuck.keys() {

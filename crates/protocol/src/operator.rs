@@ -139,7 +139,8 @@ impl MaxRebooting {
 /// `--reboot-timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StuckNodeAction {
-    /// It keeps its slot until it comes back and is released (or is deleted).
+    /// It keeps its slot until it comes back and is released (if its Node is deleted, see
+    /// [`DepartedSlot`]).
     #[default]
     Hold,
     /// Once it is down or rebooted ([`slot_released`]) its slot no longer

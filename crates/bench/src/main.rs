@@ -2,9 +2,11 @@
 //! See docs/bench.md.
 
 mod child;
+mod growth;
 mod report;
 mod scenarios;
 mod simagent;
+mod slots;
 mod soak;
 
 use std::collections::BTreeMap;
@@ -95,6 +97,15 @@ struct Args {
     /// Soak: nodes running the real update-agent binary (on a private dbus-daemon) [2].
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=20))]
     soak_real_agents: u32,
+    /// Growth: the operator scenario at these node counts [1000,5000,15000; quick 20,50].
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    growth_nodes: Vec<u32>,
+    /// Growth: pods per node [20; quick 5].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=110))]
+    growth_pods_per_node: Option<u32>,
+    /// Growth: --max-rebooting-nodes [250; quick 10].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    growth_max_rebooting: Option<u32>,
     /// Idle windows (API requests while nothing happens; the agent's memory) [60; quick 2].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     idle_seconds: Option<u64>,
@@ -108,6 +119,7 @@ enum Scenario {
     Operator,
     Agent,
     Soak,
+    Growth,
 }
 
 fn pick<T>(given: Option<T>, quick: bool, small: T, full: T) -> T {
@@ -141,8 +153,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         agent: child::binary(&bin_dir, "update-agent")?,
         logs: work.path().to_path_buf(),
     };
-    let runs =
-        |s: Scenario| args.only.contains(&s) || (args.only.is_empty() && s != Scenario::Soak);
+    // The soak and the growth curve run only when named (each writes its own report).
+    let runs = |s: Scenario| {
+        args.only.contains(&s)
+            || (args.only.is_empty() && s != Scenario::Soak && s != Scenario::Growth)
+    };
     let idle = Duration::from_secs(pick(args.idle_seconds, q, 2, 60));
     let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let mut scenarios = BTreeMap::new();
@@ -175,18 +190,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             cfg.duration.as_secs_f64() / 60.0
         ));
         let r = soak::soak(&env, &cfg, 1).await?;
-        let m = Machine::detect(&repo, load_at_start.clone());
-        let machine = format!(
-            "{}, git {}, {} build; {} cores ({}), {:.1} GiB; load average {} at the start, {} at the end.",
-            m.date,
-            m.git_commit,
-            m.build,
-            m.cores,
-            m.cpu_model,
-            m.memory_gib,
-            m.load_average[0].trim(),
-            report::load_average().trim()
-        );
+        let machine = machine_line(&repo, &load_at_start);
         std::fs::create_dir_all(&args.out)?;
         std::fs::write(args.out.join("SOAK.md"), soak::markdown(&r, &machine, &cfg))?;
         std::fs::write(
@@ -200,6 +204,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
             r.lost.join("; ")
         );
         if args.only.iter().all(|s| *s == Scenario::Soak) {
+            return Ok(());
+        }
+    }
+
+    if runs(Scenario::Growth) {
+        let cfg = growth::GrowthConfig {
+            nodes: if !args.growth_nodes.is_empty() {
+                args.growth_nodes.clone()
+            } else if q {
+                vec![20, 50]
+            } else {
+                vec![1000, 5000, 15000]
+            },
+            pods_per_node: pick(args.growth_pods_per_node, q, 5, 20),
+            max_rebooting: pick(args.growth_max_rebooting, q, 10, 250),
+        };
+        let points = growth::growth(&env, &cfg, step).await?;
+        let machine = machine_line(&repo, &load_at_start);
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(
+            args.out.join("GROWTH.md"),
+            growth::markdown(&points, &machine, &cfg),
+        )?;
+        std::fs::write(args.out.join("growth.svg"), growth::svg(&points))?;
+        std::fs::write(
+            args.out.join("growth.json"),
+            serde_json::to_string_pretty(&points)?,
+        )?;
+        eprintln!("bench: wrote {}", args.out.join("GROWTH.md").display());
+        if args
+            .only
+            .iter()
+            .all(|s| *s == Scenario::Growth || *s == Scenario::Soak)
+        {
             return Ok(());
         }
     }
@@ -409,6 +447,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     o.wall_seconds
                 ),
                 format!(
+                    "Grant latency under load, through this rollout (a slot holder's agent \
+                     says it is back -> the grant that fills its slot, from the store's change \
+                     feed in the bench process): {}.",
+                    o.slot_latency.describe()
+                ),
+                format!(
                     "Operator requests per node reboot: {}.",
                     o.requests.describe(f64::from(nodes))
                 ),
@@ -490,7 +534,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ratio.as_ref().and_then(|o| o.summary.as_ref()?.ratio),
             "",
         )
-        .target(1.05),
+        .target(1.02),
         Metric::new(
             format!(
                 "rollout ratio, {an} nodes, reboots of {} s (k = {})",
@@ -512,6 +556,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "MiB",
         )
         .target(64.0),
+        Metric::new(
+            format!("operator anonymous memory before the rollout, {an} nodes"),
+            ratio.as_ref().map(|o| o.idle.anon_rss_mib),
+            "MiB",
+        )
+        .target(17.0),
+        Metric::new(
+            format!("grant latency under load p99 (freed slot -> next grant), {sn}-node rollout"),
+            scale.as_ref().map(|o| o.slot_latency.p99_ms / 1000.0),
+            "s",
+        )
+        .target(0.05),
         Metric::new(
             format!("operator RSS idle, {sn} nodes"),
             scale.as_ref().map(|o| o.idle.rss_mib),
@@ -591,6 +647,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The machine, the commit and the load, for a report's first line.
+fn machine_line(repo: &std::path::Path, load_at_start: &str) -> String {
+    let m = Machine::detect(repo, load_at_start.to_string());
+    format!(
+        "{}, git {}, {} build; {} cores ({}), {:.1} GiB; load average {} at the start, {} at the end.",
+        m.date,
+        m.git_commit,
+        m.build,
+        m.cores,
+        m.cpu_model,
+        m.memory_gib,
+        m.load_average[0].trim(),
+        report::load_average().trim()
+    )
+}
+
 /// The ratio scenario's notes for one run: the result, then where the wall time and a slot's
 /// time go.
 fn ratio_notes(o: &scenarios::OperatorScale, load: &str) -> anyhow::Result<Vec<String>> {
@@ -619,6 +691,11 @@ fn ratio_notes(o: &scenarios::OperatorScale, load: &str) -> anyhow::Result<Vec<S
             s.violations.join("; ")
         }
     )];
+    lines.push(format!(
+        "Grant latency under load (a slot holder's agent says it is back -> the grant that \
+         fills its slot, from the store's change feed): {}.",
+        o.slot_latency.describe()
+    ));
     if let Some(t) = &o.timeline {
         let rounds = f64::from(o.nodes.div_ceil(k.max(1)));
         lines.push(format!(

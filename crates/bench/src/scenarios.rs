@@ -495,6 +495,8 @@ pub struct OperatorScale {
     /// Updates offered -> every node released (with a monitor: to its last release seen;
     /// without: polled once a second).
     pub wall_seconds: f64,
+    /// A freed slot -> the grant that fills it, through the rollout (grant latency under load).
+    pub slot_latency: crate::slots::SlotLatency,
     /// With a monitor only.
     pub summary: Option<Summary>,
     /// Where a reboot slot's time goes; with a monitor only.
@@ -754,6 +756,7 @@ pub async fn operator_scale(
     tokio::time::sleep(settle).await;
     let idle = op.usage()?;
     let c0 = sb.audit().counts();
+    let slots = crate::slots::SlotRecorder::start(sb.store());
     let t0 = monitor.as_ref().map(Monitor::now);
     let wall = Instant::now();
     for n in &names {
@@ -784,6 +787,8 @@ pub async fn operator_scale(
         }
     };
     let wall_seconds = round3(wall.elapsed().as_secs_f64());
+    let slot_latency = slots.latency(max_rebooting as usize);
+    drop(slots);
     let end = op.usage()?;
     let c1 = sb.audit().counts();
     repopulate.abort();
@@ -826,6 +831,7 @@ pub async fn operator_scale(
         rollout_cpu_seconds: rollout_cpu,
         cpu_seconds_per_node_reboot: rollout_cpu / f64::from(nodes),
         wall_seconds,
+        slot_latency,
         summary,
         phases,
         timeline,

@@ -86,6 +86,10 @@ impl SlotRecorder {
     pub fn latency(&self, slots: usize) -> SlotLatency {
         let st = self.seen.lock().unwrap();
         let mut done: VecDeque<Instant> = st.done.iter().copied().collect();
+        let Some(first) = st.grants.first().copied() else {
+            return SlotLatency::of(Vec::new(), st.lagged);
+        };
+        // (ms, seconds since the first grant)
         let mut ms = Vec::new();
         for (i, g) in st.grants.iter().enumerate() {
             if i < slots {
@@ -94,7 +98,10 @@ impl SlotRecorder {
             // A "done" seen after the grant it would pair with cannot have caused it.
             match done.front() {
                 Some(d) if d <= g => {
-                    ms.push(g.duration_since(*d).as_secs_f64() * 1000.0);
+                    ms.push((
+                        g.duration_since(*d).as_secs_f64() * 1000.0,
+                        d.duration_since(first).as_secs_f64(),
+                    ));
                     done.pop_front();
                 }
                 _ => {}
@@ -120,10 +127,17 @@ pub struct SlotLatency {
     pub mean_ms: f64,
     /// Store changes the recorder missed (it fell behind): 0 for a valid figure.
     pub lagged: u64,
+    /// The ten longest: (ms, seconds after the first grant the slot was freed).
+    pub worst: Vec<(f64, f64)>,
 }
 
 impl SlotLatency {
-    fn of(mut ms: Vec<f64>, lagged: u64) -> SlotLatency {
+    fn of(samples: Vec<(f64, f64)>, lagged: u64) -> SlotLatency {
+        let r = |v: f64| (v * 1000.0).round() / 1000.0;
+        let mut worst: Vec<(f64, f64)> = samples.iter().map(|(m, at)| (r(*m), r(*at))).collect();
+        worst.sort_by(|a, b| b.0.total_cmp(&a.0));
+        worst.truncate(10);
+        let mut ms: Vec<f64> = samples.into_iter().map(|(m, _)| m).collect();
         ms.sort_by(f64::total_cmp);
         let pct = |p: f64| {
             if ms.is_empty() {
@@ -132,7 +146,6 @@ impl SlotLatency {
                 ms[((ms.len() - 1) as f64 * p).round() as usize]
             }
         };
-        let r = |v: f64| (v * 1000.0).round() / 1000.0;
         SlotLatency {
             samples: ms.len(),
             p50_ms: r(pct(0.5)),
@@ -144,17 +157,25 @@ impl SlotLatency {
                 ms.iter().sum::<f64>() / ms.len() as f64
             }),
             lagged,
+            worst,
         }
     }
 
     pub fn describe(&self) -> String {
+        let worst: Vec<String> = self
+            .worst
+            .iter()
+            .take(5)
+            .map(|(ms, at)| format!("{ms} ms at {at:.1} s"))
+            .collect();
         format!(
-            "{} freed slots: p50 {} ms, p99 {} ms, max {} ms, mean {} ms{}",
+            "{} freed slots: p50 {} ms, p99 {} ms, max {} ms, mean {} ms (longest: {}){}",
             self.samples,
             self.p50_ms,
             self.p99_ms,
             self.max_ms,
             self.mean_ms,
+            worst.join(", "),
             if self.lagged > 0 {
                 format!(" (the recorder missed {} changes: not valid)", self.lagged)
             } else {

@@ -58,8 +58,15 @@ const RESYNC: Duration = Duration::from_secs(60);
 const CONFLICT_RETRY: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// At most this many node patches in flight at once.
-const PATCH_CONCURRENCY: usize = 8;
+/// At most this many node patches in flight at once: a round's releases, then its grants, go
+/// out in waves of this many (k = 250 frees up to 250 slots at once; 8 made that 32 waves of
+/// round trips before the last grant).
+const PATCH_CONCURRENCY: usize = 32;
+/// At most this many bookkeeping patches (on nodes that neither hold nor take a slot, e.g.
+/// `reboot-needed-since`) per round; the others follow in the next rounds, at once. The next
+/// round, which releases and grants the slots freed meanwhile, waits for this round's writes:
+/// 5,000 nodes asking at once would otherwise hold it back for seconds.
+const BOOKKEEPING_PER_ROUND: usize = 64;
 
 /// What became of one node's patch.
 #[derive(Debug)]
@@ -84,6 +91,8 @@ struct RoundResult {
     not_leader: bool,
     /// Nothing to do and no node needs an operator: the Lease may be given up.
     quiet: bool,
+    /// Bookkeeping patches were left for the next round.
+    more: bool,
 }
 
 /// Logs each node's malformed values once (again only when the message
@@ -655,6 +664,10 @@ impl Leader {
                 apply_phase(writer, leadership, acquire, overlay, keep, &mut result).await;
             }
         }
+        if rest.len() > BOOKKEEPING_PER_ROUND {
+            rest.truncate(BOOKKEEPING_PER_ROUND);
+            result.more = true;
+        }
         apply_phase(writer, leadership, rest, overlay, keep, &mut result).await;
         (result, decision.next_check)
     }
@@ -776,6 +789,9 @@ pub(crate) async fn lead(
         }
         if result.conflict {
             wake = wake.min(Instant::now() + CONFLICT_RETRY);
+        }
+        if result.more {
+            wake = Instant::now();
         }
         match cfg.release_lease_after_idle {
             Some(after) if result.quiet && !result.failed && !result.conflict => {

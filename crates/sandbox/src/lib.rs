@@ -147,6 +147,11 @@ impl Sandbox {
         let app = api::router(state.clone());
         let c = cancel.clone();
         let plain = app.clone();
+        // Go's net package (kube-apiserver's) sets TCP_NODELAY on every connection: without
+        // it, back-to-back watch events and small answers wait for delayed ACKs (40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, plain)
                 .with_graceful_shutdown(async move { c.cancelled().await })

@@ -77,6 +77,8 @@ pub async fn serve(
                 Err(_) => continue,
             },
         };
+        // As Go's net package does (see the plain listener).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         let cancel = cancel.clone();

@@ -127,6 +127,9 @@ pub fn markdown(points: &[GrowthPoint], machine: &str, cfg: &GrowthConfig) -> St
     md
 }
 
+/// What a chart plots of each size.
+type Measure = fn(&GrowthPoint) -> f64;
+
 /// Two small line charts side by side: peak RSS and CPU per reboot against nodes.
 pub fn svg(points: &[GrowthPoint]) -> String {
     let (w, h, pad) = (320.0, 220.0, 44.0);
@@ -135,7 +138,7 @@ pub fn svg(points: &[GrowthPoint]) -> String {
         2.0 * w
     );
     let max_nodes = points.iter().map(|p| p.nodes).max().unwrap_or(1) as f64;
-    let charts: [(&str, fn(&GrowthPoint) -> f64); 2] = [
+    let charts: [(&str, Measure); 2] = [
         ("operator peak RSS, MiB", |p| p.peak_rss_mib),
         ("operator CPU per node reboot, ms", |p| p.cpu_ms_per_reboot),
     ];

@@ -12,7 +12,8 @@
 //! releases, their upkeep), then, only if all of those succeeded, the ones
 //! that take a slot (`before-reboot` label, `reboot-ok=true`), then the rest
 //! (bookkeeping on nodes that neither hold nor take one, e.g.
-//! `reboot-needed-since`). So a failed release can never leave more slot
+//! `reboot-needed-since`; at most [`BOOKKEEPING_PER_ROUND`], the others in
+//! the rounds right after). So a failed release can never leave more slot
 //! holders than the maximum, and a grant never waits behind bookkeeping (a
 //! thousand nodes asking at once are a thousand such patches). Each node's
 //! patch is on its own: one failure does not stop the others.

@@ -17,7 +17,9 @@ use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use protocol::blockers::{PodView, node_blockers};
 use protocol::keys;
-use protocol::operator::{ClusterInputs, DepartedSlot, parse_departed, parse_pause};
+use protocol::operator::{
+    ClusterInputs, DepartedSlot, SlotHolders, parse_departed, parse_pause, parse_slot_holders,
+};
 use protocol::selector::LabelSelector;
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
@@ -175,11 +177,16 @@ impl Inputs {
         Ok(())
     }
 
-    /// The departed slots the Lease carries ([`keys::DEPARTED_SLOTS`]).
-    pub(crate) fn departed_on_lease(&self) -> Result<BTreeMap<String, DepartedSlot>, String> {
-        parse_departed(
-            lease_annotation(&self.lease, &self.lease_name, keys::DEPARTED_SLOTS).as_deref(),
-        )
+    /// The departed slots and the slot holders the Lease records ([`keys::DEPARTED_SLOTS`],
+    /// [`keys::SLOT_HOLDERS`]).
+    pub(crate) fn departed_on_lease(
+        &self,
+    ) -> Result<(BTreeMap<String, DepartedSlot>, SlotHolders), String> {
+        let get = |key| lease_annotation(&self.lease, &self.lease_name, key);
+        Ok((
+            parse_departed(get(keys::DEPARTED_SLOTS).as_deref())?,
+            parse_slot_holders(get(keys::SLOT_HOLDERS).as_deref())?,
+        ))
     }
 
     /// The inputs now (without departed slots: the leader keeps those); logs changes of the

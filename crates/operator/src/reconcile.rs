@@ -34,11 +34,11 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use protocol::keys::DEPARTED_SLOTS;
+use protocol::keys::{DEPARTED_SLOTS, SLOT_HOLDERS};
 use protocol::node::{NodeView, Parsed, ParsedNode};
 use protocol::operator::{
-    ClusterInputs, Decision, DepartedSlot, OperatorConfig, busy_parsed, decide_parsed,
-    departed_slot, format_departed,
+    ClusterInputs, Decision, DepartedSlot, OperatorConfig, SlotHolders, busy_parsed, decide_parsed,
+    departed_slot, format_departed, format_slot_holders, unseen_departures,
 };
 use protocol::patch::NodePatch;
 use shell::{Backoff, NodeWriter};
@@ -471,31 +471,40 @@ struct Leader {
     departed: Departed,
 }
 
-/// The reboot slots of deleted Nodes ([`DepartedSlot`]): kept by the leader, mirrored in the
-/// Lease's [`protocol::keys::DEPARTED_SLOTS`] annotation so the next leader counts them too.
+/// The reboot slots of deleted Nodes ([`DepartedSlot`]) and the nodes that hold or are about
+/// to hold one: kept by the leader, mirrored in the Lease's
+/// [`protocol::keys::DEPARTED_SLOTS`] and [`protocol::keys::SLOT_HOLDERS`] annotations so the
+/// next leader counts them too, including a holder deleted while no leader watched.
 struct Departed {
     leases: Api<Lease>,
     lease_name: String,
     slots: BTreeMap<String, DepartedSlot>,
+    /// The holders as the Lease should record them: a superset of the nodes that hold a slot,
+    /// written before any grant.
+    holders: SlotHolders,
     /// What the Lease carries as far as we know (None: unknown, write it).
-    persisted: Option<BTreeMap<String, DepartedSlot>>,
-    /// The Lease's annotation did not parse: no new grants until it is fixed.
+    persisted: Option<(BTreeMap<String, DepartedSlot>, SlotHolders)>,
+    /// The Lease as our last write returned it: the next write replaces it with its
+    /// resourceVersion (a 409 after a renewal reads it again).
+    lease: Option<Lease>,
+    /// An annotation did not parse: no new grants until it is fixed.
     malformed: Option<String>,
 }
 
 impl Departed {
     /// Takes over what the Lease carries (at the start of a leadership).
-    fn adopt(&mut self, on_lease: Result<BTreeMap<String, DepartedSlot>, String>) {
+    fn adopt(&mut self, on_lease: Result<(BTreeMap<String, DepartedSlot>, SlotHolders), String>) {
         match on_lease {
-            Ok(slots) => {
+            Ok((slots, holders)) => {
                 for (node, s) in &slots {
                     warn!(node = %node, since = %protocol::node::format_time(s.since), "a node deleted while it held a reboot slot still counts against the maximums (recorded on the Lease by the previous leader)");
                 }
                 if let Some(e) = self.malformed.take() {
-                    info!(problem = %e, "the Lease's departed slots are well-formed again");
+                    info!(problem = %e, "the Lease's records of reboot slots are well-formed again");
                 }
-                self.persisted = Some(slots.clone());
+                self.persisted = Some((slots.clone(), holders.clone()));
                 self.slots = slots;
+                self.holders = holders;
             }
             Err(e) => {
                 if self.malformed.as_ref() != Some(&e) {
@@ -503,6 +512,16 @@ impl Departed {
                 }
                 self.malformed = Some(e);
             }
+        }
+    }
+
+    /// At the start of a leadership, with the first list done: recorded holders no Node of
+    /// that name exists for were deleted while no leader watched.
+    fn departed_unseen(&mut self, present: impl Fn(&str) -> bool) {
+        let gone = unseen_departures(&self.holders, &self.slots, present, Utc::now());
+        for (node, slot) in gone {
+            warn!(node = %node, "a node recorded on the Lease as holding a reboot slot is gone (deleted while no leader watched): its slot counts against the maximums until a node of that name is Ready again or --reboot-timeout has passed");
+            self.slots.insert(node, slot);
         }
     }
 
@@ -519,34 +538,53 @@ impl Departed {
         self.slots.insert(node.name().to_string(), slot);
     }
 
-    /// Writes the slots to the Lease if they changed (three tries on conflicts).
+    /// The holders to record given those of this round (holding now, or granted by it):
+    /// rewritten (and pruned) only when one is missing, or when none is left, so a rollout
+    /// costs a write per round that grants, not per release.
+    fn want_holders(&mut self, now: SlotHolders) {
+        let missing = now.keys().any(|n| !self.holders.contains_key(n));
+        if missing || (now.is_empty() && !self.holders.is_empty()) {
+            self.holders = now;
+        }
+    }
+
+    /// Writes both records to the Lease if they changed (three tries on conflicts).
     async fn persist(&mut self, leadership: &Leadership) -> Result<(), String> {
-        if self.persisted.as_ref() == Some(&self.slots) {
+        let want = (self.slots.clone(), self.holders.clone());
+        if self.persisted.as_ref() == Some(&want) {
             return Ok(());
         }
-        let value = format_departed(&self.slots);
+        let departed = format_departed(&want.0);
+        let holders = format_slot_holders(&want.1);
         let mut last = String::new();
         for _ in 0..3 {
             let Some(left) = leadership.time_left() else {
                 return Err("leadership ended".into());
             };
+            let cached = self.lease.take();
             let write = async {
-                let mut lease = self.leases.get(&self.lease_name).await?;
+                let mut lease = match cached {
+                    Some(l) => l,
+                    None => self.leases.get(&self.lease_name).await?,
+                };
                 let a = lease
                     .metadata
                     .annotations
                     .get_or_insert_with(Default::default);
-                match &value {
-                    Some(v) => a.insert(DEPARTED_SLOTS.to_string(), v.clone()),
-                    None => a.remove(DEPARTED_SLOTS),
-                };
+                for (key, value) in [(DEPARTED_SLOTS, &departed), (SLOT_HOLDERS, &holders)] {
+                    match value {
+                        Some(v) => a.insert(key.to_string(), v.clone()),
+                        None => a.remove(key),
+                    };
+                }
                 self.leases
                     .replace(&self.lease_name, &Default::default(), &lease)
                     .await
             };
             match tokio::time::timeout(left, write).await {
-                Ok(Ok(_)) => {
-                    self.persisted = Some(self.slots.clone());
+                Ok(Ok(lease)) => {
+                    self.lease = Some(lease);
+                    self.persisted = Some(want);
                     return Ok(());
                 }
                 Ok(Err(kube::Error::Api(s))) if s.code == 409 => last = s.message,
@@ -615,11 +653,12 @@ impl Leader {
             info!(node = %node, why = %why, "the reboot slot of a deleted node no longer counts");
         }
         departed.slots = decision.departed.clone();
-        // Before any other write: a slot granted while the record of a departed one exists
-        // only here would be one too many after a failover.
+        departed.want_holders(holders_after(&merged, &decision, &cfg.operator));
+        // Before any other write: a slot granted while its record, or the record of a
+        // departed one, exists only here would be one too many after a failover.
         let persisted = departed.persist(leadership).await;
         if let Err(e) = &persisted {
-            warn!(error = %e, "cannot record the departed reboot slots on the Lease; no new grants until it is done; retrying with backoff");
+            warn!(error = %e, "cannot record the reboot slots on the Lease; no new grants until it is done; retrying with backoff");
         }
         // Events, notifications and node metrics (never waits).
         observer.observe(&merged, &decision, &cfg.operator, inputs, now);
@@ -628,6 +667,7 @@ impl Leader {
             quiet: cfg.release_lease_after_idle.is_some()
                 && !unresolved
                 && departed.slots.is_empty()
+                && departed.holders.is_empty()
                 && departed.malformed.is_none()
                 && decision.patches.is_empty()
                 && decision.stuck.is_empty()
@@ -672,6 +712,30 @@ impl Leader {
         apply_phase(writer, leadership, rest, overlay, keep, &mut result).await;
         (result, decision.next_check)
     }
+}
+
+/// The managed nodes that hold a slot now or take one in this decision, with their zones.
+fn holders_after(
+    nodes: &[Arc<CachedNode>],
+    decision: &Decision,
+    cfg: &OperatorConfig,
+) -> SlotHolders {
+    let mut out = SlotHolders::new();
+    for c in nodes {
+        let v = &c.node.view;
+        if cfg.manages(v) && v.holds_slot() {
+            out.insert(v.name.clone(), cfg.zone_of(v).map(str::to_string));
+        }
+    }
+    for p in &decision.patches {
+        if let Some(c) = find(nodes, &p.node)
+            && holds_slot_after(&c.node.view, p)
+        {
+            let v = &c.node.view;
+            out.insert(v.name.clone(), cfg.zone_of(v).map(str::to_string));
+        }
+    }
+    out
 }
 
 /// Whether `view` holds a reboot slot once `patch` is applied.
@@ -760,11 +824,19 @@ pub(crate) async fn lead(
             leases: Api::namespaced(client.clone(), &cfg.namespace),
             lease_name: cfg.lease_name.clone(),
             slots: BTreeMap::new(),
+            holders: SlotHolders::new(),
             persisted: None,
+            lease: None,
             malformed: None,
         },
     };
     leader.departed.adopt(inputs.departed_on_lease());
+    {
+        let cache = leader.cache.lock().unwrap_or_else(|e| e.into_inner());
+        leader
+            .departed
+            .departed_unseen(|n| cache.nodes.contains_key(n));
+    }
     let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     let mut idle_since: Option<Instant> = None;
     loop {

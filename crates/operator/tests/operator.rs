@@ -590,3 +590,57 @@ async fn a_node_deleted_mid_reboot_keeps_its_slot_across_a_failover_until_it_is_
     .await;
     b.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_deleted_while_no_leader_watches_keeps_its_slot_from_the_recorded_holders() {
+    let sb = sandbox().await;
+    for n in ["n1", "n2"] {
+        sb.add_node(n, &[]).unwrap();
+    }
+    let admin = sb.client_as("admin").unwrap();
+    let a = operator_sa(&sb, "operator-a");
+    mark_reboot_needed(&admin, "n1").await;
+    wait_for("n1 granted", PATIENCE, || async {
+        granted(&get_node(&admin, "n1").await).then_some(())
+    })
+    .await;
+    // Recorded before its grant.
+    let holders = shipped_lease(&admin)
+        .await
+        .metadata
+        .annotations
+        .and_then(|a| a.get(keys::SLOT_HOLDERS).cloned());
+    assert_eq!(holders.as_deref(), Some(r#"{"n1":null}"#));
+    annotate(&admin, "n1", &[(keys::REBOOT_IN_PROGRESS, OK)]).await;
+    set_ready(&admin, "n1", false).await;
+    // The leader dies; the Node is deleted before any other replica watches.
+    a.kill();
+    kube::Api::<k8s_openapi::api::core::v1::Node>::all(admin.clone())
+        .delete("n1", &Default::default())
+        .await
+        .expect("delete the node");
+    mark_reboot_needed(&admin, "n2").await;
+    let b = operator_sa(&sb, "operator-b");
+    wait_for("operator-b to lead", Duration::from_secs(10), || async {
+        let spec = shipped_lease(&admin).await.spec?;
+        (spec.holder_identity.as_deref() == Some("operator-b")).then_some(())
+    })
+    .await;
+    let recorded = wait_for("n1's departed slot on the Lease", PATIENCE, || async {
+        departed_on_lease(&admin).await
+    })
+    .await;
+    assert!(recorded.contains("\"n1\""), "{recorded}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        granted_nodes(&admin).await.is_empty(),
+        "n2 was granted while the deleted n1 may still be rebooting"
+    );
+    // n1's kubelet registers it again, Ready: n2 may go.
+    sb.add_node("n1", &[]).unwrap();
+    wait_for("n2 granted", PATIENCE, || async {
+        (granted_nodes(&admin).await == ["n2"]).then_some(())
+    })
+    .await;
+    b.stop().await.unwrap();
+}

@@ -156,6 +156,13 @@ key!(
     /// `--reboot-timeout` after the deletion. Kept here so the next leader counts them too.
     DEPARTED_SLOTS = "departed-slots"
 );
+key!(
+    /// Annotation on the operator's Lease, written by the leader (ours): the nodes that hold
+    /// or are about to hold a reboot slot, as JSON `{"<node>": "<zone>" or null}`, written
+    /// before their grants. A new leader that finds one of them gone from the cluster counts
+    /// its slot as departed ([`DEPARTED_SLOTS`]): it was deleted while no leader watched.
+    SLOT_HOLDERS = "slot-holders"
+);
 
 key!(
     /// Annotation, agent (ours): what asked for the reboot, comma-separated in the order
@@ -201,7 +208,7 @@ pub const FLUO_KEYS: [&str; 13] = [
 ];
 
 /// The keys this project adds.
-pub const OUR_KEYS: [&str; 18] = [
+pub const OUR_KEYS: [&str; 19] = [
     REBOOT_BOOT_ID,
     DRAIN_FAILURE,
     REBOOT_ERROR,
@@ -216,6 +223,7 @@ pub const OUR_KEYS: [&str; 18] = [
     PAUSED,
     OPERATOR_SETTINGS,
     DEPARTED_SLOTS,
+    SLOT_HOLDERS,
     REBOOT_NEEDED_BY,
     SENTINEL_BOOT_ID,
     AGENT_EXCLUDED_FROM_LB,

@@ -395,6 +395,52 @@ pub fn format_departed(departed: &BTreeMap<String, DepartedSlot>) -> Option<Stri
         .then(|| serde_json::to_string(departed).expect("departed slots serialize"))
 }
 
+/// The recorded slot holders ([`keys::SLOT_HOLDERS`]): node name -> its zone.
+pub type SlotHolders = BTreeMap<String, Option<String>>;
+
+/// Reads the Lease's [`keys::SLOT_HOLDERS`] annotation (absent: none recorded).
+pub fn parse_slot_holders(value: Option<&str>) -> Result<SlotHolders, String> {
+    let Some(v) = value else {
+        return Ok(BTreeMap::new());
+    };
+    serde_json::from_str(v).map_err(|e| {
+        format!(
+            "annotation {} has malformed value {v:?} ({e}); expected {{\"<node>\": \"<zone>\" or null}}: \
+             fix or remove it; no new grants until then",
+            keys::SLOT_HOLDERS
+        )
+    })
+}
+
+/// The value of [`keys::SLOT_HOLDERS`] (None: remove the annotation).
+pub fn format_slot_holders(holders: &SlotHolders) -> Option<String> {
+    (!holders.is_empty()).then(|| serde_json::to_string(holders).expect("slot holders serialize"))
+}
+
+/// The slots a new leader must count for recorded holders gone from the cluster: each
+/// recorded holder no Node of that name exists for (`present`) and not already departed
+/// was deleted while no leader watched; it departs now.
+pub fn unseen_departures(
+    recorded: &SlotHolders,
+    departed: &BTreeMap<String, DepartedSlot>,
+    present: impl Fn(&str) -> bool,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, DepartedSlot> {
+    recorded
+        .iter()
+        .filter(|(n, _)| !present(n) && !departed.contains_key(*n))
+        .map(|(n, zone)| {
+            (
+                n.clone(),
+                DepartedSlot {
+                    since: now,
+                    zone: zone.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
 /// Why a [`DepartedSlot`] stopped counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DepartedEnd {

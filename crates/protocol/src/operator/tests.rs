@@ -1176,6 +1176,47 @@ fn a_departed_slot_counts_in_its_zone() {
 }
 
 #[test]
+fn recorded_holders_gone_from_the_cluster_depart_when_a_leader_starts() {
+    let recorded: SlotHolders = [
+        ("a".to_string(), Some("z1".to_string())),
+        ("b".to_string(), None),
+        ("c".to_string(), None),
+    ]
+    .into();
+    let already: BTreeMap<String, DepartedSlot> = [(
+        "c".to_string(),
+        DepartedSlot {
+            since: t0() - mins(3),
+            zone: None,
+        },
+    )]
+    .into();
+    // a is gone, b is there, c departed already (its first time is kept).
+    let d = unseen_departures(&recorded, &already, |n| n == "b", t0());
+    assert_eq!(
+        d,
+        [(
+            "a".to_string(),
+            DepartedSlot {
+                since: t0(),
+                zone: Some("z1".into())
+            }
+        )]
+        .into()
+    );
+    let text = format_slot_holders(&recorded).unwrap();
+    assert_eq!(text, r#"{"a":"z1","b":null,"c":null}"#);
+    assert_eq!(parse_slot_holders(Some(&text)), Ok(recorded));
+    assert_eq!(parse_slot_holders(None), Ok(BTreeMap::new()));
+    assert_eq!(format_slot_holders(&BTreeMap::new()), None);
+    let e = parse_slot_holders(Some("[1]")).unwrap_err();
+    assert!(
+        e.contains(keys::SLOT_HOLDERS) && e.contains("no new grants"),
+        "{e}"
+    );
+}
+
+#[test]
 fn departed_slots_round_trip_through_the_lease_annotation() {
     assert_eq!(parse_departed(None), Ok(BTreeMap::new()));
     let m: BTreeMap<String, DepartedSlot> = [

@@ -131,8 +131,14 @@ async fn node_agent(
     // The boot ID the machine went down with: nothing runs until it is back with another.
     let mut down_with: Option<String> = None;
     let mut info = HostInfo::from_files(Some(&host.os_release()), None, None);
+    // A write that failed (not a 409) is tried again, as the agent's backoff does: no
+    // further event may come for this node (15,000 nodes asking at once made some fail).
+    let mut retry = false;
     loop {
-        tokio::select! {
+        if std::mem::take(&mut retry) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        } else {
+            tokio::select! {
             r = views.changed() => {
                 if r.is_err() {
                     return;
@@ -148,6 +154,7 @@ async fn node_agent(
                 if s.is_none() {
                     return;
                 }
+            }
             }
         }
         let Some(current) = node.clone() else {
@@ -225,7 +232,7 @@ async fn node_agent(
                             current = n;
                         }
                         Err(_) => {
-                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            retry = true;
                             break;
                         }
                     }

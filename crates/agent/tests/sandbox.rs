@@ -534,3 +534,51 @@ async fn eviction_conflicts_are_retried_not_taken_for_a_gone_pod() {
     assert_eq!(machine.host().reboots(), 1);
     machine.stop().await;
 }
+
+/// A pod gone while the drain's watch of the node's pods cannot resume (its watch requests
+/// fail, as after an API server restart or an outage, with the watcher backing off) is read
+/// before the drain gives up on it: the node drains and reboots, no drain failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_while_the_drain_cannot_watch_is_read_before_giving_up() {
+    init_logging();
+    let sb = cluster().await;
+    let client = sb.client();
+    sb.add_workload("default", "web", 3, Some(1), 1).unwrap();
+    wait_ready_pods(&client, "app=web", 3).await;
+    let mut cfg = config("node-1", Duration::from_secs(30));
+    cfg.pod_delete_margin = Duration::from_secs(1);
+    let (machine, _) = start_needing_reboot(&sb, cfg).await;
+    // Watches of pods fail from now on; lists and reads work.
+    sb.faults().update(|p| {
+        p.errors = vec![ErrorRule {
+            verb: Some("watch".into()),
+            resource: Some("pods".into()),
+            rate: 1.0,
+            code: 503,
+        }]
+    });
+    let mut lifecycle = sb.lifecycle();
+    grant(&client, "node-1").await;
+    wait_lifecycle(
+        &mut lifecycle,
+        NodeLifecycle::RebootStarted("node-1".into()),
+    )
+    .await;
+    assert_eq!(machine.host().reboots(), 0);
+    let n = Api::<Node>::all(client.clone())
+        .get("node-1")
+        .await
+        .unwrap();
+    assert_eq!(annotation(&n, keys::DRAIN_FAILURE), None);
+    assert!(
+        sb.faults()
+            .injected()
+            .errors
+            .iter()
+            .any(|(c, n)| *c == 503 && *n > 0)
+    );
+    sb.faults().update(|p| p.errors.clear());
+    wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
+    assert_eq!(machine.host().reboots(), 1);
+    machine.stop().await;
+}

@@ -488,21 +488,10 @@ async fn wait_until_gone(
                 // The watch may be down (backing off after errors or a 410) and have missed
                 // the deletion: a read decides, never the silence.
                 let key = waiting.pending[&uid].key.clone();
-                match read_gone(client, &key, &uid).await {
-                    Some(true) => {
-                        debug!(pod = %key, "pod gone (read; the watch had not said so)");
-                        waiting.pending.remove(&uid);
-                        continue;
-                    }
-                    // No answer (an outage, a partition): not known to be there; read again
-                    // soon, within the drain's own timeout.
-                    None => {
-                        if let Some(p) = waiting.pending.get_mut(&uid) {
-                            p.deadline = Some(Instant::now() + READ_AGAIN);
-                        }
-                        continue;
-                    }
-                    Some(false) => {}
+                if read_gone(client, &key, &uid).await {
+                    debug!(pod = %key, "pod gone (read; the watch had not said so)");
+                    waiting.pending.remove(&uid);
+                    continue;
                 }
                 if opts.skip_wait_for_delete.is_some() {
                     let p = waiting.pending.remove(&uid).expect("pending");
@@ -522,18 +511,17 @@ async fn wait_until_gone(
     }
 }
 
-/// After a read of a pod past its deadline got no answer, the next read.
-const READ_AGAIN: Duration = Duration::from_secs(1);
-
 /// Whether the pod `key` (`namespace/name`) with UID `uid` is gone, by a fresh read: none of
-/// that name, or one with another UID. None: an error, or no answer within 10 s.
-async fn read_gone(client: &Client, key: &str, uid: &str) -> Option<bool> {
-    let (ns, name) = key.split_once('/')?;
+/// that name, or one with another UID. An error or no answer within 10 s is not gone.
+async fn read_gone(client: &Client, key: &str, uid: &str) -> bool {
+    let Some((ns, name)) = key.split_once('/') else {
+        return false;
+    };
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     match tokio::time::timeout(Duration::from_secs(10), api.get_opt(name)).await {
-        Ok(Ok(None)) => Some(true),
-        Ok(Ok(Some(p))) => Some(p.uid().as_deref() != Some(uid)),
-        _ => None,
+        Ok(Ok(None)) => true,
+        Ok(Ok(Some(p))) => p.uid().as_deref() != Some(uid),
+        _ => false,
     }
 }
 

@@ -485,14 +485,6 @@ async fn wait_until_gone(
             },
             _ = tokio::time::sleep_until(pod_deadline.unwrap_or(deadline)), if pod_deadline.is_some_and(|d| d < deadline) => {
                 let (_, uid) = next_pod_deadline.expect("a deadline");
-                // The watch may be down (backing off after errors or a 410) and have missed
-                // the deletion: a read decides, never the silence.
-                let key = waiting.pending[&uid].key.clone();
-                if read_gone(client, &key, &uid).await {
-                    debug!(pod = %key, "pod gone (read; the watch had not said so)");
-                    waiting.pending.remove(&uid);
-                    continue;
-                }
                 if opts.skip_wait_for_delete.is_some() {
                     let p = waiting.pending.remove(&uid).expect("pending");
                     warn!(pod = %p.key, "still terminating past --skip-wait-for-delete-timeout; counting it as gone");
@@ -508,20 +500,6 @@ async fn wait_until_gone(
                 });
             }
         }
-    }
-}
-
-/// Whether the pod `key` (`namespace/name`) with UID `uid` is gone, by a fresh read: none of
-/// that name, or one with another UID. An error or no answer within 10 s is not gone.
-async fn read_gone(client: &Client, key: &str, uid: &str) -> bool {
-    let Some((ns, name)) = key.split_once('/') else {
-        return false;
-    };
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    match tokio::time::timeout(Duration::from_secs(10), api.get_opt(name)).await {
-        Ok(Ok(None)) => true,
-        Ok(Ok(Some(p))) => p.uid().as_deref() != Some(uid),
-        _ => false,
     }
 }
 

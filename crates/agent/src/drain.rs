@@ -176,6 +176,9 @@ pub fn classify(pod: &Pod, opts: &DrainOptions, now: chrono::DateTime<chrono::Ut
 }
 
 /// Why a pod stuck in Terminating was left behind.
+/// How long a read of a pod past its deadline may take before it counts as no answer.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 const SKIPPED_TERMINATING: &str = "still terminating past --skip-wait-for-delete-timeout";
 
 /// What a successful drain did.
@@ -485,6 +488,31 @@ async fn wait_until_gone(
             },
             _ = tokio::time::sleep_until(pod_deadline.unwrap_or(deadline)), if pod_deadline.is_some_and(|d| d < deadline) => {
                 let (_, uid) = next_pod_deadline.expect("a deadline");
+                // The watch may be down (backing off after errors, a 410 or a partition) and
+                // have missed the deletion: a read decides, never the silence. A read without
+                // an answer is tried again in a second, within the drain's timeout.
+                if opts.skip_wait_for_delete.is_none() {
+                    let p = &waiting.pending[&uid];
+                    let (ns, name) = p.key.split_once('/').unwrap_or_default();
+                    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+                    let read = tokio::time::timeout_at(
+                        deadline.min(Instant::now() + READ_TIMEOUT),
+                        still_there(&api, name, &uid),
+                    );
+                    match read.await.unwrap_or_else(|_| Err(kube::Error::Service("no answer".into()))) {
+                        Ok(false) => {
+                            debug!(pod = %p.key, "pod gone (read; the watch had not said so)");
+                            waiting.pending.remove(&uid);
+                            continue;
+                        }
+                        Ok(true) => {}
+                        Err(e) => {
+                            warn!(pod = %p.key, error = %e, "cannot read a pod past its deadline; reading again");
+                            waiting.retry(&uid);
+                            continue;
+                        }
+                    }
+                }
                 if opts.skip_wait_for_delete.is_some() {
                     let p = waiting.pending.remove(&uid).expect("pending");
                     warn!(pod = %p.key, "still terminating past --skip-wait-for-delete-timeout; counting it as gone");
@@ -518,6 +546,13 @@ impl Waiting {
             p.accepted = true;
             p.deadline =
                 Some(Instant::now() + Duration::from_secs(p.grace_seconds as u64) + margin);
+        }
+    }
+
+    /// A read of it got no answer: read again in a second.
+    fn retry(&mut self, uid: &str) {
+        if let Some(p) = self.pending.get_mut(uid) {
+            p.deadline = Some(Instant::now() + Duration::from_secs(1));
         }
     }
 
@@ -667,13 +702,9 @@ async fn request(
             }
             // 409 is a failed UID precondition (the pod we meant is gone) or a conflict on the
             // PodDisruptionBudget's update (the pod is still there): only a read tells.
-            kube::Error::Api(s) if s.code == 409 => match api.get_opt(&name).await {
-                Ok(None) => return (uid, Ok(Outcome::Gone)),
-                Ok(Some(p)) if p.uid().as_deref() != Some(uid.as_str()) => {
-                    debug!(pod = %k, "replaced by a pod of the same name");
-                    return (uid, Ok(Outcome::Gone));
-                }
-                Ok(Some(_)) => debug!(pod = %k, reason = %s.message, "conflict; retrying"),
+            kube::Error::Api(s) if s.code == 409 => match still_there(&api, &name, &uid).await {
+                Ok(false) => return (uid, Ok(Outcome::Gone)),
+                Ok(true) => debug!(pod = %k, reason = %s.message, "conflict; retrying"),
                 Err(e) => warn!(pod = %k, error = %e, "cannot read pod after a conflict; retrying"),
             },
             kube::Error::Api(s) if s.code == 429 => {
@@ -709,6 +740,15 @@ async fn request(
         }
         tokio::time::sleep(backoff.next_delay()).await;
     }
+}
+
+/// Whether the pod `name` with UID `uid` is still there (one of that name with another UID
+/// is a replacement, not it). Read by a list of that one name: the agent's Role may list
+/// pods but not get them.
+async fn still_there(api: &Api<Pod>, name: &str, uid: &str) -> Result<bool, kube::Error> {
+    let one = ListParams::default().fields(&format!("metadata.name={name}"));
+    let pods = api.list(&one).await?;
+    Ok(pods.items.iter().any(|p| p.uid().as_deref() == Some(uid)))
 }
 
 /// One eviction (or deletion) of `pod`, with its UID as a precondition so a replacement

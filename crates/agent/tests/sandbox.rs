@@ -497,6 +497,82 @@ async fn api_outage_mid_drain_never_causes_a_reboot() {
     assert_eq!(machine.host().reboots(), 1);
 }
 
+/// A pod gone while the drain's watch of the node's pods cannot resume (its watch requests
+/// fail, as after an API server restart or an outage, with the watcher backing off) is read
+/// before the drain gives up on it: the node drains and reboots, no drain failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_while_the_drain_cannot_watch_is_read_before_giving_up() {
+    init_logging();
+    let sb = cluster().await;
+    let client = sb.client();
+    sb.add_workload("default", "web", 3, Some(1), 1).unwrap();
+    wait_ready_pods(&client, "app=web", 3).await;
+    let mut cfg = config("node-1", Duration::from_secs(30));
+    cfg.pod_delete_margin = Duration::from_secs(1);
+    let (machine, _) = start_needing_reboot(&sb, cfg).await;
+    // Watches of pods fail from now on; lists work.
+    // 500: not retried by the client (503s are), so the read gets no answer at once.
+    let fail = |verb: &str| ErrorRule {
+        verb: Some(verb.into()),
+        resource: Some("pods".into()),
+        rate: 1.0,
+        code: 500,
+    };
+    sb.faults().update(|p| p.errors = vec![fail("watch")]);
+    let mut lifecycle = sb.lifecycle();
+    grant(&client, "node-1").await;
+    // Once its pod is evicted (terminating), lists fail too: past the pod's deadline (1 s
+    // grace + 1 s margin) a read without an answer is not "still there", and the drain goes
+    // on waiting.
+    let pods: Api<Pod> = Api::all(client.clone());
+    let on_node = kube::api::ListParams::default().fields("spec.nodeName=node-1");
+    sandbox::testing::wait_for("the pod evicted", Duration::from_secs(20), || async {
+        let l = pods.list(&on_node).await.ok()?;
+        l.items
+            .iter()
+            .any(|p| p.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
+    sb.faults()
+        .update(|p| p.errors = vec![fail("watch"), fail("list")]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(machine.host().reboots(), 0);
+    let n = Api::<Node>::all(client.clone())
+        .get("node-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        annotation(&n, keys::DRAIN_FAILURE),
+        None,
+        "gave up on an unread pod"
+    );
+    assert!(unschedulable(&n), "no longer draining");
+    sb.faults().update(|p| p.errors = vec![fail("watch")]);
+    wait_lifecycle(
+        &mut lifecycle,
+        NodeLifecycle::RebootStarted("node-1".into()),
+    )
+    .await;
+    assert_eq!(machine.host().reboots(), 0);
+    let n = Api::<Node>::all(client.clone())
+        .get("node-1")
+        .await
+        .unwrap();
+    assert_eq!(annotation(&n, keys::DRAIN_FAILURE), None);
+    assert!(
+        sb.faults()
+            .injected()
+            .errors
+            .iter()
+            .any(|(c, n)| *c == 500 && *n > 1)
+    );
+    sb.faults().update(|p| p.errors.clear());
+    wait_lifecycle(&mut lifecycle, NodeLifecycle::Up("node-1".into())).await;
+    assert_eq!(machine.host().reboots(), 1);
+    machine.stop().await;
+}
+
 /// A 409 from an eviction is not proof that the pod is gone (in a real cluster it may be a
 /// conflict on the PodDisruptionBudget's update): the agent reads the pod and retries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

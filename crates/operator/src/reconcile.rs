@@ -468,14 +468,14 @@ struct Leader {
     overlay: Overlay,
     problems: ProblemLog,
     observer: Observer,
-    departed: Departed,
+    records: SlotRecords,
 }
 
 /// The reboot slots of deleted Nodes ([`DepartedSlot`]) and the nodes that hold or are about
 /// to hold one: kept by the leader, mirrored in the Lease's
 /// [`protocol::keys::DEPARTED_SLOTS`] and [`protocol::keys::SLOT_HOLDERS`] annotations so the
 /// next leader counts them too, including a holder deleted while no leader watched.
-struct Departed {
+struct SlotRecords {
     leases: Api<Lease>,
     lease_name: String,
     slots: BTreeMap<String, DepartedSlot>,
@@ -491,7 +491,7 @@ struct Departed {
     malformed: Option<String>,
 }
 
-impl Departed {
+impl SlotRecords {
     /// Takes over what the Lease carries (at the start of a leadership).
     fn adopt(&mut self, on_lease: Result<(BTreeMap<String, DepartedSlot>, SlotHolders), String>) {
         match on_lease {
@@ -612,7 +612,7 @@ impl Leader {
             overlay,
             problems,
             observer,
-            departed,
+            records,
         } = self;
         let (cached, departures) = {
             let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -624,7 +624,7 @@ impl Leader {
                 .nodes
                 .get(gone.name())
                 .map_or(&gone, |(_, patched)| patched);
-            departed.departed(last, at, &cfg.operator);
+            records.departed(last, at, &cfg.operator);
         }
         tracing::Span::current().record("nodes", cached.len());
         let mut merged = overlay.merged(&cached);
@@ -636,10 +636,10 @@ impl Leader {
         drop(cached);
         let now = Utc::now();
         let mut inputs = Cow::Borrowed(inputs);
-        if !departed.slots.is_empty() || departed.malformed.is_some() {
+        if !records.slots.is_empty() || records.malformed.is_some() {
             let i = inputs.to_mut();
-            i.departed = departed.slots.clone();
-            i.blockers.extend(departed.malformed.clone());
+            i.departed = records.slots.clone();
+            i.blockers.extend(records.malformed.clone());
         }
         let inputs = &*inputs;
         let (decision, quiet) = {
@@ -652,11 +652,12 @@ impl Leader {
         for (node, why) in &decision.departed_ended {
             info!(node = %node, why = %why, "the reboot slot of a deleted node no longer counts");
         }
-        departed.slots = decision.departed.clone();
-        departed.want_holders(holders_after(&merged, &decision, &cfg.operator));
+        records.slots = decision.departed.clone();
+        let phases = phases(&merged, &decision.patches);
+        records.want_holders(holders_after(&merged, &decision, &phases, &cfg.operator));
         // Before any other write: a slot granted while its record, or the record of a
         // departed one, exists only here would be one too many after a failover.
-        let persisted = departed.persist(leadership).await;
+        let persisted = records.persist(leadership).await;
         if let Err(e) = &persisted {
             warn!(error = %e, "cannot record the reboot slots on the Lease; no new grants until it is done; retrying with backoff");
         }
@@ -666,9 +667,9 @@ impl Leader {
             failed: unresolved || persisted.is_err(),
             quiet: cfg.release_lease_after_idle.is_some()
                 && !unresolved
-                && departed.slots.is_empty()
-                && departed.holders.is_empty()
-                && departed.malformed.is_none()
+                && records.slots.is_empty()
+                && records.holders.is_empty()
+                && records.malformed.is_none()
                 && decision.patches.is_empty()
                 && decision.stuck.is_empty()
                 && decision.problems.is_empty()
@@ -676,20 +677,12 @@ impl Leader {
             ..Default::default()
         };
         let (mut release, mut acquire, mut rest) = (Vec::new(), Vec::new(), Vec::new());
-        for p in decision.patches {
-            let Some(c) = find(&merged, &p.node) else {
-                continue;
-            };
-            let Some(rv) = c.resource_version.clone() else {
-                continue;
-            };
-            let v = &c.node.view;
-            if v.holds_slot() {
-                release.push((p, rv));
-            } else if holds_slot_after(v, &p) {
-                acquire.push((p, rv));
-            } else {
-                rest.push((p, rv));
+        for (p, phase) in decision.patches.into_iter().zip(phases) {
+            match phase {
+                Some((Phase::Release, rv)) => release.push((p, rv)),
+                Some((Phase::Acquire, rv)) => acquire.push((p, rv)),
+                Some((Phase::Rest, rv)) => rest.push((p, rv)),
+                None => {}
             }
         }
         // Not held across the writes: the next round takes a fresh snapshot.
@@ -714,35 +707,66 @@ impl Leader {
     }
 }
 
+/// When a patch is written in a round: releases first (they free slots), then grants, then
+/// bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// On a node that holds a slot.
+    Release,
+    /// Makes its node take a slot.
+    Acquire,
+    Rest,
+}
+
+/// Each patch's phase with the resourceVersion it was decided on (None: its node is not in
+/// the view, or has no resourceVersion). Computed once per round: the slot holders to
+/// record and the order of the writes both come from it.
+fn phases(nodes: &[Arc<CachedNode>], patches: &[NodePatch]) -> Vec<Option<(Phase, String)>> {
+    patches
+        .iter()
+        .map(|p| {
+            let c = find(nodes, &p.node)?;
+            let rv = c.resource_version.clone()?;
+            let v = &c.node.view;
+            let phase = if v.holds_slot() {
+                Phase::Release
+            } else {
+                let mut after = v.clone();
+                p.apply(&mut after);
+                if after.holds_slot() {
+                    Phase::Acquire
+                } else {
+                    Phase::Rest
+                }
+            };
+            Some((phase, rv))
+        })
+        .collect()
+}
+
 /// The managed nodes that hold a slot now or take one in this decision, with their zones.
 fn holders_after(
     nodes: &[Arc<CachedNode>],
     decision: &Decision,
+    phases: &[Option<(Phase, String)>],
     cfg: &OperatorConfig,
 ) -> SlotHolders {
+    let zone = |v: &NodeView| cfg.zone_of(v).map(str::to_string);
     let mut out = SlotHolders::new();
     for c in nodes {
         let v = &c.node.view;
         if cfg.manages(v) && v.holds_slot() {
-            out.insert(v.name.clone(), cfg.zone_of(v).map(str::to_string));
+            out.insert(v.name.clone(), zone(v));
         }
     }
-    for p in &decision.patches {
-        if let Some(c) = find(nodes, &p.node)
-            && holds_slot_after(&c.node.view, p)
+    for (p, phase) in decision.patches.iter().zip(phases) {
+        if let Some((Phase::Acquire, _)) = phase
+            && let Some(c) = find(nodes, &p.node)
         {
-            let v = &c.node.view;
-            out.insert(v.name.clone(), cfg.zone_of(v).map(str::to_string));
+            out.insert(p.node.clone(), zone(&c.node.view));
         }
     }
     out
-}
-
-/// Whether `view` holds a reboot slot once `patch` is applied.
-fn holds_slot_after(view: &NodeView, patch: &NodePatch) -> bool {
-    let mut after = view.clone();
-    patch.apply(&mut after);
-    after.holds_slot()
 }
 
 fn instant_at(t: chrono::DateTime<Utc>) -> Instant {
@@ -820,7 +844,7 @@ pub(crate) async fn lead(
         overlay: Overlay::default(),
         problems: ProblemLog::default(),
         observer,
-        departed: Departed {
+        records: SlotRecords {
             leases: Api::namespaced(client.clone(), &cfg.namespace),
             lease_name: cfg.lease_name.clone(),
             slots: BTreeMap::new(),
@@ -830,11 +854,11 @@ pub(crate) async fn lead(
             malformed: None,
         },
     };
-    leader.departed.adopt(inputs.departed_on_lease());
+    leader.records.adopt(inputs.departed_on_lease());
     {
         let cache = leader.cache.lock().unwrap_or_else(|e| e.into_inner());
         leader
-            .departed
+            .records
             .departed_unseen(|n| cache.nodes.contains_key(n));
     }
     let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
@@ -843,8 +867,8 @@ pub(crate) async fn lead(
         if !leadership.may_act() {
             return Ok(WorkEnd::LeadershipEnded);
         }
-        if leader.departed.malformed.is_some() {
-            leader.departed.adopt(inputs.departed_on_lease());
+        if leader.records.malformed.is_some() {
+            leader.records.adopt(inputs.departed_on_lease());
         }
         let (result, next_check) = leader.round(&inputs.current()).await;
         let mut wake = Instant::now() + RESYNC;
@@ -992,23 +1016,43 @@ mod tests {
     }
 
     #[test]
-    fn taking_a_slot_is_told_apart() {
-        let free = NodeView {
-            name: "a".into(),
-            ..Default::default()
-        };
+    fn patches_are_told_apart_by_phase() {
+        // a and c hold no slot, b holds one; d is not in the view.
+        let nodes: Vec<Arc<CachedNode>> = [
+            node("a", "1", "false"),
+            node("b", "2", "true"),
+            node("c", "3", "false"),
+        ]
+        .into_iter()
+        .map(|n| Arc::new(cached(n)))
+        .collect();
         let mut grant = NodePatch::new("a");
         grant.set_annotation(keys::REBOOT_OK, keys::TRUE);
-        assert!(holds_slot_after(&free, &grant));
-        let mut label = NodePatch::new("a");
-        label.set_label(keys::BEFORE_REBOOT, keys::TRUE);
-        assert!(holds_slot_after(&free, &label));
-        let mut held = free.clone();
-        held.annotations
-            .insert(keys::REBOOT_OK.into(), "true".into());
-        let mut release = NodePatch::new("a");
+        let mut release = NodePatch::new("b");
         release.set_annotation(keys::REBOOT_OK, keys::FALSE);
-        assert!(!holds_slot_after(&held, &release));
+        let mut label = NodePatch::new("c");
+        label.set_label(keys::BEFORE_REBOOT, keys::TRUE);
+        let mut bookkeeping = NodePatch::new("c");
+        bookkeeping.set_annotation(keys::REBOOT_NEEDED_SINCE, "2026-12-07T00:00:00Z");
+        let gone = NodePatch::new("d");
+        let patches = [grant, release, label, bookkeeping, gone];
+        assert_eq!(
+            phases(&nodes, &patches),
+            [
+                Some((Phase::Acquire, "1".to_string())),
+                Some((Phase::Release, "2".to_string())),
+                Some((Phase::Acquire, "3".to_string())),
+                Some((Phase::Rest, "3".to_string())),
+                None,
+            ]
+        );
+        let decision = Decision {
+            patches: patches.to_vec(),
+            ..Default::default()
+        };
+        let cfg = OperatorConfig::default();
+        let holders = holders_after(&nodes, &decision, &phases(&nodes, &patches), &cfg);
+        assert_eq!(holders.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 
     #[test]

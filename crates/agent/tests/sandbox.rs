@@ -32,6 +32,17 @@ async fn cluster() -> Sandbox {
     sb
 }
 
+/// [`cluster`] running `app`: 3 Ready pods (1 s grace period) under a PodDisruptionBudget
+/// allowing `max_unavailable`.
+async fn cluster_running(app: &str, max_unavailable: u32) -> (Sandbox, Client) {
+    let sb = cluster().await;
+    let client = sb.client();
+    sb.add_workload("default", app, 3, Some(max_unavailable), 1)
+        .unwrap();
+    wait_ready_pods(&client, &format!("app={app}"), 3).await;
+    (sb, client)
+}
+
 /// Starts node-1's machine and agent and makes an update there need a reboot. Returns the
 /// machine and the node as the agent first annotated it.
 async fn start_needing_reboot(sb: &Sandbox, cfg: AgentConfig) -> (Machine, Node) {
@@ -297,10 +308,7 @@ async fn agent_killed_mid_drain_resumes_and_reboots_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_uncordons_records_and_does_not_reboot() {
     init_logging();
-    let sb = cluster().await;
-    let client = sb.client();
-    sb.add_workload("default", "db", 3, Some(0), 1).unwrap();
-    wait_ready_pods(&client, "app=db", 3).await;
+    let (sb, client) = cluster_running("db", 0).await;
     let (machine, _) = start_needing_reboot(&sb, config("node-1", Duration::from_secs(1))).await;
     grant(&client, "node-1").await;
     wait_node(&client, "node-1", "draining", unschedulable).await;
@@ -335,10 +343,7 @@ async fn drain_timeout_uncordons_records_and_does_not_reboot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_with_reboot_action_reboots_as_fluo() {
     init_logging();
-    let sb = cluster().await;
-    let client = sb.client();
-    sb.add_workload("default", "db", 3, Some(0), 1).unwrap();
-    wait_ready_pods(&client, "app=db", 3).await;
+    let (sb, client) = cluster_running("db", 0).await;
     let mut cfg = config("node-1", Duration::from_secs(1));
     cfg.drain_timeout_action = DrainTimeoutAction::Reboot;
     let (machine, _) = start_needing_reboot(&sb, cfg).await;
@@ -463,10 +468,7 @@ async fn malformed_annotation_is_logged_and_not_acted_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_outage_mid_drain_never_causes_a_reboot() {
     init_logging();
-    let sb = cluster().await;
-    let client = sb.client();
-    sb.add_workload("default", "db", 3, Some(0), 1).unwrap();
-    wait_ready_pods(&client, "app=db", 3).await;
+    let (sb, client) = cluster_running("db", 0).await;
     let (machine, _) = start_needing_reboot(&sb, config("node-1", Duration::from_secs(60))).await;
     grant(&client, "node-1").await;
     wait_node(&client, "node-1", "draining", |n| {
@@ -503,10 +505,7 @@ async fn api_outage_mid_drain_never_causes_a_reboot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_deleted_while_the_drain_cannot_watch_is_read_before_giving_up() {
     init_logging();
-    let sb = cluster().await;
-    let client = sb.client();
-    sb.add_workload("default", "web", 3, Some(1), 1).unwrap();
-    wait_ready_pods(&client, "app=web", 3).await;
+    let (sb, client) = cluster_running("web", 1).await;
     let mut cfg = config("node-1", Duration::from_secs(30));
     cfg.pod_delete_margin = Duration::from_secs(1);
     let (machine, _) = start_needing_reboot(&sb, cfg).await;
@@ -578,10 +577,7 @@ async fn a_pod_deleted_while_the_drain_cannot_watch_is_read_before_giving_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eviction_conflicts_are_retried_not_taken_for_a_gone_pod() {
     init_logging();
-    let sb = cluster().await;
-    let client = sb.client();
-    sb.add_workload("default", "db", 3, Some(1), 1).unwrap();
-    wait_ready_pods(&client, "app=db", 3).await;
+    let (sb, client) = cluster_running("db", 1).await;
     let (machine, _) = start_needing_reboot(&sb, config("node-1", Duration::from_secs(60))).await;
     sb.faults().update(|p| {
         p.errors = vec![ErrorRule {

@@ -165,6 +165,18 @@ async fn wait_violations(c: &Checker, n: usize) -> Vec<fleet::invariants::Violat
     c.violations()
 }
 
+fn assert_clean(c: &Checker) {
+    assert!(c.violations().is_empty(), "{:?}", c.violations());
+}
+
+/// Waits for the checker to report one violation, about `nodes`, and returns it.
+async fn one_violation_of(c: &Checker, nodes: &[&str]) -> Vec<fleet::invariants::Violation> {
+    let v = wait_violations(c, 1).await;
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].nodes, nodes, "{v:?}");
+    v
+}
+
 /// A raw client grants a second node while another is being drained, with a
 /// maximum of 1: the real agent of the second node drains it, and the checker
 /// must report two nodes disrupted at once, naming both.
@@ -202,11 +214,7 @@ async fn the_checker_catches_a_grant_beyond_the_maximum() {
                "spec": {"unschedulable": true}}),
     )
     .await;
-    assert!(
-        checker.violations().is_empty(),
-        "{:?}",
-        checker.violations()
-    );
+    assert_clean(&checker);
     // ... and the rogue grants n2: its real agent starts draining.
     patch(
         &api,
@@ -214,9 +222,7 @@ async fn the_checker_catches_a_grant_beyond_the_maximum() {
         json!({"metadata": {"annotations": {keys::REBOOT_OK: t}}}),
     )
     .await;
-    let v = wait_violations(&checker, 1).await;
-    assert_eq!(v.len(), 1, "{v:?}");
-    assert_eq!(v[0].nodes, ["n1", "n2"], "{v:?}");
+    let v = one_violation_of(&checker, &["n1", "n2"]).await;
     assert!(v[0].what.contains("more than 1"), "{v:?}");
     fleet.stop().await;
 }
@@ -316,11 +322,7 @@ async fn the_checker_catches_a_drain_started_after_the_window_closed() {
         json!({"metadata": {"annotations": {keys::REBOOT_NEEDED: t}}}),
     )
     .await;
-    assert!(
-        checker.violations().is_empty(),
-        "{:?}",
-        checker.violations()
-    );
+    assert_clean(&checker);
     patch(
         &api,
         "n1",
@@ -374,20 +376,14 @@ async fn the_checker_counts_a_node_deleted_mid_reboot_until_it_is_back() {
     }))
     .unwrap();
     api.create(&Default::default(), &fresh).await.unwrap();
-    assert!(
-        checker.violations().is_empty(),
-        "{:?}",
-        checker.violations()
-    );
+    assert_clean(&checker);
     patch(
         &api,
         "n2",
         json!({"metadata": {"annotations": {keys::REBOOT_IN_PROGRESS: t}}}),
     )
     .await;
-    let v = wait_violations(&checker, 1).await;
-    assert_eq!(v.len(), 1, "{v:?}");
-    assert_eq!(v[0].nodes, ["n1", "n2"], "{v:?}");
+    one_violation_of(&checker, &["n1", "n2"]).await;
     // n2 is done, n1 Ready: n3 may go.
     patch(
         &api,

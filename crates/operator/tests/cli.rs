@@ -266,10 +266,7 @@ async fn the_binary_leads_acts_and_releases_on_sigterm() {
     .await;
     assert!(holder.starts_with("operator-pod-1_"), "{holder}");
     mark_reboot_needed(&admin, "n1").await;
-    wait_for("n1 granted", PATIENCE, || async {
-        granted(&get_node(&admin, "n1").await).then_some(())
-    })
-    .await;
+    wait_granted(&admin, "n1").await;
     let pid = child.id().expect("running").to_string();
     let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(status.success());

@@ -18,11 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_update-operator");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_with_the_in_cluster_configuration_over_https() {
-    let sb = sandbox().await;
-    for n in ["n1", "n2"] {
-        sb.add_node(n, &[]).unwrap();
-    }
-    let admin = sb.client_as("admin").unwrap();
+    let (sb, admin) = sandbox_with_nodes(&["n1", "n2"]).await;
     let fleet = Fleet::start(&sb, &["n1", "n2"], agent_config);
     let dir = tempfile::tempdir().unwrap();
     let sa = dir.path().join("serviceaccount");

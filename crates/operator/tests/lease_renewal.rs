@@ -140,10 +140,7 @@ async fn an_idle_cluster_has_no_leader_and_costs_no_requests() {
     // A node asks: one replica leads and grants it; once it is back and
     // released, the Lease is given up again.
     mark_reboot_needed(&admin, "n1").await;
-    wait_for("n1 granted", PATIENCE, || async {
-        granted(&get_node(&admin, "n1").await).then_some(())
-    })
-    .await;
+    wait_granted(&admin, "n1").await;
     let leader = lease_holder(&admin)
         .await
         .expect("a leader while n1 holds a slot");

@@ -378,10 +378,7 @@ async fn a_failed_drain_notified_as(format: NotifyFormat) -> Vec<serde_json::Val
     cfg.notify = Some(notify);
     let op = Replica::start_as(&sb, &sandbox::UserInfo::operator(), cfg).expect("operator starts");
     mark_reboot_needed(&admin, "n1").await;
-    wait_for("n1 granted", PATIENCE, || async {
-        granted(&get_node(&admin, "n1").await).then_some(())
-    })
-    .await;
+    wait_granted(&admin, "n1").await;
     // The agent's drain fails: the operator withdraws the grant.
     let failure = format!(
         "{} evicting default/web-1: Cannot evict pod as it would violate the pod's disruption budget",
@@ -449,11 +446,7 @@ async fn notifications_in_json_by_default_include_failed_drains() {
 async fn a_node_down_past_the_timeout(
     action: StuckNodeAction,
 ) -> (sandbox::Sandbox, kube::Client, Receiver, Replica) {
-    let sb = sandbox().await;
-    for n in ["n1", "n2"] {
-        sb.add_node(n, &[]).unwrap();
-    }
-    let admin = sb.client_as("admin").unwrap();
+    let (sb, admin) = sandbox_with_nodes(&["n1", "n2"]).await;
     let (receiver, hook) = Receiver::start(0).await;
     let mut op_cfg = op_config(1);
     op_cfg.reboot_timeout = chrono::TimeDelta::seconds(2);
@@ -465,10 +458,7 @@ async fn a_node_down_past_the_timeout(
     // As deploy/ runs it: its service account, the shipped RBAC and admission policy.
     let op = Replica::start_as(&sb, &sandbox::UserInfo::operator(), cfg).expect("operator starts");
     mark_reboot_needed(&admin, "n1").await;
-    wait_for("n1 granted", PATIENCE, || async {
-        granted(&get_node(&admin, "n1").await).then_some(())
-    })
-    .await;
+    wait_granted(&admin, "n1").await;
     // Its agent starts the reboot; the node goes down and stays down.
     let boot = boot_id(&get_node(&admin, "n1").await);
     annotate(
@@ -502,10 +492,7 @@ async fn stuck_node_action_hold_keeps_the_slot_of_a_node_that_never_comes_back()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stuck_node_action_release_lets_the_next_node_go() {
     let (sb, admin, receiver, op) = a_node_down_past_the_timeout(StuckNodeAction::Release).await;
-    wait_for("n2 granted", PATIENCE, || async {
-        granted(&get_node(&admin, "n2").await).then_some(())
-    })
-    .await;
+    wait_granted(&admin, "n2").await;
     // n1 keeps every mark: still granted, in progress, marked stuck.
     let n1 = get_node(&admin, "n1").await;
     assert!(granted(&n1));
@@ -553,11 +540,7 @@ async fn stuck_node_action_release_lets_the_next_node_go() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_webhook_never_holds_the_operator_back() {
-    let sb = sandbox().await;
-    for n in ["n1", "n2"] {
-        sb.add_node(n, &[]).unwrap();
-    }
-    let admin = sb.client_as("admin").unwrap();
+    let (sb, admin) = sandbox_with_nodes(&["n1", "n2"]).await;
     // A receiver that accepts connections and never answers.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook = silent.local_addr().unwrap();
@@ -673,10 +656,7 @@ async fn the_binary_serves_metrics_health_and_readiness_and_logs_json() {
     .await;
     assert_eq!(http_get(addr, "/nothing").await.0, 404);
     mark_reboot_needed(&admin, "n1").await;
-    wait_for("n1 granted", PATIENCE, || async {
-        granted(&get_node(&admin, "n1").await).then_some(())
-    })
-    .await;
+    wait_granted(&admin, "n1").await;
     let m = wait_for("the grant in /metrics", PATIENCE, || async {
         let (_, m) = http_get(addr, "/metrics").await;
         (sample(&m, "fluo_grants_total") == Some(1.0)).then_some(m)

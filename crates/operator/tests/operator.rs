@@ -159,11 +159,7 @@ fn hhmm(t: chrono::DateTime<chrono::Utc>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_window_grants_nothing_open_window_grants() {
-    let sb = sandbox().await;
-    for n in ["n1", "n2"] {
-        sb.add_node(n, &[]).unwrap();
-    }
-    let admin = sb.client_as("admin").unwrap();
+    let (sb, admin) = sandbox_with_nodes(&["n1", "n2"]).await;
     let now = chrono::Utc::now();
     let closed = RebootWindow::parse(&hhmm(now + chrono::TimeDelta::hours(2)), "1h").unwrap();
     let op = Replica::start(
@@ -283,11 +279,7 @@ async fn malformed_annotation_is_left_alone_and_logged_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_writes_and_a_standby_takes_over_on_shutdown() {
-    let sb = sandbox().await;
-    for n in ["n1", "n2"] {
-        sb.add_node(n, &[]).unwrap();
-    }
-    let admin = sb.client_as("admin").unwrap();
+    let (sb, admin) = sandbox_with_nodes(&["n1", "n2"]).await;
     let a = Replica::start(&sb, "operator-a", op_config(1));
     wait_for_leader(&admin, "operator-a", PATIENCE).await;
     let b = Replica::start(&sb, "operator-b", op_config(1));
@@ -419,11 +411,7 @@ async fn a_leader_that_loses_its_lease_stops_acting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_errors_back_off_and_other_nodes_proceed() {
-    let sb = sandbox().await;
-    for n in ["n1", "n2", "n3"] {
-        sb.add_node(n, &[]).unwrap();
-    }
-    let admin = sb.client_as("admin").unwrap();
+    let (sb, admin) = sandbox_with_nodes(&["n1", "n2", "n3"]).await;
     // Half of all node patches fail with 500 (the admin's too: retry those).
     sb.faults().set(sandbox::FaultPlan {
         errors: vec![sandbox::ErrorRule {
@@ -518,11 +506,7 @@ async fn departed_on_lease(client: &kube::Client) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_deleted_mid_reboot_keeps_its_slot_across_a_failover_until_it_is_back() {
-    let sb = sandbox().await;
-    for n in ["n1", "n2"] {
-        sb.add_node(n, &[]).unwrap();
-    }
-    let admin = sb.client_as("admin").unwrap();
+    let (sb, admin) = sandbox_with_nodes(&["n1", "n2"]).await;
     let a = operator_sa(&sb, "operator-a");
     for n in ["n1", "n2"] {
         mark_reboot_needed(&admin, n).await;
@@ -593,17 +577,10 @@ async fn a_node_deleted_mid_reboot_keeps_its_slot_across_a_failover_until_it_is_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_deleted_while_no_leader_watches_keeps_its_slot_from_the_recorded_holders() {
-    let sb = sandbox().await;
-    for n in ["n1", "n2"] {
-        sb.add_node(n, &[]).unwrap();
-    }
-    let admin = sb.client_as("admin").unwrap();
+    let (sb, admin) = sandbox_with_nodes(&["n1", "n2"]).await;
     let a = operator_sa(&sb, "operator-a");
     mark_reboot_needed(&admin, "n1").await;
-    wait_for("n1 granted", PATIENCE, || async {
-        granted(&get_node(&admin, "n1").await).then_some(())
-    })
-    .await;
+    wait_granted(&admin, "n1").await;
     // Recorded before its grant.
     let holders = shipped_lease(&admin)
         .await

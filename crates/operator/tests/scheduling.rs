@@ -71,11 +71,7 @@ fn schedule(windows: &[String], tz: &str) -> Schedule {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_in_a_time_zone_and_closing_mid_rollout() {
-    let sb = sandbox().await;
-    for n in ["n1", "n2", "n3"] {
-        sb.add_node(n, &[]).unwrap();
-    }
-    let admin = sb.client_as("admin").unwrap();
+    let (sb, admin) = sandbox_with_nodes(&["n1", "n2", "n3"]).await;
     let tz = "Asia/Kolkata"; // +05:30: local minutes differ from UTC's
     let now = Utc::now();
 
@@ -182,10 +178,7 @@ async fn per_zone_maximum_on_top_of_the_global_one() {
     assert_eq!(granted_nodes(&admin).await, ["a1", "b1", "x1"]);
     // a1 comes back: its zone's next node follows.
     reboot_by_hand(&admin, "a1").await;
-    wait_for("a2 granted", PATIENCE, || async {
-        granted(&get_node(&admin, "a2").await).then_some(())
-    })
-    .await;
+    wait_granted(&admin, "a2").await;
     assert!(!granted(&get_node(&admin, "b2").await));
     assert!(monitor.peaks().granted <= 3);
     op.stop().await.unwrap();
@@ -294,11 +287,7 @@ async fn annotate_lease(client: &kube::Client, value: Option<&str>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_wide_pause_on_the_lease() {
-    let sb = sandbox().await;
-    for n in ["n1", "n2"] {
-        sb.add_node(n, &[]).unwrap();
-    }
-    let admin = sb.client_as("admin").unwrap();
+    let (sb, admin) = sandbox_with_nodes(&["n1", "n2"]).await;
     let op = Replica::start(&sb, "operator", op_config(2));
     wait_for_leader(&admin, "operator", PATIENCE).await;
     annotate_lease(&admin, Some("true")).await;
@@ -336,11 +325,7 @@ async fn cluster_wide_pause_on_the_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_reboot_interval_between_picks() {
-    let sb = sandbox().await;
-    for n in ["n1", "n2", "n3"] {
-        sb.add_node(n, &[]).unwrap();
-    }
-    let admin = sb.client_as("admin").unwrap();
+    let (sb, admin) = sandbox_with_nodes(&["n1", "n2", "n3"]).await;
     let op = Replica::start(
         &sb,
         "operator",
@@ -373,11 +358,7 @@ async fn min_reboot_interval_between_picks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stuck_node_is_marked_keeps_its_slot_and_deleting_it_frees_the_slot() {
-    let sb = sandbox().await;
-    for n in ["n1", "n2"] {
-        sb.add_node(n, &[]).unwrap();
-    }
-    let admin = sb.client_as("admin").unwrap();
+    let (sb, admin) = sandbox_with_nodes(&["n1", "n2"]).await;
     let op = Replica::start(
         &sb,
         "operator",
@@ -387,10 +368,7 @@ async fn stuck_node_is_marked_keeps_its_slot_and_deleting_it_frees_the_slot() {
         },
     );
     mark_reboot_needed(&admin, "n1").await;
-    wait_for("n1 granted", PATIENCE, || async {
-        granted(&get_node(&admin, "n1").await).then_some(())
-    })
-    .await;
+    wait_granted(&admin, "n1").await;
     annotate(&admin, "n1", &[(keys::REBOOT_IN_PROGRESS, OK)]).await;
     mark_reboot_needed(&admin, "n2").await;
     let mark = wait_for("n1 marked stuck", PATIENCE, || async {
@@ -418,11 +396,7 @@ async fn stuck_node_is_marked_keeps_its_slot_and_deleting_it_frees_the_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_gate_holds_the_slot_until_the_node_is_ready() {
-    let sb = sandbox().await;
-    for n in ["n1", "n2"] {
-        sb.add_node(n, &[]).unwrap();
-    }
-    let admin = sb.client_as("admin").unwrap();
+    let (sb, admin) = sandbox_with_nodes(&["n1", "n2"]).await;
     let after = "example.com/after-ok";
     let op = Replica::start(
         &sb,
@@ -433,10 +407,7 @@ async fn health_gate_holds_the_slot_until_the_node_is_ready() {
         },
     );
     mark_reboot_needed(&admin, "n1").await;
-    wait_for("n1 granted", PATIENCE, || async {
-        granted(&get_node(&admin, "n1").await).then_some(())
-    })
-    .await;
+    wait_granted(&admin, "n1").await;
     mark_reboot_needed(&admin, "n2").await;
     annotate(&admin, "n1", &[(keys::REBOOT_IN_PROGRESS, OK)]).await;
     set_ready(&admin, "n1", false).await;
@@ -452,10 +423,7 @@ async fn health_gate_holds_the_slot_until_the_node_is_ready() {
     assert!(!granted(&get_node(&admin, "n2").await));
     set_ready(&admin, "n1", true).await;
     wait_released(&admin, "n1").await;
-    wait_for("n2 granted", PATIENCE, || async {
-        granted(&get_node(&admin, "n2").await).then_some(())
-    })
-    .await;
+    wait_granted(&admin, "n2").await;
     op.stop().await.unwrap();
 }
 

@@ -54,6 +54,24 @@ pub async fn sandbox() -> Sandbox {
 
 /// The operator as deploy/ runs it: as its service account, its Lease in reboot-coordinator
 /// under the default name (the only one its Role allows).
+/// A sandbox with these nodes (Ready, no annotations) and an admin client.
+pub async fn sandbox_with_nodes(nodes: &[&str]) -> (Sandbox, kube::Client) {
+    let sb = sandbox().await;
+    for n in nodes {
+        sb.add_node(n, &[]).unwrap();
+    }
+    let admin = sb.client_as("admin").unwrap();
+    (sb, admin)
+}
+
+/// Waits up to [`PATIENCE`] for `node` to be granted a reboot.
+pub async fn wait_granted(client: &kube::Client, node: &str) {
+    wait_for(&format!("{node} granted"), PATIENCE, || async {
+        granted(&get_node(client, node).await).then_some(())
+    })
+    .await;
+}
+
 pub fn start_operator_sa(sb: &Sandbox, op: protocol::operator::OperatorConfig) -> Replica {
     let mut cfg = operator::Config::new(sandbox::identity::NAMESPACE, op);
     cfg.identity = "update-operator".into();

@@ -50,10 +50,17 @@ impl ChildProc {
         env: &[(&str, &str)],
         log: PathBuf,
     ) -> anyhow::Result<ChildProc> {
+        // For a diagnosis (docs/bench.md): the children's log level, and a folder that keeps
+        // their logs after the run.
+        let level = std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into());
+        let log = match std::env::var_os("BENCH_LOG_DIR") {
+            Some(dir) => Path::new(&dir).join(log.file_name().unwrap_or_default()),
+            None => log,
+        };
         let child = Command::new(bin)
             .args(args)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)

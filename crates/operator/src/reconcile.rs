@@ -12,10 +12,11 @@
 //! releases, their upkeep), then, only if all of those succeeded, the ones
 //! that take a slot (`before-reboot` label, `reboot-ok=true`), then the rest
 //! (bookkeeping on nodes that neither hold nor take one, e.g.
-//! `reboot-needed-since`; at most [`BOOKKEEPING_PER_ROUND`], the others in
-//! the rounds right after). So a failed release can never leave more slot
-//! holders than the maximum, and a grant never waits behind bookkeeping (a
-//! thousand nodes asking at once are a thousand such patches). Each node's
+//! `reboot-needed-since`), in the background, [`BOOKKEEPING_BATCH`] at a
+//! time, while the next rounds release and grant (a node with a bookkeeping
+//! write in flight gets no other patch until it lands). So a failed release can
+//! never leave more slot holders than the maximum, and a grant never waits behind
+//! bookkeeping (5,000 nodes asking at once are 5,000 such patches). Each node's
 //! patch is on its own: one failure does not stop the others.
 //!
 //! The watch's cache can lag behind our own writes. The Node a successful
@@ -24,7 +25,7 @@
 //! slot we just granted as free.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,10 +65,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// round trips before the last grant).
 const PATCH_CONCURRENCY: usize = 32;
 /// At most this many bookkeeping patches (on nodes that neither hold nor take a slot, e.g.
-/// `reboot-needed-since`) per round; the others follow in the next rounds, at once. The next
-/// round, which releases and grants the slots freed meanwhile, waits for this round's writes:
-/// 5,000 nodes asking at once would otherwise hold it back for seconds.
-const BOOKKEEPING_PER_ROUND: usize = 64;
+/// `reboot-needed-since`) are written at once, in the background; the others follow when
+/// they have landed. Rounds go on releasing and granting meanwhile (a round that waited for
+/// them held freed slots back by hundreds of milliseconds at 5,000 nodes).
+const BOOKKEEPING_BATCH: usize = 128;
 
 /// What became of one node's patch.
 #[derive(Debug)]
@@ -92,8 +93,43 @@ struct RoundResult {
     not_leader: bool,
     /// Nothing to do and no node needs an operator: the Lease may be given up.
     quiet: bool,
-    /// Bookkeeping patches were left for the next round.
-    more: bool,
+}
+
+/// The bookkeeping patches being written in the background.
+#[derive(Default)]
+struct Bookkeeping {
+    /// The nodes they are for: no other patch of theirs until they land.
+    nodes: HashSet<String>,
+    task: Option<AbortOnDropHandle<Vec<(NodePatch, String, Outcome)>>>,
+    /// A write of the last batch failed: the next round backs off.
+    failed: bool,
+}
+
+impl Bookkeeping {
+    fn start(
+        &mut self,
+        writer: &NodeWriter,
+        leadership: &Leadership,
+        keep: &Arc<Keep>,
+        patches: Vec<(NodePatch, String)>,
+    ) {
+        self.nodes = patches.iter().map(|(p, _)| p.node.clone()).collect();
+        let (writer, leadership, keep) = (writer.clone(), leadership.clone(), keep.clone());
+        self.task = Some(AbortOnDropHandle::new(tokio::spawn(async move {
+            write_all(&writer, &leadership, patches, &keep).await
+        })));
+    }
+
+    /// The batch's outcomes once it has landed (pending while none is in flight).
+    async fn landed(&mut self) -> Vec<(NodePatch, String, Outcome)> {
+        let Some(task) = self.task.as_mut() else {
+            return std::future::pending().await;
+        };
+        let outcomes = task.await.unwrap_or_default();
+        self.task = None;
+        self.nodes.clear();
+        outcomes
+    }
 }
 
 /// Logs each node's malformed values once (again only when the message
@@ -424,14 +460,33 @@ async fn apply_phase(
     keep: &Keep,
     result: &mut RoundResult,
 ) {
-    let outcomes: Vec<(NodePatch, String, Outcome)> = stream::iter(patches)
+    let outcomes = write_all(writer, leadership, patches, keep).await;
+    settle(outcomes, overlay, result);
+}
+
+/// Writes the patches, [`PATCH_CONCURRENCY`] at a time.
+async fn write_all(
+    writer: &NodeWriter,
+    leadership: &Leadership,
+    patches: Vec<(NodePatch, String)>,
+    keep: &Keep,
+) -> Vec<(NodePatch, String, Outcome)> {
+    stream::iter(patches)
         .map(|(p, rv)| async move {
             let o = apply_one(writer, leadership, &p, &rv, keep).await;
             (p, rv, o)
         })
         .buffer_unordered(PATCH_CONCURRENCY)
         .collect()
-        .await;
+        .await
+}
+
+/// Takes in the outcomes of writes: our new Nodes into the overlay, failures into `result`.
+fn settle(
+    outcomes: Vec<(NodePatch, String, Outcome)>,
+    overlay: &mut Overlay,
+    result: &mut RoundResult,
+) {
     for (p, rv, outcome) in outcomes {
         match outcome {
             Outcome::Applied(node) => {
@@ -469,6 +524,7 @@ struct Leader {
     problems: ProblemLog,
     observer: Observer,
     records: SlotRecords,
+    bookkeeping: Bookkeeping,
 }
 
 /// The reboot slots of deleted Nodes ([`DepartedSlot`]) and the nodes that hold or are about
@@ -613,7 +669,9 @@ impl Leader {
             problems,
             observer,
             records,
+            bookkeeping,
         } = self;
+        let t0 = Instant::now();
         let (cached, departures) = {
             let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
             (c.snapshot(), c.take_departures())
@@ -642,7 +700,7 @@ impl Leader {
             i.blockers.extend(records.malformed.clone());
         }
         let inputs = &*inputs;
-        let (decision, quiet) = {
+        let (mut decision, quiet) = {
             let parsed: Vec<Parsed<'_>> = merged.iter().map(|c| c.parsed()).collect();
             let decision = decide_parsed(&parsed, &cfg.operator, inputs, now);
             let quiet = parsed.iter().all(|p| !busy_parsed(*p, &cfg.operator));
@@ -657,14 +715,16 @@ impl Leader {
         records.want_holders(holders_after(&merged, &decision, &phases, &cfg.operator));
         // Before any other write: a slot granted while its record, or the record of a
         // departed one, exists only here would be one too many after a failover.
+        // Milliseconds since the round started, for its debug line.
+        let ms = || t0.elapsed().as_secs_f64() * 1e3;
+        let t_decided = ms();
         let persisted = records.persist(leadership).await;
+        let t_persisted = ms();
         if let Err(e) = &persisted {
             warn!(error = %e, "cannot record the reboot slots on the Lease; no new grants until it is done; retrying with backoff");
         }
-        // Events, notifications and node metrics (never waits).
-        observer.observe(&merged, &decision, &cfg.operator, inputs, now);
         let mut result = RoundResult {
-            failed: unresolved || persisted.is_err(),
+            failed: unresolved || persisted.is_err() || std::mem::take(&mut bookkeeping.failed),
             quiet: cfg.release_lease_after_idle.is_some()
                 && !unresolved
                 && records.slots.is_empty()
@@ -673,11 +733,18 @@ impl Leader {
                 && decision.patches.is_empty()
                 && decision.stuck.is_empty()
                 && decision.problems.is_empty()
+                && bookkeeping.task.is_none()
                 && quiet,
             ..Default::default()
         };
         let (mut release, mut acquire, mut rest) = (Vec::new(), Vec::new(), Vec::new());
-        for (p, phase) in decision.patches.into_iter().zip(phases) {
+        for (p, phase) in std::mem::take(&mut decision.patches)
+            .into_iter()
+            .zip(phases)
+        {
+            if bookkeeping.nodes.contains(&p.node) {
+                continue;
+            }
             match phase {
                 Some((Phase::Release, rv)) => release.push((p, rv)),
                 Some((Phase::Acquire, rv)) => acquire.push((p, rv)),
@@ -685,9 +752,9 @@ impl Leader {
                 None => {}
             }
         }
-        // Not held across the writes: the next round takes a fresh snapshot.
-        drop(merged);
+        let counts = (release.len(), acquire.len(), rest.len());
         apply_phase(writer, leadership, release, overlay, keep, &mut result).await;
+        let t_released = ms();
         if !acquire.is_empty() {
             if unresolved || result.failed || result.conflict || result.not_leader {
                 debug!(
@@ -698,11 +765,26 @@ impl Leader {
                 apply_phase(writer, leadership, acquire, overlay, keep, &mut result).await;
             }
         }
-        if rest.len() > BOOKKEEPING_PER_ROUND {
-            rest.truncate(BOOKKEEPING_PER_ROUND);
-            result.more = true;
+        let t_granted = ms();
+        // Events, notifications and node metrics (never waits), after the slot writes.
+        observer.observe(&merged, &decision, &cfg.operator, inputs, now);
+        drop(merged);
+        if bookkeeping.task.is_none() && !rest.is_empty() {
+            // The rest follow when this batch has landed.
+            rest.truncate(BOOKKEEPING_BATCH);
+            bookkeeping.start(writer, leadership, keep, rest);
         }
-        apply_phase(writer, leadership, rest, overlay, keep, &mut result).await;
+        debug!(
+            release = counts.0,
+            acquire = counts.1,
+            bookkeeping = counts.2,
+            decided_ms = t_decided,
+            recorded_ms = t_persisted,
+            released_ms = t_released,
+            granted_ms = t_granted,
+            done_ms = ms(),
+            "round done"
+        );
         (result, decision.next_check)
     }
 }
@@ -727,17 +809,12 @@ fn phases(nodes: &[Arc<CachedNode>], patches: &[NodePatch]) -> Vec<Option<(Phase
         .map(|p| {
             let c = find(nodes, &p.node)?;
             let rv = c.resource_version.clone()?;
-            let v = &c.node.view;
-            let phase = if v.holds_slot() {
+            let phase = if c.parsed().holds_slot() {
                 Phase::Release
+            } else if p.takes_slot() {
+                Phase::Acquire
             } else {
-                let mut after = v.clone();
-                p.apply(&mut after);
-                if after.holds_slot() {
-                    Phase::Acquire
-                } else {
-                    Phase::Rest
-                }
+                Phase::Rest
             };
             Some((phase, rv))
         })
@@ -755,7 +832,7 @@ fn holders_after(
     let mut out = SlotHolders::new();
     for c in nodes {
         let v = &c.node.view;
-        if cfg.manages(v) && v.holds_slot() {
+        if c.parsed().holds_slot() && cfg.manages(v) {
             out.insert(v.name.clone(), zone(v));
         }
     }
@@ -853,6 +930,7 @@ pub(crate) async fn lead(
             lease: None,
             malformed: None,
         },
+        bookkeeping: Bookkeeping::default(),
     };
     leader.records.adopt(inputs.departed_on_lease());
     {
@@ -887,9 +965,6 @@ pub(crate) async fn lead(
         if result.conflict {
             wake = wake.min(Instant::now() + CONFLICT_RETRY);
         }
-        if result.more {
-            wake = Instant::now();
-        }
         match cfg.release_lease_after_idle {
             Some(after) if result.quiet && !result.failed && !result.conflict => {
                 let since = *idle_since.get_or_insert_with(Instant::now);
@@ -901,10 +976,17 @@ pub(crate) async fn lead(
             }
             _ => idle_since = None,
         }
+        let mut landed = None;
         tokio::select! {
             _ = leadership.cancelled() => return Ok(WorkEnd::LeadershipEnded),
             _ = changed.notified() => {}
             _ = tokio::time::sleep_until(wake) => {}
+            outcomes = leader.bookkeeping.landed() => landed = Some(outcomes),
+        }
+        if let Some(outcomes) = landed {
+            let mut r = RoundResult::default();
+            settle(outcomes, &mut leader.overlay, &mut r);
+            leader.bookkeeping.failed = r.failed;
         }
         if let Some(t) = not_before {
             tokio::select! {

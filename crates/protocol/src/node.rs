@@ -237,6 +237,13 @@ impl<'a> Parsed<'a> {
             state: state.as_ref(),
         }
     }
+
+    /// [`NodeView::holds_slot`], read from the parsed state when the node is well-formed
+    /// (no lookups of long keys: this runs for every node in every round).
+    pub fn holds_slot(&self) -> bool {
+        self.state
+            .map_or_else(|_| self.view.holds_slot(), NodeState::holds_slot)
+    }
 }
 
 fn parse_bool(view: &NodeView, kind: KeyKind, key: &'static str) -> Result<bool, ParseError> {
@@ -387,6 +394,20 @@ impl NodeState {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// The parsed node's slot is the view's, well-formed or not.
+        #[test]
+        fn a_parsed_node_holds_the_views_slot(
+            v in crate::testutil::any_node("n".into(), crate::testutil::t0()),
+        ) {
+            let p = ParsedNode::new(v.clone());
+            prop_assert_eq!(p.as_parsed().holds_slot(), v.holds_slot());
+        }
+    }
 
     fn view(anns: &[(&str, &str)], labels: &[(&str, &str)]) -> NodeView {
         NodeView {

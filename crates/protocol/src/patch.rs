@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::keys;
 use crate::node::{NodeView, Taint};
 
 /// Changes to one Node's annotations, labels, `spec.unschedulable` and `spec.taints`.
@@ -157,6 +158,18 @@ impl NodePatch {
 
     /// Applies the patch to a view (what the API server would do). Ignores
     /// the node name. Useful for tests and simulations.
+    /// Whether a node that holds no reboot slot holds one once this patch is applied: the
+    /// patch sets one of the keys [`NodeView::holds_slot`] reads to a value other than
+    /// `false`. As `apply` then `holds_slot` on such a node, without copying it.
+    pub fn takes_slot(&self) -> bool {
+        let set = |v: Option<&Option<String>>| matches!(v, Some(Some(v)) if v != keys::FALSE);
+        set(self.labels.get(keys::BEFORE_REBOOT))
+            || set(self.labels.get(keys::AFTER_REBOOT))
+            || set(self.annotations.get(keys::REBOOT_OK))
+            || set(self.annotations.get(keys::REBOOT_IN_PROGRESS))
+            || set(self.annotations.get(keys::AGENT_MADE_UNSCHEDULABLE))
+    }
+
     pub fn apply(&self, view: &mut NodeView) {
         for (k, v) in &self.annotations {
             match v {
@@ -193,6 +206,52 @@ pub fn apply_all(views: &mut [NodeView], patches: &[NodePatch]) {
 mod tests {
     use super::*;
     use crate::keys;
+    use proptest::prelude::*;
+
+    /// Values of the keys `holds_slot` reads, and one it does not.
+    fn any_changes() -> impl Strategy<Value = Vec<(usize, Option<&'static str>)>> {
+        let value = prop::option::of(prop::sample::select(vec!["true", "false", "", "x"]));
+        prop::collection::vec((0..6usize, value), 0..6)
+    }
+
+    const SLOT_KEYS: [(bool, &str); 6] = [
+        (true, keys::BEFORE_REBOOT),
+        (true, keys::AFTER_REBOOT),
+        (false, keys::REBOOT_OK),
+        (false, keys::REBOOT_IN_PROGRESS),
+        (false, keys::AGENT_MADE_UNSCHEDULABLE),
+        (false, keys::REBOOT_NEEDED),
+    ];
+
+    fn build(changes: &[(usize, Option<&str>)]) -> NodePatch {
+        let mut p = NodePatch::new("n");
+        for (i, v) in changes {
+            let (label, key) = SLOT_KEYS[*i];
+            let map = if label {
+                &mut p.labels
+            } else {
+                &mut p.annotations
+            };
+            map.insert(key.to_string(), v.map(str::to_string));
+        }
+        p
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// `takes_slot` is `apply` then `holds_slot`, on any node holding no slot.
+        #[test]
+        fn takes_slot_is_apply_then_holds_slot(before in any_changes(), patch in any_changes()) {
+            let mut view = NodeView { name: "n".into(), ..Default::default() };
+            build(&before).apply(&mut view);
+            prop_assume!(!view.holds_slot());
+            let patch = build(&patch);
+            let mut after = view.clone();
+            patch.apply(&mut after);
+            prop_assert_eq!(patch.takes_slot(), after.holds_slot());
+        }
+    }
 
     #[test]
     fn empty_patch() {

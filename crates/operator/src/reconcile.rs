@@ -22,7 +22,11 @@
 //! The watch's cache can lag behind our own writes. The Node a successful
 //! patch returns is kept as an overlay until the cache has moved past the
 //! resourceVersion the patch was decided on, so a decision never counts a
-//! slot we just granted as free.
+//! slot we just granted as free. A bookkeeping batch in flight is shown as it
+//! will leave its nodes (it never changes who holds a slot) and taken back for
+//! a node whose write fails, so rounds do not patch those nodes again meanwhile:
+//! at 5,000 nodes asking at once, each round otherwise copied and re-parsed
+//! thousands of views for patches it would not send.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -65,10 +69,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// round trips before the last grant).
 const PATCH_CONCURRENCY: usize = 32;
 /// At most this many bookkeeping patches (on nodes that neither hold nor take a slot, e.g.
-/// `reboot-needed-since`) are written at once, in the background; the others follow when
-/// they have landed. Rounds go on releasing and granting meanwhile (a round that waited for
-/// them held freed slots back by hundreds of milliseconds at 5,000 nodes).
-const BOOKKEEPING_BATCH: usize = 128;
+/// `reboot-needed-since`) are written in one batch, in the background; the others follow
+/// when it has landed. Rounds go on releasing and granting meanwhile (a round that waited
+/// for them held freed slots back by hundreds of milliseconds at 5,000 nodes), deciding on
+/// the batch's nodes as it will leave them, so they are not patched again in every round.
+const BOOKKEEPING_BATCH: usize = 2048;
 
 /// What became of one node's patch.
 #[derive(Debug)]
@@ -98,7 +103,7 @@ struct RoundResult {
 /// The bookkeeping patches being written in the background.
 #[derive(Default)]
 struct Bookkeeping {
-    /// The nodes they are for: no other patch of theirs until they land.
+    /// The nodes they are for: no other bookkeeping patch of theirs until they land.
     nodes: HashSet<String>,
     task: Option<AbortOnDropHandle<Vec<(NodePatch, String, Outcome)>>>,
     /// A write of the last batch failed: the next round backs off.
@@ -106,14 +111,31 @@ struct Bookkeeping {
 }
 
 impl Bookkeeping {
+    /// Starts writing `patches`; until they land, `overlay` shows their nodes as they will
+    /// leave them (bookkeeping never changes who holds a slot, so no slot is counted wrong).
     fn start(
         &mut self,
         writer: &NodeWriter,
         leadership: &Leadership,
         keep: &Arc<Keep>,
         patches: Vec<(NodePatch, String)>,
+        nodes: &[Arc<CachedNode>],
+        overlay: &mut Overlay,
     ) {
         self.nodes = patches.iter().map(|(p, _)| p.node.clone()).collect();
+        for (p, rv) in &patches {
+            if let Some(c) = find(nodes, &p.node) {
+                let mut view = c.node.view.clone();
+                p.apply(&mut view);
+                let expected = CachedNode {
+                    node: ParsedNode::new(view),
+                    uid: c.uid.clone(),
+                    // A later patch of ours on it is decided on the version the batch writes on.
+                    resource_version: Some(rv.clone()),
+                };
+                overlay.expect(rv.clone(), expected);
+            }
+        }
         let (writer, leadership, keep) = (writer.clone(), leadership.clone(), keep.clone());
         self.task = Some(AbortOnDropHandle::new(tokio::spawn(async move {
             write_all(&writer, &leadership, patches, &keep).await
@@ -321,6 +343,9 @@ impl NodeCache {
     }
 }
 
+/// What the overlay shows of one node: the resourceVersions our Node supersedes, and it.
+type Shown = (Vec<String>, Arc<CachedNode>);
+
 /// Our own writes, until the watch's cache has caught up with them.
 ///
 /// Per node: the patched Node we got back, and the resourceVersions it
@@ -331,10 +356,13 @@ impl NodeCache {
 /// the cache has caught up.
 #[derive(Default)]
 struct Overlay {
-    nodes: HashMap<String, (Vec<String>, Arc<CachedNode>)>,
+    nodes: HashMap<String, Shown>,
     /// Writes without an answer: node name -> resourceVersion decided on. Until
     /// we know the node's state after them, no new slot is granted.
     uncertain: HashMap<String, String>,
+    /// Nodes shown as a bookkeeping write in flight will leave them ([`Overlay::expect`]):
+    /// what was shown of them before.
+    before_expected: HashMap<String, Option<Shown>>,
 }
 
 impl Overlay {
@@ -383,9 +411,39 @@ impl Overlay {
         nodes
     }
 
+    /// Shows `expected` (a node as a write in flight, decided on `decided_rv`, will leave it)
+    /// until the write lands ([`Overlay::record`]) or fails ([`Overlay::unexpect`]).
+    fn expect(&mut self, decided_rv: String, expected: CachedNode) {
+        let name = expected.name().to_string();
+        self.before_expected
+            .insert(name, self.nodes.get(expected.name()).cloned());
+        self.record(decided_rv, expected);
+    }
+
+    /// The write decided on `decided_rv` did not happen (or may not have): what
+    /// [`Overlay::expect`] showed of `node` gives way to what was shown before, unless a
+    /// later write of ours replaced it.
+    fn unexpect(&mut self, node: &str, decided_rv: &str) {
+        let Some(before) = self.before_expected.remove(node) else {
+            return;
+        };
+        if let Some((_, shown)) = self.nodes.get(node)
+            && shown.resource_version.as_deref() == Some(decided_rv)
+        {
+            match before {
+                Some(entry) => self.nodes.insert(node.to_string(), entry),
+                None => self.nodes.remove(node),
+            };
+        }
+    }
+
     /// Records the Node a write decided on `decided_rv` produced.
     fn record(&mut self, decided_rv: String, patched: CachedNode) {
         let name = patched.name().to_string();
+        if patched.resource_version.as_deref() != Some(&decided_rv) {
+            // A real answer, not an expectation.
+            self.before_expected.remove(&name);
+        }
         let patched = Arc::new(patched);
         match self.nodes.get_mut(&name) {
             Some((superseded, prev)) if prev.resource_version.as_deref() == Some(&decided_rv) => {
@@ -488,6 +546,9 @@ fn settle(
     result: &mut RoundResult,
 ) {
     for (p, rv, outcome) in outcomes {
+        if !matches!(outcome, Outcome::Applied(_)) {
+            overlay.unexpect(&p.node, &rv);
+        }
         match outcome {
             Outcome::Applied(node) => {
                 info!(node = %p.node, change = %describe(&p), "updated node");
@@ -742,14 +803,13 @@ impl Leader {
             .into_iter()
             .zip(phases)
         {
-            if bookkeeping.nodes.contains(&p.node) {
-                continue;
-            }
             match phase {
                 Some((Phase::Release, rv)) => release.push((p, rv)),
                 Some((Phase::Acquire, rv)) => acquire.push((p, rv)),
-                Some((Phase::Rest, rv)) => rest.push((p, rv)),
-                None => {}
+                Some((Phase::Rest, rv)) if !bookkeeping.nodes.contains(&p.node) => {
+                    rest.push((p, rv))
+                }
+                _ => {}
             }
         }
         let counts = (release.len(), acquire.len(), rest.len());
@@ -768,12 +828,12 @@ impl Leader {
         let t_granted = ms();
         // Events, notifications and node metrics (never waits), after the slot writes.
         observer.observe(&merged, &decision, &cfg.operator, inputs, now);
-        drop(merged);
         if bookkeeping.task.is_none() && !rest.is_empty() {
             // The rest follow when this batch has landed.
             rest.truncate(BOOKKEEPING_BATCH);
-            bookkeeping.start(writer, leadership, keep, rest);
+            bookkeeping.start(writer, leadership, keep, rest, &merged, overlay);
         }
+        drop(merged);
         debug!(
             release = counts.0,
             acquire = counts.1,
@@ -1087,6 +1147,34 @@ mod tests {
             ok_of(&mut o, &[node("a", "10", "x"), b]),
             ["a=x", "b=false"]
         );
+    }
+
+    #[test]
+    fn overlay_shows_a_bookkeeping_write_in_flight_until_it_lands_or_fails() {
+        let expected = |name: &str, rv: &str, ok: &str| {
+            let mut c = cached(node(name, rv, ok));
+            c.resource_version = Some(rv.into());
+            c
+        };
+        let mut o = Overlay::default();
+        // In flight on a's version 10: shown as it will be; when it lands, the answer.
+        o.expect("10".into(), expected("a", "10", "x"));
+        assert_eq!(ok_of(&mut o, &[node("a", "10", "y")]), ["a=x"]);
+        o.record("10".into(), cached(node("a", "11", "x")));
+        o.unexpect("a", "10");
+        assert_eq!(ok_of(&mut o, &[node("a", "10", "y")]), ["a=x"]);
+        assert_eq!(ok_of(&mut o, &[node("a", "11", "x")]), ["a=x"]);
+        // It fails: the cache's version again ...
+        o.expect("11".into(), expected("a", "11", "z"));
+        assert_eq!(ok_of(&mut o, &[node("a", "11", "x")]), ["a=z"]);
+        o.unexpect("a", "11");
+        assert_eq!(ok_of(&mut o, &[node("a", "11", "x")]), ["a=x"]);
+        // ... or our earlier write the cache has not caught up with.
+        o.record("11".into(), cached(node("a", "12", "w")));
+        o.expect("12".into(), expected("a", "12", "z"));
+        assert_eq!(ok_of(&mut o, &[node("a", "11", "x")]), ["a=z"]);
+        o.unexpect("a", "12");
+        assert_eq!(ok_of(&mut o, &[node("a", "11", "x")]), ["a=w"]);
     }
 
     #[test]

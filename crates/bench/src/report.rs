@@ -131,6 +131,23 @@ fn with_unit(v: f64, unit: &str) -> String {
     }
 }
 
+/// [`with_unit`], but a value that rounds onto its target without being it is shown with
+/// three decimals more, so a missed target never reads as met (1.021 is not "1.02").
+fn shown_against(v: f64, unit: &str, target: Option<f64>) -> String {
+    match target {
+        Some(t) if v != t && num(v) == num(t) => {
+            let precise = format!("{v:.5}");
+            let precise = precise.trim_end_matches('0');
+            if unit.is_empty() {
+                precise.to_string()
+            } else {
+                format!("{precise} {unit}")
+            }
+        }
+        _ => with_unit(v, unit),
+    }
+}
+
 /// Everything written.
 #[derive(Debug, Serialize)]
 pub struct Results {
@@ -164,9 +181,10 @@ impl Results {
             l1 = m.load_average[1],
         );
         for r in &self.metrics {
-            let measured = r
-                .measured
-                .map_or_else(|| "not run".to_string(), |v| with_unit(v, r.unit));
+            let measured = r.measured.map_or_else(
+                || "not run".to_string(),
+                |v| shown_against(v, r.unit, r.target_max),
+            );
             let target = r
                 .target_max
                 .map_or_else(|| "".to_string(), |t| format!("≤ {}", with_unit(t, r.unit)));
@@ -196,5 +214,19 @@ impl Results {
             serde_json::to_string_pretty(self)? + "\n",
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missed_target_never_reads_as_met() {
+        assert_eq!(shown_against(1.021, "", Some(1.02)), "1.021");
+        assert_eq!(shown_against(64.04, "MiB", Some(64.0)), "64.04 MiB");
+        assert_eq!(shown_against(1.032, "", Some(1.02)), "1.03");
+        assert_eq!(shown_against(1.02, "", Some(1.02)), "1.02");
+        assert_eq!(shown_against(0.0412, "s", Some(0.05)), "0.041 s");
     }
 }

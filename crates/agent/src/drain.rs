@@ -175,10 +175,10 @@ pub fn classify(pod: &Pod, opts: &DrainOptions, now: chrono::DateTime<chrono::Ut
     PodAction::Evict
 }
 
-/// Why a pod stuck in Terminating was left behind.
 /// How long a read of a pod past its deadline may take before it counts as no answer.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a pod stuck in Terminating was left behind.
 const SKIPPED_TERMINATING: &str = "still terminating past --skip-wait-for-delete-timeout";
 
 /// What a successful drain did.
@@ -488,38 +488,37 @@ async fn wait_until_gone(
             },
             _ = tokio::time::sleep_until(pod_deadline.unwrap_or(deadline)), if pod_deadline.is_some_and(|d| d < deadline) => {
                 let (_, uid) = next_pod_deadline.expect("a deadline");
-                // The watch may be down (backing off after errors, a 410 or a partition) and
-                // have missed the deletion: a read decides, never the silence. A read without
-                // an answer is tried again in a second, within the drain's timeout.
-                if opts.skip_wait_for_delete.is_none() {
-                    let p = &waiting.pending[&uid];
-                    let (ns, name) = p.key.split_once('/').unwrap_or_default();
-                    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-                    let read = tokio::time::timeout_at(
-                        deadline.min(Instant::now() + READ_TIMEOUT),
-                        still_there(&api, name, &uid),
-                    );
-                    match read.await.unwrap_or_else(|_| Err(kube::Error::Service("no answer".into()))) {
-                        Ok(false) => {
-                            debug!(pod = %p.key, "pod gone (read; the watch had not said so)");
-                            waiting.pending.remove(&uid);
-                            continue;
-                        }
-                        Ok(true) => {}
-                        Err(e) => {
-                            warn!(pod = %p.key, error = %e, "cannot read a pod past its deadline; reading again");
-                            waiting.retry(&uid);
-                            continue;
-                        }
-                    }
-                }
                 if opts.skip_wait_for_delete.is_some() {
                     let p = waiting.pending.remove(&uid).expect("pending");
                     warn!(pod = %p.key, "still terminating past --skip-wait-for-delete-timeout; counting it as gone");
                     abandoned.push(p.key);
                     continue;
                 }
-                return Err(waiting.not_gone(&uid, opts.pod_delete_margin));
+                // The watch may be down (backing off after errors, a 410 or a partition) and
+                // have missed the deletion: a read decides, never the silence. A read without
+                // an answer is tried again in a second, within the drain's timeout.
+                let p = &waiting.pending[&uid];
+                let (ns, name) = p.key.split_once('/').unwrap_or_default();
+                let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+                let read = tokio::time::timeout_at(
+                    deadline.min(Instant::now() + READ_TIMEOUT),
+                    still_there(&api, name, &uid),
+                );
+                match read.await {
+                    Ok(Ok(true)) => return Err(waiting.not_gone(&uid, opts.pod_delete_margin)),
+                    Ok(Ok(false)) => {
+                        debug!(pod = %p.key, "pod gone (read; the watch had not said so)");
+                        waiting.pending.remove(&uid);
+                    }
+                    Ok(Err(e)) => {
+                        warn!(pod = %p.key, error = %e, "cannot read a pod past its deadline; reading again");
+                        waiting.retry(&uid);
+                    }
+                    Err(_) => {
+                        warn!(pod = %p.key, "no answer reading a pod past its deadline; reading again");
+                        waiting.retry(&uid);
+                    }
+                }
             }
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(DrainError::Timeout {

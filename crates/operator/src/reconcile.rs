@@ -14,10 +14,12 @@
 //! (bookkeeping on nodes that neither hold nor take one, e.g.
 //! `reboot-needed-since`), in the background, [`BOOKKEEPING_BATCH`] at a
 //! time, while the next rounds release and grant (a node with a bookkeeping
-//! write in flight gets no other patch until it lands). So a failed release can
-//! never leave more slot holders than the maximum, and a grant never waits behind
-//! bookkeeping (5,000 nodes asking at once are 5,000 such patches). Each node's
-//! patch is on its own: one failure does not stop the others.
+//! write in flight gets no other bookkeeping patch until it lands; a grant on
+//! it is written at once, and answers 409 if the batch got there first). So a
+//! failed release can never leave more slot holders than the maximum, and a
+//! grant never waits behind bookkeeping (5,000 nodes asking at once are 5,000
+//! such patches). Each node's patch is on its own: one failure does not stop
+//! the others.
 //!
 //! The watch's cache can lag behind our own writes. The Node a successful
 //! patch returns is kept as an overlay until the cache has moved past the
@@ -29,7 +31,7 @@
 //! thousands of views for patches it would not send.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -103,8 +105,9 @@ struct RoundResult {
 /// The bookkeeping patches being written in the background.
 #[derive(Default)]
 struct Bookkeeping {
-    /// The nodes they are for: no other bookkeeping patch of theirs until they land.
-    nodes: HashSet<String>,
+    /// The nodes they are for, with the resourceVersion each was decided on: no other
+    /// bookkeeping patch of theirs until they land.
+    nodes: HashMap<String, String>,
     task: Option<AbortOnDropHandle<Vec<(NodePatch, String, Outcome)>>>,
     /// A write of the last batch failed: the next round backs off.
     failed: bool,
@@ -122,7 +125,10 @@ impl Bookkeeping {
         nodes: &[Arc<CachedNode>],
         overlay: &mut Overlay,
     ) {
-        self.nodes = patches.iter().map(|(p, _)| p.node.clone()).collect();
+        self.nodes = patches
+            .iter()
+            .map(|(p, rv)| (p.node.clone(), rv.clone()))
+            .collect();
         for (p, rv) in &patches {
             if let Some(c) = find(nodes, &p.node) {
                 let mut view = c.node.view.clone();
@@ -142,15 +148,28 @@ impl Bookkeeping {
         })));
     }
 
-    /// The batch's outcomes once it has landed (pending while none is in flight).
-    async fn landed(&mut self) -> Vec<(NodePatch, String, Outcome)> {
+    /// Waits for the batch to land (pending while none is in flight), then takes its
+    /// outcomes into `overlay`. If its task died, nothing is known of its writes: what the
+    /// overlay showed of its nodes is taken back and the next round backs off.
+    async fn landed(&mut self, overlay: &mut Overlay) {
         let Some(task) = self.task.as_mut() else {
             return std::future::pending().await;
         };
-        let outcomes = task.await.unwrap_or_default();
+        let joined = task.await;
         self.task = None;
-        self.nodes.clear();
-        outcomes
+        let nodes = std::mem::take(&mut self.nodes);
+        let mut r = RoundResult::default();
+        match joined {
+            Ok(outcomes) => settle(outcomes, overlay, &mut r),
+            Err(e) => {
+                warn!(error = %e, "the bookkeeping writes' task ended without an answer; deciding on the nodes as they are");
+                for (node, rv) in &nodes {
+                    overlay.unexpect(node, rv);
+                }
+                r.failed = true;
+            }
+        }
+        self.failed = r.failed;
     }
 }
 
@@ -773,12 +792,17 @@ impl Leader {
         }
         records.slots = decision.departed.clone();
         let phases = phases(&merged, &decision.patches);
-        records.want_holders(holders_after(&merged, &decision, &phases, &cfg.operator));
-        // Before any other write: a slot granted while its record, or the record of a
-        // departed one, exists only here would be one too many after a failover.
+        records.want_holders(holders_after(
+            &merged,
+            &decision.patches,
+            &phases,
+            &cfg.operator,
+        ));
         // Milliseconds since the round started, for its debug line.
         let ms = || t0.elapsed().as_secs_f64() * 1e3;
         let t_decided = ms();
+        // Before any other write: a slot granted while its record, or the record of a
+        // departed one, exists only here would be one too many after a failover.
         let persisted = records.persist(leadership).await;
         let t_persisted = ms();
         if let Err(e) = &persisted {
@@ -806,7 +830,7 @@ impl Leader {
             match phase {
                 Some((Phase::Release, rv)) => release.push((p, rv)),
                 Some((Phase::Acquire, rv)) => acquire.push((p, rv)),
-                Some((Phase::Rest, rv)) if !bookkeeping.nodes.contains(&p.node) => {
+                Some((Phase::Rest, rv)) if !bookkeeping.nodes.contains_key(&p.node) => {
                     rest.push((p, rv))
                 }
                 _ => {}
@@ -884,7 +908,7 @@ fn phases(nodes: &[Arc<CachedNode>], patches: &[NodePatch]) -> Vec<Option<(Phase
 /// The managed nodes that hold a slot now or take one in this decision, with their zones.
 fn holders_after(
     nodes: &[Arc<CachedNode>],
-    decision: &Decision,
+    patches: &[NodePatch],
     phases: &[Option<(Phase, String)>],
     cfg: &OperatorConfig,
 ) -> SlotHolders {
@@ -896,7 +920,7 @@ fn holders_after(
             out.insert(v.name.clone(), zone(v));
         }
     }
-    for (p, phase) in decision.patches.iter().zip(phases) {
+    for (p, phase) in patches.iter().zip(phases) {
         if let Some((Phase::Acquire, _)) = phase
             && let Some(c) = find(nodes, &p.node)
         {
@@ -1036,17 +1060,11 @@ pub(crate) async fn lead(
             }
             _ => idle_since = None,
         }
-        let mut landed = None;
         tokio::select! {
             _ = leadership.cancelled() => return Ok(WorkEnd::LeadershipEnded),
             _ = changed.notified() => {}
             _ = tokio::time::sleep_until(wake) => {}
-            outcomes = leader.bookkeeping.landed() => landed = Some(outcomes),
-        }
-        if let Some(outcomes) = landed {
-            let mut r = RoundResult::default();
-            settle(outcomes, &mut leader.overlay, &mut r);
-            leader.bookkeeping.failed = r.failed;
+            _ = leader.bookkeeping.landed(&mut leader.overlay) => {}
         }
         if let Some(t) = not_before {
             tokio::select! {
@@ -1216,12 +1234,8 @@ mod tests {
                 None,
             ]
         );
-        let decision = Decision {
-            patches: patches.to_vec(),
-            ..Default::default()
-        };
         let cfg = OperatorConfig::default();
-        let holders = holders_after(&nodes, &decision, &phases(&nodes, &patches), &cfg);
+        let holders = holders_after(&nodes, &patches, &phases(&nodes, &patches), &cfg);
         assert_eq!(holders.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 

@@ -156,8 +156,6 @@ impl NodePatch {
         body
     }
 
-    /// Applies the patch to a view (what the API server would do). Ignores
-    /// the node name. Useful for tests and simulations.
     /// Whether a node that holds no reboot slot holds one once this patch is applied: the
     /// patch sets one of the keys [`NodeView::holds_slot`] reads to a value other than
     /// `false`. As `apply` then `holds_slot` on such a node, without copying it.
@@ -170,6 +168,8 @@ impl NodePatch {
             || set(self.annotations.get(keys::AGENT_MADE_UNSCHEDULABLE))
     }
 
+    /// Applies the patch to a view (what the API server would do). Ignores
+    /// the node name. Useful for tests and simulations.
     pub fn apply(&self, view: &mut NodeView) {
         for (k, v) in &self.annotations {
             match v {

@@ -780,7 +780,7 @@ impl Leader {
             i.blockers.extend(records.malformed.clone());
         }
         let inputs = &*inputs;
-        let (mut decision, quiet) = {
+        let (decision, quiet) = {
             let parsed: Vec<Parsed<'_>> = merged.iter().map(|c| c.parsed()).collect();
             let decision = decide_parsed(&parsed, &cfg.operator, inputs, now);
             let quiet = parsed.iter().all(|p| !busy_parsed(*p, &cfg.operator));
@@ -801,44 +801,58 @@ impl Leader {
         // Milliseconds since the round started, for its debug line.
         let ms = || t0.elapsed().as_secs_f64() * 1e3;
         let t_decided = ms();
-        // Before any other write: a slot granted while its record, or the record of a
-        // departed one, exists only here would be one too many after a failover.
-        let persisted = records.persist(leadership).await;
-        let t_persisted = ms();
-        if let Err(e) = &persisted {
-            warn!(error = %e, "cannot record the reboot slots on the Lease; no new grants until it is done; retrying with backoff");
-        }
-        let mut result = RoundResult {
-            failed: unresolved || persisted.is_err() || std::mem::take(&mut bookkeeping.failed),
-            quiet: cfg.release_lease_after_idle.is_some()
-                && !unresolved
-                && records.slots.is_empty()
-                && records.holders.is_empty()
-                && records.malformed.is_none()
-                && decision.patches.is_empty()
-                && decision.stuck.is_empty()
-                && decision.problems.is_empty()
-                && bookkeeping.task.is_none()
-                && quiet,
-            ..Default::default()
-        };
+        // The decision keeps its patches for the Events below (which node it picked, the
+        // slots in use after it); only the ones written now are copied.
         let (mut release, mut acquire, mut rest) = (Vec::new(), Vec::new(), Vec::new());
-        for (p, phase) in std::mem::take(&mut decision.patches)
-            .into_iter()
-            .zip(phases)
-        {
+        let mut bookkeeping_decided = 0;
+        let start_bookkeeping = bookkeeping.task.is_none();
+        for (p, phase) in decision.patches.iter().zip(phases) {
             match phase {
-                Some((Phase::Release, rv)) => release.push((p, rv)),
-                Some((Phase::Acquire, rv)) => acquire.push((p, rv)),
+                Some((Phase::Release, rv)) => release.push((p.clone(), rv)),
+                Some((Phase::Acquire, rv)) => acquire.push((p.clone(), rv)),
                 Some((Phase::Rest, rv)) if !bookkeeping.nodes.contains_key(&p.node) => {
-                    rest.push((p, rv))
+                    bookkeeping_decided += 1;
+                    // The rest follow when this batch has landed.
+                    if start_bookkeeping && rest.len() < BOOKKEEPING_BATCH {
+                        rest.push((p.clone(), rv));
+                    }
                 }
                 _ => {}
             }
         }
-        let counts = (release.len(), acquire.len(), rest.len());
-        apply_phase(writer, leadership, release, overlay, keep, &mut result).await;
+        let counts = (release.len(), acquire.len(), bookkeeping_decided);
+        let mut result = RoundResult {
+            failed: unresolved || std::mem::take(&mut bookkeeping.failed),
+            ..Default::default()
+        };
+        // The slot records go on the Lease before any grant: a slot granted while its record,
+        // or the record of a departed one, exists only here would be one too many after a
+        // failover. The releases go out meanwhile: until they land the record still names
+        // their nodes, so it never shows fewer holders than there are (a round trip less
+        // between a node's return and the grant of its slot).
+        let (persisted, t_persisted) = {
+            let persist = async {
+                let p = records.persist(leadership).await;
+                (p, ms())
+            };
+            let release = apply_phase(writer, leadership, release, overlay, keep, &mut result);
+            tokio::join!(persist, release).0
+        };
         let t_released = ms();
+        if let Err(e) = &persisted {
+            warn!(error = %e, "cannot record the reboot slots on the Lease; no new grants until it is done; retrying with backoff");
+            result.failed = true;
+        }
+        result.quiet = cfg.release_lease_after_idle.is_some()
+            && !unresolved
+            && records.slots.is_empty()
+            && records.holders.is_empty()
+            && records.malformed.is_none()
+            && decision.patches.is_empty()
+            && decision.stuck.is_empty()
+            && decision.problems.is_empty()
+            && bookkeeping.task.is_none()
+            && quiet;
         if !acquire.is_empty() {
             if unresolved || result.failed || result.conflict || result.not_leader {
                 debug!(
@@ -852,9 +866,7 @@ impl Leader {
         let t_granted = ms();
         // Events, notifications and node metrics (never waits), after the slot writes.
         observer.observe(&merged, &decision, &cfg.operator, inputs, now);
-        if bookkeeping.task.is_none() && !rest.is_empty() {
-            // The rest follow when this batch has landed.
-            rest.truncate(BOOKKEEPING_BATCH);
+        if !rest.is_empty() {
             bookkeeping.start(writer, leadership, keep, rest, &merged, overlay);
         }
         drop(merged);

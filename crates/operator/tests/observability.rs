@@ -321,6 +321,49 @@ async fn a_rollout_shows_in_metrics_events_and_notifications() {
     assert!(!metrics.is_leader());
 }
 
+/// A node granted by the first decision that sees it ask, with the slot free, was never held
+/// back: no `RebootBlocked` Event and no `fluo_grants_blocked_total` for it. (A round once
+/// reported on its decision after handing the patches to the writes, so it saw no pick and
+/// counted slots as before the grant.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_granted_at_once_is_never_reported_blocked() {
+    let (sb, admin) = sandbox_with_nodes(&["n1"]).await;
+    let mut cfg = operator::Config::new(NAMESPACE, op_config(1));
+    cfg.identity = "operator".into();
+    cfg.lease = fast_lease();
+    let metrics = cfg.metrics.clone();
+    let op = Replica::start_with(&sb, "operator", cfg).unwrap();
+    wait_for("the operator to lead", PATIENCE, || async {
+        metrics.is_leader().then_some(())
+    })
+    .await;
+    mark_reboot_needed(&admin, "n1").await;
+    wait_granted(&admin, "n1").await;
+    // RebootNeeded shows the request was seen by a round that reports (not the term's first,
+    // which only records); RebootGranted, that a later round saw the grant.
+    let table = wait_for(
+        "n1's RebootNeeded and RebootGranted Events",
+        PATIENCE,
+        || async {
+            let t = kubectl_events(&sb).await;
+            let r = reasons_for(&t, "node/n1");
+            ["RebootNeeded", "RebootGranted"]
+                .iter()
+                .all(|w| r.iter().any(|x| x == w))
+                .then_some(t)
+        },
+    )
+    .await;
+    assert!(
+        !reasons_for(&table, "node/n1").contains(&"RebootBlocked".to_string()),
+        "{table}"
+    );
+    for blocker in operator::metrics::BLOCKERS {
+        assert_eq!(metrics.grants_blocked(blocker), 0, "{blocker}");
+    }
+    op.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_never_reboots_is_reported_stuck() {
     let sb = sandbox().await;

@@ -544,10 +544,10 @@ fn get(
         let rv = meta(&obj, "resourceVersion").unwrap_or("").to_string();
         return Ok((
             StatusCode::OK,
-            table::to_table(req.res.kind, &[view(req.res, &obj)], &rv, None),
+            table::to_table(req.res.kind, &[view(req.res, &obj).into_owned()], &rv, None),
         ));
     }
-    Ok((StatusCode::OK, view(req.res, &obj)))
+    Ok((StatusCode::OK, view(req.res, &obj).into_owned()))
 }
 
 pub struct Filter {
@@ -646,7 +646,7 @@ fn list(
             remaining += 1;
             continue;
         }
-        items.push(view(req.res, obj));
+        items.push(view(req.res, &obj).into_owned());
     }
     drop(store);
     if wants_table(headers) {
@@ -738,7 +738,7 @@ fn create(
         return Ok((StatusCode::CREATED, v));
     }
     let obj = store.create(req.res, v)?;
-    Ok((StatusCode::CREATED, view(req.res, &obj)))
+    Ok((StatusCode::CREATED, view(req.res, &obj).into_owned()))
 }
 
 fn prepare_metadata(req: &Req, v: &mut Value) -> ApiResult<()> {
@@ -806,7 +806,7 @@ fn update(
         q,
     )?;
     let obj = store.replace(req.res, ns_or_empty(req), name, v)?;
-    Ok((StatusCode::OK, view(req.res, &obj)))
+    Ok((StatusCode::OK, view(req.res, &obj).into_owned()))
 }
 
 /// Writes to the main resource cannot change `.status`; writes to `/status` change only it.
@@ -889,10 +889,10 @@ fn patch(
                     }
                     admit(st, &store, "CREATE", req, Some(&v), None, q)?;
                     let obj = store.create(req.res, v)?;
-                    return Ok((StatusCode::CREATED, view(req.res, &obj)));
+                    return Ok((StatusCode::CREATED, view(req.res, &obj).into_owned()));
                 }
                 Some(o) => {
-                    let mut v = view(req.res, o);
+                    let mut v = view(req.res, o).into_owned();
                     strategic::apply(&mut v, &p).map_err(ApiError::bad_request)?;
                     v
                 }
@@ -905,7 +905,7 @@ fn patch(
                 .as_ref()
                 .ok_or_else(|| ApiError::not_found(req.res.group, req.res.plural, &name))?;
             let p = parse_json()?;
-            let mut v = view(req.res, o);
+            let mut v = view(req.res, o).into_owned();
             match mime.as_str() {
                 "application/merge-patch+json" => {
                     if !p.is_object() {
@@ -965,7 +965,7 @@ fn patch(
         return Ok((StatusCode::OK, new));
     }
     let obj = store.replace(req.res, &ns, &name, new)?;
-    Ok((StatusCode::OK, view(req.res, &obj)))
+    Ok((StatusCode::OK, view(req.res, &obj).into_owned()))
 }
 
 fn delete_options(body: &Bytes, q: &HashMap<String, String>) -> ApiResult<(Option<i64>, Value)> {
@@ -1023,7 +1023,7 @@ fn delete(
         q,
     )?;
     let gone = delete_object(&mut store, req.res, ns_or_empty(req), name, grace)?;
-    Ok((StatusCode::OK, view(req.res, &gone)))
+    Ok((StatusCode::OK, view(req.res, &gone).into_owned()))
 }
 
 /// Deletes as the real server does: a pod bound to a node keeps a deletionTimestamp until its
@@ -1121,13 +1121,15 @@ fn delete_collection(
             name: Some(name.clone()),
             ..req.clone()
         };
-        let old = store.get(req.res, ns, name).map(|o| view(req.res, &o));
+        let old = store
+            .get(req.res, ns, name)
+            .map(|o| view(req.res, &o).into_owned());
         admit(st, &store, "DELETE", &one, None, old.as_ref(), q)?;
     }
     let mut items = Vec::new();
     for (ns, name) in keys {
         if let Ok(o) = delete_object(&mut store, req.res, &ns, &name, grace) {
-            items.push(view(req.res, &o));
+            items.push(view(req.res, &o).into_owned());
         }
     }
     let rv = store.current_rv().to_string();
@@ -1138,9 +1140,36 @@ fn delete_collection(
 }
 
 fn watch_line(kind: &str, object: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        r#type: &'a str,
+        object: &'a Value,
+    }
+    let mut line = serde_json::to_vec(&Line {
+        r#type: kind,
+        object,
+    })
+    .unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
+}
+
+/// One change as a watcher of `res` is sent it, if it is in its scope: the event's shared JSON
+/// line when the watcher sees the event as stored, else a line of its own.
+fn event_line(
+    ev: &WatchEvent,
+    res: &'static Resource,
+    ns: Option<&str>,
+    filter: &Filter,
+    encode: &impl Fn(&str, &Value) -> Bytes,
+    proto: bool,
+) -> Option<Bytes> {
+    let (t, o) = filtered(ev, ns, filter)?;
+    let v = view(res, &o);
+    if !proto && t == ev.kind.as_str() && matches!(v, std::borrow::Cow::Borrowed(_)) {
+        return Some(ev.json_line.get_or_init(|| watch_line(t, &v)).clone());
+    }
+    Some(encode(t, &v))
 }
 
 /// What a filtered watcher sees of one change.
@@ -1264,8 +1293,8 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>, headers: &HeaderMap) 
         }
         for ev in &replay {
             last_rv = ev.rv;
-            if let Some((t, o)) = filtered(ev, ns.as_deref(), &filter) {
-                yield Ok(watch_line(t, &view(res, &o)));
+            if let Some(line) = event_line(ev, res, ns.as_deref(), &filter, &watch_line, proto) {
+                yield Ok(line);
                 sent += 1;
             }
         }
@@ -1300,8 +1329,8 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>, headers: &HeaderMap) 
                     for ev in queued {
                         if ev.rv <= last_rv { continue; }
                         last_rv = ev.rv;
-                        if let Some((t, o)) = filtered(&ev, ns.as_deref(), &filter) {
-                            yield Ok(watch_line(t, &view(res, &o)));
+                        if let Some(line) = event_line(&ev, res, ns.as_deref(), &filter, &watch_line, proto) {
+                            yield Ok(line);
                             sent += 1;
                         }
                     }
@@ -1313,8 +1342,8 @@ fn watch(st: Shared, req: Req, q: HashMap<String, String>, headers: &HeaderMap) 
                     Ok(ev) => {
                         if ev.rv <= last_rv { continue; }
                         last_rv = ev.rv;
-                        if let Some((t, o)) = filtered(&ev, ns.as_deref(), &filter) {
-                            yield Ok(watch_line(t, &view(res, &o)));
+                        if let Some(line) = event_line(&ev, res, ns.as_deref(), &filter, &watch_line, proto) {
+                            yield Ok(line);
                             sent += 1;
                         }
                     }

@@ -1,6 +1,8 @@
 //! core/v1 Events and events.k8s.io/v1 Events are one resource in two versions, stored once, as
 //! in kube-apiserver: `kubectl get events` shows what kube-runtime's Recorder wrote.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value, json};
 
 use crate::resources::Resource;
@@ -15,14 +17,16 @@ const RENAMES: &[(&str, &str)] = &[
 ];
 
 /// The object as the requested API version shows it.
-pub fn view(r: &Resource, obj: &Value) -> Value {
+/// Borrowed unless it must be converted: a deep copy of every object written to every watcher
+/// was a tenth of the sandbox's CPU at 5,000 nodes.
+pub fn view<'a>(r: &Resource, obj: &'a Value) -> Cow<'a, Value> {
     if r.storage != "events"
         || obj.get("apiVersion").and_then(Value::as_str) == Some(r.api_version().as_str())
     {
-        return obj.clone();
+        return Cow::Borrowed(obj);
     }
     let Some(src) = obj.as_object() else {
-        return obj.clone();
+        return Cow::Borrowed(obj);
     };
     let to_new = r.group == "events.k8s.io";
     let mut out = Map::new();
@@ -83,7 +87,7 @@ pub fn view(r: &Resource, obj: &Value) -> Value {
     }
     out.insert("apiVersion".into(), json!(r.api_version()));
     out.insert("kind".into(), json!("Event"));
-    Value::Object(out)
+    Cow::Owned(Value::Object(out))
 }
 
 #[cfg(test)]
@@ -109,7 +113,10 @@ mod tests {
         assert_eq!(back["regarding"]["name"], "n1");
         assert_eq!(back["note"], "reboot granted");
         assert_eq!(back["reportingController"], "update-operator");
-        // Same version: untouched.
-        assert_eq!(view(find("events.k8s.io", "v1", "events").unwrap(), &e), e);
+        // Same version: untouched, and not copied.
+        assert!(matches!(
+            view(find("events.k8s.io", "v1", "events").unwrap(), &e),
+            Cow::Borrowed(v) if *v == e
+        ));
     }
 }

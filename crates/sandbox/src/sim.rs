@@ -169,27 +169,29 @@ impl Sim {
         if self.stopped.load(Ordering::SeqCst) || host.inner.stay_down.load(Ordering::SeqCst) {
             return;
         }
-        {
+        let on_node: Vec<(String, String, bool)> = self
+            .store
+            .lock()
+            .pods_on_node(&name)
+            .map(|((ns, n), p)| {
+                let ds = p
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|os| os.iter().any(|o| o["kind"] == "DaemonSet"));
+                (ns.clone(), n.clone(), ds)
+            })
+            .collect();
+        // One pod at a time, as a kubelet does: holding the store for all of a node's pods
+        // stalled every other request while hundreds of nodes came back at once.
+        for (ns, n, daemon) in on_node {
             let mut st = self.store.lock();
-            let on_node: Vec<(String, String, bool)> = st
-                .pods_on_node(&name)
-                .map(|((ns, n), p)| {
-                    let ds = p
-                        .pointer("/metadata/ownerReferences")
-                        .and_then(Value::as_array)
-                        .is_some_and(|os| os.iter().any(|o| o["kind"] == "DaemonSet"));
-                    (ns.clone(), n.clone(), ds)
-                })
-                .collect();
-            for (ns, n, daemon) in on_node {
-                if daemon {
-                    let _ = st.modify(pods(), &ns, &n, |v| {
-                        v["status"] = json!({"phase": "Pending"});
-                        Ok(())
-                    });
-                } else {
-                    crate::controllers::kubelet_released(&mut st, &ns, &n);
-                }
+            if daemon {
+                let _ = st.modify(pods(), &ns, &n, |v| {
+                    v["status"] = json!({"phase": "Pending"});
+                    Ok(())
+                });
+            } else {
+                crate::controllers::kubelet_released(&mut st, &ns, &n);
             }
         }
         let version = host.finish_reboot();

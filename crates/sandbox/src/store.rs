@@ -3,8 +3,9 @@
 //! PodDisruptionBudget and deleting the pod) run under one lock, as etcd transactions would.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -38,6 +39,9 @@ pub struct WatchEvent {
     /// The object before a change, so selector-filtered watches can turn a change that leaves
     /// the selection into DELETED, as the real server does.
     pub old: Option<Arc<Value>>,
+    /// The JSON watch line most watchers are sent (this event's type, the object as stored),
+    /// encoded once for all of them.
+    pub json_line: OnceLock<Bytes>,
 }
 
 pub type Key = (String, String);
@@ -292,6 +296,7 @@ impl Inner {
             kind,
             object,
             old,
+            json_line: OnceLock::new(),
         });
         let cap = self.log_capacity;
         let b = self.buckets.get_mut(r.storage).expect("bucket");

@@ -140,7 +140,7 @@ impl<'a> Capacity<'a> {
         let mut held = 0;
         for c in managed {
             let v = &c.node.view;
-            let z = cfg.zone_of(v);
+            let z = cfg.limit_zone_of(v);
             *zone_nodes.entry(z).or_default() += 1;
             // Only a patched node is copied and parsed again.
             let counts = match patches.get(v.name.as_str()) {
@@ -422,7 +422,7 @@ impl Observer {
             match seen.get_mut(name) {
                 Some(old) => {
                     if report {
-                        transitions(&r, v, c.uid.clone(), old, &cur, blocked, cfg, &cap, now);
+                        transitions(&r, v, c.uid.as_deref(), old, &cur, blocked, cfg, &cap, now);
                     }
                     *old = cur;
                 }
@@ -465,7 +465,7 @@ impl Observer {
 fn transitions(
     r: &Reporter,
     v: &NodeView,
-    uid: Option<String>,
+    uid: Option<&str>,
     old: &Seen,
     cur: &Seen,
     blocked: Option<Blocked<'_>>,
@@ -475,7 +475,7 @@ fn transitions(
 ) {
     let name = v.name.as_str();
     let ev = |type_, reason: &str, action: &str, note: String| {
-        r.event(name, uid.clone(), type_, reason, action, note)
+        r.event(name, uid.map(str::to_string), type_, reason, action, note)
     };
     use EventType::{Normal, Warning};
     if cur.needed && !old.needed {

@@ -107,6 +107,17 @@ impl SlotRecorder {
                 _ => {}
             }
         }
+        if let Some(dir) = std::env::var_os("BENCH_LOG_DIR") {
+            // For a diagnosis: every sample, as (seconds after the first grant, ms).
+            let csv: String = ms
+                .iter()
+                .map(|(m, at)| format!("{at:.3},{m:.3}\n"))
+                .collect();
+            let path = std::path::Path::new(&dir).join(format!("slot-latency-{slots}.csv"));
+            if let Err(e) = std::fs::write(&path, csv) {
+                eprintln!("bench: cannot write {}: {e}", path.display());
+            }
+        }
         SlotLatency::of(ms, st.lagged)
     }
 }

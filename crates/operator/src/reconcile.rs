@@ -9,8 +9,9 @@
 //! the Node they were decided on, so a Node that changed in between answers
 //! 409 and is decided again on the next event. They are applied in three
 //! phases: first the patches on nodes that hold a reboot slot (withdrawals,
-//! releases, their upkeep), then, only if all of those succeeded, the ones
-//! that take a slot (`before-reboot` label, `reboot-ok=true`), then the rest
+//! releases, their upkeep), then the ones that take a slot (`before-reboot`
+//! label, `reboot-ok=true`), each as soon as the releases that landed cover it
+//! and none after a release fails ([`write_slots`]), then the rest
 //! (bookkeeping on nodes that neither hold nor take one, e.g.
 //! `reboot-needed-since`), in the background, [`BOOKKEEPING_BATCH`] at a
 //! time, while the next rounds release and grant (a node with a bookkeeping
@@ -19,7 +20,7 @@
 //! failed release can never leave more slot holders than the maximum, and a
 //! grant never waits behind bookkeeping (5,000 nodes asking at once are 5,000
 //! such patches). Each node's patch is on its own: one failure does not stop
-//! the others.
+//! the others, except that a failed release stops the grants not yet out.
 //!
 //! The watch's cache can lag behind our own writes. The Node a successful
 //! patch returns is kept as an overlay until the cache has moved past the
@@ -36,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -528,19 +530,6 @@ fn describe(patch: &NodePatch) -> String {
     parts.join(" ")
 }
 
-/// Applies one phase's patches concurrently.
-async fn apply_phase(
-    writer: &NodeWriter,
-    leadership: &Leadership,
-    patches: Vec<(NodePatch, String)>,
-    overlay: &mut Overlay,
-    keep: &Keep,
-    result: &mut RoundResult,
-) {
-    let outcomes = write_all(writer, leadership, patches, keep).await;
-    settle(outcomes, overlay, result);
-}
-
 /// Writes the patches, [`PATCH_CONCURRENCY`] at a time.
 async fn write_all(
     writer: &NodeWriter,
@@ -556,6 +545,128 @@ async fn write_all(
         .buffer_unordered(PATCH_CONCURRENCY)
         .collect()
         .await
+}
+
+/// What [`write_slots`] did.
+struct SlotWrites {
+    persisted: Result<(), String>,
+    /// Milliseconds into the round when the Lease write and the last release returned.
+    persisted_ms: f64,
+    released_ms: f64,
+    /// Grants not written: a release or the Lease write did not succeed.
+    held_back: usize,
+    outcomes: Vec<(NodePatch, String, Outcome)>,
+}
+
+/// How many of a round's grants may be out once some of its releases landed.
+#[derive(Debug, Clone, Copy)]
+struct GrantPlan {
+    grants: usize,
+    /// The releases that free a slot.
+    freeing: usize,
+    pipelined: bool,
+}
+
+impl GrantPlan {
+    /// The decision granted `grants` counting on `freeing` slots to be freed, so at least
+    /// `grants - freeing` were free before it: that many grants need no release, and each
+    /// freeing release that lands covers one more. Not pipelined (per-zone maximums: a
+    /// grant may count on a release in its own zone only), none before every release landed.
+    fn allowed(&self, landed_freeing: usize, releases_left: usize) -> usize {
+        if self.pipelined {
+            (self.grants.saturating_sub(self.freeing) + landed_freeing).min(self.grants)
+        } else if releases_left == 0 {
+            self.grants
+        } else {
+            0
+        }
+    }
+}
+
+/// Writes a round's slot changes: the slot records on the Lease and the releases at once,
+/// then each grant as soon as the records are on the Lease and the releases that landed
+/// cover it ([`GrantPlan::allowed`]), so a freed slot is granted one round trip after its
+/// release rather than after the round's last one. The grants out are never more than the
+/// slots free before the round plus the releases that landed, so a release that fails
+/// never leaves more holders than the maximum; once one fails (or answers anything but
+/// success), no further grant goes out this round. Until the releases land, the record
+/// still names their nodes: it never shows fewer holders than there are.
+#[allow(clippy::too_many_arguments)]
+async fn write_slots(
+    writer: &NodeWriter,
+    leadership: &Leadership,
+    keep: &Keep,
+    records: &mut SlotRecords,
+    release: Vec<(NodePatch, String, bool)>,
+    acquire: Vec<(NodePatch, String)>,
+    pipelined: bool,
+    ms: &impl Fn() -> f64,
+) -> SlotWrites {
+    let plan = GrantPlan {
+        grants: acquire.len(),
+        freeing: release.iter().filter(|r| r.2).count(),
+        pipelined,
+    };
+    let mut releases_left = release.len();
+    let mut releases = release.into_iter();
+    let mut grants = acquire.into_iter();
+    let (mut granted, mut landed_freeing, mut release_failed) = (0, 0, false);
+    let write = |p: NodePatch, rv: String, release: Option<bool>| async move {
+        let o = apply_one(writer, leadership, &p, &rv, keep).await;
+        (p, rv, release, o)
+    };
+    let mut writes = FuturesUnordered::new();
+    let persist = records.persist(leadership);
+    tokio::pin!(persist);
+    let mut persisted = None;
+    let mut out = SlotWrites {
+        persisted: Ok(()),
+        persisted_ms: 0.0,
+        released_ms: ms(),
+        held_back: 0,
+        outcomes: Vec::new(),
+    };
+    loop {
+        while writes.len() < PATCH_CONCURRENCY {
+            if let Some((p, rv, frees)) = releases.next() {
+                writes.push(write(p, rv, Some(frees)));
+            } else if matches!(persisted, Some(Ok(())))
+                && !release_failed
+                && granted < plan.allowed(landed_freeing, releases_left)
+                && let Some((p, rv)) = grants.next()
+            {
+                granted += 1;
+                writes.push(write(p, rv, None));
+            } else {
+                break;
+            }
+        }
+        if writes.is_empty() && persisted.is_some() {
+            break;
+        }
+        tokio::select! {
+            p = &mut persist, if persisted.is_none() => {
+                persisted = Some(p);
+                out.persisted_ms = ms();
+            }
+            Some((p, rv, release, o)) = writes.next(), if !writes.is_empty() => {
+                if let Some(frees) = release {
+                    releases_left -= 1;
+                    if releases_left == 0 {
+                        out.released_ms = ms();
+                    }
+                    match o {
+                        Outcome::Applied(_) => landed_freeing += usize::from(frees),
+                        _ => release_failed = true,
+                    }
+                }
+                out.outcomes.push((p, rv, o));
+            }
+        }
+    }
+    out.persisted = persisted.unwrap_or(Ok(()));
+    out.held_back = grants.len();
+    out
 }
 
 /// Takes in the outcomes of writes: our new Nodes into the overlay, failures into `result`.
@@ -791,7 +902,7 @@ impl Leader {
             info!(node = %node, why = %why, "the reboot slot of a deleted node no longer counts");
         }
         records.slots = decision.departed.clone();
-        let phases = phases(&merged, &decision.patches);
+        let phases = phases(&merged, &decision.patches, &cfg.operator);
         records.want_holders(holders_after(
             &merged,
             &decision.patches,
@@ -808,7 +919,7 @@ impl Leader {
         let start_bookkeeping = bookkeeping.task.is_none();
         for (p, phase) in decision.patches.iter().zip(phases) {
             match phase {
-                Some((Phase::Release, rv)) => release.push((p.clone(), rv)),
+                Some((Phase::Release(frees), rv)) => release.push((p.clone(), rv, frees)),
                 Some((Phase::Acquire, rv)) => acquire.push((p.clone(), rv)),
                 Some((Phase::Rest, rv)) if !bookkeeping.nodes.contains_key(&p.node) => {
                     bookkeeping_decided += 1;
@@ -825,24 +936,31 @@ impl Leader {
             failed: unresolved || std::mem::take(&mut bookkeeping.failed),
             ..Default::default()
         };
-        // The slot records go on the Lease before any grant: a slot granted while its record,
-        // or the record of a departed one, exists only here would be one too many after a
-        // failover. The releases go out meanwhile: until they land the record still names
-        // their nodes, so it never shows fewer holders than there are (a round trip less
-        // between a node's return and the grant of its slot).
-        let (persisted, t_persisted) = {
-            let persist = async {
-                let p = records.persist(leadership).await;
-                (p, ms())
-            };
-            let release = apply_phase(writer, leadership, release, overlay, keep, &mut result);
-            tokio::join!(persist, release).0
+        let acquire = if result.failed && !acquire.is_empty() {
+            debug!(
+                waiting = acquire.len(),
+                "not granting new slots until the other writes of this decision succeed"
+            );
+            Vec::new()
+        } else {
+            acquire
         };
-        let t_released = ms();
-        if let Err(e) = &persisted {
+        let pipelined = cfg.operator.max_rebooting_per_zone.is_none();
+        let written = write_slots(
+            writer, leadership, keep, records, release, acquire, pipelined, &ms,
+        )
+        .await;
+        if let Err(e) = &written.persisted {
             warn!(error = %e, "cannot record the reboot slots on the Lease; no new grants until it is done; retrying with backoff");
             result.failed = true;
         }
+        if written.held_back > 0 {
+            debug!(
+                waiting = written.held_back,
+                "not granting new slots until the other writes of this decision succeed"
+            );
+        }
+        settle(written.outcomes, overlay, &mut result);
         result.quiet = cfg.release_lease_after_idle.is_some()
             && !unresolved
             && records.slots.is_empty()
@@ -853,16 +971,7 @@ impl Leader {
             && decision.problems.is_empty()
             && bookkeeping.task.is_none()
             && quiet;
-        if !acquire.is_empty() {
-            if unresolved || result.failed || result.conflict || result.not_leader {
-                debug!(
-                    waiting = acquire.len(),
-                    "not granting new slots until the other writes of this decision succeed"
-                );
-            } else {
-                apply_phase(writer, leadership, acquire, overlay, keep, &mut result).await;
-            }
-        }
+        let (t_persisted, t_released) = (written.persisted_ms, written.released_ms);
         let t_granted = ms();
         // Events, notifications and node metrics (never waits), after the slot writes.
         observer.observe(&merged, &decision, &cfg.operator, inputs, now);
@@ -889,8 +998,9 @@ impl Leader {
 /// bookkeeping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// On a node that holds a slot.
-    Release,
+    /// On a node that holds a slot; true if the patch frees it (the node no longer counts
+    /// against the maximum once it lands).
+    Release(bool),
     /// Makes its node take a slot.
     Acquire,
     Rest,
@@ -899,14 +1009,25 @@ enum Phase {
 /// Each patch's phase with the resourceVersion it was decided on (None: its node is not in
 /// the view, or has no resourceVersion). Computed once per round: the slot holders to
 /// record and the order of the writes both come from it.
-fn phases(nodes: &[Arc<CachedNode>], patches: &[NodePatch]) -> Vec<Option<(Phase, String)>> {
+fn phases(
+    nodes: &[Arc<CachedNode>],
+    patches: &[NodePatch],
+    cfg: &OperatorConfig,
+) -> Vec<Option<(Phase, String)>> {
     patches
         .iter()
         .map(|p| {
             let c = find(nodes, &p.node)?;
             let rv = c.resource_version.clone()?;
             let phase = if c.parsed().holds_slot() {
-                Phase::Release
+                // Only these few are copied to be looked at as they will be.
+                let v = &c.node.view;
+                let frees = cfg.counts_against_max_parsed(v, c.node.state.as_ref().ok()) && {
+                    let mut after = v.clone();
+                    p.apply(&mut after);
+                    !cfg.counts_against_max(&after)
+                };
+                Phase::Release(frees)
             } else if p.takes_slot() {
                 Phase::Acquire
             } else {
@@ -1234,20 +1355,24 @@ mod tests {
         label.set_label(keys::BEFORE_REBOOT, keys::TRUE);
         let mut bookkeeping = NodePatch::new("c");
         bookkeeping.set_annotation(keys::REBOOT_NEEDED_SINCE, "2026-12-07T00:00:00Z");
+        // Upkeep on a holder that leaves it holding: written with the releases, frees nothing.
+        let mut upkeep = NodePatch::new("b");
+        upkeep.set_annotation(keys::REBOOT_NEEDED_SINCE, "2026-12-07T00:00:00Z");
         let gone = NodePatch::new("d");
-        let patches = [grant, release, label, bookkeeping, gone];
+        let patches = [grant, release, label, bookkeeping, upkeep, gone];
+        let cfg = OperatorConfig::default();
         assert_eq!(
-            phases(&nodes, &patches),
+            phases(&nodes, &patches, &cfg),
             [
                 Some((Phase::Acquire, "1".to_string())),
-                Some((Phase::Release, "2".to_string())),
+                Some((Phase::Release(true), "2".to_string())),
                 Some((Phase::Acquire, "3".to_string())),
                 Some((Phase::Rest, "3".to_string())),
+                Some((Phase::Release(false), "2".to_string())),
                 None,
             ]
         );
-        let cfg = OperatorConfig::default();
-        let holders = holders_after(&nodes, &patches, &phases(&nodes, &patches), &cfg);
+        let holders = holders_after(&nodes, &patches, &phases(&nodes, &patches, &cfg), &cfg);
         assert_eq!(holders.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 
@@ -1312,5 +1437,38 @@ mod tests {
         // A node without spec or status: not Ready, no boot ID.
         let bare = cached(node("b", "1", "false"));
         assert!(!bare.node.view.ready && bare.node.view.boot_id.is_empty());
+    }
+
+    proptest::proptest! {
+        /// However the releases land, the grants out never exceed the slots free before the
+        /// round plus the freeing releases landed (so a release that never lands cannot
+        /// leave one holder too many), never exceed the decision's grants, and are all out
+        /// once every release landed.
+        #[test]
+        fn grants_out_are_covered_by_free_slots_and_landed_releases(
+            grants in 0usize..40,
+            freeing in 0usize..40,
+            other_releases in 0usize..5,
+            spare in 0usize..5,
+            landed in 0usize..40,
+            others_landed in 0usize..5,
+            pipelined: bool,
+        ) {
+            // The decision never grants more than the free slots and the slots it frees.
+            let free_before = grants.saturating_sub(freeing) + spare;
+            let landed = landed.min(freeing);
+            let others_landed = others_landed.min(other_releases);
+            let releases_left = (freeing - landed) + (other_releases - others_landed);
+            let plan = GrantPlan { grants, freeing, pipelined };
+            let allowed = plan.allowed(landed, releases_left);
+            proptest::prop_assert!(allowed <= grants);
+            proptest::prop_assert!(allowed <= free_before + landed);
+            if releases_left == 0 {
+                proptest::prop_assert_eq!(allowed, grants);
+            }
+            if !pipelined && releases_left > 0 {
+                proptest::prop_assert_eq!(allowed, 0);
+            }
+        }
     }
 }

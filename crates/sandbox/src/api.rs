@@ -646,7 +646,7 @@ fn list(
             remaining += 1;
             continue;
         }
-        items.push(view(req.res, &obj).into_owned());
+        items.push(view(req.res, obj).into_owned());
     }
     drop(store);
     if wants_table(headers) {

@@ -3,6 +3,7 @@
 
 mod child;
 mod growth;
+mod probe;
 mod report;
 mod scenarios;
 mod simagent;
@@ -453,6 +454,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     o.slot_latency.describe()
                 ),
                 format!(
+                    "The API's own write round trip through the same rollout (a client of its \
+                     own patches a ConfigMap, one request every 20 ms; a freed slot costs at \
+                     least two in a row, the release and the grant): {}.",
+                    o.api_round_trip
+                        .as_ref()
+                        .map_or("not measured".to_string(), probe::describe)
+                ),
+                format!(
                     "Operator requests per node reboot: {}.",
                     o.requests.describe(f64::from(nodes))
                 ),
@@ -568,6 +577,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "s",
         )
         .target(0.05),
+        Metric::new(
+            format!("API write round trip p99 under load (ConfigMap patch), {sn}-node rollout"),
+            scale
+                .as_ref()
+                .and_then(|o| o.api_round_trip.as_ref())
+                .map(|l| l.p99_ms / 1000.0),
+            "s",
+        ),
         Metric::new(
             format!("operator RSS idle, {sn} nodes"),
             scale.as_ref().map(|o| o.idle.rss_mib),

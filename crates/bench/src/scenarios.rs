@@ -497,6 +497,9 @@ pub struct OperatorScale {
     pub wall_seconds: f64,
     /// A freed slot -> the grant that fills it, through the rollout (grant latency under load).
     pub slot_latency: crate::slots::SlotLatency,
+    /// The API's write round trip through the rollout ([`crate::probe`]); without a monitor
+    /// only (the ratio runs are left as they were).
+    pub api_round_trip: Option<crate::slots::SlotLatency>,
     /// With a monitor only.
     pub summary: Option<Summary>,
     /// Where a reboot slot's time goes; with a monitor only.
@@ -757,6 +760,10 @@ pub async fn operator_scale(
     let idle = op.usage()?;
     let c0 = sb.audit().counts();
     let slots = crate::slots::SlotRecorder::start(sb.store());
+    let probe = match monitor {
+        None => Some(crate::probe::ApiProbe::start(&sb, crate::probe::USER).await?),
+        Some(_) => None,
+    };
     let t0 = monitor.as_ref().map(Monitor::now);
     let wall = Instant::now();
     for n in &names {
@@ -789,6 +796,10 @@ pub async fn operator_scale(
     let wall_seconds = round3(wall.elapsed().as_secs_f64());
     let slot_latency = slots.latency(max_rebooting as usize);
     drop(slots);
+    let api_round_trip = match probe {
+        Some(p) => Some(p.finish().await?),
+        None => None,
+    };
     let end = op.usage()?;
     let c1 = sb.audit().counts();
     repopulate.abort();
@@ -819,7 +830,7 @@ pub async fn operator_scale(
     // The clock starts at the first `reboot-needed=true`, as Timeline says why.
     let summary = snap.map(|s| Summary::compute(&s, max_rebooting as usize, None, true));
     let rollout_cpu = round3(end.cpu_seconds - idle.cpu_seconds);
-    let operator_user = |u: &str| u != "sim-agents" && u != "monitor";
+    let operator_user = |u: &str| u != "sim-agents" && u != "monitor" && u != crate::probe::USER;
     Ok(OperatorScale {
         nodes,
         pods,
@@ -832,6 +843,7 @@ pub async fn operator_scale(
         cpu_seconds_per_node_reboot: rollout_cpu / f64::from(nodes),
         wall_seconds,
         slot_latency,
+        api_round_trip,
         summary,
         phases,
         timeline,

@@ -143,7 +143,7 @@ pub struct SlotLatency {
 }
 
 impl SlotLatency {
-    fn of(samples: Vec<(f64, f64)>, lagged: u64) -> SlotLatency {
+    pub(crate) fn of(samples: Vec<(f64, f64)>, lagged: u64) -> SlotLatency {
         let r = |v: f64| (v * 1000.0).round() / 1000.0;
         let mut worst: Vec<(f64, f64)> = samples.iter().map(|(m, at)| (r(*m), r(*at))).collect();
         worst.sort_by(|a, b| b.0.total_cmp(&a.0));

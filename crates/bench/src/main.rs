@@ -459,7 +459,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                      least two in a row, the release and the grant): {}.",
                     o.api_round_trip
                         .as_ref()
-                        .map_or("not measured".to_string(), probe::describe)
+                        .map_or("not measured".to_string(), |l| l.summary("patches"))
                 ),
                 format!(
                     "Operator requests per node reboot: {}.",

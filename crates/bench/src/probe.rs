@@ -62,11 +62,3 @@ impl ApiProbe {
         Ok(SlotLatency::of(self.task.await??, 0))
     }
 }
-
-/// "N patches: p50 .., p99 .., max .. ms".
-pub fn describe(l: &SlotLatency) -> String {
-    format!(
-        "{} patches: p50 {} ms, p99 {} ms, max {} ms, mean {} ms",
-        l.samples, l.p50_ms, l.p99_ms, l.max_ms, l.mean_ms
-    )
-}

@@ -172,6 +172,14 @@ impl SlotLatency {
         }
     }
 
+    /// "N `what`: p50 .. ms, p99 .. ms, max .. ms, mean .. ms".
+    pub fn summary(&self, what: &str) -> String {
+        format!(
+            "{} {what}: p50 {} ms, p99 {} ms, max {} ms, mean {} ms",
+            self.samples, self.p50_ms, self.p99_ms, self.max_ms, self.mean_ms
+        )
+    }
+
     pub fn describe(&self) -> String {
         let worst: Vec<String> = self
             .worst
@@ -180,12 +188,8 @@ impl SlotLatency {
             .map(|(ms, at)| format!("{ms} ms at {at:.1} s"))
             .collect();
         format!(
-            "{} freed slots: p50 {} ms, p99 {} ms, max {} ms, mean {} ms (longest: {}){}",
-            self.samples,
-            self.p50_ms,
-            self.p99_ms,
-            self.max_ms,
-            self.mean_ms,
+            "{} (longest: {}){}",
+            self.summary("freed slots"),
             worst.join(", "),
             if self.lagged > 0 {
                 format!(" (the recorder missed {} changes: not valid)", self.lagged)

@@ -142,16 +142,10 @@ impl<'a> Capacity<'a> {
             let v = &c.node.view;
             let z = cfg.limit_zone_of(v);
             *zone_nodes.entry(z).or_default() += 1;
-            // Only a node whose patch can change its count is copied and parsed again: one
-            // that holds a slot, or one the patch gives a slot. Bookkeeping on the thousands
-            // of nodes that ask at once is not (copying their views was 10 MiB at 5,000).
+            let state = c.node.state.as_ref().ok();
             let counts = match patches.get(v.name.as_str()) {
-                Some(p) if c.parsed().holds_slot() || p.takes_slot() => {
-                    let mut after = v.clone();
-                    p.apply(&mut after);
-                    cfg.counts_against_max(&after)
-                }
-                _ => cfg.counts_against_max_parsed(v, c.node.state.as_ref().ok()),
+                Some(p) => cfg.counts_against_max_after(v, state, p),
+                None => cfg.counts_against_max_parsed(v, state),
             };
             if counts {
                 held += 1;

@@ -553,7 +553,8 @@ struct SlotWrites {
     /// Milliseconds into the round when the Lease write and the last release returned.
     persisted_ms: f64,
     released_ms: f64,
-    /// Grants not written: a release or the Lease write did not succeed.
+    /// Grants not written: the round may not grant, or a release or the Lease write did not
+    /// succeed.
     held_back: usize,
     outcomes: Vec<(NodePatch, String, Outcome)>,
 }
@@ -565,6 +566,7 @@ struct GrantPlan {
     /// The releases that free a slot.
     freeing: usize,
     pipelined: bool,
+    may_grant: bool,
 }
 
 impl GrantPlan {
@@ -573,7 +575,9 @@ impl GrantPlan {
     /// freeing release that lands covers one more. Not pipelined (per-zone maximums: a
     /// grant may count on a release in its own zone only), none before every release landed.
     fn allowed(&self, landed_freeing: usize, releases_left: usize) -> usize {
-        if self.pipelined {
+        if !self.may_grant {
+            0
+        } else if self.pipelined {
             (self.grants.saturating_sub(self.freeing) + landed_freeing).min(self.grants)
         } else if releases_left == 0 {
             self.grants
@@ -599,14 +603,9 @@ async fn write_slots(
     records: &mut SlotRecords,
     release: Vec<(NodePatch, String, bool)>,
     acquire: Vec<(NodePatch, String)>,
-    pipelined: bool,
+    plan: GrantPlan,
     ms: &impl Fn() -> f64,
 ) -> SlotWrites {
-    let plan = GrantPlan {
-        grants: acquire.len(),
-        freeing: release.iter().filter(|r| r.2).count(),
-        pipelined,
-    };
     let mut releases_left = release.len();
     let mut releases = release.into_iter();
     let mut grants = acquire.into_iter();
@@ -936,18 +935,15 @@ impl Leader {
             failed: unresolved || std::mem::take(&mut bookkeeping.failed),
             ..Default::default()
         };
-        let acquire = if result.failed && !acquire.is_empty() {
-            debug!(
-                waiting = acquire.len(),
-                "not granting new slots until the other writes of this decision succeed"
-            );
-            Vec::new()
-        } else {
-            acquire
+        let plan = GrantPlan {
+            grants: acquire.len(),
+            freeing: release.iter().filter(|r| r.2).count(),
+            pipelined: cfg.operator.max_rebooting_per_zone.is_none(),
+            // An unresolved write or a failed bookkeeping batch: no grant this round.
+            may_grant: !result.failed,
         };
-        let pipelined = cfg.operator.max_rebooting_per_zone.is_none();
         let written = write_slots(
-            writer, leadership, keep, records, release, acquire, pipelined, &ms,
+            writer, leadership, keep, records, release, acquire, plan, &ms,
         )
         .await;
         if let Err(e) = &written.persisted {
@@ -1020,13 +1016,9 @@ fn phases(
             let c = find(nodes, &p.node)?;
             let rv = c.resource_version.clone()?;
             let phase = if c.parsed().holds_slot() {
-                // Only these few are copied to be looked at as they will be.
-                let v = &c.node.view;
-                let frees = cfg.counts_against_max_parsed(v, c.node.state.as_ref().ok()) && {
-                    let mut after = v.clone();
-                    p.apply(&mut after);
-                    !cfg.counts_against_max(&after)
-                };
+                let (v, state) = (&c.node.view, c.node.state.as_ref().ok());
+                let frees = cfg.counts_against_max_parsed(v, state)
+                    && !cfg.counts_against_max_after(v, state, p);
                 Phase::Release(frees)
             } else if p.takes_slot() {
                 Phase::Acquire
@@ -1453,17 +1445,20 @@ mod tests {
             landed in 0usize..40,
             others_landed in 0usize..5,
             pipelined: bool,
+            may_grant: bool,
         ) {
             // The decision never grants more than the free slots and the slots it frees.
             let free_before = grants.saturating_sub(freeing) + spare;
             let landed = landed.min(freeing);
             let others_landed = others_landed.min(other_releases);
             let releases_left = (freeing - landed) + (other_releases - others_landed);
-            let plan = GrantPlan { grants, freeing, pipelined };
+            let plan = GrantPlan { grants, freeing, pipelined, may_grant };
             let allowed = plan.allowed(landed, releases_left);
             proptest::prop_assert!(allowed <= grants);
             proptest::prop_assert!(allowed <= free_before + landed);
-            if releases_left == 0 {
+            if !may_grant {
+                proptest::prop_assert_eq!(allowed, 0);
+            } else if releases_left == 0 {
                 proptest::prop_assert_eq!(allowed, grants);
             }
             if !pipelined && releases_left > 0 {

@@ -274,6 +274,27 @@ impl OperatorConfig {
         }
     }
 
+    /// Whether `view` (parsed as `state`, see
+    /// [`counts_against_max_parsed`](Self::counts_against_max_parsed)) counts against the
+    /// maximum once `patch` is applied. The view is copied only when the patch can change
+    /// that: on a node that holds a slot, or one the patch gives a slot; bookkeeping on the
+    /// thousands of nodes that wait is read from the state as it is.
+    pub fn counts_against_max_after(
+        &self,
+        view: &NodeView,
+        state: Option<&NodeState>,
+        patch: &NodePatch,
+    ) -> bool {
+        let holds = state.map_or_else(|| view.holds_slot(), NodeState::holds_slot);
+        if holds || patch.takes_slot() {
+            let mut after = view.clone();
+            patch.apply(&mut after);
+            self.counts_against_max(&after)
+        } else {
+            self.counts_against_max_parsed(view, state)
+        }
+    }
+
     /// The node's zone (`None`: the zone of nodes without the label).
     pub fn zone_of<'a>(&self, view: &'a NodeView) -> Option<&'a str> {
         view.label(&self.zone_label)

@@ -251,6 +251,32 @@ mod tests {
             patch.apply(&mut after);
             prop_assert_eq!(patch.takes_slot(), after.holds_slot());
         }
+
+        /// `counts_against_max_after` is `apply` then `counts_against_max`, on any node
+        /// (well-formed or not), under either `--stuck-node-action`.
+        #[test]
+        fn counts_against_max_after_is_apply_then_count(
+            view in crate::testutil::any_node("n".into(), crate::testutil::t0()),
+            patch in any_changes(),
+            release_stuck: bool,
+        ) {
+            let cfg = crate::operator::OperatorConfig {
+                stuck_node_action: if release_stuck {
+                    crate::operator::StuckNodeAction::Release
+                } else {
+                    crate::operator::StuckNodeAction::default()
+                },
+                ..Default::default()
+            };
+            let patch = build(&patch);
+            let state = crate::node::NodeState::parse(&view).ok();
+            let mut after = view.clone();
+            patch.apply(&mut after);
+            prop_assert_eq!(
+                cfg.counts_against_max_after(&view, state.as_ref(), &patch),
+                cfg.counts_against_max(&after)
+            );
+        }
     }
 
     #[test]

@@ -52,12 +52,29 @@ pub(crate) fn node_names(n: u32) -> Vec<String> {
 }
 
 /// A sandbox with `names` as nodes and the operator's namespace.
+/// The sandbox API server's own threads, one per core as the bench's: in a real cluster
+/// the thousands of simulated machines and controllers run elsewhere, and their work must
+/// not queue the operator's requests behind it.
+fn api_runtime() -> anyhow::Result<tokio::runtime::Handle> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt.handle().clone());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("sandbox-api")
+        .enable_all()
+        .build()
+        .context("cannot start the sandbox API's runtime")?;
+    Ok(RUNTIME.get_or_init(|| rt).handle().clone())
+}
+
 pub(crate) async fn sandbox_with_nodes(
     names: &[String],
     reboot: Duration,
 ) -> anyhow::Result<Sandbox> {
     let sb = Sandbox::start(sandbox::Options {
         reboot_duration: reboot,
+        api_runtime: Some(api_runtime()?),
         ..Default::default()
     })
     .await?;

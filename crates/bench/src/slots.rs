@@ -3,9 +3,11 @@
 //! Recorded in-process from the sandbox store's own change feed (no watch, so it costs the
 //! same at 15,000 nodes as at 20): the moments a slot holder's agent says its reboot is done
 //! (`reboot-needed` turning false on a granted node) and the moments a node is granted
-//! (`reboot-ok` turning true). Once every slot is taken, each grant fills the slot of one such
-//! "done"; paired first-in first-out, the gap is the operator's whole reaction: its watch, its
-//! decision, the release patch and the grant patch.
+//! (`reboot-ok` turning true), each at the instant the store committed it (not when this
+//! reader got to it: the bench's own tasks can be late under load). Once every slot is
+//! taken, each grant fills the slot of one such "done"; paired first-in first-out, the gap is
+//! the operator's whole reaction: its watch, its decision, the release patch and the grant
+//! patch.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -58,7 +60,7 @@ impl SlotRecorder {
                     }
                     Err(RecvError::Closed) => return,
                 };
-                let at = Instant::now();
+                let at = ev.at;
                 if ev.storage != nodes || ev.kind == EventType::Deleted {
                     continue;
                 }

@@ -77,6 +77,11 @@ pub struct Options {
     pub volume_detach: Duration,
     /// The authorizer; see [`authz::Mode`].
     pub authorization: authz::Mode,
+    /// The runtime the API server (its connections, requests and watches) runs on; by
+    /// default the caller's, with the simulation. A runtime of its own keeps requests from
+    /// queueing behind the simulated machines' work, as a real API server runs apart from
+    /// the machines it serves.
+    pub api_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for Options {
@@ -92,6 +97,7 @@ impl Default for Options {
             volume_attach: Duration::from_secs(1),
             volume_detach: Duration::from_secs(2),
             authorization: authz::Mode::default(),
+            api_runtime: None,
         }
     }
 }
@@ -134,13 +140,22 @@ impl Sandbox {
             tokens: identity::Tokens::default(),
             authz: opts.authorization,
         });
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let api_runtime = opts
+            .api_runtime
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current);
+        // Bound on the API's runtime: a listener belongs to the runtime that registered it.
+        let bind = |at: SocketAddr| {
+            let bound = api_runtime.spawn(tokio::net::TcpListener::bind(at));
+            async move {
+                bound
+                    .await?
+                    .with_context(|| format!("cannot listen on {at}"))
+            }
+        };
+        let listener = bind(opts.listen).await?;
         let addr = listener.local_addr()?;
-        let tls_listener = tokio::net::TcpListener::bind(opts.tls_listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", opts.tls_listen))?;
+        let tls_listener = bind(opts.tls_listen).await?;
         let tls_addr = tls_listener.local_addr()?;
         let tls = tls::Tls::generate()?;
         let cancel = CancellationToken::new();
@@ -152,12 +167,13 @@ impl Sandbox {
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let server = tokio::spawn(async move {
+        let server = api_runtime.spawn(async move {
             let _ = axum::serve(listener, plain)
                 .with_graceful_shutdown(async move { c.cancelled().await })
                 .await;
         });
-        let tls_server = tokio::spawn(tls::serve(tls_listener, tls.config, app, cancel.clone()));
+        let tls_server =
+            api_runtime.spawn(tls::serve(tls_listener, tls.config, app, cancel.clone()));
         let ctrl = tokio::spawn(controllers::run(
             store.clone(),
             controllers::SimTiming {

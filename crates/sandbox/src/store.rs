@@ -42,6 +42,9 @@ pub struct WatchEvent {
     /// The JSON watch line most watchers are sent (this event's type, the object as stored),
     /// encoded once for all of them.
     pub json_line: OnceLock<Bytes>,
+    /// When the change was committed, for latencies between commits that do not include
+    /// the delay of whoever reads the feed.
+    pub at: std::time::Instant,
 }
 
 pub type Key = (String, String);
@@ -297,6 +300,7 @@ impl Inner {
             object,
             old,
             json_line: OnceLock::new(),
+            at: std::time::Instant::now(),
         });
         let cap = self.log_capacity;
         let b = self.buckets.get_mut(r.storage).expect("bucket");

@@ -10,7 +10,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use sandbox::{FaultPlan, Options};
+use sandbox::{FaultPlan, Options, Sandbox};
 use serde_json::json;
 
 #[tokio::test]
@@ -882,4 +882,49 @@ async fn bad_input_gets_real_status_codes() {
             .0,
         200
     );
+}
+
+/// With a runtime of its own, the API server answers while the runtime that started it (the
+/// simulation's) is stalled.
+#[test]
+fn an_api_on_its_own_runtime_answers_while_the_simulation_is_stalled() {
+    let api = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sb = sim
+        .block_on(Sandbox::start(Options {
+            api_runtime: Some(api.handle().clone()),
+            ..Default::default()
+        }))
+        .unwrap();
+    sb.add_node("n1", &[]).unwrap();
+    // A kube client lives on the runtime it was made in.
+    let c = client.block_on(async { sb.client_as("admin") }).unwrap();
+    // The simulation's only thread is busy for 3 s; a request must not wait for it.
+    let stall = std::thread::spawn(move || {
+        sim.block_on(async { std::thread::sleep(Duration::from_secs(3)) });
+        sim
+    });
+    let asked = std::time::Instant::now();
+    let nodes = client
+        .block_on(Api::<Node>::all(c).list(&ListParams::default()))
+        .unwrap();
+    assert_eq!(nodes.items.len(), 1);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    drop(stall.join().unwrap());
+    drop(sb);
 }

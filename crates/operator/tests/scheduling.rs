@@ -626,3 +626,57 @@ fn scheduling_flags_reach_the_config() {
     assert_eq!(op.reboot_timeout, TimeDelta::minutes(30));
     assert_eq!(s.config.blocking_pod_selector, None);
 }
+
+/// A node that starts asking while the operator's bookkeeping writes are in flight is queued
+/// for the next batch: stamped once, after the batch, and never patched twice meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_asking_while_bookkeeping_is_written_is_stamped_once_after_it() {
+    // Slow, but not so slow that the Lease's renewal (two requests, 2 s deadline) fails.
+    const SLOW: Duration = Duration::from_millis(400);
+    let (sb, admin) = sandbox_with_nodes(&["a", "b", "c"]).await;
+    // Paused nodes are never granted: the only writes are the stamps.
+    for n in ["a", "b", "c"] {
+        annotate(&admin, n, &[(keys::REBOOT_PAUSED, Some("true"))]).await;
+    }
+    let op = Replica::start(&sb, "operator", op_config(1));
+    let stamp = |n: &'static str| {
+        let admin = admin.clone();
+        async move {
+            annotation(&get_node(&admin, n).await, keys::REBOOT_NEEDED_SINCE)
+                .map(|s| parse_time(s).unwrap())
+        }
+    };
+    // c asking keeps the operator leading.
+    mark_reboot_needed(&admin, "c").await;
+    wait_for("c stamped", PATIENCE, || stamp("c")).await;
+    // Every request answers late: a asks at SLOW, its stamp is in flight until about
+    // 2 SLOW, and b asks at about 1.5 SLOW. (Had b been seen with a, the two would share a
+    // batch: this test would pass without queueing, but never with a queued patch lost.)
+    sb.faults().update(|p| {
+        p.latency = SLOW;
+        p.latency_rate = 1.0;
+    });
+    let first = {
+        let admin = admin.clone();
+        tokio::spawn(async move { mark_reboot_needed(&admin, "a").await })
+    };
+    tokio::time::sleep(SLOW / 2).await;
+    mark_reboot_needed(&admin, "b").await;
+    first.await.unwrap();
+    let (a, b) = wait_for("a and b stamped", PATIENCE, || async {
+        Some((stamp("a").await?, stamp("b").await?))
+    })
+    .await;
+    assert!(a <= b, "a asked first: a {a}, b {b}");
+    sb.faults().set(Default::default());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let patches: u64 = sb
+        .audit()
+        .counts()
+        .into_iter()
+        .filter(|(e, _)| e.user == "operator" && e.verb == "patch" && e.resource == "nodes")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(patches, 3, "one stamp per node");
+    op.stop().await.unwrap();
+}

@@ -51,7 +51,6 @@ pub(crate) fn node_names(n: u32) -> Vec<String> {
     .node_names()
 }
 
-/// A sandbox with `names` as nodes and the operator's namespace.
 /// The sandbox API server's own threads, one per core as the bench's: in a real cluster
 /// the thousands of simulated machines and controllers run elsewhere, and their work must
 /// not queue the operator's requests behind it.
@@ -68,6 +67,7 @@ fn api_runtime() -> anyhow::Result<tokio::runtime::Handle> {
     Ok(RUNTIME.get_or_init(|| rt).handle().clone())
 }
 
+/// A sandbox with `names` as nodes and the operator's namespace.
 pub(crate) async fn sandbox_with_nodes(
     names: &[String],
     reboot: Duration,

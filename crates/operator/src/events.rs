@@ -100,10 +100,11 @@ fn short(key: &str) -> &str {
     key.strip_prefix(keys::PREFIX).unwrap_or(key)
 }
 
-/// Whether `decision` picks `node` this time (grants it or labels it `before-reboot`).
-/// Keyed by node names we chose ourselves, so no hash flooding to defend against.
+/// Maps looked up once per node in every round: foldhash (randomly seeded per process, so
+/// node names cannot be chosen to collide) instead of the far slower SipHash.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Whether `decision` picks `node` this time (grants it or labels it `before-reboot`).
 fn picked(decision: &Decision) -> HashSet<&str, foldhash::fast::RandomState> {
     decision
         .patches
@@ -365,7 +366,6 @@ impl Observer {
         now: DateTime<Utc>,
     ) {
         let r = self.r.clone();
-        r.metrics.set_window_open(cfg.window_open(now));
         let managed: Vec<&CachedNode> = nodes
             .iter()
             .map(|c| &**c)
@@ -393,6 +393,7 @@ impl Observer {
 
         let picked = picked(decision);
         let cap = Capacity::new(&managed, decision, cfg, now);
+        r.metrics.set_window_open(cap.window_open);
         self.round += 1;
         let round = self.round;
         // The first decision of a term only records.
